@@ -1,0 +1,110 @@
+//! Where things are stored on every tier.
+//!
+//! ```text
+//! <component>/<schedule>/<name>_<backup-id>.<ext>[.gz|.lz4|.zst][.age]
+//! <the same>.sha256                          # `sha256sum -c` format, over the stored bytes
+//! manifests/<component>/<backup-id>.json     # written last
+//! manifests/<component>/<backup-id>.json.sha256
+//! ```
+
+use crate::id::{BackupId, Component};
+use crate::manifest::Compression;
+
+/// The prefix under which manifests live.
+pub const MANIFESTS: &str = "manifests/";
+
+/// The key of an artifact.
+#[must_use]
+pub fn artifact_key(
+    component: &Component,
+    schedule: &str,
+    name: &str,
+    id: &BackupId,
+    ext: &str,
+    compression: Compression,
+    encrypted: bool,
+) -> String {
+    let ext = ext.trim_start_matches('.');
+    let dot = if ext.is_empty() { "" } else { "." };
+    let age = if encrypted { ".age" } else { "" };
+    format!(
+        "{component}/{schedule}/{name}_{id}{dot}{ext}{}{age}",
+        compression.suffix()
+    )
+}
+
+/// The key of a backup's manifest.
+#[must_use]
+pub fn manifest_key(component: &Component, id: &BackupId) -> String {
+    format!("{MANIFESTS}{component}/{id}.json")
+}
+
+/// The key of the `.sha256` sidecar of `key`.
+#[must_use]
+pub fn sidecar_key(key: &str) -> String {
+    format!("{key}.sha256")
+}
+
+/// The contents of a `.sha256` sidecar in `sha256sum -c` format for the file at `key`
+/// (the file name only, so `sha256sum -c` works from the file's directory).
+#[must_use]
+pub fn sidecar_line(key: &str, sha256_hex: &str) -> String {
+    let file = key.rsplit('/').next().unwrap_or(key);
+    format!("{sha256_hex}  {file}\n")
+}
+
+/// Parse a sidecar written by [`sidecar_line`] (or by `sha256sum`): the hex digest, if well formed.
+#[must_use]
+pub fn parse_sidecar(text: &str) -> Option<&str> {
+    let digest = text.split_whitespace().next()?;
+    (digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit())).then_some(digest)
+}
+
+/// Check that a key given by a user or read from a manifest stays inside the tier:
+/// relative, no `..`, no empty segments.
+#[must_use]
+pub fn is_safe_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_layout() {
+        let c = Component::new("postgres").ok();
+        let id = BackupId::parse("20260116_143000_a1f3").ok();
+        let (Some(c), Some(id)) = (c, id) else {
+            panic!("fixtures")
+        };
+        assert_eq!(
+            artifact_key(&c, "daily", "zentoria_main", &id, "sql", Compression::Gzip, false),
+            "postgres/daily/zentoria_main_20260116_143000_a1f3.sql.gz"
+        );
+        assert_eq!(
+            artifact_key(&c, "daily", "x", &id, "tar", Compression::Zstd, true),
+            "postgres/daily/x_20260116_143000_a1f3.tar.zst.age"
+        );
+        assert_eq!(
+            manifest_key(&c, &id),
+            "manifests/postgres/20260116_143000_a1f3.json"
+        );
+        let line = sidecar_line("a/b/c.sql.gz", &"0".repeat(64));
+        assert_eq!(line, format!("{}  c.sql.gz\n", "0".repeat(64)));
+        assert_eq!(parse_sidecar(&line), Some("0".repeat(64).as_str()));
+        assert!(parse_sidecar("xyz  c").is_none());
+    }
+
+    #[test]
+    fn unsafe_keys_are_refused() {
+        for k in ["", "/etc/passwd", "a/../b", "a//b", "./a"] {
+            assert!(!is_safe_key(k), "{k}");
+        }
+        assert!(is_safe_key("configs/daily/x.tar"));
+    }
+}

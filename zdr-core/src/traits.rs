@@ -1,0 +1,186 @@
+//! The four traits every datastore adapter and storage backend implements, and the
+//! types they exchange.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::Result;
+use crate::id::{BackupId, Component};
+use crate::manifest::{ArtifactRecord, BackupKind, Manifest};
+use crate::progress::Progress;
+
+/// A boxed byte stream to read.
+pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+/// A boxed byte stream to write.
+pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// One object on a tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its key, relative to the tier's root.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A place backups are stored: local disk, S3, OneDrive, memory.
+///
+/// Keys are `/`-separated and relative to the tier's root. Implementations add the tier
+/// name and the key to every error they return.
+#[async_trait]
+pub trait StorageTier: Send + Sync {
+    /// The tier's name from the configuration, such as `local` or `minio`.
+    fn name(&self) -> &str;
+
+    /// Open `key` for writing. The object exists only after `shutdown()` on the returned
+    /// writer succeeds; dropping it earlier abandons the write.
+    async fn writer(&self, key: &str) -> Result<BoxWrite>;
+
+    /// Open `key` for reading.
+    async fn reader(&self, key: &str) -> Result<BoxRead>;
+
+    /// Read a small object (a manifest, a sidecar) whole.
+    async fn read_all(&self, key: &str) -> Result<Vec<u8>>;
+
+    /// Write a small object whole.
+    async fn write_all(&self, key: &str, bytes: Vec<u8>) -> Result<()>;
+
+    /// Every object under `prefix`, recursively.
+    async fn list(&self, prefix: &str) -> Result<Vec<Entry>>;
+
+    /// The object at `key`, or `None` if there is none.
+    async fn stat(&self, key: &str) -> Result<Option<Entry>>;
+
+    /// Delete `key`; deleting a missing key succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Where a source writes its artifacts during a backup. The storage layer implements it:
+/// each artifact is hashed, compressed and encrypted on the fly and stored on the tier.
+#[async_trait]
+pub trait ArtifactSink: Send {
+    /// Start a new artifact with logical `name` (unique within the backup) and file
+    /// extension `ext` (such as `tar` or `sql`, without compression suffix).
+    async fn create(&mut self, name: &str, ext: &str) -> Result<Box<dyn ArtifactWrite>>;
+}
+
+/// An artifact being written. Write the raw bytes, then call [`ArtifactWrite::finish`];
+/// an artifact dropped without `finish` is abandoned and never listed in a manifest.
+#[async_trait]
+pub trait ArtifactWrite: AsyncWrite + Send + Unpin {
+    /// Flush, store the sidecar, and return the artifact's record.
+    async fn finish(self: Box<Self>) -> Result<ArtifactRecord>;
+}
+
+/// Reads a backup's artifacts back, decrypted and decompressed.
+#[async_trait]
+pub trait ArtifactReader: Send + Sync {
+    /// Open `artifact` for reading its raw bytes. The stream fails (with
+    /// [`crate::ErrorKind::Integrity`]) at its end if the stored bytes do not match the
+    /// record's size and SHA-256, so a consumer must read it to the end before trusting it.
+    async fn open(&self, artifact: &ArtifactRecord) -> Result<BoxRead>;
+}
+
+/// What a backup run asks of a source.
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    /// The id of the backup being made.
+    pub id: BackupId,
+    /// The schedule it belongs to, such as `daily`.
+    pub schedule: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// What a source reports after streaming a backup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceFacts {
+    /// The kind of backup made.
+    pub kind: BackupKind,
+    /// Facts for the manifest that a [`Verifier`] checks later.
+    pub facts: serde_json::Value,
+}
+
+/// Something that can be backed up.
+#[async_trait]
+pub trait BackupSource: Send + Sync {
+    /// The component this source backs up.
+    fn component(&self) -> &Component;
+
+    /// Stream one backup into `sink` and return the facts a [`Verifier`] needs later.
+    async fn backup(
+        &self,
+        req: &BackupRequest,
+        sink: &mut dyn ArtifactSink,
+        progress: &Progress,
+    ) -> Result<SourceFacts>;
+}
+
+/// Where a restore goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreTarget {
+    /// A directory to restore into, for components that restore files.
+    pub path: Option<PathBuf>,
+    /// A name in the datastore (a database, a collection), when not the original.
+    pub name: Option<String>,
+    /// Replace data that already exists at the target.
+    pub overwrite: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreOutcome {
+    /// Where the data went (a path, a database name).
+    pub target: String,
+    /// How many items were restored (files, tables, keys).
+    pub items: u64,
+    /// How many raw bytes were restored.
+    pub bytes: u64,
+    /// Notes for the operator (files left alone, renamed databases kept for rollback).
+    pub notes: Vec<String>,
+}
+
+/// Restores a backup.
+#[async_trait]
+pub trait Restorer: Send + Sync {
+    /// The component this restorer handles.
+    fn component(&self) -> &Component;
+
+    /// Restore `backup`, reading its artifacts from `from`, into `target`. The storage layer
+    /// has verified every artifact's checksum before calling this.
+    async fn restore(
+        &self,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome>;
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// How many items were checked.
+    pub checked: u64,
+    /// What did not match; empty when the verification passed.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when nothing failed.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks restored data against the facts recorded in a manifest.
+#[async_trait]
+pub trait Verifier: Send + Sync {
+    /// Compare the data at `target` with what `backup` recorded.
+    async fn verify(&self, backup: &Manifest, target: &RestoreTarget) -> Result<VerifyReport>;
+}
