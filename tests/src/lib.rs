@@ -1,1 +1,5 @@
-//! placeholder
+//! The zdr test kit: real throwaway servers (SeaweedFS for S3) and named doubles
+//! (the OneDrive Graph-API double), shared by the end-to-end suites.
+
+pub mod graph_double;
+pub mod seaweed;
