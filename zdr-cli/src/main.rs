@@ -1,2 +1,548 @@
-//! zdr
-fn main() {}
+//! `zdr`: the disaster-recovery command line. A thin consumer of the zdr SDK: it reads the
+//! config, builds tiers and components, calls the library, and presents the result.
+
+mod config;
+mod drill;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use zdr_core::{
+    BackupSelector, Catalog, Component, Error, ErrorKind, Progress, RestoreTarget, Result,
+    StorageTier, Verifier,
+};
+use zdr_storage::{Repository, RetryPolicy, open_tier};
+
+use crate::config::{ComponentConfig, Config};
+use crate::output::{CliProgress, human_bytes};
+
+/// Exit code: the operation failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit code: bad input (config, arguments, unknown names, wrong key).
+const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code: verification failed (checksums, manifests, restored data).
+const EXIT_VERIFY: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "zdr", version, about = "Disaster recovery for self-hosted stacks")]
+struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "ZDR_CONFIG", default_value = "zdr.toml")]
+    config: PathBuf,
+    /// Print the result as JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or progress lines (warnings still go to stderr).
+    #[arg(long, global = true)]
+    no_progress: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Back up one component to the primary tier.
+    Backup {
+        /// The component, as named in the config.
+        component: String,
+        /// The schedule name (default from the config).
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Replicate to the other tiers afterwards.
+        #[arg(long)]
+        replicate: bool,
+    },
+    /// List the backups on each tier.
+    List {
+        /// Only this tier.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only this component.
+        #[arg(long)]
+        component: Option<String>,
+    },
+    /// Re-read every artifact and check sizes, checksums, sidecars and manifests.
+    Verify {
+        /// Only this tier (default: every tier in the config).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only this component.
+        #[arg(long)]
+        component: Option<String>,
+        /// Also decrypt and decompress every artifact.
+        #[arg(long)]
+        deep: bool,
+    },
+    /// Restore a component from the first tier that holds the backup intact.
+    Restore {
+        /// The component.
+        component: String,
+        /// latest, previous, before:TIME, or a backup id.
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        /// Restore into this directory instead of the original location.
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Replace existing data that differs from the backup.
+        #[arg(long)]
+        overwrite: bool,
+        /// Only read from this tier.
+        #[arg(long)]
+        tier: Option<String>,
+    },
+    /// Copy backups missing on the replica tiers (primary → first → second ...).
+    Replicate {
+        /// Source tier (default: the chain from the config).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// Destination tier.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+    },
+    /// A recovery drill. With --sandbox: throwaway data and a local tier (back up, break,
+    /// restore, verify, report). With a component: restore its latest backup into a scratch
+    /// directory and verify it, leaving live data alone.
+    Drill {
+        /// Run on throwaway data, without any config.
+        #[arg(long, conflicts_with = "component")]
+        sandbox: bool,
+        /// The component to drill.
+        #[arg(required_unless_present = "sandbox")]
+        component: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            report_error(&Error::unexpected("cannot start the runtime").with_source(e), cli.json);
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let progress = Progress::new(Arc::new(CliProgress::new(cli.no_progress || cli.json)));
+    match runtime.block_on(run(&cli, &progress)) {
+        Ok(Outcome { value, code }) => {
+            print_result(&value, cli.json);
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            report_error(&e, cli.json);
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &Error) -> u8 {
+    match e.kind() {
+        ErrorKind::BadInput | ErrorKind::NotFound | ErrorKind::Decrypt | ErrorKind::Conflict => {
+            EXIT_BAD_INPUT
+        }
+        ErrorKind::Integrity => EXIT_VERIFY,
+        _ => EXIT_FAILED,
+    }
+}
+
+#[allow(clippy::print_stderr, clippy::print_stdout)]
+fn report_error(e: &Error, json: bool) {
+    if json {
+        let context: serde_json::Map<String, serde_json::Value> = e
+            .context()
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        println!(
+            "{}",
+            json!({"ok": false, "error": {"kind": e.kind().as_str(), "message": e.to_string(),
+                   "context": context, "hint": e.hint(), "temporary": e.is_temporary()}})
+        );
+    }
+    eprintln!("zdr: error: {e}");
+}
+
+#[allow(clippy::print_stdout)]
+fn print_result(value: &Output, json: bool) {
+    if json {
+        println!("{}", value.json);
+    } else {
+        for line in &value.text {
+            println!("{line}");
+        }
+    }
+}
+
+/// What a command prints: text lines, or JSON.
+struct Output {
+    text: Vec<String>,
+    json: serde_json::Value,
+}
+
+struct Outcome {
+    value: Output,
+    code: u8,
+}
+
+impl Outcome {
+    fn ok(text: Vec<String>, json: serde_json::Value) -> Self {
+        Self {
+            value: Output { text, json },
+            code: 0,
+        }
+    }
+}
+
+async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
+    if let Command::Drill { sandbox: true, .. } = &cli.command {
+        return drill::sandbox(progress).await;
+    }
+    let config = Config::load(&cli.config, std::env::vars())?;
+    match &cli.command {
+        Command::Backup {
+            component,
+            schedule,
+            replicate,
+        } => backup(&config, component, schedule.as_deref(), *replicate, progress).await,
+        Command::List { tier, component } => list(&config, tier.as_deref(), component.as_deref()).await,
+        Command::Verify {
+            tier,
+            component,
+            deep,
+        } => verify(&config, tier.as_deref(), component.as_deref(), *deep, progress).await,
+        Command::Restore {
+            component,
+            backup,
+            to,
+            overwrite,
+            tier,
+        } => {
+            let target = RestoreTarget {
+                path: to.clone(),
+                name: None,
+                overwrite: *overwrite,
+            };
+            restore(&config, component, backup, &target, tier.as_deref(), progress).await
+        }
+        Command::Replicate { from, to } => {
+            replicate(&config, from.as_deref(), to.as_deref(), progress).await
+        }
+        Command::Drill { component, .. } => {
+            let name = component.as_deref().unwrap_or_default();
+            drill::component(&config, name, progress).await
+        }
+    }
+}
+
+/// A component's source/restorer/verifier, built from the config.
+pub(crate) struct Adapter {
+    files: zdr_files::FilesComponent,
+}
+
+impl Adapter {
+    pub(crate) fn build(name: &str, config: &ComponentConfig) -> Result<Self> {
+        let component = Component::new(name)?;
+        match config {
+            ComponentConfig::Files { path } => Ok(Self {
+                files: zdr_files::FilesComponent::new(component, path.clone()),
+            }),
+        }
+    }
+    pub(crate) fn source(&self) -> &dyn zdr_core::BackupSource {
+        &self.files
+    }
+    pub(crate) fn restorer(&self) -> &dyn zdr_core::Restorer {
+        &self.files
+    }
+    pub(crate) fn verifier(&self) -> &dyn Verifier {
+        &self.files
+    }
+}
+
+pub(crate) fn repository(config: &Config, tier: &str) -> Result<Repository> {
+    let t = open_tier(tier, config.tier(tier)?)?;
+    Ok(Repository::new(t, config.pipeline_options()?))
+}
+
+async fn backup(
+    config: &Config,
+    component: &str,
+    schedule: Option<&str>,
+    then_replicate: bool,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let adapter = Adapter::build(component, config.component(component)?)?;
+    let repo = repository(config, &config.primary)?;
+    let started = Instant::now();
+    let m = repo
+        .backup(adapter.source(), schedule.unwrap_or(&config.schedule), progress)
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    let raw: u64 = m.artifacts.iter().map(|a| a.raw_size).sum();
+    let mut text = vec![format!(
+        "backed up {} as {} on {}: {} stored ({} raw) in {secs:.2}s",
+        m.component,
+        m.id,
+        config.primary,
+        human_bytes(m.stored_size()),
+        human_bytes(raw)
+    )];
+    for a in &m.artifacts {
+        text.push(format!("  {}  {}  sha256 {}", a.key, human_bytes(a.size), a.sha256));
+    }
+    let mut value = json!({"ok": true, "backup": m, "tier": config.primary, "seconds": secs});
+    if then_replicate {
+        let r = replicate(config, None, None, progress).await?;
+        text.extend(r.value.text);
+        value["replication"] = r.value.json;
+        if r.code != 0 {
+            return Ok(Outcome {
+                value: Output { text, json: value },
+                code: r.code,
+            });
+        }
+    }
+    Ok(Outcome::ok(text, value))
+}
+
+async fn list(config: &Config, tier: Option<&str>, component: Option<&str>) -> Result<Outcome> {
+    let tiers: Vec<String> = match tier {
+        Some(t) => vec![config.tier(t).map(|_| t.to_owned())?],
+        None => config.tiers.keys().cloned().collect(),
+    };
+    let component = component.map(Component::new).transpose()?;
+    let mut text = Vec::new();
+    let mut out = Vec::new();
+    for t in tiers {
+        let tier = open_tier(&t, config.tier(&t)?)?;
+        let catalog = Catalog::load(tier.as_ref()).await?;
+        text.push(format!("tier {t}:"));
+        let list = catalog.list(component.as_ref());
+        if list.is_empty() {
+            text.push("  (no backups)".to_owned());
+        }
+        for m in &list {
+            text.push(format!(
+                "  {:<12} {}  {}  {:<9} {:>10}  {} artifact(s)",
+                m.component.as_str(),
+                m.id,
+                m.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                m.schedule,
+                human_bytes(m.stored_size()),
+                m.artifacts.len()
+            ));
+        }
+        for p in catalog.problems() {
+            text.push(format!("  UNUSABLE {}: {}", p.key, p.error));
+        }
+        out.push(json!({"tier": t, "backups": list, "problems": catalog.problems().iter()
+            .map(|p| json!({"key": p.key, "error": p.error.to_string()})).collect::<Vec<_>>()}));
+    }
+    Ok(Outcome::ok(text, json!({"ok": true, "tiers": out})))
+}
+
+async fn verify(
+    config: &Config,
+    tier: Option<&str>,
+    component: Option<&str>,
+    deep: bool,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let tiers: Vec<String> = match tier {
+        Some(t) => vec![config.tier(t).map(|_| t.to_owned())?],
+        None => config.tiers.keys().cloned().collect(),
+    };
+    let component = component.map(Component::new).transpose()?;
+    let options = config.pipeline_options()?;
+    let mut text = Vec::new();
+    let mut failures = Vec::new();
+    let mut checked = 0u64;
+    for t in &tiers {
+        let repo = Repository::new(open_tier(t, config.tier(t)?)?, options.clone());
+        let catalog = repo.catalog().await?;
+        for p in catalog.problems() {
+            failures.push(json!({"tier": t, "key": p.key, "error": p.error.to_string()}));
+            text.push(format!("FAIL {t} {}: {}", p.key, p.error));
+        }
+        for m in catalog.list(component.as_ref()) {
+            match repo.verify(m, deep, progress).await {
+                Ok(()) => {
+                    checked += 1;
+                    text.push(format!(
+                        "ok   {t} {} {} ({} artifact(s), {})",
+                        m.component,
+                        m.id,
+                        m.artifacts.len(),
+                        human_bytes(m.stored_size())
+                    ));
+                }
+                Err(e) => {
+                    text.push(format!("FAIL {t} {} {}: {e}", m.component, m.id));
+                    failures.push(json!({"tier": t, "component": m.component, "backup": m.id,
+                        "kind": e.kind().as_str(), "error": e.to_string()}));
+                }
+            }
+        }
+    }
+    let ok = failures.is_empty();
+    text.push(format!(
+        "{}: {checked} backup(s) intact, {} problem(s)",
+        if ok { "verified" } else { "VERIFICATION FAILED" },
+        failures.len()
+    ));
+    Ok(Outcome {
+        value: Output {
+            text,
+            json: json!({"ok": ok, "intact": checked, "failures": failures}),
+        },
+        code: if ok { 0 } else { EXIT_VERIFY },
+    })
+}
+
+async fn restore(
+    config: &Config,
+    component: &str,
+    selector: &str,
+    target: &RestoreTarget,
+    only_tier: Option<&str>,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let adapter = Adapter::build(component, config.component(component)?)?;
+    let comp = Component::new(component)?;
+    let selector: BackupSelector = selector.parse()?;
+    let tiers = match only_tier {
+        Some(t) => vec![config.tier(t).map(|_| t.to_owned())?],
+        None => config.restore_order(),
+    };
+    let options = config.pipeline_options()?;
+    let mut last_err: Option<Error> = None;
+    for t in &tiers {
+        let tier: Arc<dyn StorageTier> = match open_tier(t, config.tier(t)?) {
+            Ok(t) => t,
+            Err(e) => {
+                progress.warn(format!("tier {t} unusable: {e}"));
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let repo = Repository::new(tier, options.clone());
+        let catalog = match repo.catalog().await {
+            Ok(c) => c,
+            Err(e) => {
+                progress.warn(format!("cannot read the catalog of tier {t}: {e}"));
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let m = match catalog.select(&comp, &selector) {
+            Ok(m) => m.clone(),
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let started = Instant::now();
+        match repo.restore(adapter.restorer(), &m, target, progress).await {
+            Ok(outcome) => {
+                let restore_secs = started.elapsed().as_secs_f64();
+                let verify_target = RestoreTarget {
+                    path: target.path.clone(),
+                    ..RestoreTarget::default()
+                };
+                let report = adapter.verifier().verify(&m, &verify_target).await?;
+                let secs = started.elapsed().as_secs_f64();
+                let mut text = vec![format!(
+                    "restored {} {} from tier {t} into {}: {} item(s), {} in {restore_secs:.2}s",
+                    m.component,
+                    m.id,
+                    outcome.target,
+                    outcome.items,
+                    human_bytes(outcome.bytes)
+                )];
+                text.extend(outcome.notes.iter().map(|n| format!("  note: {n}")));
+                let ok = report.is_ok();
+                text.push(format!(
+                    "verification: {} ({} checked{}); RTO {secs:.2}s",
+                    if ok { "passed" } else { "FAILED" },
+                    report.checked,
+                    if ok { String::new() } else { format!(", {} problem(s)", report.problems.len()) }
+                ));
+                text.extend(report.problems.iter().map(|p| format!("  problem: {p}")));
+                return Ok(Outcome {
+                    value: Output {
+                        text,
+                        json: json!({"ok": ok, "backup": m.id, "component": m.component, "tier": t,
+                            "outcome": outcome, "verify": report, "rto_seconds": secs}),
+                    },
+                    code: if ok { 0 } else { EXIT_VERIFY },
+                });
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Storage) => {
+                progress.warn(format!(
+                    "backup {} on tier {t} cannot be used ({e}); trying the next tier",
+                    m.id
+                ));
+                last_err = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::not_found(format!("no backup of {component}"))))
+}
+
+async fn replicate(
+    config: &Config,
+    from: Option<&str>,
+    to: Option<&str>,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let pairs: Vec<(String, String)> = match (from, to) {
+        (Some(f), Some(t)) => {
+            config.tier(f)?;
+            config.tier(t)?;
+            vec![(f.to_owned(), t.to_owned())]
+        }
+        _ => {
+            let chain = config.restore_order();
+            chain.windows(2).map(|w| (w[0].clone(), w[1].clone())).collect()
+        }
+    };
+    if pairs.is_empty() {
+        return Err(Error::bad_input(
+            "nothing to replicate: set replicate_to in the config, or pass --from and --to",
+        ));
+    }
+    let mut text = Vec::new();
+    let mut out = Vec::new();
+    let mut failed = false;
+    for (f, t) in pairs {
+        let from_tier = open_tier(&f, config.tier(&f)?)?;
+        let to_tier = open_tier(&t, config.tier(&t)?)?;
+        let report = zdr_storage::replicate(&from_tier, &to_tier, &RetryPolicy::default(), progress).await?;
+        text.push(format!(
+            "{f} -> {t}: {} copied ({}), {} already there, {} failed",
+            report.copied.len(),
+            human_bytes(report.bytes),
+            report.already_present,
+            report.failed.len()
+        ));
+        for (id, e) in &report.failed {
+            text.push(format!("  FAILED {id}: {e}"));
+        }
+        failed |= !report.failed.is_empty();
+        out.push(json!({"from": f, "to": t, "copied": report.copied, "already_present": report.already_present,
+            "bytes": report.bytes, "failed": report.failed.iter().map(|(id, e)| json!({"backup": id,
+            "error": e.to_string(), "kind": e.kind().as_str()})).collect::<Vec<_>>()}));
+    }
+    Ok(Outcome {
+        value: Output {
+            text,
+            json: json!({"ok": !failed, "replications": out}),
+        },
+        code: if failed { EXIT_FAILED } else { 0 },
+    })
+}

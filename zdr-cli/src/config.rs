@@ -1,0 +1,302 @@
+//! `zdr.toml` and its `ZDR_*` environment overrides.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zdr_core::{Compression, Error, Result};
+use zdr_storage::{AgeKeys, PipelineOptions, TierConfig};
+
+/// Environment variables that are not config overrides.
+const RESERVED_ENV: &[&str] = &["ZDR_CONFIG", "ZDR_AGE_PASSPHRASE", "ZDR_LOG"];
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The tier backups are written to.
+    pub primary: String,
+    /// Tiers `zdr replicate` copies to, in order: primary → first → second ...
+    #[serde(default)]
+    pub replicate_to: Vec<String>,
+    /// The schedule name new backups get.
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    /// How artifacts are written.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// age encryption.
+    #[serde(default)]
+    pub encryption: EncryptionConfig,
+    /// The tiers by name.
+    pub tiers: BTreeMap<String, TierConfig>,
+    /// The components by name.
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentConfig>,
+}
+
+fn default_schedule() -> String {
+    "daily".to_owned()
+}
+
+/// `[pipeline]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// none, gzip, lz4 or zstd.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Compression level.
+    #[serde(default)]
+    pub level: Option<i32>,
+    /// zstd worker threads.
+    #[serde(default)]
+    pub zstd_workers: Option<u32>,
+}
+
+/// `[encryption]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// X25519 recipients (`age1...`) new artifacts are encrypted to.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// An age identity file used to decrypt.
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+    /// The environment variable holding a passphrase (default `ZDR_AGE_PASSPHRASE`).
+    #[serde(default)]
+    pub passphrase_env: Option<String>,
+}
+
+/// `[components.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ComponentConfig {
+    /// A directory tree (config files).
+    Files {
+        /// The directory.
+        path: PathBuf,
+    },
+}
+
+impl Config {
+    /// Read `path` and apply the `ZDR_*` overrides of `env`.
+    pub fn load(path: &Path, env: impl Iterator<Item = (String, String)>) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::bad_input(format!("cannot read config file {}", path.display()))
+                .with_source(e)
+                .with_hint("pass --config PATH or set ZDR_CONFIG")
+        })?;
+        Self::parse(&text, &path.display().to_string(), env)
+    }
+
+    /// Parse config text from `origin` and apply the `ZDR_*` overrides of `env`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            Error::bad_input(format!("malformed config file {origin}: {}", e.message().trim()))
+                .with_context("at", describe_span(text, e.span()))
+        })?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("ZDR_") else {
+                continue;
+            };
+            if RESERVED_ENV.contains(&name.as_str()) || rest.starts_with("TEST_") {
+                continue;
+            }
+            apply_override(&mut table, &name, rest, &value)?;
+        }
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            Error::bad_input(format!("invalid config {origin}: {}", e.message().trim()))
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        for t in std::iter::once(&self.primary).chain(&self.replicate_to) {
+            if !self.tiers.contains_key(t) {
+                return Err(Error::bad_input(format!(
+                    "unknown tier {t:?}; the config defines {}",
+                    names(self.tiers.keys())
+                )));
+            }
+        }
+        for name in self.components.keys() {
+            zdr_core::Component::new(name.clone())?;
+        }
+        Ok(())
+    }
+
+    /// The named tier's config.
+    pub fn tier(&self, name: &str) -> Result<&TierConfig> {
+        self.tiers.get(name).ok_or_else(|| {
+            Error::bad_input(format!(
+                "unknown tier {name:?}; the config defines {}",
+                names(self.tiers.keys())
+            ))
+        })
+    }
+
+    /// The named component's config.
+    pub fn component(&self, name: &str) -> Result<&ComponentConfig> {
+        self.components.get(name).ok_or_else(|| {
+            Error::bad_input(format!(
+                "unknown component {name:?}; the config defines {}",
+                names(self.components.keys())
+            ))
+        })
+    }
+
+    /// Tiers in the order restores try them: primary, then the replicas.
+    pub fn restore_order(&self) -> Vec<String> {
+        let mut v = vec![self.primary.clone()];
+        v.extend(self.replicate_to.iter().cloned());
+        v
+    }
+
+    /// The pipeline options, with the encryption keys loaded.
+    pub fn pipeline_options(&self) -> Result<PipelineOptions> {
+        let compression: Compression = match &self.pipeline.compression {
+            Some(c) => c.parse()?,
+            None => Compression::Zstd,
+        };
+        let mut keys = AgeKeys::none().with_recipients(&self.encryption.recipients)?;
+        if let Some(file) = &self.encryption.identity_file {
+            keys = keys.with_identity_file(file)?;
+        }
+        let pass_env = self
+            .encryption
+            .passphrase_env
+            .as_deref()
+            .unwrap_or("ZDR_AGE_PASSPHRASE");
+        if let Ok(pass) = std::env::var(pass_env) {
+            if !pass.is_empty() {
+                keys = keys.with_passphrase(pass);
+            }
+        }
+        Ok(PipelineOptions {
+            compression,
+            level: self.pipeline.level,
+            zstd_workers: self.pipeline.zstd_workers.unwrap_or(0),
+            keys,
+        })
+    }
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn describe_span(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) => {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}")
+        }
+        None => "unknown position".to_owned(),
+    }
+}
+
+/// `ZDR_TIERS__MINIO__SECRET_ACCESS_KEY=x` sets `tiers.minio.secret_access_key = "x"`.
+/// Values that parse as TOML (numbers, booleans, arrays) keep their type.
+fn apply_override(table: &mut toml::Table, var: &str, path: &str, value: &str) -> Result<()> {
+    let segments: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+    if segments.iter().any(String::is_empty) {
+        return Err(Error::bad_input(format!("malformed override variable {var}")));
+    }
+    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let mut cur = table;
+    let (last, parents) = segments
+        .split_last()
+        .ok_or_else(|| Error::bad_input(format!("malformed override variable {var}")))?;
+    for seg in parents {
+        let entry = cur
+            .entry(seg.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry.as_table_mut().ok_or_else(|| {
+            Error::bad_input(format!("{var}: {seg} is not a table in the config"))
+        })?;
+    }
+    cur.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+primary = "local"
+replicate_to = ["minio"]
+[tiers.local]
+type = "fs"
+root = "/tmp/x"
+[tiers.minio]
+type = "s3"
+bucket = "zdr-backups"
+endpoint = "http://127.0.0.1:8333"
+[components.configs]
+type = "files"
+path = "/etc/zentoria"
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() -> Result<()> {
+        let c = Config::parse(
+            BASE,
+            "t",
+            env(&[
+                ("ZDR_TIERS__MINIO__SECRET_ACCESS_KEY", "s3cr3t"),
+                ("ZDR_TIERS__MINIO__ACCESS_KEY_ID", "id"),
+                ("ZDR_PIPELINE__LEVEL", "9"),
+                ("ZDR_CONFIG", "ignored"),
+                ("HOME", "ignored"),
+            ]),
+        )?;
+        assert_eq!(c.pipeline.level, Some(9));
+        let TierConfig::S3(s3) = c.tier("minio")? else {
+            panic!("not s3")
+        };
+        assert_eq!(s3.secret_access_key.as_deref(), Some("s3cr3t"));
+        assert!(!format!("{c:?}").contains("s3cr3t"), "secret in Debug");
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_tier_component_and_keys_are_bad_input() {
+        let e = Config::parse(&BASE.replace("[\"minio\"]", "[\"onedrive\"]"), "t", env(&[]));
+        assert!(e.err().is_some_and(|e| e.to_string().contains("unknown tier \"onedrive\"")));
+        let e = Config::parse(&BASE.replace("type = \"files\"", "type = \"mysql\""), "t", env(&[]));
+        assert!(e.err().is_some_and(|e| e.to_string().contains("mysql")));
+        let e = Config::parse(&format!("{BASE}\nbogus = 1\n"), "t", env(&[]));
+        assert!(e.err().is_some_and(|e| e.to_string().contains("bogus")));
+        let e = Config::parse(BASE, "t", env(&[("ZDR_TIERS__LOCAL__COLOR", "red")]));
+        assert!(e.err().is_some_and(|e| e.to_string().contains("color")));
+        let e = Config::parse("primary = ", "zdr.toml", env(&[]));
+        assert!(e.err().is_some_and(|e| e.to_string().contains("malformed config file zdr.toml")));
+        let c = Config::parse(BASE, "t", env(&[])).ok();
+        let e = c.as_ref().map(|c| c.component("redis").err().map(|e| e.to_string()));
+        assert!(e.flatten().is_some_and(|e| e.contains("unknown component \"redis\"")));
+    }
+}

@@ -1,0 +1,161 @@
+//! Replication between tiers (local → S3 → OneDrive): every backup missing on the
+//! destination is copied artifact by artifact, each copy read back and checked, and the
+//! manifest written last, so a replication cut short leaves nothing that looks complete.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zdr_core::{
+    ArtifactRecord, BackupId, Catalog, Error, ErrorKind, Manifest, Progress, Result, StorageTier,
+    layout,
+};
+
+use crate::pipeline::{CHUNK, verify_stored};
+use crate::repo::write_manifest;
+use crate::retry::RetryPolicy;
+
+/// What a replication did.
+#[derive(Debug, Default)]
+pub struct ReplicationReport {
+    /// Backups copied to the destination.
+    pub copied: Vec<BackupId>,
+    /// Backups already on the destination.
+    pub already_present: usize,
+    /// Backups that could not be copied, with the error (tier and key in its context).
+    pub failed: Vec<(BackupId, Error)>,
+    /// Bytes copied.
+    pub bytes: u64,
+}
+
+/// Copy every backup of `from` that `to` lacks. One backup failing does not stop the others;
+/// the report lists it.
+///
+/// # Errors
+/// Only when the source catalog cannot be read or listed.
+pub async fn replicate(
+    from: &Arc<dyn StorageTier>,
+    to: &Arc<dyn StorageTier>,
+    policy: &RetryPolicy,
+    progress: &Progress,
+) -> Result<ReplicationReport> {
+    let source = Catalog::load(from.as_ref()).await?;
+    let mut report = ReplicationReport::default();
+    for m in source.list(None) {
+        let key = layout::manifest_key(&m.component, &m.id);
+        let present = policy
+            .run(&format!("stat {key} on {}", to.name()), progress, || to.stat(&key))
+            .await;
+        match present {
+            Ok(Some(_)) => {
+                report.already_present += 1;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                report.failed.push((m.id.clone(), e));
+                continue;
+            }
+        }
+        match copy_backup(from, to, m, policy, progress).await {
+            Ok(bytes) => {
+                report.bytes += bytes;
+                report.copied.push(m.id.clone());
+                progress.info(format!(
+                    "replicated {} {} from {} to {}",
+                    m.component,
+                    m.id,
+                    from.name(),
+                    to.name()
+                ));
+            }
+            Err(e) => report.failed.push((m.id.clone(), e)),
+        }
+    }
+    Ok(report)
+}
+
+async fn copy_backup(
+    from: &Arc<dyn StorageTier>,
+    to: &Arc<dyn StorageTier>,
+    m: &Manifest,
+    policy: &RetryPolicy,
+    progress: &Progress,
+) -> Result<u64> {
+    let mut bytes = 0;
+    for a in &m.artifacts {
+        let what = format!("copy {} from {} to {}", a.key, from.name(), to.name());
+        progress.start(&what, Some(a.size));
+        policy
+            .run(&what, progress, || copy_artifact(from.as_ref(), to.as_ref(), a, progress))
+            .await?;
+        progress.finish(&what);
+        bytes += a.size;
+    }
+    let what = format!("write manifest of {} to {}", m.id, to.name());
+    policy
+        .run(&what, progress, || write_manifest(to.as_ref(), m))
+        .await?;
+    Ok(bytes)
+}
+
+/// Copy one artifact, hashing the source bytes on the way (a corrupt source is never
+/// replicated), then read the copy back and check it with its sidecar.
+async fn copy_artifact(
+    from: &dyn StorageTier,
+    to: &dyn StorageTier,
+    a: &ArtifactRecord,
+    progress: &Progress,
+) -> Result<()> {
+    let mut r = from.reader(&a.key).await?;
+    let mut w = to.writer(&a.key).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    let io = |tier: &str, what: &str, e: std::io::Error| {
+        let err = Error::new(ErrorKind::Storage, format!("{what} failed"))
+            .with_context("tier", tier)
+            .with_context("key", &a.key)
+            .with_source(e);
+        // Network failures mid-stream are worth another attempt.
+        err.temporary()
+    };
+    loop {
+        let n = r.read(&mut buf).await.map_err(|e| io(from.name(), "read", e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        w.write_all(&buf[..n])
+            .await
+            .map_err(|e| io(to.name(), "write", e))?;
+    }
+    let sha = hex::encode(hasher.finalize());
+    if size != a.size || sha != a.sha256 {
+        return Err(Error::integrity(
+            "the source copy does not match its manifest; not replicating it",
+        )
+        .with_context("tier", from.name())
+        .with_context("key", &a.key)
+        .with_hint("run `zdr verify` on the source tier"));
+    }
+    w.shutdown()
+        .await
+        .map_err(|e| io(to.name(), "commit", e))?;
+    to.write_all(
+        &layout::sidecar_key(&a.key),
+        layout::sidecar_line(&a.key, &a.sha256).into_bytes(),
+    )
+    .await?;
+    // Read back what the destination stored.
+    verify_stored(to, a, &Progress::none()).await.map_err(|e| {
+        if e.kind() == ErrorKind::Integrity {
+            e.temporary()
+        } else {
+            e
+        }
+    })?;
+    progress.advance(&a.key, size);
+    Ok(())
+}

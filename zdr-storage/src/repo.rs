@@ -1,0 +1,316 @@
+//! [`Repository`]: one tier plus the pipeline options, running backups, verifications and
+//! restores with the rules of `design.md` (manifest last, check before restoring).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use zdr_core::{
+    ArtifactReader, ArtifactRecord, ArtifactSink, ArtifactWrite, BackupId, BackupRequest,
+    BackupSource, BoxRead, Catalog, Component, Error, ErrorKind, MANIFEST_FORMAT, Manifest,
+    Progress, Restorer, RestoreOutcome, RestoreTarget, Result, StorageTier, ZDR_VERSION, layout,
+};
+
+use crate::pipeline::{FailureSlot, PipelineOptions, PipelineWriter, open_artifact, verify_stored};
+
+/// A tier with the options used to write to it and the keys to read from it.
+#[derive(Clone)]
+pub struct Repository {
+    tier: Arc<dyn StorageTier>,
+    options: PipelineOptions,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("tier", &self.tier.name())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Repository {
+    /// A repository on `tier` writing with `options`.
+    pub fn new(tier: Arc<dyn StorageTier>, options: PipelineOptions) -> Self {
+        Self { tier, options }
+    }
+
+    /// The tier.
+    #[must_use]
+    pub fn tier(&self) -> &Arc<dyn StorageTier> {
+        &self.tier
+    }
+
+    /// The pipeline options.
+    #[must_use]
+    pub fn options(&self) -> &PipelineOptions {
+        &self.options
+    }
+
+    /// Every complete backup on the tier.
+    ///
+    /// # Errors
+    /// Storage errors from listing the tier.
+    pub async fn catalog(&self) -> Result<Catalog> {
+        Catalog::load(self.tier.as_ref()).await
+    }
+
+    /// Run one backup of `source`: stream its artifacts through the pipeline, then write
+    /// the manifest last. On failure, the artifacts written so far are deleted (best
+    /// effort) and no manifest is written, so the catalog never sees the attempt.
+    ///
+    /// # Errors
+    /// The source's error, or the storage error that caused it, with the component named.
+    pub async fn backup(
+        &self,
+        source: &dyn BackupSource,
+        schedule: &str,
+        progress: &Progress,
+    ) -> Result<Manifest> {
+        let component = source.component().clone();
+        if schedule.is_empty() || !zdr_core::layout::is_safe_key(schedule) || schedule.contains('/') {
+            return Err(Error::bad_input(format!("invalid schedule name {schedule:?}")));
+        }
+        let started_at = Utc::now();
+        let req = BackupRequest {
+            id: BackupId::generate(started_at),
+            schedule: schedule.to_owned(),
+            started_at,
+        };
+        let task = format!("backup {component}");
+        progress.start(&task, None);
+        let mut sink = BackupSink {
+            tier: self.tier.clone(),
+            options: self.options.clone(),
+            component: component.clone(),
+            req: req.clone(),
+            progress: progress.clone(),
+            failure: FailureSlot::default(),
+            finished: Arc::new(Mutex::new(Vec::new())),
+            created: Vec::new(),
+        };
+        let result = source.backup(&req, &mut sink, progress).await;
+        let outcome = match result {
+            Ok(facts) => self.write_manifest(&sink, &req, facts).await,
+            Err(e) => Err(sink.failure.take().unwrap_or(e)),
+        };
+        match outcome {
+            Ok(m) => {
+                progress.finish(&task);
+                Ok(m)
+            }
+            Err(e) => {
+                sink.cleanup().await;
+                progress.finish(&task);
+                Err(e.with_context("component", &component))
+            }
+        }
+    }
+
+    async fn write_manifest(
+        &self,
+        sink: &BackupSink,
+        req: &BackupRequest,
+        facts: zdr_core::SourceFacts,
+    ) -> Result<Manifest> {
+        let artifacts = sink
+            .finished
+            .lock()
+            .map(|f| f.clone())
+            .map_err(|_| Error::unexpected("artifact list poisoned"))?;
+        let finished: HashSet<&str> = artifacts.iter().map(|a| a.key.as_str()).collect();
+        if let Some(open) = sink.created.iter().find(|k| !finished.contains(k.as_str())) {
+            return Err(Error::unexpected(format!(
+                "the source returned before finishing artifact {open}"
+            )));
+        }
+        if artifacts.is_empty() {
+            return Err(Error::unexpected("the source wrote no artifact"));
+        }
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            id: req.id.clone(),
+            component: sink.component.clone(),
+            kind: facts.kind,
+            schedule: req.schedule.clone(),
+            started_at: req.started_at,
+            finished_at: Utc::now(),
+            zdr_version: ZDR_VERSION.to_owned(),
+            parent: None,
+            facts: facts.facts,
+            artifacts,
+        };
+        write_manifest(self.tier.as_ref(), &manifest).await?;
+        Ok(manifest)
+    }
+
+    /// Check every artifact of `manifest` on this tier: size, SHA-256 and sidecar. With
+    /// `deep`, also decrypt and decompress each one to its end.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Integrity`] for the first artifact that does not match, naming tier and key.
+    pub async fn verify(&self, manifest: &Manifest, deep: bool, progress: &Progress) -> Result<()> {
+        for a in &manifest.artifacts {
+            progress.start(&a.key, Some(a.size));
+            let res = verify_stored(self.tier.as_ref(), a, progress).await;
+            progress.finish(&a.key);
+            res?;
+            if deep {
+                let mut r = self.open(a, Progress::none())?;
+                tokio::io::copy(&mut r, &mut tokio::io::sink())
+                    .await
+                    .map_err(|e| Error::from_io(e, "decoding failed"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Open one artifact for reading its raw bytes.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Decrypt`] when the artifact is encrypted and no key is configured.
+    pub fn open(&self, record: &ArtifactRecord, progress: Progress) -> Result<BoxRead> {
+        open_artifact(self.tier.clone(), record, &self.options.keys, progress)
+    }
+
+    /// Restore `manifest` with `restorer` into `target`. Every artifact's checksum is verified
+    /// first: a corrupt backup is refused before the target is touched.
+    ///
+    /// # Errors
+    /// Integrity errors from the check, or the restorer's errors.
+    pub async fn restore(
+        &self,
+        restorer: &dyn Restorer,
+        manifest: &Manifest,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        if restorer.component() != &manifest.component {
+            return Err(Error::bad_input(format!(
+                "backup {} is of {}, not {}",
+                manifest.id,
+                manifest.component,
+                restorer.component()
+            )));
+        }
+        self.verify(manifest, false, progress)
+            .await
+            .map_err(|e| e.with_context("component", &manifest.component))?;
+        let reader = RepoReader {
+            repo: self.clone(),
+            progress: progress.clone(),
+        };
+        restorer
+            .restore(manifest, &reader, target, progress)
+            .await
+            .map_err(|e| e.with_context("component", &manifest.component))
+    }
+
+    /// Delete a backup: its manifest first (so it leaves the catalog at once), then its
+    /// artifacts and sidecars.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn delete_backup(&self, manifest: &Manifest) -> Result<()> {
+        let key = layout::manifest_key(&manifest.component, &manifest.id);
+        self.tier.delete(&key).await?;
+        self.tier.delete(&layout::sidecar_key(&key)).await?;
+        for a in &manifest.artifacts {
+            self.tier.delete(&a.key).await?;
+            self.tier.delete(&layout::sidecar_key(&a.key)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Write a manifest's sidecar, then the manifest itself (which makes the backup exist).
+pub(crate) async fn write_manifest(tier: &dyn StorageTier, manifest: &Manifest) -> Result<()> {
+    let key = layout::manifest_key(&manifest.component, &manifest.id);
+    let json = manifest.to_json()?;
+    let sha = zdr_core::sha256_hex(&json);
+    tier.write_all(
+        &layout::sidecar_key(&key),
+        layout::sidecar_line(&key, &sha).into_bytes(),
+    )
+    .await?;
+    tier.write_all(&key, json).await
+}
+
+struct RepoReader {
+    repo: Repository,
+    progress: Progress,
+}
+
+#[async_trait]
+impl ArtifactReader for RepoReader {
+    async fn open(&self, artifact: &ArtifactRecord) -> Result<BoxRead> {
+        self.repo.open(artifact, self.progress.clone())
+    }
+}
+
+struct BackupSink {
+    tier: Arc<dyn StorageTier>,
+    options: PipelineOptions,
+    component: Component,
+    req: BackupRequest,
+    progress: Progress,
+    failure: FailureSlot,
+    finished: Arc<Mutex<Vec<ArtifactRecord>>>,
+    created: Vec<String>,
+}
+
+impl BackupSink {
+    async fn cleanup(&self) {
+        for key in &self.created {
+            for k in [key.clone(), layout::sidecar_key(key)] {
+                if let Err(e) = self.tier.delete(&k).await {
+                    self.progress
+                        .warn(format!("could not remove the partial artifact {k}: {e}"));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ArtifactSink for BackupSink {
+    async fn create(&mut self, name: &str, ext: &str) -> Result<Box<dyn ArtifactWrite>> {
+        let safe = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && !s.starts_with('.')
+        };
+        if !safe(name) || !(ext.is_empty() || safe(ext)) {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("invalid artifact name {name:?} or extension {ext:?}"),
+            ));
+        }
+        let key = layout::artifact_key(
+            &self.component,
+            &self.req.schedule,
+            name,
+            &self.req.id,
+            ext,
+            self.options.compression,
+            self.options.keys.encrypts(),
+        );
+        if self.created.contains(&key) {
+            return Err(Error::unexpected(format!("artifact {name} created twice")));
+        }
+        self.created.push(key.clone());
+        self.progress.start(&key, None);
+        let w = PipelineWriter::start(
+            self.tier.clone(),
+            name,
+            key,
+            &self.options,
+            self.progress.clone(),
+            self.failure.clone(),
+            self.finished.clone(),
+        )?;
+        Ok(Box::new(w))
+    }
+}

@@ -1,0 +1,294 @@
+//! [`StorageTier`] on OpenDAL: local filesystem, S3 (MinIO and any S3), OneDrive, memory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
+use zdr_core::{BoxRead, BoxWrite, Entry, Error, ErrorKind, Result, StorageTier};
+
+use crate::onedrive::OneDriveConfig;
+
+/// How to reach one tier, as written in `zdr.toml` under `[tiers.NAME]`.
+#[derive(Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TierConfig {
+    /// A directory on local disk.
+    Fs {
+        /// The directory; created if missing.
+        root: PathBuf,
+    },
+    /// An S3 bucket (MinIO, SeaweedFS, AWS, ...).
+    S3(S3Config),
+    /// A OneDrive folder through Microsoft Graph.
+    Onedrive(OneDriveConfig),
+    /// Process memory; for tests and examples.
+    Memory,
+}
+
+impl std::fmt::Debug for TierConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fs { root } => f.debug_struct("Fs").field("root", root).finish(),
+            Self::S3(c) => c.fmt(f),
+            Self::Onedrive(c) => c.fmt(f),
+            Self::Memory => f.write_str("Memory"),
+        }
+    }
+}
+
+/// An S3 bucket. Credentials may come from the config, from `ZDR_*` variables through the
+/// CLI, or be left out for anonymous access; they never appear in `Debug` output.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket.
+    pub bucket: String,
+    /// The endpoint, such as `http://127.0.0.1:9000` for MinIO; AWS when unset.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The region; `us-east-1` when unset (what MinIO expects).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A prefix inside the bucket.
+    #[serde(default)]
+    pub root: Option<String>,
+    /// The access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// The secret access key.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Use `bucket.host` addressing instead of `host/bucket`.
+    #[serde(default)]
+    pub virtual_host_style: bool,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("root", &self.root)
+            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Open the tier `name` described by `config`.
+///
+/// # Errors
+/// [`ErrorKind::BadInput`] naming the tier when the configuration cannot work.
+pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>> {
+    let bad = |e: opendal::Error| {
+        Error::bad_input(format!("cannot configure tier {name:?}: {e}")).with_context("tier", name)
+    };
+    let op = match config {
+        TierConfig::Fs { root } => {
+            std::fs::create_dir_all(root).map_err(|e| {
+                Error::bad_input(format!(
+                    "cannot create the directory of tier {name:?}: {}",
+                    root.display()
+                ))
+                .with_source(e)
+            })?;
+            let root = std::fs::canonicalize(root).map_err(|e| {
+                Error::bad_input(format!("cannot resolve {}", root.display())).with_source(e)
+            })?;
+            let tmp = root.join(".zdr-tmp");
+            let builder = opendal::services::Fs::default()
+                .root(&root.to_string_lossy())
+                .atomic_write_dir(&tmp.to_string_lossy());
+            opendal::Operator::new(builder).map_err(bad)?
+        }
+        TierConfig::S3(c) => {
+            if c.bucket.len() < 3 {
+                return Err(Error::bad_input(format!(
+                    "tier {name:?}: bucket name {:?} is too short (3 characters at least)",
+                    c.bucket
+                )));
+            }
+            let mut b = opendal::services::S3::default()
+                .bucket(&c.bucket)
+                .region(c.region.as_deref().unwrap_or("us-east-1"))
+                .disable_config_load();
+            if let Some(e) = &c.endpoint {
+                b = b.endpoint(e);
+            }
+            if let Some(r) = &c.root {
+                b = b.root(r);
+            }
+            match (&c.access_key_id, &c.secret_access_key) {
+                (Some(id), Some(secret)) => b = b.access_key_id(id).secret_access_key(secret),
+                (None, None) => b = b.skip_signature(),
+                _ => {
+                    return Err(Error::bad_input(format!(
+                        "tier {name:?}: set both access_key_id and secret_access_key, or neither"
+                    )));
+                }
+            }
+            if c.virtual_host_style {
+                b = b.enable_virtual_host_style();
+            }
+            opendal::Operator::new(b).map_err(bad)?
+        }
+        TierConfig::Onedrive(c) => {
+            crate::onedrive::operator(c).map_err(|e| e.with_context("tier", name))?
+        }
+        TierConfig::Memory => {
+            opendal::Operator::new(opendal::services::Memory::default()).map_err(bad)?
+        }
+    };
+    Ok(Arc::new(OpendalTier::new(name, op)))
+}
+
+/// A [`StorageTier`] over any OpenDAL [`opendal::Operator`].
+#[derive(Clone, Debug)]
+pub struct OpendalTier {
+    name: String,
+    op: opendal::Operator,
+}
+
+impl OpendalTier {
+    /// Wrap an operator under a tier name.
+    #[must_use]
+    pub fn new(name: &str, op: opendal::Operator) -> Self {
+        Self {
+            name: name.to_owned(),
+            op,
+        }
+    }
+
+    /// The underlying operator.
+    #[must_use]
+    pub fn operator(&self) -> &opendal::Operator {
+        &self.op
+    }
+
+    fn err(&self, what: &str, key: &str) -> impl FnOnce(opendal::Error) -> Error + use<> {
+        let tier = self.name.clone();
+        let key = key.to_owned();
+        let what = what.to_owned();
+        move |e: opendal::Error| map_opendal(e, &what, &tier, &key)
+    }
+}
+
+/// Convert an OpenDAL error, keeping whether it is temporary, and naming tier and key.
+pub(crate) fn map_opendal(e: opendal::Error, what: &str, tier: &str, key: &str) -> Error {
+    let kind = match e.kind() {
+        opendal::ErrorKind::NotFound => ErrorKind::NotFound,
+        opendal::ErrorKind::ConfigInvalid => ErrorKind::BadInput,
+        opendal::ErrorKind::Unsupported => ErrorKind::Unsupported,
+        _ => ErrorKind::Storage,
+    };
+    let temporary = e.is_temporary();
+    let message = if kind == ErrorKind::NotFound {
+        format!("{what}: not found")
+    } else {
+        format!("{what} failed")
+    };
+    let err = Error::new(kind, message)
+        .with_context("tier", tier)
+        .with_context("key", key)
+        .with_source(e);
+    if temporary { err.temporary() } else { err }
+}
+
+fn check_key(tier: &str, key: &str) -> Result<()> {
+    if zdr_core::layout::is_safe_key(key) {
+        Ok(())
+    } else {
+        Err(Error::bad_input(format!("unsafe storage key {key:?}")).with_context("tier", tier))
+    }
+}
+
+#[async_trait]
+impl StorageTier for OpendalTier {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn writer(&self, key: &str) -> Result<BoxWrite> {
+        check_key(&self.name, key)?;
+        let w = self
+            .op
+            .writer_with(key)
+            .chunk(8 << 20)
+            .concurrent(2)
+            .await
+            .map_err(self.err("open for writing", key))?;
+        Ok(Box::new(w.into_futures_async_write().compat_write()))
+    }
+
+    async fn reader(&self, key: &str) -> Result<BoxRead> {
+        check_key(&self.name, key)?;
+        let r = self
+            .op
+            .reader_with(key)
+            .chunk(4 << 20)
+            .concurrent(2)
+            .await
+            .map_err(self.err("open for reading", key))?;
+        let r = r
+            .into_futures_async_read(..)
+            .await
+            .map_err(self.err("open for reading", key))?;
+        Ok(Box::new(r.compat()))
+    }
+
+    async fn read_all(&self, key: &str) -> Result<Vec<u8>> {
+        check_key(&self.name, key)?;
+        let buf = self.op.read(key).await.map_err(self.err("read", key))?;
+        Ok(buf.to_vec())
+    }
+
+    async fn write_all(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        check_key(&self.name, key)?;
+        self.op
+            .write(key, bytes)
+            .await
+            .map_err(self.err("write", key))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+        let entries = match self.op.list_with(prefix).recursive(true).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(map_opendal(e, "list", &self.name, prefix)),
+        };
+        let mut out: Vec<Entry> = entries
+            .into_iter()
+            .filter(|e| !e.path().ends_with('/') && !e.path().starts_with(".zdr-tmp"))
+            .map(|e| Entry {
+                key: e.path().to_owned(),
+                size: e.metadata().content_length(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<Entry>> {
+        check_key(&self.name, key)?;
+        match self.op.stat(key).await {
+            Ok(m) => Ok(Some(Entry {
+                key: key.to_owned(),
+                size: m.content_length(),
+            })),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(map_opendal(e, "stat", &self.name, key)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        check_key(&self.name, key)?;
+        match self.op.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(map_opendal(e, "delete", &self.name, key)),
+        }
+    }
+}
