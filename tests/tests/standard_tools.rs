@@ -1,0 +1,66 @@
+//! Artifacts decode with the standard tools, so the runbook works without zdr:
+//! `sha256sum -c`, `gunzip`, `lz4 -d`, `zstd -d`, `age -d`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::process::Command;
+
+use zdr_core::{Compression, Progress};
+use zdr_storage::{AgeKeys, PipelineOptions, Repository, TierConfig, open_tier};
+use zdr_tests::fixtures::{TestSource, data};
+
+fn run(dir: &std::path::Path, cmd: &str) -> Vec<u8> {
+    let out = Command::new("sh").arg("-c").arg(cmd).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_decode_with_standard_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tier");
+    let tier = open_tier("local", &TierConfig::Fs { root: root.clone() }).unwrap();
+    let (secret, public) = AgeKeys::generate_identity();
+    let key_file = dir.path().join("age.key");
+    std::fs::write(&key_file, format!("# test key\n{secret}\n")).unwrap();
+    let raw = data(5 << 20, 42);
+    let tools = [
+        (Compression::None, "cat"),
+        (Compression::Gzip, "gunzip -c"),
+        (Compression::Lz4, "lz4 -dc"),
+        (Compression::Zstd, "zstd -dc"),
+    ];
+    for (compression, decoder) in tools {
+        for encrypted in [false, true] {
+            let keys = if encrypted {
+                AgeKeys::none().with_recipients(&[public.clone()]).unwrap()
+            } else {
+                AgeKeys::none()
+            };
+            let repo = Repository::new(tier.clone(), PipelineOptions { compression, keys, ..Default::default() });
+            let m = repo
+                .backup(&TestSource::new("tools", vec![("dump", raw.clone())]), "daily", &Progress::none())
+                .await
+                .unwrap();
+            let path = root.join(&m.artifacts[0].key);
+            let dir = path.parent().unwrap();
+            let file = path.file_name().unwrap().to_string_lossy().to_string();
+            run(dir, &format!("sha256sum -c {file}.sha256"));
+            let decrypt = if encrypted {
+                format!("age -d -i {} {file} | ", key_file.display())
+            } else {
+                format!("cat {file} | ")
+            };
+            let out = run(dir, &format!("{decrypt}{decoder}"));
+            assert!(out == raw, "{compression} encrypted={encrypted}: decoded bytes differ");
+        }
+    }
+    // The manifests have sidecars too.
+    let manifests = root.join("manifests/tools");
+    for entry in std::fs::read_dir(&manifests).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        if name.ends_with(".json") {
+            run(&manifests, &format!("sha256sum -c {name}.sha256"));
+        }
+    }
+}
