@@ -261,6 +261,12 @@ impl Adapter {
     pub(crate) fn verifier(&self) -> &dyn Verifier {
         &self.files
     }
+    /// Where a restore goes when the operator names no target: the original location.
+    pub(crate) fn default_target(config: &ComponentConfig) -> Option<PathBuf> {
+        match config {
+            ComponentConfig::Files { path } => Some(path.clone()),
+        }
+    }
 }
 
 pub(crate) fn repository(config: &Config, tier: &str) -> Result<Repository> {
@@ -411,7 +417,13 @@ async fn restore(
     only_tier: Option<&str>,
     progress: &Progress,
 ) -> Result<Outcome> {
-    let adapter = Adapter::build(component, config.component(component)?)?;
+    let component_config = config.component(component)?;
+    let adapter = Adapter::build(component, component_config)?;
+    let mut target = target.clone();
+    if target.path.is_none() {
+        target.path = Adapter::default_target(component_config);
+    }
+    let target = &target;
     let comp = Component::new(component)?;
     let selector: BackupSelector = selector.parse()?;
     let tiers = match only_tier {

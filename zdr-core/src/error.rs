@@ -200,10 +200,10 @@ impl Error {
     pub fn from_io(err: std::io::Error, what: impl Into<String>) -> Self {
         // Errors that travelled through an io::Error from inside zdr keep their kind.
         if err.get_ref().is_some_and(|e| e.is::<Error>()) {
-            if let Some(inner) = err.into_inner() {
-                if let Ok(e) = inner.downcast::<Error>() {
-                    return *e;
-                }
+            if let Some(inner) = err.into_inner()
+                && let Ok(e) = inner.downcast::<Error>()
+            {
+                return *e;
             }
             return Self::unexpected("lost error");
         }

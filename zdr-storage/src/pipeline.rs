@@ -68,10 +68,10 @@ pub(crate) struct FailureSlot(Arc<Mutex<Option<Error>>>);
 
 impl FailureSlot {
     fn set(&self, e: &Error) {
-        if let Ok(mut slot) = self.0.lock() {
-            if slot.is_none() {
-                *slot = Some(clone_error(e));
-            }
+        if let Ok(mut slot) = self.0.lock()
+            && slot.is_none()
+        {
+            *slot = Some(clone_error(e));
         }
     }
     pub(crate) fn take(&self) -> Option<Error> {
@@ -309,10 +309,11 @@ impl PipelineWriter {
                     .map_err(|e| Error::from_io(e, "finishing compression or encryption failed"))?;
                 Ok(raw)
             })();
-            if let Err(e) = &res {
-                if e.kind() != ErrorKind::Source && e.kind() != ErrorKind::Io {
-                    fail.set(e);
-                }
+            if let Err(e) = &res
+                && e.kind() != ErrorKind::Source
+                && e.kind() != ErrorKind::Io
+            {
+                fail.set(e);
             }
             res
         });
@@ -357,10 +358,10 @@ impl PipelineWriter {
                 Ok((size, sha))
             }
             .await;
-            if let Err(e) = &res {
-                if e.kind() != ErrorKind::Source {
-                    fail.set(e);
-                }
+            if let Err(e) = &res
+                && e.kind() != ErrorKind::Source
+            {
+                fail.set(e);
             }
             res
         });
@@ -394,10 +395,10 @@ impl PipelineWriter {
             None => Err(Error::unexpected("artifact finished twice")),
         };
         // The cause comes first: a tier failure breaks the encoder's pipe, not the reverse.
-        if let Some(cause) = self.failure.take() {
-            if encode.is_err() || upload.is_err() {
-                return Err(cause);
-            }
+        if let Some(cause) = self.failure.take()
+            && (encode.is_err() || upload.is_err())
+        {
+            return Err(cause);
         }
         let raw = encode?;
         let (size, sha) = upload?;

@@ -12,7 +12,7 @@ use crate::onedrive::OneDriveConfig;
 
 /// How to reach one tier, as written in `zdr.toml` under `[tiers.NAME]`.
 #[derive(Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum TierConfig {
     /// A directory on local disk.
     Fs {

@@ -1,0 +1,285 @@
+//! The `zdr` binary end to end, as an operator runs it: config file, env overrides, exit
+//! codes, `--json`, and the failure modes that must leave live data and the catalog alone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    live: PathBuf,
+}
+
+impl Env {
+    fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live/config");
+        std::fs::create_dir_all(live.join("nginx")).unwrap();
+        std::fs::write(live.join("app.env"), "DATABASE_URL=postgres://app@db/main\n").unwrap();
+        std::fs::write(live.join("nginx/site.conf"), "server { listen 443; }\n").unwrap();
+        let config = dir.path().join("zdr.toml");
+        let text = format!(
+            r#"
+primary = "local"
+replicate_to = ["replica"]
+{extra}
+[tiers.local]
+type = "fs"
+root = "{root}/tiers/local"
+
+[tiers.replica]
+type = "fs"
+root = "{root}/tiers/replica"
+
+[components.configs]
+type = "files"
+path = "{live}"
+"#,
+            root = dir.path().display(),
+            live = live.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Self { dir, config, live }
+    }
+
+    fn zdr(&self, args: &[&str]) -> Output {
+        self.zdr_env(args, &[])
+    }
+
+    fn zdr_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zdr"));
+        cmd.arg("--config").arg(&self.config).arg("--no-progress").args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.zdr(&all);
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        (out.status.code().unwrap(), v)
+    }
+
+    fn tier(&self, name: &str) -> PathBuf {
+        self.dir.path().join("tiers").join(name)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn backup_list_verify_replicate_restore_round_trip() {
+    let env = Env::new("");
+    let (code, v) = env.json(&["backup", "configs", "--replicate"]);
+    assert_eq!(code, 0, "{v}");
+    let id = v["backup"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["replication"]["replications"][0]["copied"][0], id.as_str());
+
+    let out = env.zdr(&["list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tier local:") && text.contains("tier replica:"), "{text}");
+    assert_eq!(text.matches(&id).count(), 2, "{text}");
+
+    let (code, v) = env.json(&["verify", "--deep"]);
+    assert_eq!((code, v["intact"].as_u64()), (0, Some(2)), "{v}");
+
+    // The accident: the tree is gone. Restore in place, then the verification passes.
+    std::fs::remove_dir_all(&env.live).unwrap();
+    let (code, v) = env.json(&["restore", "configs"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["tier"], "local");
+    assert!(v["verify"]["problems"].as_array().unwrap().is_empty());
+    assert!(v["rto_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        std::fs::read_to_string(env.live.join("app.env")).unwrap(),
+        "DATABASE_URL=postgres://app@db/main\n"
+    );
+}
+
+#[test]
+fn restore_refuses_to_clobber_without_overwrite() {
+    let env = Env::new("");
+    assert!(env.zdr(&["backup", "configs"]).status.success());
+    std::fs::write(env.live.join("app.env"), "changed by hand\n").unwrap();
+    let out = env.zdr(&["restore", "configs"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("app.env"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(env.live.join("app.env")).unwrap(), "changed by hand\n");
+    let out = env.zdr(&["restore", "configs", "--overwrite"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(env.live.join("app.env")).unwrap().starts_with("DATABASE_URL"));
+}
+
+#[test]
+fn corrupt_primary_fails_verify_and_restore_falls_back_to_the_replica() {
+    let env = Env::new("");
+    assert!(env.zdr(&["backup", "configs", "--replicate"]).status.success());
+    let artifact = std::fs::read_dir(env.tier("local").join("configs/daily"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "zst"))
+        .unwrap();
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0x10;
+    std::fs::write(&artifact, bytes).unwrap();
+
+    let out = env.zdr(&["verify", "--tier", "local"]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("checksum mismatch") && text.contains(artifact.file_name().unwrap().to_str().unwrap()), "{text}");
+
+    // Restoring from the corrupt tier alone is refused before the target is touched.
+    let target = env.dir.path().join("scratch");
+    let out = env.zdr(&["restore", "configs", "--tier", "local", "--to", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!target.exists());
+    // Without --tier, zdr warns and restores from the replica.
+    let out = env.zdr(&["restore", "configs", "--to", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("trying the next tier"), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("from tier replica"));
+    assert_eq!(snapshot(&target).len(), 2);
+}
+
+#[test]
+fn bad_input_exits_2_and_names_what() {
+    let env = Env::new("");
+    let out = env.zdr(&["backup", "redis"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown component \"redis\"; the config defines configs"), "{}", stderr(&out));
+
+    let out = env.zdr(&["list", "--tier", "offsite"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown tier \"offsite\""), "{}", stderr(&out));
+
+    let out = env.zdr(&["restore", "configs", "--backup", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown backup \"yesterday\""), "{}", stderr(&out));
+
+    let out = env.zdr(&["restore", "configs", "--backup", "before:2001-01-01 00:00:00"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no backup"), "{}", stderr(&out));
+
+    let bad = Env::new("");
+    let text = std::fs::read_to_string(&bad.config).unwrap().replace("replicate_to = [\"replica\"]", "replicate_to = [\"onedrive\"]");
+    std::fs::write(&bad.config, text).unwrap();
+    let out = bad.zdr(&["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown tier \"onedrive\""), "{}", stderr(&out));
+
+    std::fs::write(&bad.config, "primary = \"local\"\n[tiers.local\n").unwrap();
+    let out = bad.zdr(&["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("malformed config file") && stderr(&out).contains("line 2"), "{}", stderr(&out));
+
+    let out = bad.zdr_env(&["list"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let missing = Command::new(env!("CARGO_BIN_EXE_zdr")).args(["--config", "/nonexistent/zdr.toml", "list"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("/nonexistent/zdr.toml"));
+
+    let unknown_type = Env::new("");
+    let text = std::fs::read_to_string(&unknown_type.config).unwrap().replace("type = \"files\"", "type = \"mysql\"");
+    std::fs::write(&unknown_type.config, text).unwrap();
+    let out = unknown_type.zdr(&["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("mysql"), "{}", stderr(&out));
+}
+
+#[test]
+fn env_overrides_the_config_and_json_errors_are_structured() {
+    let env = Env::new("");
+    let elsewhere = env.dir.path().join("elsewhere");
+    let out = env.zdr_env(&["backup", "configs"], &[("ZDR_TIERS__LOCAL__ROOT", elsewhere.to_str().unwrap())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(elsewhere.join("manifests/configs").is_dir());
+    assert!(!env.tier("local").join("manifests").exists());
+
+    let out = env.zdr_env(&["--json", "list"], &[("ZDR_TIERS__LOCAL__COLOUR", "red")]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"]["kind"], "bad_input");
+    assert!(v["error"]["message"].as_str().unwrap().contains("colour"), "{v}");
+}
+
+#[test]
+fn encrypted_backups_need_the_right_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = zdr_storage_keys();
+    let key = dir.path().join("age.key");
+    std::fs::write(&key, format!("{secret}\n")).unwrap();
+    let (other_secret, _) = zdr_storage_keys();
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, format!("{other_secret}\n")).unwrap();
+    let env = Env::new(&format!(
+        "[encryption]\nrecipients = [\"{public}\"]\nidentity_file = \"{}\"\n",
+        key.display()
+    ));
+    let (code, v) = env.json(&["backup", "configs"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["backup"]["artifacts"][0]["key"].as_str().unwrap().ends_with(".tar.zst.age"));
+    let manifest = std::fs::read_to_string(
+        env.tier("local").join(format!("manifests/configs/{}.json", v["backup"]["id"].as_str().unwrap())),
+    )
+    .unwrap();
+    assert!(!manifest.contains("AGE-SECRET-KEY"), "secret key in the manifest");
+
+    let target = env.dir.path().join("scratch");
+    let out = env.zdr_env(
+        &["restore", "configs", "--to", target.to_str().unwrap()],
+        &[("ZDR_ENCRYPTION__IDENTITY_FILE", other.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("AGE-SECRET-KEY"));
+    assert!(!target.exists() || snapshot(&target).is_empty());
+    let out = env.zdr(&["restore", "configs", "--to", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn zdr_storage_keys() -> (String, String) {
+    let out = Command::new("age-keygen").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let secret = text.lines().find(|l| l.starts_with("AGE-SECRET-KEY")).unwrap().to_owned();
+    let public = String::from_utf8(out.stderr).unwrap().trim().trim_start_matches("Public key: ").to_owned();
+    (secret, public)
+}
+
+#[test]
+fn sandbox_drill_passes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zdr")).args(["--no-progress", "--json", "drill", "--sandbox"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert!(v["verify"]["checked"].as_u64().unwrap() > 80);
+}
