@@ -695,6 +695,31 @@ impl<S: futures::Stream<Item = Item> + Send + Unpin> MapErrIntoIo for S {
     }
 }
 
+/// A decoder failed. If the stored bytes also fail their checksum, that is the cause to
+/// report; otherwise a decoder failing on stored data means the data is corrupt.
+fn decode_error(state: &Arc<Mutex<ReaderState>>, e: io::Error, what: &str) -> Error {
+    let inner = Error::from_io(e, what.to_owned());
+    if inner.kind() != ErrorKind::Io && inner.kind() != ErrorKind::Integrity {
+        return inner; // a storage or decryption error travelling through the decoder
+    }
+    if let Ok(mut st) = state.lock() {
+        loop {
+            match st.next() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    let cause = Error::from_io(e, "reading artifact failed");
+                    if cause.kind() == ErrorKind::Integrity {
+                        return cause;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    Error::integrity(format!("{what}: {inner}"))
+}
+
 fn decode_stage(
     state: &Arc<Mutex<ReaderState>>,
     record: &ArtifactRecord,
@@ -720,14 +745,15 @@ fn decode_stage(
                 .map_err(|e| Error::from_io(e, "cannot start zstd decoder"))?,
         ),
     };
-    let what = format!("decoding {} artifact failed", record.compression);
+    let what = format!("decoding the {} stream failed", record.compression);
     loop {
         let mut buf = BytesMut::zeroed(CHUNK);
         let mut filled = 0;
         while filled < CHUNK {
-            let n = decoded
-                .read(&mut buf[filled..])
-                .map_err(|e| Error::from_io(e, what.clone()))?;
+            let n = match decoded.read(&mut buf[filled..]) {
+                Ok(n) => n,
+                Err(e) => return Err(decode_error(state, e, &what)),
+            };
             if n == 0 {
                 break;
             }
