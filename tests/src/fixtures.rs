@@ -27,7 +27,7 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 4 == 0 {
+        if x.is_multiple_of(4) {
             out.extend_from_slice(format!("row {} value {}\n", x % 1000, x >> 40).as_bytes());
         } else {
             out.extend_from_slice(&x.to_le_bytes());
@@ -83,18 +83,19 @@ impl BackupSource for TestSource {
             for (n, chunk) in bytes.chunks(256 * 1024).enumerate() {
                 let written = n * 256 * 1024;
                 if i == 0 {
-                    if let Some(limit) = self.fail_after {
-                        if written >= limit {
-                            return Err(Error::new(
-                                zdr_core::ErrorKind::Source,
-                                "the source failed on purpose",
-                            ));
-                        }
+                    if let Some(limit) = self.fail_after
+                        && written >= limit
+                    {
+                        return Err(Error::new(
+                            zdr_core::ErrorKind::Source,
+                            "the source failed on purpose",
+                        ));
                     }
-                    if let Some((at, hook)) = &self.hook {
-                        if written >= *at && !self.hooked.swap(true, Ordering::SeqCst) {
-                            hook();
-                        }
+                    if let Some((at, hook)) = &self.hook
+                        && written >= *at
+                        && !self.hooked.swap(true, Ordering::SeqCst)
+                    {
+                        hook();
                     }
                 }
                 w.write_all(chunk)

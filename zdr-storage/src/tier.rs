@@ -82,6 +82,9 @@ impl std::fmt::Debug for S3Config {
 /// # Errors
 /// [`ErrorKind::BadInput`] naming the tier when the configuration cannot work.
 pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>> {
+    // OpenDAL's default HTTP transport (reqwest) must be installed once per process; the
+    // call is idempotent.
+    opendal::install_default();
     let bad = |e: opendal::Error| {
         Error::bad_input(format!("cannot configure tier {name:?}: {e}")).with_context("tier", name)
     };
