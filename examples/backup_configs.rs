@@ -15,8 +15,12 @@ use zdr_storage::{PipelineOptions, Repository, RetryPolicy, TierConfig, open_tie
 async fn main() -> zdr_core::Result<()> {
     let mut args = std::env::args().skip(1);
     let scratch = tempfile::tempdir().map_err(|e| zdr_core::Error::from_io(e, "tempdir"))?;
-    let source = args.next().map_or_else(|| PathBuf::from("examples"), PathBuf::from);
-    let backups = args.next().map_or_else(|| scratch.path().join("backups"), PathBuf::from);
+    let source = args
+        .next()
+        .map_or_else(|| PathBuf::from("examples"), PathBuf::from);
+    let backups = args
+        .next()
+        .map_or_else(|| scratch.path().join("backups"), PathBuf::from);
 
     // A tier, a repository (zstd by default), and the component to back up.
     let local = open_tier("local", &TierConfig::Fs { root: backups })?;
@@ -24,20 +28,41 @@ async fn main() -> zdr_core::Result<()> {
     let configs = FilesComponent::new(Component::new("configs")?, source);
 
     let manifest = repo.backup(&configs, "daily", &Progress::none()).await?;
-    println!("backed up {} ({} bytes stored)", manifest.id, manifest.stored_size());
+    println!(
+        "backed up {} ({} bytes stored)",
+        manifest.id,
+        manifest.stored_size()
+    );
 
     // Offsite copy, read back and checked.
-    let offsite = open_tier("offsite", &TierConfig::Fs { root: scratch.path().join("offsite") })?;
-    let report = zdr_storage::replicate(&local, &offsite, &RetryPolicy::default(), &Progress::none()).await?;
+    let offsite = open_tier(
+        "offsite",
+        &TierConfig::Fs {
+            root: scratch.path().join("offsite"),
+        },
+    )?;
+    let report =
+        zdr_storage::replicate(&local, &offsite, &RetryPolicy::default(), &Progress::none())
+            .await?;
     println!("replicated {} backup(s)", report.copied.len());
 
     // Restore the latest backup from the offsite tier alone, then verify the files.
     let offsite_repo = Repository::new(offsite, PipelineOptions::default());
     let catalog = offsite_repo.catalog().await?;
     let latest = catalog.select(&Component::new("configs")?, &BackupSelector::Latest)?;
-    let target = RestoreTarget { path: Some(scratch.path().join("restored")), ..Default::default() };
-    let outcome = offsite_repo.restore(&configs, latest, &target, &Progress::none()).await?;
+    let target = RestoreTarget {
+        path: Some(scratch.path().join("restored")),
+        ..Default::default()
+    };
+    let outcome = offsite_repo
+        .restore(&configs, latest, &target, &Progress::none())
+        .await?;
     let report = configs.verify(latest, &target).await?;
-    println!("restored {} files into {}; verification problems: {}", outcome.items, outcome.target, report.problems.len());
+    println!(
+        "restored {} files into {}; verification problems: {}",
+        outcome.items,
+        outcome.target,
+        report.problems.len()
+    );
     Ok(())
 }

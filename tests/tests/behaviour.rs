@@ -21,7 +21,11 @@ fn options(compression: Compression, keys: AgeKeys) -> PipelineOptions {
     }
 }
 
-async fn read_all(repo: &Repository, m: &zdr_core::Manifest, i: usize) -> zdr_core::Result<Vec<u8>> {
+async fn read_all(
+    repo: &Repository,
+    m: &zdr_core::Manifest,
+    i: usize,
+) -> zdr_core::Result<Vec<u8>> {
     let mut out = Vec::new();
     repo.open(&m.artifacts[i], Progress::none())?
         .read_to_end(&mut out)
@@ -47,26 +51,58 @@ async fn roundtrip(kind: Kind) {
         combos.push((c, AgeKeys::none()));
         combos.push((c, keyed.clone()));
     }
-    combos.push((Compression::Zstd, AgeKeys::none().with_passphrase("correct horse".into())));
+    combos.push((
+        Compression::Zstd,
+        AgeKeys::none().with_passphrase("correct horse".into()),
+    ));
     for (c, keys) in combos {
         let encrypted = keys.encrypts();
         let repo = Repository::new(fx.tier.clone(), options(c, keys));
-        let src = TestSource::new("app", vec![("big", big.clone()), ("small", small.clone()), ("empty", vec![])]);
+        let src = TestSource::new(
+            "app",
+            vec![
+                ("big", big.clone()),
+                ("small", small.clone()),
+                ("empty", vec![]),
+            ],
+        );
         let m = repo.backup(&src, "daily", &Progress::none()).await.unwrap();
         let label = format!("{kind:?} {c} encrypted={encrypted}");
-        assert!(m.artifacts[0].key.ends_with(&format!(".bin{}{}", c.suffix(), if encrypted { ".age" } else { "" })), "{label}");
+        assert!(
+            m.artifacts[0].key.ends_with(&format!(
+                ".bin{}{}",
+                c.suffix(),
+                if encrypted { ".age" } else { "" }
+            )),
+            "{label}"
+        );
         assert_eq!(read_all(&repo, &m, 0).await.unwrap(), big, "{label}");
         assert_eq!(read_all(&repo, &m, 1).await.unwrap(), small, "{label}");
-        assert_eq!(read_all(&repo, &m, 2).await.unwrap(), Vec::<u8>::new(), "{label}");
+        assert_eq!(
+            read_all(&repo, &m, 2).await.unwrap(),
+            Vec::<u8>::new(),
+            "{label}"
+        );
         assert_eq!(m.artifacts[0].raw_size, big.len() as u64);
         let cat = repo.catalog().await.unwrap();
         assert!(cat.problems().is_empty(), "{label}: {:?}", cat.problems());
-        assert_eq!(cat.latest(&m.component).map(|l| &l.id), Some(&m.id), "{label}");
+        assert_eq!(
+            cat.latest(&m.component).map(|l| &l.id),
+            Some(&m.id),
+            "{label}"
+        );
         repo.verify(&m, true, &Progress::none()).await.unwrap();
         // The sidecar on the tier is in `sha256sum -c` format.
-        let sidecar = fx.tier.read_all(&format!("{}.sha256", m.artifacts[0].key)).await.unwrap();
+        let sidecar = fx
+            .tier
+            .read_all(&format!("{}.sha256", m.artifacts[0].key))
+            .await
+            .unwrap();
         let file = m.artifacts[0].key.rsplit('/').next().unwrap();
-        assert_eq!(String::from_utf8(sidecar).unwrap(), format!("{}  {file}\n", m.artifacts[0].sha256));
+        assert_eq!(
+            String::from_utf8(sidecar).unwrap(),
+            format!("{}  {file}\n", m.artifacts[0].sha256)
+        );
     }
     let cat = Catalog::load(fx.tier.as_ref()).await.unwrap();
     assert_eq!(cat.list(None).len(), 9);
@@ -80,8 +116,12 @@ async fn flipped_byte(kind: Kind) {
     std::fs::create_dir_all(live.join("sub")).unwrap();
     std::fs::write(live.join("a.conf"), data(300_000, 3)).unwrap();
     std::fs::write(live.join("sub/b.conf"), b"b = 1\n").unwrap();
-    let files = zdr_files::FilesComponent::new(zdr_core::Component::new("configs").unwrap(), live.clone());
-    let m = repo.backup(&files, "daily", &Progress::none()).await.unwrap();
+    let files =
+        zdr_files::FilesComponent::new(zdr_core::Component::new("configs").unwrap(), live.clone());
+    let m = repo
+        .backup(&files, "daily", &Progress::none())
+        .await
+        .unwrap();
     let key = m.artifacts[0].key.clone();
     let mut bytes = fx.tier.read_all(&key).await.unwrap();
     let mid = bytes.len() / 2;
@@ -99,14 +139,33 @@ async fn flipped_byte(kind: Kind) {
 
     let target = fx.dir.path().join("restore-here");
     let e = repo
-        .restore(&files, &m, &RestoreTarget { path: Some(target.clone()), ..Default::default() }, &Progress::none())
+        .restore(
+            &files,
+            &m,
+            &RestoreTarget {
+                path: Some(target.clone()),
+                ..Default::default()
+            },
+            &Progress::none(),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
-    assert!(!target.exists(), "restore wrote into the target before checking");
+    assert!(
+        !target.exists(),
+        "restore wrote into the target before checking"
+    );
     // Nothing beside the target either (no staging directory left).
-    let leftovers: Vec<_> = std::fs::read_dir(fx.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(leftovers.iter().all(|n| !n.to_string_lossy().starts_with(".zdr")), "{leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(fx.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with(".zdr")),
+        "{leftovers:?}"
+    );
 }
 
 /// A truncated artifact is reported as truncated by verify and fails reading.
@@ -117,7 +176,10 @@ async fn truncated(kind: Kind) {
     let m = repo.backup(&src, "daily", &Progress::none()).await.unwrap();
     let key = m.artifacts[0].key.clone();
     let bytes = fx.tier.read_all(&key).await.unwrap();
-    fx.tier.write_all(&key, bytes[..bytes.len() - 1000].to_vec()).await.unwrap();
+    fx.tier
+        .write_all(&key, bytes[..bytes.len() - 1000].to_vec())
+        .await
+        .unwrap();
     let e = repo.verify(&m, false, &Progress::none()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity);
     assert!(e.to_string().contains("truncated"), "{e}");
@@ -132,13 +194,24 @@ async fn wrong_key(kind: Kind) {
     let (secret_b, _) = AgeKeys::generate_identity();
     let writer = Repository::new(
         fx.tier.clone(),
-        options(Compression::Zstd, AgeKeys::none().with_recipients(&[public_a]).unwrap()),
+        options(
+            Compression::Zstd,
+            AgeKeys::none().with_recipients(&[public_a]).unwrap(),
+        ),
     );
     let src = TestSource::new("vault", vec![("secrets", data(100_000, 5))]);
-    let m = writer.backup(&src, "daily", &Progress::none()).await.unwrap();
+    let m = writer
+        .backup(&src, "daily", &Progress::none())
+        .await
+        .unwrap();
     let wrong = Repository::new(
         fx.tier.clone(),
-        options(Compression::Zstd, AgeKeys::none().with_identities_text(&secret_b, "b").unwrap()),
+        options(
+            Compression::Zstd,
+            AgeKeys::none()
+                .with_identities_text(&secret_b, "b")
+                .unwrap(),
+        ),
     );
     let e = read_all(&wrong, &m, 0).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Decrypt, "{e}");
@@ -156,7 +229,10 @@ async fn failed_source(kind: Kind) {
     let repo = Repository::new(fx.tier.clone(), options(Compression::Gzip, AgeKeys::none()));
     let mut src = TestSource::new("app", vec![("big", data(4 << 20, 1))]);
     src.fail_after = Some(2 << 20);
-    let e = repo.backup(&src, "daily", &Progress::none()).await.unwrap_err();
+    let e = repo
+        .backup(&src, "daily", &Progress::none())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Source, "{e}");
     assert_eq!(e.context_value("component"), Some("app"));
     let cat = repo.catalog().await.unwrap();
@@ -166,7 +242,12 @@ async fn failed_source(kind: Kind) {
     src.fail_after = None;
     let m = repo.backup(&src, "daily", &Progress::none()).await.unwrap();
     let cat = repo.catalog().await.unwrap();
-    assert_eq!(cat.select(&m.component, &BackupSelector::Latest).unwrap().id, m.id);
+    assert_eq!(
+        cat.select(&m.component, &BackupSelector::Latest)
+            .unwrap()
+            .id,
+        m.id
+    );
 }
 
 macro_rules! suite {

@@ -10,8 +10,17 @@ use zdr_storage::{AgeKeys, PipelineOptions, Repository, TierConfig, open_tier};
 use zdr_tests::fixtures::{TestSource, data};
 
 fn run(dir: &std::path::Path, cmd: &str) -> Vec<u8> {
-    let out = Command::new("sh").arg("-c").arg(cmd).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -37,9 +46,20 @@ async fn artifacts_decode_with_standard_tools() {
             } else {
                 AgeKeys::none()
             };
-            let repo = Repository::new(tier.clone(), PipelineOptions { compression, keys, ..Default::default() });
+            let repo = Repository::new(
+                tier.clone(),
+                PipelineOptions {
+                    compression,
+                    keys,
+                    ..Default::default()
+                },
+            );
             let m = repo
-                .backup(&TestSource::new("tools", vec![("dump", raw.clone())]), "daily", &Progress::none())
+                .backup(
+                    &TestSource::new("tools", vec![("dump", raw.clone())]),
+                    "daily",
+                    &Progress::none(),
+                )
                 .await
                 .unwrap();
             let path = root.join(&m.artifacts[0].key);
@@ -52,7 +72,10 @@ async fn artifacts_decode_with_standard_tools() {
                 format!("cat {file} | ")
             };
             let out = run(dir, &format!("{decrypt}{decoder}"));
-            assert!(out == raw, "{compression} encrypted={encrypted}: decoded bytes differ");
+            assert!(
+                out == raw,
+                "{compression} encrypted={encrypted}: decoded bytes differ"
+            );
         }
     }
     // The manifests have sidecars too.

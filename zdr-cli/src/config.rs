@@ -98,8 +98,11 @@ impl Config {
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Self> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-            Error::bad_input(format!("malformed config file {origin}: {}", e.message().trim()))
-                .with_context("at", describe_span(text, e.span()))
+            Error::bad_input(format!(
+                "malformed config file {origin}: {}",
+                e.message().trim()
+            ))
+            .with_context("at", describe_span(text, e.span()))
         })?;
         for (name, value) in env {
             let Some(rest) = name.strip_prefix("ZDR_") else {
@@ -212,7 +215,9 @@ fn describe_span(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 fn apply_override(table: &mut toml::Table, var: &str, path: &str, value: &str) -> Result<()> {
     let segments: Vec<String> = path.split("__").map(str::to_lowercase).collect();
     if segments.iter().any(String::is_empty) {
-        return Err(Error::bad_input(format!("malformed override variable {var}")));
+        return Err(Error::bad_input(format!(
+            "malformed override variable {var}"
+        )));
     }
     let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
         .ok()
@@ -285,18 +290,37 @@ path = "/etc/zentoria"
 
     #[test]
     fn unknown_tier_component_and_keys_are_bad_input() {
-        let e = Config::parse(&BASE.replace("[\"minio\"]", "[\"onedrive\"]"), "t", env(&[]));
-        assert!(e.err().is_some_and(|e| e.to_string().contains("unknown tier \"onedrive\"")));
-        let e = Config::parse(&BASE.replace("type = \"files\"", "type = \"mysql\""), "t", env(&[]));
+        let e = Config::parse(
+            &BASE.replace("[\"minio\"]", "[\"onedrive\"]"),
+            "t",
+            env(&[]),
+        );
+        assert!(
+            e.err()
+                .is_some_and(|e| e.to_string().contains("unknown tier \"onedrive\""))
+        );
+        let e = Config::parse(
+            &BASE.replace("type = \"files\"", "type = \"mysql\""),
+            "t",
+            env(&[]),
+        );
         assert!(e.err().is_some_and(|e| e.to_string().contains("mysql")));
         let e = Config::parse(&format!("{BASE}\nbogus = 1\n"), "t", env(&[]));
         assert!(e.err().is_some_and(|e| e.to_string().contains("bogus")));
         let e = Config::parse(BASE, "t", env(&[("ZDR_TIERS__LOCAL__COLOR", "red")]));
         assert!(e.err().is_some_and(|e| e.to_string().contains("color")));
         let e = Config::parse("primary = ", "zdr.toml", env(&[]));
-        assert!(e.err().is_some_and(|e| e.to_string().contains("malformed config file zdr.toml")));
+        assert!(
+            e.err()
+                .is_some_and(|e| e.to_string().contains("malformed config file zdr.toml"))
+        );
         let c = Config::parse(BASE, "t", env(&[])).ok();
-        let e = c.as_ref().map(|c| c.component("redis").err().map(|e| e.to_string()));
-        assert!(e.flatten().is_some_and(|e| e.contains("unknown component \"redis\"")));
+        let e = c
+            .as_ref()
+            .map(|c| c.component("redis").err().map(|e| e.to_string()));
+        assert!(
+            e.flatten()
+                .is_some_and(|e| e.contains("unknown component \"redis\""))
+        );
     }
 }

@@ -20,31 +20,65 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// an executable hook, a symlink, nested directories and one larger binary file.
 fn make_configs(root: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dirs = ["postgres", "redis", "qdrant", "vault/policies", "nginx/sites", "hooks", "app"];
+    let dirs = [
+        "postgres",
+        "redis",
+        "qdrant",
+        "vault/policies",
+        "nginx/sites",
+        "hooks",
+        "app",
+    ];
     for d in dirs {
         std::fs::create_dir_all(root.join(d)).map_err(io("create sandbox dirs"))?;
     }
-    let w = |p: &str, body: String| std::fs::write(root.join(p), body).map_err(io("write sandbox file"));
-    w("postgres/postgresql.conf", "archive_mode = on\narchive_command = 'zdr wal push %p'\nshared_buffers = 256MB\n".into())?;
+    let w = |p: &str, body: String| {
+        std::fs::write(root.join(p), body).map_err(io("write sandbox file"))
+    };
+    w(
+        "postgres/postgresql.conf",
+        "archive_mode = on\narchive_command = 'zdr wal push %p'\nshared_buffers = 256MB\n".into(),
+    )?;
     w("redis/redis.conf", "appendonly yes\nsave 900 1\n".into())?;
-    w("qdrant/config.yaml", "storage:\n  snapshots_path: /qdrant/snapshots\n".into())?;
-    w("app/.env", "DATABASE_URL=postgres://app@postgres/zentoria_main\nLOG_LEVEL=info\n".into())?;
+    w(
+        "qdrant/config.yaml",
+        "storage:\n  snapshots_path: /qdrant/snapshots\n".into(),
+    )?;
+    w(
+        "app/.env",
+        "DATABASE_URL=postgres://app@postgres/zentoria_main\nLOG_LEVEL=info\n".into(),
+    )?;
     for i in 0..40 {
         w(
             &format!("vault/policies/policy_{i:02}.hcl"),
-            format!("path \"secret/data/zentoria/{i}/*\" {{\n  capabilities = [\"read\", \"list\"]\n}}\n"),
+            format!(
+                "path \"secret/data/zentoria/{i}/*\" {{\n  capabilities = [\"read\", \"list\"]\n}}\n"
+            ),
         )?;
         w(
             &format!("nginx/sites/site_{i:02}.conf"),
-            format!("server {{\n  listen 443 ssl;\n  server_name s{i}.zentoria.local;\n  location / {{ proxy_pass http://app:{}; }}\n}}\n", 8000 + i),
+            format!(
+                "server {{\n  listen 443 ssl;\n  server_name s{i}.zentoria.local;\n  location / {{ proxy_pass http://app:{}; }}\n}}\n",
+                8000 + i
+            ),
         )?;
     }
-    w("nginx/tls.key", "-----BEGIN PRIVATE KEY-----\nsandbox-only, not a real key\n-----END PRIVATE KEY-----\n".into())?;
-    std::fs::set_permissions(root.join("nginx/tls.key"), std::fs::Permissions::from_mode(0o600))
-        .map_err(io("chmod"))?;
+    w(
+        "nginx/tls.key",
+        "-----BEGIN PRIVATE KEY-----\nsandbox-only, not a real key\n-----END PRIVATE KEY-----\n"
+            .into(),
+    )?;
+    std::fs::set_permissions(
+        root.join("nginx/tls.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .map_err(io("chmod"))?;
     w("hooks/post-restore.sh", "#!/bin/sh\necho restored\n".into())?;
-    std::fs::set_permissions(root.join("hooks/post-restore.sh"), std::fs::Permissions::from_mode(0o755))
-        .map_err(io("chmod"))?;
+    std::fs::set_permissions(
+        root.join("hooks/post-restore.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .map_err(io("chmod"))?;
     std::os::unix::fs::symlink("sites/site_00.conf", root.join("nginx/default.conf"))
         .map_err(io("symlink"))?;
     // 8 MiB of pseudo-random bytes (a GeoIP database, a model, ...): real entropy.
@@ -110,7 +144,9 @@ pub async fn sandbox(progress: &Progress) -> Result<Outcome> {
     // 3. Restore: the catalog is rebuilt from the tier, the checksums checked first.
     let t = Instant::now();
     let catalog = repo.catalog().await?;
-    let latest = catalog.select(&component, &zdr_core::BackupSelector::Latest)?.clone();
+    let latest = catalog
+        .select(&component, &zdr_core::BackupSelector::Latest)?
+        .clone();
     let outcome = repo
         .restore(
             &files,
@@ -140,7 +176,12 @@ pub async fn sandbox(progress: &Progress) -> Result<Outcome> {
         report.checked,
         report.problems.len()
     ));
-    text.extend(report.problems.iter().map(|p| format!("             problem: {p}")));
+    text.extend(
+        report
+            .problems
+            .iter()
+            .map(|p| format!("             problem: {p}")),
+    );
     let rto = restore_secs + verify_secs;
     text.push(format!(
         "5. report   {}: RTO {rto:.2}s (restore + verify; runbook objective 15 min), total {:.2}s",
@@ -180,7 +221,9 @@ pub async fn component(config: &Config, name: &str, progress: &Progress) -> Resu
     let repo = repository(config, &config.primary)?;
     let comp = Component::new(name)?;
     let catalog = repo.catalog().await?;
-    let m = catalog.select(&comp, &zdr_core::BackupSelector::Latest)?.clone();
+    let m = catalog
+        .select(&comp, &zdr_core::BackupSelector::Latest)?
+        .clone();
     let scratch = tempfile::Builder::new()
         .prefix("zdr-drill-")
         .tempdir()
@@ -190,7 +233,9 @@ pub async fn component(config: &Config, name: &str, progress: &Progress) -> Resu
         ..RestoreTarget::default()
     };
     let t = Instant::now();
-    let outcome = repo.restore(adapter.restorer(), &m, &target, progress).await?;
+    let outcome = repo
+        .restore(adapter.restorer(), &m, &target, progress)
+        .await?;
     let report = adapter.verifier().verify(&m, &target).await?;
     let secs = t.elapsed().as_secs_f64();
     let ok = report.is_ok();

@@ -29,7 +29,11 @@ const EXIT_BAD_INPUT: u8 = 2;
 const EXIT_VERIFY: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "zdr", version, about = "Disaster recovery for self-hosted stacks")]
+#[command(
+    name = "zdr",
+    version,
+    about = "Disaster recovery for self-hosted stacks"
+)]
 struct Cli {
     /// The config file.
     #[arg(long, global = true, env = "ZDR_CONFIG", default_value = "zdr.toml")]
@@ -119,10 +123,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
-            report_error(&Error::unexpected("cannot start the runtime").with_source(e), cli.json);
+            report_error(
+                &Error::unexpected("cannot start the runtime").with_source(e),
+                cli.json,
+            );
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -207,13 +217,33 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             component,
             schedule,
             replicate,
-        } => backup(&config, component, schedule.as_deref(), *replicate, progress).await,
-        Command::List { tier, component } => list(&config, tier.as_deref(), component.as_deref()).await,
+        } => {
+            backup(
+                &config,
+                component,
+                schedule.as_deref(),
+                *replicate,
+                progress,
+            )
+            .await
+        }
+        Command::List { tier, component } => {
+            list(&config, tier.as_deref(), component.as_deref()).await
+        }
         Command::Verify {
             tier,
             component,
             deep,
-        } => verify(&config, tier.as_deref(), component.as_deref(), *deep, progress).await,
+        } => {
+            verify(
+                &config,
+                tier.as_deref(),
+                component.as_deref(),
+                *deep,
+                progress,
+            )
+            .await
+        }
         Command::Restore {
             component,
             backup,
@@ -226,7 +256,15 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 name: None,
                 overwrite: *overwrite,
             };
-            restore(&config, component, backup, &target, tier.as_deref(), progress).await
+            restore(
+                &config,
+                component,
+                backup,
+                &target,
+                tier.as_deref(),
+                progress,
+            )
+            .await
         }
         Command::Replicate { from, to } => {
             replicate(&config, from.as_deref(), to.as_deref(), progress).await
@@ -285,7 +323,11 @@ async fn backup(
     let repo = repository(config, &config.primary)?;
     let started = Instant::now();
     let m = repo
-        .backup(adapter.source(), schedule.unwrap_or(&config.schedule), progress)
+        .backup(
+            adapter.source(),
+            schedule.unwrap_or(&config.schedule),
+            progress,
+        )
         .await?;
     let secs = started.elapsed().as_secs_f64();
     let raw: u64 = m.artifacts.iter().map(|a| a.raw_size).sum();
@@ -298,7 +340,12 @@ async fn backup(
         human_bytes(raw)
     )];
     for a in &m.artifacts {
-        text.push(format!("  {}  {}  sha256 {}", a.key, human_bytes(a.size), a.sha256));
+        text.push(format!(
+            "  {}  {}  sha256 {}",
+            a.key,
+            human_bytes(a.size),
+            a.sha256
+        ));
     }
     let mut value = json!({"ok": true, "backup": m, "tier": config.primary, "seconds": secs});
     if then_replicate {
@@ -345,8 +392,10 @@ async fn list(config: &Config, tier: Option<&str>, component: Option<&str>) -> R
         for p in catalog.problems() {
             text.push(format!("  UNUSABLE {}: {}", p.key, p.error));
         }
-        out.push(json!({"tier": t, "backups": list, "problems": catalog.problems().iter()
-            .map(|p| json!({"key": p.key, "error": p.error.to_string()})).collect::<Vec<_>>()}));
+        out.push(
+            json!({"tier": t, "backups": list, "problems": catalog.problems().iter()
+            .map(|p| json!({"key": p.key, "error": p.error.to_string()})).collect::<Vec<_>>()}),
+        );
     }
     Ok(Outcome::ok(text, json!({"ok": true, "tiers": out})))
 }
@@ -397,7 +446,11 @@ async fn verify(
     let ok = failures.is_empty();
     text.push(format!(
         "{}: {checked} backup(s) intact, {} problem(s)",
-        if ok { "verified" } else { "VERIFICATION FAILED" },
+        if ok {
+            "verified"
+        } else {
+            "VERIFICATION FAILED"
+        },
         failures.len()
     ));
     Ok(Outcome {
@@ -481,7 +534,11 @@ async fn restore(
                     "verification: {} ({} checked{}); RTO {secs:.2}s",
                     if ok { "passed" } else { "FAILED" },
                     report.checked,
-                    if ok { String::new() } else { format!(", {} problem(s)", report.problems.len()) }
+                    if ok {
+                        String::new()
+                    } else {
+                        format!(", {} problem(s)", report.problems.len())
+                    }
                 ));
                 text.extend(report.problems.iter().map(|p| format!("  problem: {p}")));
                 return Ok(Outcome {
@@ -520,7 +577,10 @@ async fn replicate(
         }
         _ => {
             let chain = config.restore_order();
-            chain.windows(2).map(|w| (w[0].clone(), w[1].clone())).collect()
+            chain
+                .windows(2)
+                .map(|w| (w[0].clone(), w[1].clone()))
+                .collect()
         }
     };
     if pairs.is_empty() {
@@ -534,7 +594,8 @@ async fn replicate(
     for (f, t) in pairs {
         let from_tier = open_tier(&f, config.tier(&f)?)?;
         let to_tier = open_tier(&t, config.tier(&t)?)?;
-        let report = zdr_storage::replicate(&from_tier, &to_tier, &RetryPolicy::default(), progress).await?;
+        let report =
+            zdr_storage::replicate(&from_tier, &to_tier, &RetryPolicy::default(), progress).await?;
         text.push(format!(
             "{f} -> {t}: {} copied ({}), {} already there, {} failed",
             report.copied.len(),

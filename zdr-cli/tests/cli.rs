@@ -19,7 +19,11 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("live/config");
         std::fs::create_dir_all(live.join("nginx")).unwrap();
-        std::fs::write(live.join("app.env"), "DATABASE_URL=postgres://app@db/main\n").unwrap();
+        std::fs::write(
+            live.join("app.env"),
+            "DATABASE_URL=postgres://app@db/main\n",
+        )
+        .unwrap();
         std::fs::write(live.join("nginx/site.conf"), "server { listen 443; }\n").unwrap();
         let config = dir.path().join("zdr.toml");
         let text = format!(
@@ -52,7 +56,10 @@ path = "{live}"
 
     fn zdr_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_zdr"));
-        cmd.arg("--config").arg(&self.config).arg("--no-progress").args(args);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--no-progress")
+            .args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -100,12 +107,18 @@ fn backup_list_verify_replicate_restore_round_trip() {
     let (code, v) = env.json(&["backup", "configs", "--replicate"]);
     assert_eq!(code, 0, "{v}");
     let id = v["backup"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(v["replication"]["replications"][0]["copied"][0], id.as_str());
+    assert_eq!(
+        v["replication"]["replications"][0]["copied"][0],
+        id.as_str()
+    );
 
     let out = env.zdr(&["list"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("tier local:") && text.contains("tier replica:"), "{text}");
+    assert!(
+        text.contains("tier local:") && text.contains("tier replica:"),
+        "{text}"
+    );
     assert_eq!(text.matches(&id).count(), 2, "{text}");
 
     let (code, v) = env.json(&["verify", "--deep"]);
@@ -132,16 +145,27 @@ fn restore_refuses_to_clobber_without_overwrite() {
     let out = env.zdr(&["restore", "configs"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("app.env"), "{}", stderr(&out));
-    assert_eq!(std::fs::read_to_string(env.live.join("app.env")).unwrap(), "changed by hand\n");
+    assert_eq!(
+        std::fs::read_to_string(env.live.join("app.env")).unwrap(),
+        "changed by hand\n"
+    );
     let out = env.zdr(&["restore", "configs", "--overwrite"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(std::fs::read_to_string(env.live.join("app.env")).unwrap().starts_with("DATABASE_URL"));
+    assert!(
+        std::fs::read_to_string(env.live.join("app.env"))
+            .unwrap()
+            .starts_with("DATABASE_URL")
+    );
 }
 
 #[test]
 fn corrupt_primary_fails_verify_and_restore_falls_back_to_the_replica() {
     let env = Env::new("");
-    assert!(env.zdr(&["backup", "configs", "--replicate"]).status.success());
+    assert!(
+        env.zdr(&["backup", "configs", "--replicate"])
+            .status
+            .success()
+    );
     let artifact = std::fs::read_dir(env.tier("local").join("configs/daily"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -155,17 +179,32 @@ fn corrupt_primary_fails_verify_and_restore_falls_back_to_the_replica() {
     let out = env.zdr(&["verify", "--tier", "local"]);
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("checksum mismatch") && text.contains(artifact.file_name().unwrap().to_str().unwrap()), "{text}");
+    assert!(
+        text.contains("checksum mismatch")
+            && text.contains(artifact.file_name().unwrap().to_str().unwrap()),
+        "{text}"
+    );
 
     // Restoring from the corrupt tier alone is refused before the target is touched.
     let target = env.dir.path().join("scratch");
-    let out = env.zdr(&["restore", "configs", "--tier", "local", "--to", target.to_str().unwrap()]);
+    let out = env.zdr(&[
+        "restore",
+        "configs",
+        "--tier",
+        "local",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(!target.exists());
     // Without --tier, zdr warns and restores from the replica.
     let out = env.zdr(&["restore", "configs", "--to", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("trying the next tier"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("trying the next tier"),
+        "{}",
+        stderr(&out)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("from tier replica"));
     assert_eq!(snapshot(&target).len(), 2);
 }
@@ -175,40 +214,73 @@ fn bad_input_exits_2_and_names_what() {
     let env = Env::new("");
     let out = env.zdr(&["backup", "redis"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown component \"redis\"; the config defines configs"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown component \"redis\"; the config defines configs"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = env.zdr(&["list", "--tier", "offsite"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown tier \"offsite\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown tier \"offsite\""),
+        "{}",
+        stderr(&out)
+    );
 
     let out = env.zdr(&["restore", "configs", "--backup", "yesterday"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown backup \"yesterday\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown backup \"yesterday\""),
+        "{}",
+        stderr(&out)
+    );
 
-    let out = env.zdr(&["restore", "configs", "--backup", "before:2001-01-01 00:00:00"]);
+    let out = env.zdr(&[
+        "restore",
+        "configs",
+        "--backup",
+        "before:2001-01-01 00:00:00",
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("no backup"), "{}", stderr(&out));
 
     let bad = Env::new("");
-    let text = std::fs::read_to_string(&bad.config).unwrap().replace("replicate_to = [\"replica\"]", "replicate_to = [\"onedrive\"]");
+    let text = std::fs::read_to_string(&bad.config).unwrap().replace(
+        "replicate_to = [\"replica\"]",
+        "replicate_to = [\"onedrive\"]",
+    );
     std::fs::write(&bad.config, text).unwrap();
     let out = bad.zdr(&["list"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown tier \"onedrive\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown tier \"onedrive\""),
+        "{}",
+        stderr(&out)
+    );
 
     std::fs::write(&bad.config, "primary = \"local\"\n[tiers.local\n").unwrap();
     let out = bad.zdr(&["list"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("malformed config file") && stderr(&out).contains("line 2"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("malformed config file") && stderr(&out).contains("line 2"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = bad.zdr_env(&["list"], &[]);
     assert_eq!(out.status.code(), Some(2));
-    let missing = Command::new(env!("CARGO_BIN_EXE_zdr")).args(["--config", "/nonexistent/zdr.toml", "list"]).output().unwrap();
+    let missing = Command::new(env!("CARGO_BIN_EXE_zdr"))
+        .args(["--config", "/nonexistent/zdr.toml", "list"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("/nonexistent/zdr.toml"));
 
     let unknown_type = Env::new("");
-    let text = std::fs::read_to_string(&unknown_type.config).unwrap().replace("type = \"files\"", "type = \"mysql\"");
+    let text = std::fs::read_to_string(&unknown_type.config)
+        .unwrap()
+        .replace("type = \"files\"", "type = \"mysql\"");
     std::fs::write(&unknown_type.config, text).unwrap();
     let out = unknown_type.zdr(&["list"]);
     assert_eq!(out.status.code(), Some(2));
@@ -219,7 +291,10 @@ fn bad_input_exits_2_and_names_what() {
 fn env_overrides_the_config_and_json_errors_are_structured() {
     let env = Env::new("");
     let elsewhere = env.dir.path().join("elsewhere");
-    let out = env.zdr_env(&["backup", "configs"], &[("ZDR_TIERS__LOCAL__ROOT", elsewhere.to_str().unwrap())]);
+    let out = env.zdr_env(
+        &["backup", "configs"],
+        &[("ZDR_TIERS__LOCAL__ROOT", elsewhere.to_str().unwrap())],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(elsewhere.join("manifests/configs").is_dir());
     assert!(!env.tier("local").join("manifests").exists());
@@ -229,7 +304,10 @@ fn env_overrides_the_config_and_json_errors_are_structured() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], false);
     assert_eq!(v["error"]["kind"], "bad_input");
-    assert!(v["error"]["message"].as_str().unwrap().contains("colour"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("colour"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -247,12 +325,21 @@ fn encrypted_backups_need_the_right_key() {
     ));
     let (code, v) = env.json(&["backup", "configs"]);
     assert_eq!(code, 0, "{v}");
-    assert!(v["backup"]["artifacts"][0]["key"].as_str().unwrap().ends_with(".tar.zst.age"));
-    let manifest = std::fs::read_to_string(
-        env.tier("local").join(format!("manifests/configs/{}.json", v["backup"]["id"].as_str().unwrap())),
-    )
+    assert!(
+        v["backup"]["artifacts"][0]["key"]
+            .as_str()
+            .unwrap()
+            .ends_with(".tar.zst.age")
+    );
+    let manifest = std::fs::read_to_string(env.tier("local").join(format!(
+        "manifests/configs/{}.json",
+        v["backup"]["id"].as_str().unwrap()
+    )))
     .unwrap();
-    assert!(!manifest.contains("AGE-SECRET-KEY"), "secret key in the manifest");
+    assert!(
+        !manifest.contains("AGE-SECRET-KEY"),
+        "secret key in the manifest"
+    );
 
     let target = env.dir.path().join("scratch");
     let out = env.zdr_env(
@@ -270,14 +357,25 @@ fn encrypted_backups_need_the_right_key() {
 fn zdr_storage_keys() -> (String, String) {
     let out = Command::new("age-keygen").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let secret = text.lines().find(|l| l.starts_with("AGE-SECRET-KEY")).unwrap().to_owned();
-    let public = String::from_utf8(out.stderr).unwrap().trim().trim_start_matches("Public key: ").to_owned();
+    let secret = text
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY"))
+        .unwrap()
+        .to_owned();
+    let public = String::from_utf8(out.stderr)
+        .unwrap()
+        .trim()
+        .trim_start_matches("Public key: ")
+        .to_owned();
     (secret, public)
 }
 
 #[test]
 fn sandbox_drill_passes() {
-    let out = Command::new(env!("CARGO_BIN_EXE_zdr")).args(["--no-progress", "--json", "drill", "--sandbox"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zdr"))
+        .args(["--no-progress", "--json", "drill", "--sandbox"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);
@@ -301,13 +399,26 @@ async fn s3_primary_with_credentials_from_env() {
     std::fs::write(&env.config, text).unwrap();
     let creds = [
         ("ZDR_TIERS__MINIO__ACCESS_KEY_ID", s3.access_key_id()),
-        ("ZDR_TIERS__MINIO__SECRET_ACCESS_KEY", s3.secret_access_key()),
+        (
+            "ZDR_TIERS__MINIO__SECRET_ACCESS_KEY",
+            s3.secret_access_key(),
+        ),
     ];
     let out = env.zdr_env(&["backup", "configs", "--replicate"], &creds);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains(s3.secret_access_key()));
     let target = env.dir.path().join("from-s3");
-    let out = env.zdr_env(&["restore", "configs", "--tier", "minio", "--to", target.to_str().unwrap()], &creds);
+    let out = env.zdr_env(
+        &[
+            "restore",
+            "configs",
+            "--tier",
+            "minio",
+            "--to",
+            target.to_str().unwrap(),
+        ],
+        &creds,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(snapshot(&target).len(), 2);
     // Without credentials the server refuses: a storage failure (exit 1) naming the tier.

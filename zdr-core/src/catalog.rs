@@ -91,7 +91,13 @@ impl Catalog {
         let keys: std::collections::HashSet<&str> =
             entries.iter().map(|e| e.key.as_str()).collect();
         for entry in entries.iter().filter(|e| e.key.ends_with(".json")) {
-            match load_one(tier, &entry.key, keys.contains(layout::sidecar_key(&entry.key).as_str())).await {
+            match load_one(
+                tier,
+                &entry.key,
+                keys.contains(layout::sidecar_key(&entry.key).as_str()),
+            )
+            .await
+            {
                 Ok(m) => manifests.push(m),
                 Err(error) if error.kind() == ErrorKind::Storage => return Err(error),
                 Err(error) => problems.push(CatalogProblem {
@@ -202,12 +208,14 @@ async fn load_one(tier: &dyn StorageTier, key: &str, has_sidecar: bool) -> Resul
     let bytes = tier.read_all(key).await?;
     if has_sidecar {
         let sidecar = tier.read_all(&layout::sidecar_key(key)).await?;
-        let expected = layout::parse_sidecar(std::str::from_utf8(&sidecar).unwrap_or(""))
-            .map(str::to_owned);
+        let expected =
+            layout::parse_sidecar(std::str::from_utf8(&sidecar).unwrap_or("")).map(str::to_owned);
         let actual = crate::sha256_hex(&bytes);
         if expected.as_deref() != Some(actual.as_str()) {
-            return Err(Error::integrity("manifest does not match its .sha256 sidecar")
-                .with_context("key", key));
+            return Err(
+                Error::integrity("manifest does not match its .sha256 sidecar")
+                    .with_context("key", key),
+            );
         }
     }
     let m = Manifest::from_json(&bytes).map_err(|e| e.with_context("key", key))?;

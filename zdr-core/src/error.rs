@@ -151,6 +151,21 @@ impl Error {
         self
     }
 
+    /// A copy of the error for reporting it in two places; the source chain is kept as text.
+    #[must_use]
+    pub fn duplicate(&self) -> Self {
+        Self {
+            kind: self.kind,
+            status: self.status,
+            message: self.message.clone(),
+            context: self.context.clone(),
+            hint: self.hint.clone(),
+            source: self.source.as_ref().map(|s| {
+                Box::new(SourceText(s.to_string())) as Box<dyn std::error::Error + Send + Sync>
+            }),
+        }
+    }
+
     /// The kind of the error.
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
@@ -271,6 +286,18 @@ impl std::error::Error for Error {
     }
 }
 
+/// The text of a source error, kept by [`Error::duplicate`].
+#[derive(Debug)]
+struct SourceText(String);
+
+impl fmt::Display for SourceText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SourceText {}
+
 /// The result type of every zdr crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -298,6 +325,11 @@ mod tests {
         let back = Error::from_io(io, "ignored");
         assert_eq!(back.kind(), ErrorKind::Decrypt);
         assert_eq!(back.context_value("key"), Some("k"));
+        let copy = back.with_hint("h").duplicate();
+        assert_eq!(
+            (copy.kind(), copy.context_value("key"), copy.hint()),
+            (ErrorKind::Decrypt, Some("k"), Some("h"))
+        );
     }
 
     #[test]

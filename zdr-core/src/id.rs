@@ -106,7 +106,10 @@ impl BackupId {
         }
         let (time, suffix) = text.split_at(15);
         let suffix = suffix.strip_prefix('_').ok_or_else(bad)?;
-        if !suffix.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        if !suffix
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        {
             return Err(bad());
         }
         NaiveDateTime::parse_from_str(time, ID_TIME_FORMAT).map_err(|_| bad())?;
@@ -178,7 +181,12 @@ mod tests {
         assert!(id.as_str().starts_with("20260116_143000_"));
         assert_eq!(BackupId::parse(id.as_str()).ok(), Some(id.clone()));
         assert_eq!(id.time(), Some(at));
-        for bad in ["20260116_143000", "20261316_143000_abcd", "20260116_143000_ABCD", "x"] {
+        for bad in [
+            "20260116_143000",
+            "20261316_143000_abcd",
+            "20260116_143000_ABCD",
+            "x",
+        ] {
             assert!(BackupId::parse(bad).is_err(), "{bad}");
         }
     }

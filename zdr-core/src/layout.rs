@@ -83,7 +83,15 @@ mod tests {
             panic!("fixtures")
         };
         assert_eq!(
-            artifact_key(&c, "daily", "zentoria_main", &id, "sql", Compression::Gzip, false),
+            artifact_key(
+                &c,
+                "daily",
+                "zentoria_main",
+                &id,
+                "sql",
+                Compression::Gzip,
+                false
+            ),
             "postgres/daily/zentoria_main_20260116_143000_a1f3.sql.gz"
         );
         assert_eq!(

@@ -151,9 +151,8 @@ impl AgeKeys {
         &self,
         input: R,
     ) -> Result<age::stream::StreamReader<R>> {
-        let decryptor = age::Decryptor::new(input).map_err(|e| {
-            Error::new(ErrorKind::Integrity, format!("not a valid age file: {e}"))
-        })?;
+        let decryptor = age::Decryptor::new(input)
+            .map_err(|e| Error::new(ErrorKind::Integrity, format!("not a valid age file: {e}")))?;
         let result = if decryptor.is_scrypt() {
             let Some(pass) = self.passphrase.clone() else {
                 return Err(Error::new(
@@ -181,9 +180,15 @@ impl AgeKeys {
             )
             .with_hint("use the identity whose public key is among the manifest's recipients"),
             age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed => {
-                Error::new(ErrorKind::Decrypt, "age decryption failed (wrong passphrase or key?)")
+                Error::new(
+                    ErrorKind::Decrypt,
+                    "age decryption failed (wrong passphrase or key?)",
+                )
             }
-            other => Error::new(ErrorKind::Integrity, format!("age header is damaged: {other}")),
+            other => Error::new(
+                ErrorKind::Integrity,
+                format!("age header is damaged: {other}"),
+            ),
         })
     }
 }

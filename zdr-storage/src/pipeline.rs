@@ -71,20 +71,12 @@ impl FailureSlot {
         if let Ok(mut slot) = self.0.lock()
             && slot.is_none()
         {
-            *slot = Some(clone_error(e));
+            *slot = Some(e.duplicate());
         }
     }
     pub(crate) fn take(&self) -> Option<Error> {
         self.0.lock().ok().and_then(|mut s| s.take())
     }
-}
-
-fn clone_error(e: &Error) -> Error {
-    let mut c = Error::new(e.kind(), e.to_string());
-    if e.is_temporary() {
-        c = c.temporary();
-    }
-    c
 }
 
 fn broken_pipe() -> io::Error {
@@ -181,13 +173,20 @@ macro_rules! stage {
     };
 }
 
-stage!(GzStage, flate2::write::GzEncoder<Box<dyn Stage>>, |s| s.finish());
-stage!(Lz4Stage, lz4_flex::frame::FrameEncoder<Box<dyn Stage>>, |s| s
-    .finish()
-    .map_err(io::Error::other));
-stage!(ZstdStage, zstd::stream::write::Encoder<'static, Box<dyn Stage>>, |s| s
+stage!(GzStage, flate2::write::GzEncoder<Box<dyn Stage>>, |s| s
     .finish());
-stage!(AgeStage, age::stream::StreamWriter<Box<dyn Stage>>, |s| s.finish());
+stage!(
+    Lz4Stage,
+    lz4_flex::frame::FrameEncoder<Box<dyn Stage>>,
+    |s| s.finish().map_err(io::Error::other)
+);
+stage!(
+    ZstdStage,
+    zstd::stream::write::Encoder<'static, Box<dyn Stage>>,
+    |s| s.finish()
+);
+stage!(AgeStage, age::stream::StreamWriter<Box<dyn Stage>>, |s| s
+    .finish());
 
 fn build_chain(out: ChunkOut, options: &PipelineOptions) -> Result<Box<dyn Stage>> {
     let mut stage: Box<dyn Stage> = Box::new(out);
@@ -385,7 +384,8 @@ impl PipelineWriter {
     }
 
     async fn join_all(&mut self) -> Result<(u64, u64, String)> {
-        let join_err = |e: tokio::task::JoinError| Error::unexpected("pipeline task failed").with_source(e);
+        let join_err =
+            |e: tokio::task::JoinError| Error::unexpected("pipeline task failed").with_source(e);
         let encode = match self.encode.take() {
             Some(h) => h.await.map_err(join_err)?,
             None => Err(Error::unexpected("artifact finished twice")),
@@ -569,7 +569,11 @@ async fn hash_stage(
 
 fn check_digest(tier: &str, record: &ArtifactRecord, size: u64, sha: &str) -> Result<()> {
     if size != record.size {
-        let what = if size < record.size { "truncated" } else { "longer than recorded" };
+        let what = if size < record.size {
+            "truncated"
+        } else {
+            "longer than recorded"
+        };
         return Err(Error::integrity(format!(
             "artifact is {what}: {size} bytes stored, {} recorded",
             record.size
@@ -630,9 +634,11 @@ pub async fn verify_stored(
     })?;
     let text = String::from_utf8_lossy(&sidecar);
     if layout::parse_sidecar(&text) != Some(record.sha256.as_str()) {
-        return Err(Error::integrity("the .sha256 sidecar disagrees with the manifest")
-            .with_context("tier", &name)
-            .with_context("key", &sidecar_key));
+        return Err(
+            Error::integrity("the .sha256 sidecar disagrees with the manifest")
+                .with_context("tier", &name)
+                .with_context("key", &sidecar_key),
+        );
     }
     Ok(())
 }
@@ -659,7 +665,12 @@ pub fn open_artifact(
     }
     let (stored_tx, stored_rx) = mpsc::channel(DEPTH);
     let (out_tx, mut out_rx) = mpsc::channel::<Item>(DEPTH);
-    tokio::spawn(hash_stage(tier.clone(), record.clone(), stored_tx, progress));
+    tokio::spawn(hash_stage(
+        tier.clone(),
+        record.clone(),
+        stored_tx,
+        progress,
+    ));
 
     let record = record.clone();
     let keys = keys.clone();
@@ -679,8 +690,7 @@ pub fn open_artifact(
         }
     });
 
-    let stream = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx))
-        .map_err_into_io();
+    let stream = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx)).map_err_into_io();
     Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
 }
 
@@ -773,7 +783,10 @@ fn decode_stage(
         .lock()
         .map_err(|_| Error::unexpected("pipeline state poisoned"))?;
     let mut trailing = st.current.len() as u64;
-    while let Some(b) = st.next().map_err(|e| Error::from_io(e, "reading artifact failed"))? {
+    while let Some(b) = st
+        .next()
+        .map_err(|e| Error::from_io(e, "reading artifact failed"))?
+    {
         trailing += b.len() as u64;
     }
     if trailing > 0 {

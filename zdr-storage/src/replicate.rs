@@ -44,7 +44,9 @@ pub async fn replicate(
     for m in source.list(None) {
         let key = layout::manifest_key(&m.component, &m.id);
         let present = policy
-            .run(&format!("stat {key} on {}", to.name()), progress, || to.stat(&key))
+            .run(&format!("stat {key} on {}", to.name()), progress, || {
+                to.stat(&key)
+            })
             .await;
         match present {
             Ok(Some(_)) => {
@@ -87,7 +89,9 @@ async fn copy_backup(
         let what = format!("copy {} from {} to {}", a.key, from.name(), to.name());
         progress.start(&what, Some(a.size));
         policy
-            .run(&what, progress, || copy_artifact(from.as_ref(), to.as_ref(), a, progress))
+            .run(&what, progress, || {
+                copy_artifact(from.as_ref(), to.as_ref(), a, progress)
+            })
             .await?;
         progress.finish(&what);
         bytes += a.size;
@@ -121,7 +125,10 @@ async fn copy_artifact(
         err.temporary()
     };
     loop {
-        let n = r.read(&mut buf).await.map_err(|e| io(from.name(), "read", e))?;
+        let n = r
+            .read(&mut buf)
+            .await
+            .map_err(|e| io(from.name(), "read", e))?;
         if n == 0 {
             break;
         }
@@ -140,9 +147,7 @@ async fn copy_artifact(
         .with_context("key", &a.key)
         .with_hint("run `zdr verify` on the source tier"));
     }
-    w.shutdown()
-        .await
-        .map_err(|e| io(to.name(), "commit", e))?;
+    w.shutdown().await.map_err(|e| io(to.name(), "commit", e))?;
     to.write_all(
         &layout::sidecar_key(&a.key),
         layout::sidecar_line(&a.key, &a.sha256).into_bytes(),

@@ -9,7 +9,7 @@ use chrono::Utc;
 use zdr_core::{
     ArtifactReader, ArtifactRecord, ArtifactSink, ArtifactWrite, BackupId, BackupRequest,
     BackupSource, BoxRead, Catalog, Component, Error, ErrorKind, MANIFEST_FORMAT, Manifest,
-    Progress, Restorer, RestoreOutcome, RestoreTarget, Result, StorageTier, ZDR_VERSION, layout,
+    Progress, RestoreOutcome, RestoreTarget, Restorer, Result, StorageTier, ZDR_VERSION, layout,
 };
 
 use crate::pipeline::{FailureSlot, PipelineOptions, PipelineWriter, open_artifact, verify_stored};
@@ -69,8 +69,11 @@ impl Repository {
         progress: &Progress,
     ) -> Result<Manifest> {
         let component = source.component().clone();
-        if schedule.is_empty() || !zdr_core::layout::is_safe_key(schedule) || schedule.contains('/') {
-            return Err(Error::bad_input(format!("invalid schedule name {schedule:?}")));
+        if schedule.is_empty() || !zdr_core::layout::is_safe_key(schedule) || schedule.contains('/')
+        {
+            return Err(Error::bad_input(format!(
+                "invalid schedule name {schedule:?}"
+            )));
         }
         let started_at = Utc::now();
         let req = BackupRequest {

@@ -72,7 +72,10 @@ impl std::fmt::Debug for S3Config {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("root", &self.root)
-            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "<set>"))
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(|_| "<set>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -137,9 +140,9 @@ pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>
             }
             opendal::Operator::new(b).map_err(bad)?
         }
-        TierConfig::Onedrive(c) => {
-            crate::onedrive::operator(c).map_err(|e| e.with_context("tier", name))?
-        }
+        // Streaming writes need zdr's own upload sessions (OpenDAL's OneDrive writer is
+        // one-shot): a tier of its own around the operator.
+        TierConfig::Onedrive(c) => return crate::onedrive::open(name, c),
         TierConfig::Memory => {
             opendal::Operator::new(opendal::services::Memory::default()).map_err(bad)?
         }
