@@ -42,7 +42,9 @@ async fn artifacts_decode_with_standard_tools() {
     for (compression, decoder) in tools {
         for encrypted in [false, true] {
             let keys = if encrypted {
-                AgeKeys::none().with_recipients(std::slice::from_ref(&public)).unwrap()
+                AgeKeys::none()
+                    .with_recipients(std::slice::from_ref(&public))
+                    .unwrap()
             } else {
                 AgeKeys::none()
             };

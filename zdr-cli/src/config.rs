@@ -177,10 +177,10 @@ impl Config {
             .passphrase_env
             .as_deref()
             .unwrap_or("ZDR_AGE_PASSPHRASE");
-        if let Ok(pass) = std::env::var(pass_env) {
-            if !pass.is_empty() {
-                keys = keys.with_passphrase(pass);
-            }
+        if let Ok(pass) = std::env::var(pass_env)
+            && !pass.is_empty()
+        {
+            keys = keys.with_passphrase(pass);
         }
         Ok(PipelineOptions {
             compression,

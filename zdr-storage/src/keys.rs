@@ -207,9 +207,14 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(e.contains("line 2 of age identity file /etc/zdr/age.key"), "{e}");
+        assert!(
+            e.contains("line 2 of age identity file /etc/zdr/age.key"),
+            "{e}"
+        );
         assert!(!e.contains(secret), "{e}");
-        let e = AgeKeys::none().with_identities_text("# only comments\n", "k").err();
+        let e = AgeKeys::none()
+            .with_identities_text("# only comments\n", "k")
+            .err();
         assert_eq!(e.map(|e| e.kind()), Some(ErrorKind::BadInput));
     }
 
@@ -222,6 +227,9 @@ mod tests {
             .map(|k| k.with_passphrase("hunter2".into()));
         let text = format!("{keys:?}");
         assert!(text.contains(&public));
-        assert!(!text.contains(&secret) && !text.contains("hunter2"), "{text}");
+        assert!(
+            !text.contains(&secret) && !text.contains("hunter2"),
+            "{text}"
+        );
     }
 }
