@@ -255,6 +255,7 @@ pub struct PipelineWriter {
     upload: Option<tokio::task::JoinHandle<Result<(u64, String)>>>,
     failure: FailureSlot,
     finished: Arc<Mutex<Vec<ArtifactRecord>>>,
+    progress: Progress,
 }
 
 struct RecordDraft {
@@ -319,7 +320,9 @@ impl PipelineWriter {
 
         let fail = failure.clone();
         let upload_key = key.clone();
+        let upload_progress = progress.clone();
         let upload = tokio::spawn(async move {
+            let progress = upload_progress;
             let res = async {
                 let tier_name = tier.name().to_owned();
                 let mut w = tier.writer(&upload_key).await?;
@@ -380,6 +383,7 @@ impl PipelineWriter {
             upload: Some(upload),
             failure,
             finished,
+            progress,
         })
     }
 
@@ -465,6 +469,7 @@ impl ArtifactWrite for PipelineWriter {
         if let Ok(mut f) = self.finished.lock() {
             f.push(record.clone());
         }
+        self.progress.finish(&record.key);
         Ok(record)
     }
 }
