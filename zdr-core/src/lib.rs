@@ -47,6 +47,7 @@ mod id;
 pub mod layout;
 mod manifest;
 mod progress;
+pub mod runner;
 mod traits;
 
 pub use catalog::{BackupSelector, Catalog, CatalogProblem, parse_time};
@@ -56,6 +57,9 @@ pub use manifest::{
     ArtifactRecord, BackupKind, Compression, Encryption, MANIFEST_FORMAT, Manifest,
 };
 pub use progress::{Level, Progress, ProgressEvent, ProgressSink, RecordingSink};
+pub use runner::{
+    CommandExit, CommandRunner, CommandSpec, CommandWait, LocalRunner, RunningCommand,
+};
 pub use traits::{
     ArtifactReader, ArtifactSink, ArtifactWrite, BackupRequest, BackupSource, BoxRead, BoxWrite,
     Entry, RestoreOutcome, RestoreTarget, Restorer, SourceFacts, StorageTier, Verifier,

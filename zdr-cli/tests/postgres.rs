@@ -1,0 +1,222 @@
+//! `zdr` with a `postgres` component against a real throwaway PostgreSQL 15 cluster:
+//! backup, verify --restore, safe restore, rollback, single-table restore, exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../../zdr-postgres/tests/support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::{Cluster, PASSWORD, PG_BIN, SUPERUSER};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    cluster: Cluster,
+}
+
+impl Env {
+    fn new() -> Self {
+        let cluster = Cluster::start();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("zdr.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+primary = "local"
+
+[tiers.local]
+type = "fs"
+root = "{root}/tiers/local"
+
+[components.postgres]
+type = "postgres"
+host = "127.0.0.1"
+port = {port}
+user = "{SUPERUSER}"
+database = "app"
+bin_dir = "{PG_BIN}"
+checksums = true
+"#,
+                root = dir.path().display(),
+                port = cluster.port
+            ),
+        )
+        .unwrap();
+        cluster.psql("postgres", "CREATE DATABASE app");
+        cluster.psql(
+            "app",
+            "CREATE TABLE orders (id serial PRIMARY KEY, item text, doc jsonb, at timestamptz DEFAULT now());
+             INSERT INTO orders (item, doc) SELECT 'item ' || g, jsonb_build_object('g', g)
+             FROM generate_series(1, 1000) g;
+             CREATE TABLE notes (id int PRIMARY KEY, body text);
+             INSERT INTO notes SELECT g, md5(g::text) FROM generate_series(1, 100) g;",
+        );
+        Self {
+            _dir: dir,
+            config,
+            cluster,
+        }
+    }
+
+    fn zdr_env(&self, args: &[&str], password: &str) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_zdr"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--no-progress")
+            .args(args)
+            .env("ZDR_COMPONENTS__POSTGRES__PASSWORD", password)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.zdr_env(&all, PASSWORD);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains(PASSWORD), "password in output: {text}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{e}: {text} {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap(), v)
+    }
+
+    fn count(&self, db: &str, table: &str) -> String {
+        self.cluster
+            .psql(db, &format!("SELECT count(*) FROM {table}"))
+    }
+
+    fn dbs(&self, marker: &str) -> Vec<String> {
+        self.cluster
+            .databases()
+            .into_iter()
+            .filter(|d| d.contains(marker))
+            .collect()
+    }
+}
+
+/// The suite never skips: without PostgreSQL 15 it fails and says what to install.
+fn require_postgres() {
+    assert!(
+        support::available(),
+        "PostgreSQL 15 server binaries not found in {PG_BIN}: run scripts/install-test-deps.sh"
+    );
+}
+
+#[test]
+fn backup_verify_restore_rollback_table() {
+    require_postgres();
+    let env = Env::new();
+    let (code, v) = env.json(&["backup", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["backup"]["facts"]["tables"][1]["rows"], 1000, "{v}");
+    assert!(
+        v["backup"]["artifacts"][0]["key"]
+            .as_str()
+            .unwrap()
+            .ends_with(".dump.zst")
+    );
+
+    let (code, v) = env.json(&["verify", "postgres", "--restore"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(env.dbs("__zdr_verify_").is_empty());
+    let (code, v) = env.json(&["drill", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(env.dbs("__zdr_").is_empty(), "the drill touched the server");
+    let (code, v) = env.json(&["verify", "postgres"]);
+    assert_eq!((code, v["intact"].as_u64()), (0, Some(1)), "{v}");
+
+    // The accident, then the safe restore.
+    env.cluster.psql("app", "DROP TABLE orders");
+    let (code, v) = env.json(&["restore", "postgres", "--database", "app"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(env.count("app", "orders"), "1000");
+    assert_eq!(env.dbs("app__zdr_old_").len(), 1);
+    assert!(env.dbs("__zdr_restore_").is_empty());
+
+    // Rollback brings the damaged database back (orders missing again).
+    let (code, v) = env.json(&["rollback", "postgres", "--database", "app"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(env.cluster.try_psql("app", "SELECT 1 FROM orders").is_err());
+    let (code, _) = env.json(&["rollback", "postgres"]);
+    assert_eq!(code, 0);
+    assert_eq!(env.count("app", "orders"), "1000");
+
+    // Single table, under a new name.
+    env.cluster.psql("app", "DELETE FROM notes WHERE id > 10");
+    let (code, v) = env.json(&[
+        "restore",
+        "postgres",
+        "--table",
+        "public.notes",
+        "--as",
+        "notes_back",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(env.count("app", "notes_back"), "100");
+    assert_eq!(env.count("app", "notes"), "10");
+    let (code, v) = env.json(&["restore", "postgres", "--table", "public.nosuch"]);
+    assert_eq!(code, 2, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("nosuch"));
+
+    // In place needs the explicit confirmation.
+    let (code, v) = env.json(&["restore", "postgres", "--in-place"]);
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(env.count("app", "notes"), "10");
+    let (code, v) = env.json(&["restore", "postgres", "--in-place", "--yes-destroy-live"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(env.count("app", "notes"), "100");
+}
+
+#[test]
+fn wrong_password_and_unknown_database_exit_2() {
+    require_postgres();
+    let env = Env::new();
+    let out = env.zdr_env(&["backup", "postgres"], "not-the-password");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("not-the-password"));
+
+    let (code, v) = env.json(&["backup", "postgres", "--database", "nosuchdb"]);
+    assert_eq!(code, 2, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("nosuchdb"));
+
+    let (code, v) = env.json(&["rollback", "postgres"]);
+    assert_eq!(code, 2, "{v}");
+}
+
+#[test]
+fn sandbox_drill_includes_postgres_or_says_why_not() {
+    require_postgres();
+    let out = Command::new(env!("CARGO_BIN_EXE_zdr"))
+        .args(["--no-progress", "--json", "drill", "--sandbox"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["postgres"]["ok"], true, "{v}");
+    assert!(v["postgres"]["rto_seconds"].as_f64().unwrap() > 0.0);
+    assert!(
+        v["postgres"]["verify"]["problems"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Without server binaries the drill says so and still drills the config files.
+    let out = Command::new(env!("CARGO_BIN_EXE_zdr"))
+        .args(["--no-progress", "drill", "--sandbox"])
+        .env("ZDR_PG_BIN_DIR", "/nonexistent/bin")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("postgres SKIPPED"), "{text}");
+    assert!(text.contains("configs PASSED"), "{text}");
+}

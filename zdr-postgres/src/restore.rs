@@ -1,0 +1,690 @@
+//! Full restores (safe swap, in place, scratch), single-table restores, rollback.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::postgres::PgConnection;
+use zdr_core::{
+    ArtifactReader, Error, ErrorKind, Manifest, Progress, RestoreOutcome, Result, VerifyReport,
+};
+
+use crate::facts::{self, PgFacts, split_table};
+use crate::pg::{self, qi, qt};
+use crate::tools;
+use crate::{DumpFormat, PostgresComponent, RestoreMode, mismatch};
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1).
+const MAX_IDENT: usize = 63;
+
+/// What a rollback did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackOutcome {
+    /// The database rolled back.
+    pub database: String,
+    /// The old database that is live again (its former name).
+    pub restored_from: String,
+    /// The name the displaced database now has (roll back again to undo).
+    pub displaced_to: String,
+}
+
+/// The longest suffix zdr appends: `__zdr_restore_` + a backup id (20 characters).
+const LONGEST_SUFFIX: usize = "__zdr_restore_".len() + 20;
+
+/// The part of every derived name that stands for `db`: `db` itself when it leaves room for
+/// the longest suffix within 63 bytes, else a shortened `db` plus 6 hex digits of its
+/// SHA-256 (so two long names never share derived databases).
+fn stem(db: &str) -> String {
+    let room = MAX_IDENT - LONGEST_SUFFIX;
+    if db.len() <= room {
+        return db.to_owned();
+    }
+    let mut end = room - 7;
+    while !db.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}_{}",
+        &db[..end],
+        &zdr_core::sha256_hex(db.as_bytes())[..6]
+    )
+}
+
+/// `<stem><suffix>`: a side, scratch or old database of `db`.
+fn derived(db: &str, suffix: &str) -> String {
+    format!("{}{suffix}", stem(db))
+}
+
+/// The prefix of every derived name of `db` with `marker`.
+fn prefix_of(db: &str, marker: &str) -> String {
+    derived(db, marker)
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+async fn db_exists(conn: &mut PgConnection, c: &PostgresComponent, name: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| pg::db_error(e, &c.config, "cannot list databases"))?;
+    Ok(n > 0)
+}
+
+async fn drop_db(conn: &mut PgConnection, c: &PostgresComponent, name: &str) -> Result<()> {
+    pg::exec(
+        conn,
+        &c.config,
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", qi(name)),
+    )
+    .await
+    .map_err(|e| e.with_context("database", name))
+}
+
+/// Take the per-database advisory lock so two restores of one database never overlap.
+async fn lock(conn: &mut PgConnection, c: &PostgresComponent, db: &str) -> Result<()> {
+    let got: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('zdr restore ' || $1))")
+            .bind(db)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| pg::db_error(e, &c.config, "cannot take the restore lock"))?;
+    if got {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Conflict,
+            format!("another zdr restore of {db} is running"),
+        ))
+    }
+}
+
+/// Drop `<db>__zdr_restore_*` and `<db>__zdr_verify_*` left by killed runs.
+async fn clean_leftovers(
+    conn: &mut PgConnection,
+    c: &PostgresComponent,
+    db: &str,
+    progress: &Progress,
+) -> Result<Vec<String>> {
+    let mut dropped = Vec::new();
+    for marker in ["__zdr_restore_", "__zdr_verify_"] {
+        let pattern = format!("{}%", like_escape(&prefix_of(db, marker)));
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1")
+                .bind(&pattern)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| pg::db_error(e, &c.config, "cannot list databases"))?;
+        for n in names {
+            progress.warn(format!(
+                "dropping {n}, left over by an interrupted restore of {db}"
+            ));
+            drop_db(conn, c, &n).await?;
+            dropped.push(n);
+        }
+    }
+    Ok(dropped)
+}
+
+/// Create `name` like `like` (owner, encoding, collation) when that exists.
+async fn create_db(
+    conn: &mut PgConnection,
+    c: &PostgresComponent,
+    name: &str,
+    like: &str,
+) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT pg_get_userbyid(datdba)::text, pg_encoding_to_char(encoding)::text, \
+         datcollate::text, datctype::text FROM pg_database WHERE datname = $1",
+    )
+    .bind(like)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| pg::db_error(e, &c.config, "cannot read database settings"))?;
+    let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", qi(name));
+    if let Some(r) = row {
+        let owner: String = r.get(0);
+        let enc: String = r.get(1);
+        let coll: String = r.get(2);
+        let ctype: String = r.get(3);
+        let lit = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        sql.push_str(&format!(
+            " OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+            qi(&owner),
+            lit(&enc),
+            lit(&coll),
+            lit(&ctype)
+        ));
+    }
+    pg::exec(conn, &c.config, &sql)
+        .await
+        .map_err(|e| e.with_context("database", name))
+}
+
+/// Stream the dump artifact into `database`.
+async fn load(
+    c: &PostgresComponent,
+    backup: &Manifest,
+    facts: &PgFacts,
+    from: &dyn ArtifactReader,
+    database: &str,
+    progress: &Progress,
+) -> Result<u64> {
+    let record = backup.artifact(&facts.artifact).ok_or_else(|| {
+        Error::integrity(format!(
+            "backup {} has no artifact named {}",
+            backup.id, facts.artifact
+        ))
+    })?;
+    let cfg = &c.config;
+    let tool = match facts.dump_format {
+        DumpFormat::Plain => "psql",
+        DumpFormat::Custom => "pg_restore",
+    };
+    let mut conn = pg::connect(cfg, &cfg.maintenance_database).await?;
+    let (sv, svn, _) = facts::server(&mut conn, cfg).await?;
+    pg::close(conn).await;
+    tools::check_version(c.runner.as_ref(), cfg, tool, svn, &sv).await?;
+    tools::check_version(
+        c.runner.as_ref(),
+        cfg,
+        tool,
+        facts.server_version_num,
+        &facts.server_version,
+    )
+    .await?;
+    let spec = match facts.dump_format {
+        DumpFormat::Plain => tools::spec(cfg, "psql", database)
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--single-transaction",
+                "-f",
+                "-",
+            ])
+            .with_stdin(),
+        DumpFormat::Custom => tools::spec(cfg, "pg_restore", database)
+            .args(["--exit-on-error", "--single-transaction", "-d", database])
+            .with_stdin(),
+    };
+    let mut spec = spec;
+    spec.stdout = false;
+    let mut stream = from
+        .open(record)
+        .await
+        .map_err(|e| e.with_context("key", &record.key))?;
+    let task = format!("{tool} {database}");
+    progress.start(&task, Some(record.raw_size));
+    let (run, tail) = tools::spawn(c.runner.as_ref(), cfg, &spec).await?;
+    let n = tools::feed(run, tail, &mut stream, b"", cfg, tool)
+        .await
+        .map_err(|e| e.with_context("key", &record.key))?;
+    progress.finish(&task);
+    Ok(n)
+}
+
+/// Compare `database` with the facts.
+pub(crate) async fn verify_db(
+    c: &PostgresComponent,
+    facts: &PgFacts,
+    database: &str,
+) -> Result<VerifyReport> {
+    let checksums = facts.tables.iter().any(|t| t.md5.is_some());
+    let counts = facts.tables.iter().any(|t| t.rows.is_some());
+    let mut conn = pg::connect(&c.config, database).await?;
+    let now = facts::observe(&mut conn, &c.config, counts, checksums).await;
+    pg::close(conn).await;
+    Ok(facts::compare(facts, &now?))
+}
+
+/// Restore entry point: dispatch on the options.
+pub(crate) async fn run(
+    c: &PostgresComponent,
+    backup: &Manifest,
+    facts: &PgFacts,
+    from: &dyn ArtifactReader,
+    db: &str,
+    progress: &Progress,
+) -> Result<RestoreOutcome> {
+    if let Some(table) = &c.options.table {
+        return restore_table(c, backup, facts, from, db, table, progress).await;
+    }
+    if c.options.table_as.is_some() {
+        return Err(Error::bad_input("--as needs --table"));
+    }
+    let cfg = &c.config;
+    let mut admin = pg::connect(cfg, &cfg.maintenance_database).await?;
+    let res = full(c, &mut admin, backup, facts, from, db, progress).await;
+    pg::close(admin).await;
+    res
+}
+
+async fn full(
+    c: &PostgresComponent,
+    admin: &mut PgConnection,
+    backup: &Manifest,
+    facts: &PgFacts,
+    from: &dyn ArtifactReader,
+    db: &str,
+    progress: &Progress,
+) -> Result<RestoreOutcome> {
+    if db.is_empty() || db.contains('\0') {
+        return Err(Error::bad_input("empty database name"));
+    }
+    lock(admin, c, db).await?;
+    let mut notes = Vec::new();
+    for d in clean_leftovers(admin, c, db, progress).await? {
+        notes.push(format!("dropped {d}, left over by an interrupted restore"));
+    }
+    let live_exists = db_exists(admin, c, db).await?;
+    match c.options.mode {
+        RestoreMode::InPlace { confirmed: false } => Err(Error::bad_input(format!(
+            "an in-place restore drops the live database {db} first; it needs explicit confirmation"
+        ))
+        .with_hint(
+            "pass --yes-destroy-live, or use the default safe restore (side database + swap)",
+        )),
+        RestoreMode::InPlace { confirmed: true } => {
+            if live_exists {
+                progress.warn(format!(
+                    "dropping the live database {db} (in-place restore)"
+                ));
+                drop_db(admin, c, db).await?;
+            }
+            create_db(admin, c, db, &cfg_template(c)).await?;
+            let bytes = load(c, backup, facts, from, db, progress).await?;
+            let report = verify_db(c, facts, db).await?;
+            if !report.is_ok() {
+                return Err(mismatch(&report));
+            }
+            notes.push(format!(
+                "restored in place; {} checks passed",
+                report.checked
+            ));
+            Ok(RestoreOutcome {
+                target: db.to_owned(),
+                items: facts.tables.len() as u64,
+                bytes,
+                notes,
+            })
+        }
+        RestoreMode::Safe | RestoreMode::Scratch => {
+            let scratch = c.options.mode == RestoreMode::Scratch;
+            let marker = if scratch {
+                "__zdr_verify_"
+            } else {
+                "__zdr_restore_"
+            };
+            let side = derived(db, &format!("{marker}{}", backup.id));
+            let like = if live_exists {
+                db.to_owned()
+            } else {
+                cfg_template(c)
+            };
+            create_db(admin, c, &side, &like).await?;
+            let attempt = async {
+                let bytes = load(c, backup, facts, from, &side, progress).await?;
+                let report = verify_db(c, facts, &side).await?;
+                if !report.is_ok() {
+                    return Err(mismatch(&report).with_hint(
+                        "the live database was not touched; the side database is dropped",
+                    ));
+                }
+                Ok::<_, Error>((bytes, report))
+            }
+            .await;
+            let (bytes, report) = match attempt {
+                Ok(v) => v,
+                Err(e) => {
+                    if let Err(d) = drop_db(admin, c, &side).await {
+                        progress.warn(format!("could not drop {side}: {d}"));
+                    }
+                    return Err(e);
+                }
+            };
+            if scratch {
+                drop_db(admin, c, &side).await?;
+                notes.push(format!(
+                    "restored into the scratch database {side}: {} checks passed; dropped it",
+                    report.checked
+                ));
+                return Ok(RestoreOutcome {
+                    target: side,
+                    items: facts.tables.len() as u64,
+                    bytes,
+                    notes,
+                });
+            }
+            if live_exists {
+                let old = old_name(db);
+                if let Err(e) = swap(admin, c, db, &side, &old).await {
+                    let _ = drop_db(admin, c, &side).await;
+                    return Err(e);
+                }
+                notes.push(format!(
+                    "the previous database is kept as {old} (`zdr rollback` swaps it back)"
+                ));
+            } else {
+                pg::exec(
+                    admin,
+                    &c.config,
+                    &format!("ALTER DATABASE {} RENAME TO {}", qi(&side), qi(db)),
+                )
+                .await?;
+                notes.push(format!("{db} did not exist; created it from the backup"));
+            }
+            notes.push(format!(
+                "verified before the swap: {} checks passed",
+                report.checked
+            ));
+            Ok(RestoreOutcome {
+                target: db.to_owned(),
+                items: facts.tables.len() as u64,
+                bytes,
+                notes,
+            })
+        }
+    }
+}
+
+fn cfg_template(c: &PostgresComponent) -> String {
+    c.config.maintenance_database.clone()
+}
+
+fn old_name(db: &str) -> String {
+    derived(
+        db,
+        &format!(
+            "__zdr_old_{}",
+            chrono::Utc::now().format("%Y%m%d_%H%M%S%3f")
+        ),
+    )
+}
+
+/// Rename `live` to `old` and `side` to `live`, after closing every connection to `live`.
+async fn swap(
+    admin: &mut PgConnection,
+    c: &PostgresComponent,
+    live: &str,
+    side: &str,
+    old: &str,
+) -> Result<()> {
+    let cfg = &c.config;
+    pg::exec(
+        admin,
+        cfg,
+        &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", qi(live)),
+    )
+    .await?;
+    let mut last = None;
+    for _ in 0..20 {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(live)
+        .execute(&mut *admin)
+        .await
+        .map_err(|e| pg::db_error(e, cfg, "cannot terminate connections"))?;
+        match pg::exec(
+            admin,
+            cfg,
+            &format!("ALTER DATABASE {} RENAME TO {}", qi(live), qi(old)),
+        )
+        .await
+        {
+            Ok(()) => {
+                last = None;
+                break;
+            }
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    if let Some(e) = last {
+        let _ = pg::exec(
+            admin,
+            cfg,
+            &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", qi(live)),
+        )
+        .await;
+        return Err(e.with_context("database", live));
+    }
+    pg::exec(
+        admin,
+        cfg,
+        &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", qi(old)),
+    )
+    .await?;
+    if let Err(e) = pg::exec(
+        admin,
+        cfg,
+        &format!("ALTER DATABASE {} RENAME TO {}", qi(side), qi(live)),
+    )
+    .await
+    {
+        // Put the old one back: the live name must not stay empty.
+        let _ = pg::exec(
+            admin,
+            cfg,
+            &format!("ALTER DATABASE {} RENAME TO {}", qi(old), qi(live)),
+        )
+        .await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Swap the newest `<db>__zdr_old_*` back in.
+pub(crate) async fn rollback(
+    c: &PostgresComponent,
+    db: &str,
+    progress: &Progress,
+) -> Result<RollbackOutcome> {
+    let cfg = &c.config;
+    let mut admin = pg::connect(cfg, &cfg.maintenance_database).await?;
+    let res = async {
+        lock(&mut admin, c, db).await?;
+        let pattern = format!("{}%", like_escape(&prefix_of(db, "__zdr_old_")));
+        let newest: Option<String> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY datname DESC LIMIT 1",
+        )
+        .bind(&pattern)
+        .fetch_optional(&mut admin)
+        .await
+        .map_err(|e| pg::db_error(e, cfg, "cannot list databases"))?;
+        let Some(from) = newest else {
+            return Err(Error::not_found(format!(
+                "no {db}__zdr_old_* database to roll back to"
+            ))
+            .with_hint("a rollback needs a previous safe restore of this database"));
+        };
+        let displaced = old_name(db);
+        if db_exists(&mut admin, c, db).await? {
+            swap(&mut admin, c, db, &from, &displaced).await?;
+        } else {
+            pg::exec(
+                &mut admin,
+                cfg,
+                &format!("ALTER DATABASE {} RENAME TO {}", qi(&from), qi(db)),
+            )
+            .await?;
+        }
+        progress.info(format!("rolled {db} back to {from}; the replaced one is {displaced}"));
+        Ok(RollbackOutcome {
+            database: db.to_owned(),
+            restored_from: from,
+            displaced_to: displaced,
+        })
+    }
+    .await;
+    pg::close(admin).await;
+    res
+}
+
+/// Restore one table: the whole backup into a side database, then the table copied into
+/// the live database in one transaction, verified by row count.
+async fn restore_table(
+    c: &PostgresComponent,
+    backup: &Manifest,
+    facts: &PgFacts,
+    from: &dyn ArtifactReader,
+    db: &str,
+    table: &str,
+    progress: &Progress,
+) -> Result<RestoreOutcome> {
+    let cfg = &c.config;
+    if facts.dump_format != DumpFormat::Custom {
+        return Err(Error::bad_input(format!(
+            "a single-table restore needs a custom-format backup; {} is {:?}",
+            backup.id, facts.dump_format
+        ))
+        .with_hint("set format = \"custom\" for the component, or restore the whole database"));
+    }
+    let Some(fact) = facts.table(table) else {
+        return Err(Error::bad_input(format!(
+            "table {table} is not in backup {}; it has: {}",
+            backup.id,
+            facts
+                .tables
+                .iter()
+                .map(|t| t.qualified())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let (schema, name) = split_table(table);
+    let dest_name = c
+        .options
+        .table_as
+        .clone()
+        .unwrap_or_else(|| name.to_owned());
+    let mut live = pg::connect(cfg, db).await?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2)",
+    )
+    .bind(schema)
+    .bind(&dest_name)
+    .fetch_one(&mut live)
+    .await
+    .map_err(|e| pg::db_error(e, cfg, "cannot look up the table"))?;
+    pg::close(live).await;
+    if c.options.table_as.is_some() && exists {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("{schema}.{dest_name} already exists in {db}"),
+        )
+        .with_hint("choose another name with --as"));
+    }
+    let mut admin = pg::connect(cfg, &cfg.maintenance_database).await?;
+    let res = async {
+        lock(&mut admin, c, db).await?;
+        clean_leftovers(&mut admin, c, db, progress).await?;
+        let side = derived(db, &format!("__zdr_restore_{}", backup.id));
+        create_db(&mut admin, c, &side, db).await?;
+        let copied = async {
+            load(c, backup, facts, from, &side, progress).await?;
+            let mut sc = pg::connect(cfg, &side).await?;
+            let src = if let Some(new) = &c.options.table_as {
+                pg::exec(
+                    &mut sc,
+                    cfg,
+                    &format!(
+                        "CREATE TABLE {n} (LIKE {o} INCLUDING ALL); INSERT INTO {n} SELECT * FROM {o}",
+                        n = qt(schema, new),
+                        o = qt(schema, name)
+                    ),
+                )
+                .await?;
+                new.clone()
+            } else {
+                name.to_owned()
+            };
+            pg::close(sc).await;
+            // pg_dump of the table from the side db, piped into psql on the live db.
+            let mut dump = tools::spec(cfg, "pg_dump", &side).args([
+                "--format=plain".to_owned(),
+                format!("--table={}", qt(schema, &src)),
+            ]);
+            let prelude = if exists {
+                dump = dump.args(["--data-only"]);
+                format!("TRUNCATE TABLE ONLY {};\n", qt(schema, &src))
+            } else {
+                String::new()
+            };
+            let (drun, dtail) = tools::spawn(c.runner.as_ref(), cfg, &dump).await?;
+            let mut psql = tools::spec(cfg, "psql", db)
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-"])
+                .with_stdin();
+            psql.stdout = false;
+            let (prun, ptail) = tools::spawn(c.runner.as_ref(), cfg, &psql).await?;
+            tools::pipe(
+                drun,
+                dtail,
+                prun,
+                ptail,
+                prelude.as_bytes(),
+                cfg,
+                ("pg_dump of the table", "psql"),
+            )
+            .await?;
+            let mut lc = pg::connect(cfg, db).await?;
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ONLY {}", qt(schema, &src)))
+                .fetch_one(&mut lc)
+                .await
+                .map_err(|e| pg::db_error(e, cfg, "cannot count the restored rows"))?;
+            pg::close(lc).await;
+            if let Some(want) = fact.rows
+                && want != n
+            {
+                return Err(Error::integrity(format!(
+                    "{schema}.{src} has {n} rows after the restore, the backup has {want}"
+                )));
+            }
+            Ok::<_, Error>((src, n))
+        }
+        .await;
+        let dropped = drop_db(&mut admin, c, &side).await;
+        let (src, n) = copied?;
+        dropped?;
+        Ok(RestoreOutcome {
+            target: format!("{db}: {schema}.{src}"),
+            items: 1,
+            bytes: 0,
+            notes: vec![if exists {
+                format!("replaced the rows of {schema}.{src} ({n} rows, count verified)")
+            } else {
+                format!("created {schema}.{src} with {n} rows (count verified)")
+            }],
+        })
+    }
+    .await;
+    pg::close(admin).await;
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_fit() {
+        let long = "a".repeat(80);
+        let id = "20260116_143000_a1f3";
+        let side = derived(&long, &format!("__zdr_restore_{id}"));
+        assert_eq!(side.len(), MAX_IDENT);
+        assert!(side.starts_with(&prefix_of(&long, "__zdr_restore_")));
+        let other = "a".repeat(81);
+        assert_ne!(stem(&long), stem(&other));
+        assert!(derived(&long, "__zdr_old_20260116_143000123").len() <= MAX_IDENT);
+        assert_eq!(derived("app", "__zdr_old_x"), "app__zdr_old_x");
+        assert_eq!(like_escape("a_b%"), "a\\_b\\%");
+    }
+}

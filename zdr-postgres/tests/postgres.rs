@@ -1,0 +1,880 @@
+//! zdr-postgres against a real PostgreSQL 15 (a throwaway cluster per test, see
+//! `support/mod.rs`), with backups stored on a real local-filesystem tier.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod support;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use support::{Cluster, PASSWORD, PG_BIN, SUPERUSER};
+use tokio::io::{AsyncRead, ReadBuf};
+use zdr_core::{
+    ArtifactReader, ArtifactRecord, BackupSelector, BoxRead, Component, ErrorKind, Manifest,
+    Progress, RestoreTarget, Restorer, Result, Verifier,
+};
+use zdr_postgres::{DumpFormat, PgConfig, PgFacts, PostgresComponent, RestoreMode, RestoreOptions};
+use zdr_storage::{PipelineOptions, Repository, TierConfig, open_tier};
+
+const SEED: &str = r"
+CREATE EXTENSION pgcrypto;
+CREATE EXTENSION hstore;
+CREATE SEQUENCE invoice_no START 1000;
+SELECT setval('invoice_no', 4242);
+CREATE TABLE customers (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    profile jsonb,
+    created timestamptz NOT NULL DEFAULT '2026-01-16 14:30:00+00',
+    balance numeric(12, 2),
+    avatar bytea,
+    tags text[],
+    attrs hstore,
+    secret bytea
+);
+INSERT INTO customers (name, profile, balance, avatar, tags, attrs, secret)
+SELECT 'customer ' || g, jsonb_build_object('n', g, 'vip', g % 7 = 0, 'note', 'é ü ✓'),
+       g * 1.25, decode(md5(g::text), 'hex'), ARRAY['t' || g, 'x'], ('k=>' || g)::hstore,
+       digest('s' || g, 'sha256')
+FROM generate_series(1, 500) g;
+CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz DEFAULT now(), what text);
+INSERT INTO events (what) SELECT 'seed ' || g FROM generate_series(1, 200) g;
+CREATE SCHEMA billing;
+CREATE TABLE billing.invoices (no int PRIMARY KEY, customer int REFERENCES customers(id), total numeric);
+INSERT INTO billing.invoices SELECT 1000 + g, g, g * 10 FROM generate_series(1, 50) g;
+SELECT lo_from_bytea(0, 'a large object that must survive');
+";
+
+/// A stable digest of the data a restore must bring back.
+const DIGEST: &str = "SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (\
+    SELECT c::text AS x FROM customers c UNION ALL SELECT e::text FROM events e \
+    UNION ALL SELECT i::text FROM billing.invoices i \
+    UNION ALL SELECT 'seq ' || last_value FROM invoice_no \
+    UNION ALL SELECT 'lo ' || encode(lo_get(oid), 'escape') FROM pg_largeobject_metadata) s";
+
+struct Env {
+    cluster: Cluster,
+    tier_dir: tempfile::TempDir,
+    repo: Repository,
+}
+
+impl Env {
+    fn new() -> Self {
+        let cluster = Cluster::start();
+        let tier_dir = tempfile::tempdir().unwrap();
+        let tier = open_tier(
+            "local",
+            &TierConfig::Fs {
+                root: tier_dir.path().to_path_buf(),
+            },
+        )
+        .unwrap();
+        Self {
+            cluster,
+            tier_dir,
+            repo: Repository::new(tier, PipelineOptions::default()),
+        }
+    }
+
+    fn seed(&self, db: &str) {
+        self.cluster
+            .psql("postgres", &format!("CREATE DATABASE {db}"));
+        self.cluster.psql(db, SEED);
+    }
+
+    fn config(&self, db: &str, format: DumpFormat) -> PgConfig {
+        let mut c = PgConfig::new("127.0.0.1", self.cluster.port, SUPERUSER, db);
+        c.password = Some(PASSWORD.into());
+        c.format = format;
+        c.checksums = true;
+        c.bin_dir = Some(PG_BIN.into());
+        c
+    }
+
+    fn pg(&self, db: &str, format: DumpFormat) -> PostgresComponent {
+        PostgresComponent::new(Component::new("postgres").unwrap(), self.config(db, format))
+    }
+
+    fn digest(&self, db: &str) -> String {
+        self.cluster.psql(db, DIGEST)
+    }
+
+    fn side_dbs(&self) -> Vec<String> {
+        self.cluster
+            .databases()
+            .into_iter()
+            .filter(|d| d.contains("__zdr_restore_") || d.contains("__zdr_verify_"))
+            .collect()
+    }
+
+    fn old_dbs(&self, db: &str) -> Vec<String> {
+        self.cluster
+            .databases()
+            .into_iter()
+            .filter(|d| d.starts_with(&format!("{db}__zdr_old_")))
+            .collect()
+    }
+}
+
+/// The suite never skips: without PostgreSQL 15 it fails and says what to install.
+fn skip() -> bool {
+    assert!(
+        support::available(),
+        "PostgreSQL 15 server binaries not found in {PG_BIN}: run scripts/install-test-deps.sh"
+    );
+    false
+}
+
+async fn round_trip(format: DumpFormat) -> Result<()> {
+    let env = Env::new();
+    env.seed("app");
+    let pg = env.pg("app", format);
+    let before = env.digest("app");
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    let facts = PgFacts::from_manifest(&m)?;
+    assert_eq!(facts.dump_format, format);
+    assert!(facts.server_version.starts_with("15."));
+    assert_eq!(facts.table("customers").unwrap().rows, Some(500));
+    assert_eq!(facts.table("billing.invoices").unwrap().rows, Some(50));
+    assert!(facts.table("customers").unwrap().md5.is_some());
+    assert_eq!(facts.large_objects, 1);
+    assert!(facts.extensions.contains(&"hstore".to_owned()));
+    let ext = format.ext();
+    assert!(
+        m.artifacts[0]
+            .key
+            .contains(&format!("app_{}.{ext}.zst", m.id))
+    );
+    assert!(m.artifacts.iter().any(|a| a.name == "globals"));
+    let manifest_text = String::from_utf8(m.to_json()?).unwrap();
+    assert!(!manifest_text.contains(PASSWORD));
+
+    // An accident, then the safe restore.
+    env.cluster.psql(
+        "app",
+        "DELETE FROM events; DROP TABLE billing.invoices; SELECT nextval('invoice_no');",
+    );
+    assert_eq!(env.cluster.psql("app", "SELECT count(*) FROM events"), "0");
+    let latest = env
+        .repo
+        .catalog()
+        .await?
+        .select(pg.component(), &BackupSelector::Latest)?
+        .clone();
+    let out = env
+        .repo
+        .restore(&pg, &latest, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert_eq!(out.target, "app");
+    assert_eq!(env.digest("app"), before, "restored data differs");
+    assert_eq!(
+        env.cluster.psql("app", "SELECT nextval('invoice_no')"),
+        "4243"
+    );
+    let restored = env.digest("app");
+    assert_eq!(
+        env.cluster.psql(
+            "app",
+            "SELECT count(*) FROM customers WHERE attrs -> 'k' = '7'"
+        ),
+        "1"
+    );
+    assert!(env.side_dbs().is_empty());
+    let old = env.old_dbs("app");
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert_eq!(
+        env.cluster.psql(&old[0], "SELECT count(*) FROM events"),
+        "0"
+    );
+    assert!(pg.verify(&latest, &RestoreTarget::default()).await?.is_ok());
+
+    // Rollback puts the damaged one back; a second rollback undoes it.
+    let rb = pg.rollback("app", &Progress::none()).await?;
+    assert_eq!(rb.restored_from, old[0]);
+    assert_eq!(env.cluster.psql("app", "SELECT count(*) FROM events"), "0");
+    let report = pg.verify(&latest, &RestoreTarget::default()).await?;
+    assert!(!report.is_ok());
+    pg.rollback("app", &Progress::none()).await?;
+    assert_eq!(env.digest("app"), restored);
+    Ok(())
+}
+
+#[tokio::test]
+async fn round_trip_custom_format() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    round_trip(DumpFormat::Custom).await
+}
+
+#[tokio::test]
+async fn round_trip_plain_format_restorable_by_hand() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    round_trip(DumpFormat::Plain).await?;
+    // The runbook's way: zstd -dc | psql works on the stored artifact.
+    let env = Env::new();
+    env.seed("app");
+    let m = env
+        .repo
+        .backup(
+            &env.pg("app", DumpFormat::Plain),
+            "daily",
+            &Progress::none(),
+        )
+        .await?;
+    let file = env.tier_dir.path().join(&m.artifacts[0].key);
+    env.cluster.psql("postgres", "CREATE DATABASE byhand");
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc {} | {PG_BIN}/psql -X -q -v ON_ERROR_STOP=1 -h {} -p {} -U {SUPERUSER} -d byhand -o /dev/null",
+            file.display(),
+            env.cluster.dir.path().display(),
+            env.cluster.port
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(env.digest("byhand"), env.digest("app"));
+    Ok(())
+}
+
+/// Reads a real artifact, slowly, and optionally fails after `fail_after` bytes.
+struct SlowReader {
+    repo: Repository,
+    delay: Duration,
+    fail_after: Option<u64>,
+}
+
+struct Slow {
+    inner: BoxRead,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    delay: Duration,
+    read: u64,
+    fail_after: Option<u64>,
+}
+
+impl AsyncRead for Slow {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(limit) = self.fail_after
+            && self.read >= limit
+        {
+            return Poll::Ready(Err(zdr_core::Error::integrity(
+                "injected: artifact corrupt midway",
+            )
+            .into_io()));
+        }
+        if self.sleep.is_none() {
+            let d = self.delay;
+            self.sleep = Some(Box::pin(tokio::time::sleep(d)));
+        }
+        if let Some(s) = self.sleep.as_mut()
+            && s.as_mut().poll(cx).is_pending()
+        {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        // Small reads, so the restore takes a while.
+        let room = buf.remaining().min(4096);
+        let mut tmp = vec![0u8; room];
+        let mut rb = ReadBuf::new(&mut tmp);
+        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                buf.put_slice(rb.filled());
+                let n = (buf.filled().len() - before) as u64;
+                self.read += n;
+                self.sleep = None;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+use std::future::Future;
+
+#[async_trait]
+impl ArtifactReader for SlowReader {
+    async fn open(&self, a: &ArtifactRecord) -> Result<BoxRead> {
+        Ok(Box::new(Slow {
+            inner: self.repo.open(a, Progress::none())?,
+            sleep: None,
+            delay: self.delay,
+            read: 0,
+            fail_after: self.fail_after,
+        }))
+    }
+}
+
+async fn backup_events(env: &Env, format: DumpFormat) -> (PostgresComponent, Manifest) {
+    env.seed("app");
+    // Enough data that a slow reader takes a few seconds.
+    env.cluster.psql(
+        "app",
+        "INSERT INTO events (what) SELECT repeat(md5(g::text), 4) FROM generate_series(1, 3000) g",
+    );
+    let pg = env.pg("app", format);
+    let m = env
+        .repo
+        .backup(&pg, "daily", &Progress::none())
+        .await
+        .unwrap();
+    (pg, m)
+}
+
+#[tokio::test]
+async fn live_database_stays_writable_during_a_safe_restore() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let env = Env::new();
+    let (pg, m) = backup_events(&env, DumpFormat::Custom).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, ok) = (stop.clone(), ok.clone());
+        let (dir, port) = (env.cluster.dir.path().to_path_buf(), env.cluster.port);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let st = std::process::Command::new(format!("{PG_BIN}/psql"))
+                    .args(["-X", "-q", "-h"])
+                    .arg(&dir)
+                    .args(["-p", &port.to_string(), "-U", SUPERUSER, "-d", "app", "-c"])
+                    .arg("INSERT INTO events (what) VALUES ('written during the restore')")
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                if st.map(|s| s.success()).unwrap_or(false) {
+                    ok.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let reader = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::from_millis(2),
+        fail_after: None,
+    };
+    let (target, progress) = (RestoreTarget::default(), Progress::none());
+    let restore = pg.restore(&m, &reader, &target, &progress);
+    tokio::pin!(restore);
+    // While the restore runs, the live database takes writes.
+    let mut during = 0;
+    let out = loop {
+        tokio::select! {
+            r = &mut restore => break r?,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                during = ok.load(Ordering::SeqCst);
+            }
+        }
+    };
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(
+        during > 3,
+        "only {during} writes succeeded during the restore"
+    );
+    assert!(out.notes.iter().any(|n| n.contains("__zdr_old_")));
+    // The writes made during the restore are in the old database, kept for inspection.
+    let old = env.old_dbs("app");
+    assert_eq!(old.len(), 1);
+    let kept: u64 = env
+        .cluster
+        .psql(
+            &old[0],
+            "SELECT count(*) FROM events WHERE what = 'written during the restore'",
+        )
+        .parse()
+        .unwrap();
+    assert!(kept >= during, "{kept} < {during}");
+    assert!(env.side_dbs().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn interrupted_restore_leaves_live_untouched_and_is_cleaned_next_run() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let env = Env::new();
+    let (pg, m) = backup_events(&env, DumpFormat::Plain).await;
+    env.cluster
+        .psql("app", "DELETE FROM events WHERE id % 2 = 0");
+    let live = env.digest("app");
+
+    // 1. The artifact stream fails midway: psql is stopped, the side database dropped.
+    let failing = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::ZERO,
+        fail_after: Some(64 * 1024),
+    };
+    let e = pg
+        .restore(&m, &failing, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert_eq!(env.digest("app"), live);
+    assert!(env.side_dbs().is_empty(), "{:?}", env.side_dbs());
+    assert!(env.old_dbs("app").is_empty());
+
+    // 2. The restore is killed (its future dropped mid-stream: the tool is killed, nothing
+    //    cleans up), leaving the side database behind.
+    let slow = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::from_millis(20),
+        fail_after: None,
+    };
+    let killed = tokio::time::timeout(
+        Duration::from_millis(1000),
+        pg.restore(&m, &slow, &RestoreTarget::default(), &Progress::none()),
+    )
+    .await;
+    assert!(killed.is_err(), "the restore finished before it was killed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.side_dbs().len(), 1);
+    assert_eq!(env.digest("app"), live);
+
+    // 3. The next run drops the leftover and restores.
+    let out = env
+        .repo
+        .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert!(
+        out.notes.iter().any(|n| n.contains("left over")),
+        "{:?}",
+        out.notes
+    );
+    assert!(env.side_dbs().is_empty());
+    assert!(pg.verify(&m, &RestoreTarget::default()).await?.is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+async fn flipped_byte_is_refused_before_the_target_is_touched() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let env = Env::new();
+    env.seed("app");
+    let pg = env.pg("app", DumpFormat::Custom);
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    env.cluster
+        .psql("app", "DELETE FROM customers WHERE id > 490");
+    let live = env.digest("app");
+    let dbs = env.cluster.databases();
+    let path = env.tier_dir.path().join(&m.artifacts[0].key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let e = env
+        .repo
+        .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert_eq!(env.digest("app"), live);
+    assert_eq!(
+        env.cluster.databases(),
+        dbs,
+        "a database was created or dropped"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_database_table_and_wrong_password_are_clear() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let env = Env::new();
+    env.seed("app");
+    let dbs = env.cluster.databases();
+
+    let e = env
+        .repo
+        .backup(
+            &env.pg("nosuchdb", DumpFormat::Custom),
+            "daily",
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+    assert!(e.to_string().contains("nosuchdb"), "{e}");
+
+    let mut cfg = env.config("app", DumpFormat::Custom);
+    cfg.password = Some("wrong-password".into());
+    let bad = PostgresComponent::new(Component::new("postgres")?, cfg);
+    let e = env
+        .repo
+        .backup(&bad, "daily", &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+    assert!(
+        e.to_string().contains("password authentication failed"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("wrong-password"));
+    assert!(env.repo.catalog().await?.list(None).is_empty());
+
+    let pg = env.pg("app", DumpFormat::Custom);
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    let one = pg.clone().with_restore_options(RestoreOptions {
+        table: Some("public.nosuchtable".into()),
+        ..RestoreOptions::default()
+    });
+    let e = env
+        .repo
+        .restore(&one, &m, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+    assert!(e.to_string().contains("nosuchtable"), "{e}");
+    assert!(e.to_string().contains("public.customers"), "{e}");
+    assert_eq!(env.cluster.databases(), dbs);
+
+    // In place without confirmation: refused, nothing changes.
+    let in_place = pg.clone().with_restore_options(RestoreOptions {
+        mode: RestoreMode::InPlace { confirmed: false },
+        ..RestoreOptions::default()
+    });
+    let e = env
+        .repo
+        .restore(&in_place, &m, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+    assert_eq!(env.cluster.databases(), dbs);
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_tools_and_wrong_major_version() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let env = Env::new();
+    env.seed("app");
+    let empty = tempfile::tempdir().unwrap();
+    let mut cfg = env.config("app", DumpFormat::Custom);
+    cfg.bin_dir = Some(empty.path().to_path_buf());
+    let pg = PostgresComponent::new(Component::new("postgres")?, cfg.clone());
+    let e = env
+        .repo
+        .backup(&pg, "daily", &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("pg_dump") && text.contains("bin_dir"),
+        "{text}"
+    );
+    assert!(text.contains(&empty.path().display().to_string()), "{text}");
+
+    let fake = empty.path().join("pg_dump");
+    std::fs::write(&fake, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 13.0'\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let e = env
+        .repo
+        .backup(&pg, "daily", &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("13.0") && text.contains("15."), "{text}");
+    assert!(env.repo.catalog().await?.list(None).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn single_table_restore_replace_and_as() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let env = Env::new();
+    env.seed("app");
+    let pg = env.pg("app", DumpFormat::Custom);
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    env.cluster.psql(
+        "app",
+        "DELETE FROM billing.invoices WHERE no > 1010; INSERT INTO events (what) VALUES ('after')",
+    );
+    let one = pg.clone().with_restore_options(RestoreOptions {
+        table: Some("billing.invoices".into()),
+        ..RestoreOptions::default()
+    });
+    let out = env
+        .repo
+        .restore(&one, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert!(out.notes[0].contains("50 rows"), "{:?}", out.notes);
+    assert_eq!(
+        env.cluster
+            .psql("app", "SELECT count(*) FROM billing.invoices"),
+        "50"
+    );
+    // Other tables keep their newer data.
+    assert_eq!(
+        env.cluster.psql("app", "SELECT count(*) FROM events"),
+        "201"
+    );
+
+    env.cluster
+        .psql("app", "DELETE FROM customers WHERE id > 50");
+    let copy = pg.clone().with_restore_options(RestoreOptions {
+        table: Some("customers".into()),
+        table_as: Some("customers_restored".into()),
+        ..RestoreOptions::default()
+    });
+    env.repo
+        .restore(&copy, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert_eq!(
+        env.cluster
+            .psql("app", "SELECT count(*) FROM customers_restored"),
+        "500"
+    );
+    assert_eq!(
+        env.cluster.psql("app", "SELECT count(*) FROM customers"),
+        "50"
+    );
+    // --as onto an existing name is a conflict.
+    let e = env
+        .repo
+        .restore(&copy, &m, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(env.side_dbs().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn verify_restore_in_place_and_restore_of_a_dropped_database() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    let env = Env::new();
+    env.seed("app");
+    let pg = env.pg("app", DumpFormat::Custom);
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    let before = env.digest("app");
+    let dbs = env.cluster.databases();
+    let reader = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::ZERO,
+        fail_after: None,
+    };
+    let out = pg.verify_restore(&m, &reader, &Progress::none()).await?;
+    assert!(out.target.contains("__zdr_verify_"));
+    assert_eq!(env.cluster.databases(), dbs, "scratch database left behind");
+
+    env.cluster
+        .psql("app", "DELETE FROM customers WHERE id > 100");
+    let in_place = pg.clone().with_restore_options(RestoreOptions {
+        mode: RestoreMode::InPlace { confirmed: true },
+        ..RestoreOptions::default()
+    });
+    env.repo
+        .restore(&in_place, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert_eq!(env.digest("app"), before);
+    assert!(env.old_dbs("app").is_empty());
+
+    // The database is gone entirely: a safe restore creates it.
+    env.cluster
+        .psql("postgres", "DROP DATABASE app WITH (FORCE)");
+    env.repo
+        .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert_eq!(env.digest("app"), before);
+
+    // Restore under another name, leaving the original alone.
+    env.repo
+        .restore(
+            &pg,
+            &m,
+            &RestoreTarget {
+                name: Some("app_copy".into()),
+                ..RestoreTarget::default()
+            },
+            &Progress::none(),
+        )
+        .await?;
+    assert_eq!(env.digest("app_copy"), before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn verification_mismatch_keeps_live_and_drops_the_side_database() -> Result<()> {
+    skip();
+    let env = Env::new();
+    env.seed("app");
+    let pg = env.pg("app", DumpFormat::Custom);
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    env.cluster.psql("app", "DELETE FROM events WHERE id > 100");
+    let live = env.digest("app");
+    let dbs = env.cluster.databases();
+    // Facts that the dump cannot match: the restore must stop before the swap.
+    let mut lying = m.clone();
+    let mut facts = PgFacts::from_manifest(&m)?;
+    facts
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "customers")
+        .unwrap()
+        .rows = Some(499);
+    lying.facts = serde_json::to_value(&facts).unwrap();
+    let reader = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::ZERO,
+        fail_after: None,
+    };
+    let e = pg
+        .restore(
+            &lying,
+            &reader,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(
+        e.to_string()
+            .contains("public.customers: 500 rows, the backup has 499"),
+        "{e}"
+    );
+    assert_eq!(e.context_value("database"), Some("app"));
+    assert_eq!(env.digest("app"), live);
+    assert_eq!(env.cluster.databases(), dbs);
+    Ok(())
+}
+
+/// Wraps the local runner and records every command: the password must only ever be in the
+/// secret environment, never in the arguments. (A `docker exec` runner plugs in the same way.)
+struct Recording {
+    inner: zdr_core::LocalRunner,
+    seen: std::sync::Mutex<Vec<zdr_core::CommandSpec>>,
+}
+
+#[async_trait]
+impl zdr_core::CommandRunner for Recording {
+    fn describe(&self) -> String {
+        "recording".into()
+    }
+    async fn spawn(&self, spec: &zdr_core::CommandSpec) -> Result<zdr_core::RunningCommand> {
+        self.seen.lock().unwrap().push(spec.clone());
+        self.inner.spawn(spec).await
+    }
+}
+
+#[tokio::test]
+async fn password_only_in_the_tools_environment() -> Result<()> {
+    skip();
+    let env = Env::new();
+    env.seed("app");
+    let runner = Arc::new(Recording {
+        inner: zdr_core::LocalRunner::with_bin_dir(PG_BIN),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let pg = env
+        .pg("app", DumpFormat::Custom)
+        .with_runner(runner.clone());
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    env.repo
+        .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    let seen = runner.seen.lock().unwrap().clone();
+    for tool in ["pg_dump", "pg_dumpall", "pg_restore"] {
+        assert!(
+            seen.iter().any(|s| s.program == tool),
+            "{tool} not run: {seen:?}"
+        );
+    }
+    for s in &seen {
+        assert!(!s.args.iter().any(|a| a.contains(PASSWORD)), "{s:?}");
+        assert!(!s.env.iter().any(|(_, v)| v.contains(PASSWORD)), "{s:?}");
+        assert!(!format!("{s:?}").contains(PASSWORD));
+        if s.args != ["--version"] {
+            assert!(
+                s.secret_env
+                    .iter()
+                    .any(|(k, v)| k == "PGPASSWORD" && v == PASSWORD)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs every tool normally, except that the table dump of a single-table restore dies
+/// after 3000 bytes.
+struct BreakTableDump(zdr_core::LocalRunner);
+
+#[async_trait]
+impl zdr_core::CommandRunner for BreakTableDump {
+    fn describe(&self) -> String {
+        "breaks table dumps".into()
+    }
+    async fn spawn(&self, spec: &zdr_core::CommandSpec) -> Result<zdr_core::RunningCommand> {
+        if spec.program == "pg_dump" && spec.args.iter().any(|a| a == "--data-only") {
+            let mut broken = spec.clone();
+            broken.program = "/bin/sh".into();
+            broken.args = vec![
+                "-c".into(),
+                "\"$0\" \"$@\" | head -c 3000; exit 1".into(),
+                format!("{PG_BIN}/pg_dump"),
+            ];
+            broken.args.extend(spec.args.iter().cloned());
+            return self.0.spawn(&broken).await;
+        }
+        self.0.spawn(spec).await
+    }
+}
+
+#[tokio::test]
+async fn single_table_restore_commits_nothing_when_the_copy_fails() -> Result<()> {
+    skip();
+    let env = Env::new();
+    env.seed("app");
+    let pg = env.pg("app", DumpFormat::Custom);
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    env.cluster.psql("app", "DELETE FROM events WHERE id > 150");
+    let one = pg
+        .with_runner(Arc::new(BreakTableDump(
+            zdr_core::LocalRunner::with_bin_dir(PG_BIN),
+        )))
+        .with_restore_options(RestoreOptions {
+            table: Some("public.events".into()),
+            ..RestoreOptions::default()
+        });
+    let e = env
+        .repo
+        .restore(&one, &m, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Source, "{e}");
+    assert!(e.to_string().contains("pg_dump of the table failed"), "{e}");
+    assert_eq!(e.context_value("table"), Some("public.events"));
+    // The TRUNCATE and the partial COPY were rolled back.
+    assert_eq!(
+        env.cluster.psql("app", "SELECT count(*) FROM events"),
+        "150"
+    );
+    assert!(env.side_dbs().is_empty());
+    Ok(())
+}
