@@ -12,8 +12,8 @@
 #                     i.e. like `head -c 1G /dev/urandom` but the same on every run
 #   realistic-4g.txt  BIG bytes of the same realistic data, for the memory check
 #
-# Every input is read once (cat > /dev/null) before its runs, so every run reads from the page
-# cache. Each measurement is repeated REPS times (default 3): the table shows the fastest
+# Every input is read (cat > /dev/null) before each run, so every run reads from the page cache
+# (this VM reclaims cold page cache proactively: DAMON). Each measurement is repeated REPS times (default 3): the table shows the fastest
 # wall time, the smallest CPU time (user + system, all threads) and the largest peak RSS.
 # Anchors are timed around the process (date +%s%N), with `/usr/bin/time -f "%M %U %S"` for
 # peak RSS and CPU time; zdr modes report their own time (around `Repository::backup` / the
@@ -102,6 +102,7 @@ anchor() {
     shift 2
     local best="" cpu="" rss=0 stored="-" t0 t1 m
     for _ in $(seq "$REPS"); do
+        cat "$file" >/dev/null
         wait_idle
         t0=$(now_ns)
         /usr/bin/time -f "%M %U %S" -o "$DIR/.rss" "$@" >/dev/null
@@ -123,6 +124,7 @@ zdr() {
     shift 3
     local best="" cpu="" rss=0 stored="" line m
     for _ in $(seq "$REPS"); do
+        cat "$file" >/dev/null
         wait_idle
         line=$("$BIN" "$mode" "$file" --tier-dir "$DIR" "$@" | grep '^RESULT ')
         best=$(min "$best" "$(sed -E 's/.* seconds=([0-9.]+).*/\1/' <<<"$line")")
