@@ -155,15 +155,22 @@ pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>
 pub struct OpendalTier {
     name: String,
     op: opendal::Operator,
+    /// Write buffer size and parts in flight: large and concurrent for object stores,
+    /// small and sequential for a local disk (less memory, no benefit from concurrency).
+    chunk: usize,
+    concurrent: usize,
 }
 
 impl OpendalTier {
     /// Wrap an operator under a tier name.
     #[must_use]
     pub fn new(name: &str, op: opendal::Operator) -> Self {
+        let local = matches!(op.info().scheme().to_string().as_str(), "fs" | "memory");
         Self {
             name: name.to_owned(),
             op,
+            chunk: if local { 2 << 20 } else { 8 << 20 },
+            concurrent: if local { 1 } else { 2 },
         }
     }
 
@@ -221,8 +228,8 @@ impl StorageTier for OpendalTier {
         let w = self
             .op
             .writer_with(key)
-            .chunk(8 << 20)
-            .concurrent(2)
+            .chunk(self.chunk)
+            .concurrent(self.concurrent)
             .await
             .map_err(self.err("open for writing", key))?;
         Ok(Box::new(w.into_futures_async_write().compat_write()))
@@ -233,8 +240,8 @@ impl StorageTier for OpendalTier {
         let r = self
             .op
             .reader_with(key)
-            .chunk(4 << 20)
-            .concurrent(2)
+            .chunk(self.chunk)
+            .concurrent(self.concurrent)
             .await
             .map_err(self.err("open for reading", key))?;
         let r = r
@@ -296,5 +303,60 @@ impl StorageTier for OpendalTier {
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(map_opendal(e, "delete", &self.name, key)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_tiers_buffer_less_than_object_stores() {
+        let dir = tempfile::tempdir().ok();
+        let root = dir.as_ref().map(|d| d.path().join("t")).unwrap_or_default();
+        let fs =
+            opendal::Operator::new(opendal::services::Fs::default().root(&root.to_string_lossy()));
+        let s3 = opendal::Operator::new(
+            opendal::services::S3::default()
+                .bucket("zdr-test")
+                .region("us-east-1")
+                .endpoint("http://127.0.0.1:1"),
+        );
+        let (Ok(fs), Ok(s3)) = (fs, s3) else {
+            panic!("operators")
+        };
+        let fs = OpendalTier::new("local", fs);
+        let s3 = OpendalTier::new("minio", s3);
+        assert_eq!((fs.chunk, fs.concurrent), (2 << 20, 1));
+        assert_eq!((s3.chunk, s3.concurrent), (8 << 20, 2));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_bad_configs_name_the_tier() {
+        let cfg = TierConfig::S3(S3Config {
+            bucket: "zdr-backups".into(),
+            access_key_id: Some("AKIA".into()),
+            secret_access_key: Some("very-secret".into()),
+            ..S3Config::default()
+        });
+        assert!(!format!("{cfg:?}").contains("very-secret"));
+        let half = TierConfig::S3(S3Config {
+            bucket: "zdr-backups".into(),
+            access_key_id: Some("AKIA".into()),
+            ..S3Config::default()
+        });
+        let e = open_tier("minio", &half)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("tier \"minio\"") && e.contains("secret_access_key"),
+            "{e}"
+        );
+        let short = TierConfig::S3(S3Config {
+            bucket: "ab".into(),
+            ..S3Config::default()
+        });
+        assert!(open_tier("minio", &short).is_err());
     }
 }
