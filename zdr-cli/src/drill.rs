@@ -214,7 +214,31 @@ pub async fn sandbox(progress: &Progress) -> Result<Outcome> {
             (d.ok, d.json)
         }
     };
-    let all_ok = ok && pg_ok;
+    // Redis, when redis-server is installed: a throwaway server on the same tier.
+    let (redis_ok, redis_json) = match crate::drill_redis::run_drill(&repo, progress).await {
+        Err(e) => {
+            text.push(format!("12. redis   FAILED: {e}"));
+            (
+                false,
+                json!({"ok": false, "error": {"kind": e.kind().as_str(), "message": e.to_string()}}),
+            )
+        }
+        Ok(crate::drill_redis::RedisDrillOutcome::Skipped(why)) => {
+            text.push(format!(
+                "12. redis   SKIPPED: {why}; install redis-server to drill it (the rest was drilled)"
+            ));
+            (true, json!({"skipped": why}))
+        }
+        Ok(crate::drill_redis::RedisDrillOutcome::Ran {
+            text: t,
+            json: j,
+            ok: o,
+        }) => {
+            text.extend(t);
+            (o, j)
+        }
+    };
+    let all_ok = ok && pg_ok && redis_ok;
     text.push(format!(
         "drill {}: total {:.2}s",
         if all_ok { "PASSED" } else { "FAILED" },
@@ -225,7 +249,7 @@ pub async fn sandbox(progress: &Progress) -> Result<Outcome> {
             text,
             json: json!({"ok": all_ok, "sandbox": dir.path(), "backup": latest, "backup_seconds": backup_secs,
                 "restore_seconds": restore_secs, "verify_seconds": verify_secs, "rto_seconds": rto,
-                "restore": outcome, "verify": report, "postgres": pg_json}),
+                "restore": outcome, "verify": report, "postgres": pg_json, "redis": redis_json}),
         },
         code: if all_ok { 0 } else { EXIT_VERIFY },
     })

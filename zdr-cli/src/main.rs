@@ -4,6 +4,7 @@
 mod config;
 mod drill;
 mod drill_pg;
+mod drill_redis;
 mod output;
 
 use std::path::PathBuf;
@@ -64,6 +65,15 @@ enum Command {
         /// postgres: back up this database instead of the configured one.
         #[arg(long)]
         database: Option<String>,
+        /// redis: SCAN + DUMP + PTTL export instead of an RDB snapshot.
+        #[arg(long)]
+        logical: bool,
+        /// redis: with --logical, only keys matching this glob pattern.
+        #[arg(long = "match", requires = "logical")]
+        pattern: Option<String>,
+        /// redis: with --logical, only this database.
+        #[arg(long, requires = "logical")]
+        db: Option<u32>,
     },
     /// List the backups on each tier.
     List {
@@ -89,7 +99,8 @@ enum Command {
         #[arg(long)]
         deep: bool,
         /// postgres: also restore the latest backup into a scratch database, compare it with
-        /// the manifest's facts (tables, row counts, checksums), and drop it.
+        /// the manifest's facts (tables, row counts, checksums), and drop it. redis: load the
+        /// latest RDB into a scratch redis-server and compare key counts and DUMP digests.
         #[arg(long)]
         restore: bool,
     },
@@ -125,6 +136,16 @@ enum Command {
         /// Confirm that --in-place may destroy the live database.
         #[arg(long, requires = "in_place")]
         yes_destroy_live: bool,
+        /// redis: restore the selected logical (SCAN + DUMP) backup with RESTORE.
+        #[arg(long)]
+        logical: bool,
+        /// redis: with --logical, leave existing keys alone (they are reported) instead of
+        /// replacing them.
+        #[arg(long, requires = "logical")]
+        no_replace: bool,
+        /// redis: with --logical, only keys matching this glob pattern.
+        #[arg(long = "match", requires = "logical")]
+        pattern: Option<String>,
     },
     /// postgres: swap the database replaced by the last restore back in (the current one
     /// is kept, so rolling back again undoes the rollback).
@@ -254,13 +275,28 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             schedule,
             replicate,
             database,
+            logical,
+            pattern,
+            db,
         } => {
+            let redis = RedisArgs {
+                mode: if *logical {
+                    Some(zdr_redis::BackupMode::Logical {
+                        pattern: pattern.clone(),
+                        db: *db,
+                    })
+                } else {
+                    None
+                },
+                ..RedisArgs::default()
+            };
             backup(
                 &config,
                 component,
                 schedule.as_deref(),
                 *replicate,
                 database.as_deref(),
+                &redis,
                 progress,
             )
             .await
@@ -303,6 +339,9 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             as_name,
             in_place,
             yes_destroy_live,
+            logical,
+            no_replace,
+            pattern,
         } => {
             let target = RestoreTarget {
                 path: to.clone(),
@@ -324,13 +363,22 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 },
                 used: database.is_some() || table.is_some() || *in_place,
             };
+            let redis = RedisArgs {
+                mode: None,
+                restore: zdr_redis::RestoreOptions {
+                    replace: !*no_replace,
+                    pattern: pattern.clone(),
+                    scratch: false,
+                },
+                logical: *logical,
+            };
             restore(
                 &config,
                 component,
                 backup,
                 &target,
                 tier.as_deref(),
-                &pg,
+                &AdapterArgs { pg, redis },
                 progress,
             )
             .await
@@ -360,15 +408,43 @@ pub(crate) struct PgArgs {
     used: bool,
 }
 
+/// The component-specific arguments of `zdr restore`.
+pub(crate) struct AdapterArgs {
+    pg: PgArgs,
+    redis: RedisArgs,
+}
+
+/// Redis-only arguments of a command.
+#[derive(Default)]
+pub(crate) struct RedisArgs {
+    /// The backup mode asked for (`--logical`); physical otherwise.
+    mode: Option<zdr_redis::BackupMode>,
+    /// How a restore treats the server.
+    restore: zdr_redis::RestoreOptions,
+    /// `restore --logical`: select among logical backups.
+    logical: bool,
+}
+
+impl RedisArgs {
+    fn used(&self) -> bool {
+        self.mode.is_some() || self.logical
+    }
+}
+
 /// A component's source/restorer/verifier, built from the config.
 pub(crate) enum Adapter {
     Files(zdr_files::FilesComponent),
     Postgres(zdr_postgres::PostgresComponent),
+    Redis(zdr_redis::RedisComponent),
 }
 
 impl Adapter {
     pub(crate) fn build(name: &str, config: &ComponentConfig) -> Result<Self> {
         Self::build_with(name, config, &PgArgs::default())
+    }
+
+    fn build_with(name: &str, config: &ComponentConfig, pg: &PgArgs) -> Result<Self> {
+        Self::build_full(name, config, pg, &RedisArgs::default())
     }
 
     /// An adapter whose restores never touch live data (postgres: scratch database).
@@ -380,12 +456,41 @@ impl Adapter {
             },
             ..PgArgs::default()
         };
-        Self::build_with(name, config, &pg)
+        let redis = RedisArgs {
+            restore: zdr_redis::RestoreOptions {
+                scratch: true,
+                ..zdr_redis::RestoreOptions::default()
+            },
+            ..RedisArgs::default()
+        };
+        Self::build_full(name, config, &pg, &redis)
     }
 
-    fn build_with(name: &str, config: &ComponentConfig, pg: &PgArgs) -> Result<Self> {
+    fn build_full(
+        name: &str,
+        config: &ComponentConfig,
+        pg: &PgArgs,
+        redis: &RedisArgs,
+    ) -> Result<Self> {
         let component = Component::new(name)?;
+        if redis.used() && !matches!(config, ComponentConfig::Redis(_)) {
+            return Err(Error::bad_input(format!(
+                "--logical, --match, --db and --no-replace apply to redis components; {name} is not one"
+            )));
+        }
         match config {
+            ComponentConfig::Redis(c) => {
+                if pg.used || pg.database.is_some() {
+                    return Err(Error::bad_input(format!(
+                        "--database, --table, --as and --in-place apply to postgres components; {name} is a redis component"
+                    )));
+                }
+                Ok(Self::Redis(
+                    zdr_redis::RedisComponent::new(component, c.to_redis()?)
+                        .with_backup_mode(redis.mode.clone().unwrap_or_default())
+                        .with_restore_options(redis.restore.clone()),
+                ))
+            }
             ComponentConfig::Files { path } => {
                 if pg.used || pg.database.is_some() {
                     return Err(Error::bad_input(format!(
@@ -407,30 +512,33 @@ impl Adapter {
         match self {
             Self::Files(f) => f,
             Self::Postgres(p) => p,
+            Self::Redis(r) => r,
         }
     }
     pub(crate) fn restorer(&self) -> &dyn zdr_core::Restorer {
         match self {
             Self::Files(f) => f,
             Self::Postgres(p) => p,
+            Self::Redis(r) => r,
         }
     }
     pub(crate) fn verifier(&self) -> &dyn Verifier {
         match self {
             Self::Files(f) => f,
             Self::Postgres(p) => p,
+            Self::Redis(r) => r,
         }
     }
     /// True when the restorer verifies the data itself before making it live (postgres:
     /// the side database is checked before the swap).
     pub(crate) fn verifies_itself(&self) -> bool {
-        matches!(self, Self::Postgres(_))
+        matches!(self, Self::Postgres(_) | Self::Redis(_))
     }
     fn postgres(&self, name: &str) -> Result<&zdr_postgres::PostgresComponent> {
         match self {
             Self::Postgres(p) => Ok(p),
-            Self::Files(_) => Err(Error::bad_input(format!(
-                "{name} is a files component; this command applies to postgres components"
+            Self::Files(_) | Self::Redis(_) => Err(Error::bad_input(format!(
+                "{name} is not a postgres component; this command applies to postgres components"
             ))),
         }
     }
@@ -438,7 +546,7 @@ impl Adapter {
     pub(crate) fn default_target(config: &ComponentConfig) -> Option<PathBuf> {
         match config {
             ComponentConfig::Files { path } => Some(path.clone()),
-            ComponentConfig::Postgres(_) => None,
+            ComponentConfig::Postgres(_) | ComponentConfig::Redis(_) => None,
         }
     }
 }
@@ -454,13 +562,14 @@ async fn backup(
     schedule: Option<&str>,
     then_replicate: bool,
     database: Option<&str>,
+    redis: &RedisArgs,
     progress: &Progress,
 ) -> Result<Outcome> {
     let pg = PgArgs {
         database: database.map(str::to_owned),
         ..PgArgs::default()
     };
-    let adapter = Adapter::build_with(component, config.component(component)?, &pg)?;
+    let adapter = Adapter::build_full(component, config.component(component)?, &pg, redis)?;
     let repo = repository(config, &config.primary)?;
     let started = Instant::now();
     let m = repo
@@ -609,11 +718,12 @@ async fn restore(
     selector: &str,
     target: &RestoreTarget,
     only_tier: Option<&str>,
-    pg: &PgArgs,
+    args: &AdapterArgs,
     progress: &Progress,
 ) -> Result<Outcome> {
+    let (pg, redis) = (&args.pg, &args.redis);
     let component_config = config.component(component)?;
-    let adapter = Adapter::build_with(component, component_config, pg)?;
+    let adapter = Adapter::build_full(component, component_config, pg, redis)?;
     let mut target = target.clone();
     if target.path.is_none() {
         target.path = Adapter::default_target(component_config);
@@ -644,6 +754,18 @@ async fn restore(
                 last_err = Some(e);
                 continue;
             }
+        };
+        let catalog = if redis.logical {
+            // `restore redis --logical`: choose among the logical backups only.
+            let logical: Vec<zdr_core::Manifest> = catalog
+                .list(Some(&comp))
+                .into_iter()
+                .filter(|m| m.kind == zdr_core::BackupKind::Logical)
+                .cloned()
+                .collect();
+            Catalog::from_manifests(t, logical)
+        } else {
+            catalog
         };
         let m = match catalog.select(&comp, &selector) {
             Ok(m) => m.clone(),
@@ -798,7 +920,9 @@ async fn verify_restore(
     progress: &Progress,
 ) -> Result<Outcome> {
     let adapter = Adapter::build_scratch(component, config.component(component)?)?;
-    adapter.postgres(component)?;
+    if !matches!(adapter, Adapter::Redis(_)) {
+        adapter.postgres(component)?;
+    }
     let tier = tier.unwrap_or(&config.primary);
     let repo = repository(config, tier)?;
     let comp = Component::new(component)?;
@@ -813,11 +937,16 @@ async fn verify_restore(
         .await?;
     let secs = started.elapsed().as_secs_f64();
     let mut text = vec![format!(
-        "verified {} {} from tier {tier} by restoring it into {} ({} table(s), {}) in {secs:.2}s",
+        "verified {} {} from tier {tier} by restoring it into {} ({} {}, {}) in {secs:.2}s",
         m.component,
         m.id,
         outcome.target,
         outcome.items,
+        if matches!(adapter, Adapter::Redis(_)) {
+            "key(s)"
+        } else {
+            "table(s)"
+        },
         human_bytes(outcome.bytes)
     )];
     text.extend(outcome.notes.iter().map(|n| format!("  note: {n}")));
