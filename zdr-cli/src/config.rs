@@ -227,6 +227,10 @@ pub struct PostgresConfig {
     /// Per-table md5 of the rows in the facts (default false).
     #[serde(default)]
     pub checksums: Option<bool>,
+    /// Where directory-format dumps and restores are spooled (default: the system temp dir);
+    /// needs disk space for one uncompressed dump.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
 }
 
 fn default_pg_host() -> String {
@@ -261,6 +265,9 @@ impl PostgresConfig {
         c.globals = self.globals.unwrap_or(true);
         c.row_counts = self.row_counts.unwrap_or(true);
         c.checksums = self.checksums.unwrap_or(false);
+        if let Some(dir) = &self.spool_dir {
+            c.spool_dir = Some(dir.clone());
+        }
         Ok(c)
     }
 }

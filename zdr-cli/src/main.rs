@@ -123,7 +123,7 @@ enum Command {
         /// postgres: the database to restore (default: the one the backup was made of).
         #[arg(long)]
         database: Option<String>,
-        /// postgres: restore only this table (schema.name) from a custom-format backup.
+        /// postgres: restore only this table (schema.name) from a custom- or directory-format backup.
         #[arg(long)]
         table: Option<String>,
         /// postgres: with --table, restore it under this name instead of replacing it.

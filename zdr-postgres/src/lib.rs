@@ -35,9 +35,15 @@
 //! ```
 //!
 //! ## Rules
-//! - The dump is never written to a temporary file nor held in memory: `pg_dump`'s stdout
-//!   is copied into the artifact writer; a restore copies the decoded artifact into
-//!   `psql`/`pg_restore`'s stdin.
+//! - The dump is never held in memory. Plain and custom formats are never written to a
+//!   temporary file either: `pg_dump`'s stdout is copied into the artifact writer; a restore
+//!   copies the decoded artifact into `psql`/`pg_restore`'s stdin.
+//! - The directory format ([`DumpFormat::Directory`], `pg_dump -Fd -j N`) cannot stream: it
+//!   is dumped into a private spool directory under [`PgConfig::spool_dir`] (disk space for
+//!   one uncompressed dump), streamed as one tar artifact (`.dir.tar`), and the spool is
+//!   removed (also on failure). Its restore unpacks the verified artifact into a spool
+//!   (only flat regular files: `..`, absolute paths and links are refused), then runs
+//!   `pg_restore -j N` on it into the side database; verification and swap are the same.
 //! - The password reaches the tools only through `PGPASSWORD` in their environment; it is
 //!   scrubbed from captured stderr and never shown by `Debug`.
 //! - Tools run through a [`zdr_core::CommandRunner`] (local processes by default; a
@@ -50,6 +56,7 @@
 //!   database itself, and globals (the globals artifact is stored for a manual
 //!   `psql -f`; roles normally exist on the server being restored).
 
+mod dir;
 mod facts;
 mod pg;
 mod restore;
@@ -116,7 +123,19 @@ pub enum DumpFormat {
     /// pg_dump's custom format (`.dump`): selective restore of single tables.
     #[default]
     Custom,
+    /// pg_dump's directory format with `jobs` parallel workers (`pg_dump -Fd -j N`), for
+    /// large databases: dumped into a spool directory on disk ([`PgConfig::spool_dir`],
+    /// room for one uncompressed dump), stored as one tar artifact (`.dir.tar`), and
+    /// restored with `pg_restore -j N` from an unpacked spool. By hand:
+    /// `mkdir d && zstd -dc x.dir.tar.zst | tar -x -C d && pg_restore -j 4 -d DB d`.
+    Directory {
+        /// Parallel jobs of `pg_dump` and `pg_restore` (at least 1).
+        jobs: u32,
+    },
 }
+
+/// The default number of jobs of [`DumpFormat::Directory`] when none is given.
+pub const DEFAULT_JOBS: u32 = 2;
 
 impl DumpFormat {
     /// The artifact's extension.
@@ -125,18 +144,48 @@ impl DumpFormat {
         match self {
             Self::Plain => "sql",
             Self::Custom => "dump",
+            Self::Directory { .. } => "dir.tar",
         }
+    }
+
+    /// The format's name for `pg_dump --format`.
+    #[must_use]
+    pub fn pg_name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Custom => "custom",
+            Self::Directory { .. } => "directory",
+        }
+    }
+
+    /// True for the formats `pg_restore` reads (custom, directory): single-table restores.
+    #[must_use]
+    pub fn is_archive(self) -> bool {
+        !matches!(self, Self::Plain)
     }
 }
 
 impl std::str::FromStr for DumpFormat {
     type Err = Error;
+    /// `plain` (`sql`), `custom` (`dump`), `directory` (`dir`, with [`DEFAULT_JOBS`]) or
+    /// `directory:N` (N jobs).
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "plain" | "sql" => Ok(Self::Plain),
-            "custom" | "dump" => Ok(Self::Custom),
-            other => Err(Error::bad_input(format!(
-                "unknown dump format {other:?}: use plain or custom"
+        let (name, jobs) = match s.split_once(':') {
+            Some((n, j)) => (n, Some(j)),
+            None => (s, None),
+        };
+        match (name, jobs) {
+            ("plain" | "sql", None) => Ok(Self::Plain),
+            ("custom" | "dump", None) => Ok(Self::Custom),
+            ("directory" | "dir", None) => Ok(Self::Directory { jobs: DEFAULT_JOBS }),
+            ("directory" | "dir", Some(j)) => match j.parse::<u32>() {
+                Ok(jobs) if (1..=256).contains(&jobs) => Ok(Self::Directory { jobs }),
+                _ => Err(Error::bad_input(format!(
+                    "invalid number of jobs {j:?} in dump format {s:?}: use 1 to 256"
+                ))),
+            },
+            _ => Err(Error::bad_input(format!(
+                "unknown dump format {s:?}: use plain, custom, directory or directory:N"
             ))),
         }
     }
@@ -167,10 +216,16 @@ pub struct PgConfig {
     pub row_counts: bool,
     /// Record an md5 over each table's rows (reads every row once more).
     pub checksums: bool,
+    /// Where [`DumpFormat::Directory`] dumps and restores are spooled (default: the system
+    /// temp dir). It needs free **disk** space for one uncompressed dump (about the size of
+    /// the data without indexes); memory use does not grow with it. With a container
+    /// runner, the tools must see this directory at the same path (a bind mount).
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl PgConfig {
-    /// A config with the defaults: custom format, globals, row counts, no checksums.
+    /// A config with the defaults: custom format, globals, row counts, no checksums, spool
+    /// in the system temp dir.
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -189,6 +244,7 @@ impl PgConfig {
             globals: true,
             row_counts: true,
             checksums: false,
+            spool_dir: None,
         }
     }
 
@@ -232,6 +288,7 @@ impl fmt::Debug for PgConfig {
             .field("globals", &self.globals)
             .field("row_counts", &self.row_counts)
             .field("checksums", &self.checksums)
+            .field("spool_dir", &self.spool_dir)
             .finish()
     }
 }
@@ -378,27 +435,51 @@ impl PostgresComponent {
         let artifact = artifact_name(db);
         let task = format!("pg_dump {db}");
         progress.start(&task, Some(u64::try_from(database_size).unwrap_or(0)));
-        let mut writer = sink.create(&artifact, c.format.ext()).await?;
         let spec = tools::spec(c, "pg_dump", db).args([
-            format!(
-                "--format={}",
-                match c.format {
-                    DumpFormat::Plain => "plain",
-                    DumpFormat::Custom => "custom",
-                }
-            ),
+            format!("--format={}", c.format.pg_name()),
             "--compress=0".to_owned(),
             format!("--snapshot={snapshot}"),
         ]);
-        let (run, tail) = tools::spawn(self.runner.as_ref(), c, &spec).await?;
-        let dump = tools::drain(run, tail, &mut writer, c, "pg_dump");
-        let data = facts::observe_data(&mut conn, c, c.row_counts, c.checksums);
-        let (dumped, observed) = tokio::join!(dump, data);
-        let _ = pg::exec(&mut conn, c, "COMMIT").await;
-        pg::close(conn).await;
-        let dumped = dumped?;
-        let observed = observed?;
-        writer.finish().await?;
+        let (dumped, observed) = if let DumpFormat::Directory { jobs } = c.format {
+            let spool = dir::Spool::create(c)?;
+            let res = async {
+                let mut spec = spec.args([
+                    format!("--jobs={}", jobs.max(1)),
+                    "--file".to_owned(),
+                    spool.dump_dir().display().to_string(),
+                ]);
+                spec.stdout = false;
+                let dump = async {
+                    let (run, tail) = tools::spawn(self.runner.as_ref(), c, &spec).await?;
+                    tools::finish(run, tail, c, "pg_dump").await
+                };
+                let data = facts::observe_data(&mut conn, c, c.row_counts, c.checksums);
+                let (dumped, observed) = tokio::join!(dump, data);
+                let _ = pg::exec(&mut conn, c, "COMMIT").await;
+                dumped?;
+                let observed = observed?;
+                let writer = sink.create(&artifact, c.format.ext()).await?;
+                let (writer, n) = dir::pack(&spool, writer).await?;
+                writer.finish().await?;
+                Ok::<_, Error>((n, observed))
+            }
+            .await;
+            spool.remove().await;
+            pg::close(conn).await;
+            res?
+        } else {
+            let mut writer = sink.create(&artifact, c.format.ext()).await?;
+            let (run, tail) = tools::spawn(self.runner.as_ref(), c, &spec).await?;
+            let dump = tools::drain(run, tail, &mut writer, c, "pg_dump");
+            let data = facts::observe_data(&mut conn, c, c.row_counts, c.checksums);
+            let (dumped, observed) = tokio::join!(dump, data);
+            let _ = pg::exec(&mut conn, c, "COMMIT").await;
+            pg::close(conn).await;
+            let dumped = dumped?;
+            let observed = observed?;
+            writer.finish().await?;
+            (dumped, observed)
+        };
         progress.finish(&task);
 
         let globals_artifact = if c.globals {
@@ -418,7 +499,7 @@ impl PostgresComponent {
         };
         progress.info(format!(
             "dumped {db} ({} format, {dumped} bytes, {} tables) from PostgreSQL {server_version}",
-            c.format.ext(),
+            c.format.pg_name(),
             observed.tables.len()
         ));
         let facts = PgFacts {

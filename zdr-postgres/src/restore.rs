@@ -9,8 +9,8 @@ use zdr_core::{
 
 use crate::facts::{self, PgFacts, split_table};
 use crate::pg::{self, qi, qt};
-use crate::tools;
 use crate::{DumpFormat, PostgresComponent, RestoreMode, mismatch};
+use crate::{dir, tools};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
 const MAX_IDENT: usize = 63;
@@ -181,7 +181,7 @@ async fn load(
     let cfg = &c.config;
     let tool = match facts.dump_format {
         DumpFormat::Plain => "psql",
-        DumpFormat::Custom => "pg_restore",
+        DumpFormat::Custom | DumpFormat::Directory { .. } => "pg_restore",
     };
     let mut conn = pg::connect(cfg, &cfg.maintenance_database).await?;
     let (sv, svn, _) = facts::server(&mut conn, cfg).await?;
@@ -195,6 +195,16 @@ async fn load(
         &facts.server_version,
     )
     .await?;
+    if let DumpFormat::Directory { jobs: dumped_with } = facts.dump_format {
+        // The configured jobs when this component uses the directory format, else the
+        // backup's.
+        let jobs = match cfg.format {
+            DumpFormat::Directory { jobs } => jobs,
+            _ => dumped_with,
+        }
+        .max(1);
+        return load_directory(c, from, record, database, jobs, progress).await;
+    }
     let spec = match facts.dump_format {
         DumpFormat::Plain => tools::spec(cfg, "psql", database)
             .args([
@@ -207,9 +217,11 @@ async fn load(
                 "-",
             ])
             .with_stdin(),
-        DumpFormat::Custom => tools::spec(cfg, "pg_restore", database)
-            .args(["--exit-on-error", "--single-transaction", "-d", database])
-            .with_stdin(),
+        DumpFormat::Custom | DumpFormat::Directory { .. } => {
+            tools::spec(cfg, "pg_restore", database)
+                .args(["--exit-on-error", "--single-transaction", "-d", database])
+                .with_stdin()
+        }
     };
     let mut spec = spec;
     spec.stdout = false;
@@ -225,6 +237,51 @@ async fn load(
         .map_err(|e| e.with_context("key", &record.key))?;
     progress.finish(&task);
     Ok(n)
+}
+
+/// Unpack a directory-format artifact into a spool, then `pg_restore -j` it into
+/// `database`. The spool is removed in every case.
+async fn load_directory(
+    c: &PostgresComponent,
+    from: &dyn ArtifactReader,
+    record: &zdr_core::ArtifactRecord,
+    database: &str,
+    jobs: u32,
+    progress: &Progress,
+) -> Result<u64> {
+    let cfg = &c.config;
+    let spool = dir::Spool::create(cfg)?;
+    let res = async {
+        let stream = from
+            .open(record)
+            .await
+            .map_err(|e| e.with_context("key", &record.key))?;
+        let task = format!("unpack {}", record.key);
+        progress.start(&task, Some(record.raw_size));
+        let n = dir::unpack(stream, &spool)
+            .await
+            .map_err(|e| e.with_context("key", &record.key))?;
+        progress.finish(&task);
+        let task = format!("pg_restore -j {jobs} {database}");
+        progress.start(&task, None);
+        // No --single-transaction (pg_restore refuses it with -j): the target is a side,
+        // scratch or freshly created database that is dropped if anything fails.
+        let mut spec = tools::spec(cfg, "pg_restore", database).args([
+            "--exit-on-error".to_owned(),
+            format!("--jobs={jobs}"),
+            "-d".to_owned(),
+            database.to_owned(),
+            spool.dump_dir().display().to_string(),
+        ]);
+        spec.stdout = false;
+        let (run, tail) = tools::spawn(c.runner.as_ref(), cfg, &spec).await?;
+        tools::finish(run, tail, cfg, "pg_restore").await?;
+        progress.finish(&task);
+        Ok(n)
+    }
+    .await;
+    spool.remove().await;
+    res
 }
 
 /// Compare `database` with the facts.
@@ -327,17 +384,25 @@ async fn full(
             };
             create_db(admin, c, &side, &like).await?;
             let attempt = async {
+                let t0 = std::time::Instant::now();
                 let bytes = load(c, backup, facts, from, &side, progress).await?;
+                let t1 = std::time::Instant::now();
                 let report = verify_db(c, facts, &side).await?;
                 if !report.is_ok() {
                     return Err(mismatch(&report).with_hint(
                         "the live database was not touched; the side database is dropped",
                     ));
                 }
-                Ok::<_, Error>((bytes, report))
+                let timing = format!(
+                    "load {:.2}s, verification {:.2}s",
+                    (t1 - t0).as_secs_f64(),
+                    t1.elapsed().as_secs_f64()
+                );
+                progress.info(format!("{side}: {timing}"));
+                Ok::<_, Error>((bytes, report, timing))
             }
             .await;
-            let (bytes, report) = match attempt {
+            let (bytes, report, timing) = match attempt {
                 Ok(v) => v,
                 Err(e) => {
                     if let Err(d) = drop_db(admin, c, &side).await {
@@ -349,7 +414,8 @@ async fn full(
             if scratch {
                 drop_db(admin, c, &side).await?;
                 notes.push(format!(
-                    "restored into the scratch database {side}: {} checks passed; dropped it",
+                    "restored into the scratch database {side}: {} checks passed; dropped it \
+                     ({timing})",
                     report.checked
                 ));
                 return Ok(RestoreOutcome {
@@ -359,6 +425,7 @@ async fn full(
                     notes,
                 });
             }
+            let swap_started = std::time::Instant::now();
             if live_exists {
                 let old = old_name(db);
                 if let Err(e) = swap(admin, c, db, &side, &old).await {
@@ -378,8 +445,9 @@ async fn full(
                 notes.push(format!("{db} did not exist; created it from the backup"));
             }
             notes.push(format!(
-                "verified before the swap: {} checks passed",
-                report.checked
+                "verified before the swap: {} checks passed ({timing}, swap {:.2}s)",
+                report.checked,
+                swap_started.elapsed().as_secs_f64()
             ));
             Ok(RestoreOutcome {
                 target: db.to_owned(),
@@ -540,12 +608,14 @@ async fn restore_table(
     progress: &Progress,
 ) -> Result<RestoreOutcome> {
     let cfg = &c.config;
-    if facts.dump_format != DumpFormat::Custom {
+    if !facts.dump_format.is_archive() {
         return Err(Error::bad_input(format!(
-            "a single-table restore needs a custom-format backup; {} is {:?}",
+            "a single-table restore needs a custom- or directory-format backup; {} is {:?}",
             backup.id, facts.dump_format
         ))
-        .with_hint("set format = \"custom\" for the component, or restore the whole database"));
+        .with_hint(
+            "set format = \"custom\" (or \"directory\") for the component, or restore the whole database",
+        ));
     }
     let Some(fact) = facts.table(table) else {
         return Err(Error::bad_input(format!(

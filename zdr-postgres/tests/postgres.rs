@@ -60,6 +60,7 @@ const DIGEST: &str = "SELECT md5(string_agg(x, '|' ORDER BY x)) FROM (\
 struct Env {
     cluster: Cluster,
     tier_dir: tempfile::TempDir,
+    spool_dir: tempfile::TempDir,
     repo: Repository,
 }
 
@@ -77,6 +78,7 @@ impl Env {
         Self {
             cluster,
             tier_dir,
+            spool_dir: tempfile::tempdir().unwrap(),
             repo: Repository::new(tier, PipelineOptions::default()),
         }
     }
@@ -93,7 +95,16 @@ impl Env {
         c.format = format;
         c.checksums = true;
         c.bin_dir = Some(PG_BIN.into());
+        c.spool_dir = Some(self.spool_dir.path().to_path_buf());
         c
+    }
+
+    /// What is left in the spool directory (directory-format dumps and restores).
+    fn spool_left(&self) -> Vec<String> {
+        std::fs::read_dir(self.spool_dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     fn pg(&self, db: &str, format: DumpFormat) -> PostgresComponent {
@@ -201,6 +212,7 @@ async fn round_trip(format: DumpFormat) -> Result<()> {
     assert!(!report.is_ok());
     pg.rollback("app", &Progress::none()).await?;
     assert_eq!(env.digest("app"), restored);
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
     Ok(())
 }
 
@@ -877,4 +889,269 @@ async fn single_table_restore_commits_nothing_when_the_copy_fails() -> Result<()
     );
     assert!(env.side_dbs().is_empty());
     Ok(())
+}
+
+const DIR2: DumpFormat = DumpFormat::Directory { jobs: 2 };
+
+#[tokio::test]
+async fn round_trip_directory_format_two_jobs() -> Result<()> {
+    skip();
+    round_trip(DIR2).await?;
+
+    // pg_dump and pg_restore run with -j 2 from a spool; the artifact is a plain tar that
+    // the runbook restores by hand: zstd -dc | tar -x, pg_restore -j 2.
+    let env = Env::new();
+    env.seed("app");
+    let runner = Arc::new(Recording {
+        inner: zdr_core::LocalRunner::with_bin_dir(PG_BIN),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let pg = env.pg("app", DIR2).with_runner(runner.clone());
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    assert!(
+        m.artifacts[0].key.ends_with(".dir.tar.zst"),
+        "{}",
+        m.artifacts[0].key
+    );
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    let before = env.digest("app");
+    env.cluster.psql("app", "DELETE FROM events WHERE id > 10");
+    env.repo
+        .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert_eq!(env.digest("app"), before);
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    let seen = runner.seen.lock().unwrap().clone();
+    for tool in ["pg_dump", "pg_restore"] {
+        assert!(
+            seen.iter()
+                .any(|s| s.program == tool && s.args.iter().any(|a| a == "--jobs=2") && !s.stdin),
+            "{tool} not run with --jobs=2: {seen:?}"
+        );
+    }
+
+    let file = env.tier_dir.path().join(&m.artifacts[0].key);
+    let by_hand = env.tier_dir.path().join("by-hand");
+    std::fs::create_dir(&by_hand).unwrap();
+    env.cluster.psql("postgres", "CREATE DATABASE byhand");
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc {} | tar -x -C {d} && {PG_BIN}/pg_restore -j 2 -h {} -p {} -U {SUPERUSER} -d byhand {d}",
+            file.display(),
+            env.cluster.dir.path().display(),
+            env.cluster.port,
+            d = by_hand.display(),
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(env.digest("byhand"), before);
+    Ok(())
+}
+
+#[tokio::test]
+async fn directory_format_single_table_restore() -> Result<()> {
+    skip();
+    let env = Env::new();
+    env.seed("app");
+    let pg = env.pg("app", DIR2);
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    env.cluster.psql(
+        "app",
+        "DELETE FROM billing.invoices WHERE no > 1010; INSERT INTO events (what) VALUES ('after')",
+    );
+    let one = pg.clone().with_restore_options(RestoreOptions {
+        table: Some("billing.invoices".into()),
+        ..RestoreOptions::default()
+    });
+    let out = env
+        .repo
+        .restore(&one, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert!(out.notes[0].contains("50 rows"), "{:?}", out.notes);
+    assert_eq!(
+        env.cluster
+            .psql("app", "SELECT count(*) FROM billing.invoices"),
+        "50"
+    );
+    assert_eq!(
+        env.cluster.psql("app", "SELECT count(*) FROM events"),
+        "201"
+    );
+    assert!(env.side_dbs().is_empty());
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    Ok(())
+}
+
+/// pg_dump runs to its end, then reports a failure (exit 1).
+struct FailingDump(zdr_core::LocalRunner);
+
+#[async_trait]
+impl zdr_core::CommandRunner for FailingDump {
+    fn describe(&self) -> String {
+        "fails pg_dump".into()
+    }
+    async fn spawn(&self, spec: &zdr_core::CommandSpec) -> Result<zdr_core::RunningCommand> {
+        if spec.program == "pg_dump" && !spec.args.iter().any(|a| a == "--version") {
+            let mut broken = spec.clone();
+            broken.program = "/bin/sh".into();
+            broken.args = vec![
+                "-c".into(),
+                "\"$0\" \"$@\"; echo 'injected failure' >&2; exit 1".into(),
+                format!("{PG_BIN}/pg_dump"),
+            ];
+            broken.args.extend(spec.args.iter().cloned());
+            return self.0.spawn(&broken).await;
+        }
+        self.0.spawn(spec).await
+    }
+}
+
+#[tokio::test]
+async fn directory_format_spool_is_removed_on_failure() -> Result<()> {
+    skip();
+    let env = Env::new();
+    let (pg, m) = backup_events(&env, DIR2).await;
+    assert!(env.spool_left().is_empty());
+
+    // A failing pg_dump: no backup, no spool.
+    let failing =
+        pg.clone()
+            .with_runner(Arc::new(FailingDump(zdr_core::LocalRunner::with_bin_dir(
+                PG_BIN,
+            ))));
+    let e = env
+        .repo
+        .backup(&failing, "daily", &Progress::none())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("injected failure"), "{e}");
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    assert_eq!(env.repo.catalog().await?.list(None).len(), 1);
+
+    // The artifact stream failing midway: the live database untouched, no side database,
+    // no spool.
+    env.cluster
+        .psql("app", "DELETE FROM events WHERE id % 2 = 0");
+    let live = env.digest("app");
+    let dbs = env.cluster.databases();
+    let broken = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::ZERO,
+        fail_after: Some(64 * 1024),
+    };
+    let e = pg
+        .restore(&m, &broken, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert_eq!(env.digest("app"), live);
+    assert_eq!(env.cluster.databases(), dbs);
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+
+    // Facts that the restored data cannot match: pg_restore ran, verification fails, the
+    // spool and the side database are gone.
+    let mut lying = m.clone();
+    let mut facts = PgFacts::from_manifest(&m)?;
+    facts
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "events")
+        .unwrap()
+        .rows = Some(1);
+    lying.facts = serde_json::to_value(&facts).unwrap();
+    let whole = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::ZERO,
+        fail_after: None,
+    };
+    let e = pg
+        .restore(&lying, &whole, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert_eq!(env.digest("app"), live);
+    assert_eq!(env.cluster.databases(), dbs);
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+
+    // A restore killed midway leaves no spool either (dropped future).
+    let slow = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::from_millis(20),
+        fail_after: None,
+    };
+    let killed = tokio::time::timeout(
+        Duration::from_millis(500),
+        pg.restore(&m, &slow, &RestoreTarget::default(), &Progress::none()),
+    )
+    .await;
+    assert!(killed.is_err(), "the restore finished before it was killed");
+    // The unpacking thread notices at its next read and lets go of the spool.
+    for _ in 0..50 {
+        if env.spool_left().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    Ok(())
+}
+
+#[tokio::test]
+async fn directory_format_flipped_byte_is_refused_before_anything() -> Result<()> {
+    skip();
+    let env = Env::new();
+    env.seed("app");
+    let pg = env.pg("app", DIR2);
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    env.cluster
+        .psql("app", "DELETE FROM customers WHERE id > 490");
+    let live = env.digest("app");
+    let dbs = env.cluster.databases();
+    let path = env.tier_dir.path().join(&m.artifacts[0].key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let e = env
+        .repo
+        .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert_eq!(env.digest("app"), live);
+    assert_eq!(
+        env.cluster.databases(),
+        dbs,
+        "a database was created or dropped"
+    );
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    Ok(())
+}
+
+#[test]
+fn dump_format_names() {
+    assert_eq!(
+        "directory".parse::<DumpFormat>().unwrap(),
+        DumpFormat::Directory { jobs: 2 }
+    );
+    assert_eq!(
+        "dir:4".parse::<DumpFormat>().unwrap(),
+        DumpFormat::Directory { jobs: 4 }
+    );
+    assert_eq!("custom".parse::<DumpFormat>().unwrap(), DumpFormat::Custom);
+    for bad in ["directory:0", "directory:x", "custom:2", "tar"] {
+        let e = bad.parse::<DumpFormat>().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadInput, "{bad}");
+    }
+    assert_eq!(DIR2.ext(), "dir.tar");
+    assert_eq!(
+        serde_json::to_string(&DIR2).unwrap(),
+        r#"{"directory":{"jobs":2}}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&DumpFormat::Custom).unwrap(),
+        r#""custom""#
+    );
 }
