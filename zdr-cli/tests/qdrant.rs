@@ -1,0 +1,105 @@
+//! `zdr` with a `qdrant` component against the Qdrant REST **double** of zdr-qdrant's tests
+//! (`zdr-qdrant/tests/support/qdrant_double.rs`): snapshot backup, list, restore under another
+//! collection name, verification; the API key never appears in any output.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../../zdr-qdrant/tests/support/qdrant_double.rs"]
+#[allow(dead_code)]
+mod qdrant_double;
+
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+fn curl(url: &str, key: &str, method: &str, path: &str, body: Value) -> Value {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            method,
+            "-H",
+            &format!("api-key: {key}"),
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["-d", &body.to_string(), &format!("{url}{path}")])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn zdr(config: &std::path::Path, key: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_zdr"))
+        .arg("--config")
+        .arg(config)
+        .arg("--no-progress")
+        .args(args)
+        .env("ZDR_COMPONENTS__VECTORS__API_KEY", key)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_snapshot_backup_and_restore_under_another_name() {
+    let key = "qdrant-test-key-7f3a";
+    let double = qdrant_double::QdrantDouble::start(key).await;
+    let url = double.url.clone();
+    let (u, k) = (url.clone(), key.to_owned());
+    tokio::task::spawn_blocking(move || {
+        curl(&u, &k, "PUT", "/collections/documents", json!({"vectors": {"size": 4, "distance": "Cosine"}}));
+        let points: Vec<Value> = (1..=20)
+            .map(|i| json!({"id": i, "vector": [i as f32, 0.5, 0.25, 1.0], "payload": {"doc": format!("d{i}")}}))
+            .collect();
+        curl(&u, &k, "PUT", "/collections/documents/points?wait=true", json!({"points": points}));
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zdr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{}\"\n[components.vectors]\ntype = \"qdrant\"\nurl = \"{url}\"\ncollections = [\"documents\"]\n",
+            dir.path().join("tier").display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.clone();
+    let k = key.to_owned();
+    let outs = tokio::task::spawn_blocking(move || {
+        let backup = zdr(&cfg, &k, &["backup", "vectors"]);
+        let restore = zdr(
+            &cfg,
+            &k,
+            &[
+                "--json",
+                "restore",
+                "vectors",
+                "--database",
+                "documents_copy",
+            ],
+        );
+        let wrong = zdr(&cfg, "wrong-key", &["backup", "vectors"]);
+        (backup, restore, wrong)
+    })
+    .await
+    .unwrap();
+    let (backup, restore, wrong) = outs;
+    let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(backup.status.success(), "{}", err(&backup));
+    assert!(restore.status.success(), "{}", err(&restore));
+    let v: Value = serde_json::from_slice(&restore.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let (u, k) = (url.clone(), key.to_owned());
+    let info = tokio::task::spawn_blocking(move || {
+        curl(&u, &k, "GET", "/collections/documents_copy", Value::Null)
+    })
+    .await
+    .unwrap();
+    assert_eq!(info["result"]["points_count"], 20, "{info}");
+    assert_eq!(wrong.status.code(), Some(2), "{}", err(&wrong));
+    for o in [&backup, &restore, &wrong] {
+        assert!(!err(o).contains(key) && !String::from_utf8_lossy(&o.stdout).contains(key));
+    }
+}
