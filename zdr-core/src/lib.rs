@@ -48,6 +48,7 @@ pub mod layout;
 mod manifest;
 mod progress;
 pub mod runner;
+mod secret;
 mod traits;
 
 pub use catalog::{BackupSelector, Catalog, CatalogProblem, parse_time};
@@ -60,6 +61,7 @@ pub use progress::{Level, Progress, ProgressEvent, ProgressSink, RecordingSink};
 pub use runner::{
     CommandExit, CommandRunner, CommandSpec, CommandWait, LocalRunner, RunningCommand,
 };
+pub use secret::Secret;
 pub use traits::{
     ArtifactReader, ArtifactSink, ArtifactWrite, BackupRequest, BackupSource, BoxRead, BoxWrite,
     Entry, RestoreOutcome, RestoreTarget, Restorer, SourceFacts, StorageTier, Verifier,

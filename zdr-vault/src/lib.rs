@@ -48,30 +48,7 @@ use zdr_core::{
 /// The artifact format tag on the first line of every export.
 pub const FORMAT: &str = "zdr-vault-kv/1";
 
-/// A secret string (a token, a resolved password): hidden from `Debug` and `Display`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret value.
-    #[must_use]
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret value. Do not log it.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use zdr_core::Secret;
 
 /// How to reach Vault.
 #[derive(Debug, Clone)]
