@@ -201,6 +201,15 @@ impl LocalRunner {
         }
     }
 
+    /// A shared runner taking programs from `bin_dir` when given, else from `PATH`: what an
+    /// adapter uses unless the caller plugs in another runner.
+    #[must_use]
+    pub fn shared(bin_dir: Option<&std::path::Path>) -> std::sync::Arc<dyn CommandRunner> {
+        std::sync::Arc::new(Self {
+            bin_dir: bin_dir.map(std::path::Path::to_path_buf),
+        })
+    }
+
     /// The directory programs are taken from, if set.
     #[must_use]
     pub fn bin_dir(&self) -> Option<&std::path::Path> {

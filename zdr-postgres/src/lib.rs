@@ -315,10 +315,7 @@ impl PostgresComponent {
     /// `config.bin_dir` when set).
     #[must_use]
     pub fn new(component: Component, config: PgConfig) -> Self {
-        let runner: Arc<dyn CommandRunner> = match &config.bin_dir {
-            Some(d) => Arc::new(LocalRunner::with_bin_dir(d)),
-            None => Arc::new(LocalRunner::new()),
-        };
+        let runner = LocalRunner::shared(config.bin_dir.as_deref());
         Self {
             component,
             config,

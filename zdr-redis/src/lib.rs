@@ -298,10 +298,7 @@ impl RedisComponent {
     /// A component for `config`; tools run as local processes (from `bin_dir` when set).
     #[must_use]
     pub fn new(component: Component, config: RedisConfig) -> Self {
-        let runner: Arc<dyn CommandRunner> = match &config.bin_dir {
-            Some(d) => Arc::new(LocalRunner::with_bin_dir(d)),
-            None => Arc::new(LocalRunner::new()),
-        };
+        let runner = LocalRunner::shared(config.bin_dir.as_deref());
         Self {
             component,
             config,
