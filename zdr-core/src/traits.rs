@@ -25,6 +25,8 @@ pub struct Entry {
     pub key: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was last written, where the tier reports it.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A place backups are stored: local disk, S3, OneDrive, memory.

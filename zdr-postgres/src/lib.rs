@@ -56,11 +56,15 @@
 //!   database itself, and globals (the globals artifact is stored for a manual
 //!   `psql -f`; roles normally exist on the server being restored).
 
+pub mod basebackup;
 mod dir;
 mod facts;
 mod pg;
+pub mod pitr;
 mod restore;
 mod tools;
+pub mod wal;
+pub mod walname;
 
 use std::fmt;
 use std::path::PathBuf;

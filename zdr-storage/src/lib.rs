@@ -43,6 +43,7 @@
 //! ```
 
 mod keys;
+mod object;
 pub mod onedrive;
 mod pipeline;
 mod replicate;
@@ -51,6 +52,7 @@ mod retry;
 mod tier;
 
 pub use keys::AgeKeys;
+pub use object::{Found, find_object, object_key, put_object};
 pub use pipeline::{CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_stored};
 pub use replicate::{ReplicationReport, replicate};
 pub use repo::Repository;

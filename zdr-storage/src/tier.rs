@@ -278,6 +278,7 @@ impl StorageTier for OpendalTier {
             .map(|e| Entry {
                 key: e.path().to_owned(),
                 size: e.metadata().content_length(),
+                modified: e.metadata().last_modified().map(to_chrono),
             })
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -290,6 +291,7 @@ impl StorageTier for OpendalTier {
             Ok(m) => Ok(Some(Entry {
                 key: key.to_owned(),
                 size: m.content_length(),
+                modified: m.last_modified().map(to_chrono),
             })),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(map_opendal(e, "stat", &self.name, key)),
@@ -359,4 +361,9 @@ mod tests {
         });
         assert!(open_tier("minio", &short).is_err());
     }
+}
+
+/// OpenDAL's timestamp as a chrono time.
+fn to_chrono(t: impl Into<std::time::SystemTime>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from(t.into())
 }

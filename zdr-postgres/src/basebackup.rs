@@ -1,0 +1,354 @@
+//! Physical base backups: `pg_basebackup` in tar format streamed straight into the artifact
+//! pipeline (no copy of the data directory on disk), with the WAL range in the manifest.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use tokio::io::AsyncWriteExt;
+use zdr_core::{
+    ArtifactSink, BackupKind, BackupRequest, BackupSource, CommandRunner, Component, Error,
+    ErrorKind, LocalRunner, Manifest, Progress, Result, SourceFacts,
+};
+
+use crate::wal::WalArchive;
+use crate::walname::{Lsn, Segment};
+use crate::{PgConfig, pg, tools};
+
+/// Version of [`BaseBackupFacts`].
+pub const BASE_FACTS_FORMAT: u32 = 1;
+
+/// The artifact name of a base backup's tar stream.
+pub const BASE_ARTIFACT: &str = "base";
+
+/// What a base backup's manifest records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseBackupFacts {
+    /// Version of this structure.
+    pub format: u32,
+    /// Always `"base"`: tells base backups from logical dumps of the same component.
+    pub kind: String,
+    /// `pg_control`'s system identifier: WAL of another cluster never applies.
+    pub system_identifier: String,
+    /// `server_version`.
+    pub server_version: String,
+    /// `server_version_num`.
+    pub server_version_num: i64,
+    /// The timeline the backup started on.
+    pub timeline: u32,
+    /// Where replay must start.
+    pub start_lsn: Lsn,
+    /// Where the backup becomes consistent: recovery targets must be after it.
+    pub stop_lsn: Lsn,
+    /// The first WAL segment the backup needs.
+    pub start_segment: String,
+    /// The last WAL segment the backup needs to become consistent.
+    pub stop_segment: String,
+    /// `wal_segment_size` in bytes.
+    pub wal_segment_size: u64,
+    /// True when the WAL needed for consistency is inside the tar (`-X fetch`, used when the
+    /// server does not archive); false when it comes from the archive.
+    pub wal_included: bool,
+    /// Size of the data directory streamed (tar bytes).
+    pub tar_bytes: u64,
+    /// The databases in the cluster at backup time.
+    pub databases: Vec<String>,
+}
+
+impl BaseBackupFacts {
+    /// The facts of a base backup manifest.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BadInput`] when the manifest is not a base backup.
+    pub fn from_manifest(m: &Manifest) -> Result<Self> {
+        let facts: Self = serde_json::from_value(m.facts.clone()).map_err(|e| {
+            Error::bad_input(format!("backup {} is not a PostgreSQL base backup", m.id))
+                .with_source(e)
+        })?;
+        if facts.kind != "base" {
+            return Err(Error::bad_input(format!(
+                "backup {} is not a PostgreSQL base backup",
+                m.id
+            )));
+        }
+        Ok(facts)
+    }
+
+    /// Whether a manifest is a base backup (cheap test for catalog filtering).
+    #[must_use]
+    pub fn is_base(m: &Manifest) -> bool {
+        m.facts.get("kind").and_then(|k| k.as_str()) == Some("base")
+    }
+
+    /// The WAL the backup needs from the archive to become consistent: timeline and the
+    /// first and last segment (what pruning must keep for it to stay restorable).
+    #[must_use]
+    pub fn required_wal(&self) -> (u32, String, String) {
+        (
+            self.timeline,
+            self.start_segment.clone(),
+            self.stop_segment.clone(),
+        )
+    }
+}
+
+/// Takes base backups of a whole cluster with `pg_basebackup`.
+#[derive(Clone)]
+pub struct PgBaseBackup {
+    component: Component,
+    config: PgConfig,
+    runner: Arc<dyn CommandRunner>,
+    archive: Option<WalArchive>,
+    archive_wait: Duration,
+}
+
+impl fmt::Debug for PgBaseBackup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgBaseBackup")
+            .field("component", &self.component)
+            .field("config", &self.config)
+            .field("archive", &self.archive)
+            .finish()
+    }
+}
+
+impl PgBaseBackup {
+    /// Base backups of the cluster `config` connects to (its user needs the REPLICATION
+    /// attribute, and `pg_hba.conf` a `replication` line for it).
+    #[must_use]
+    pub fn new(component: Component, config: PgConfig) -> Self {
+        let runner = LocalRunner::shared(config.bin_dir.as_deref());
+        Self {
+            component,
+            config,
+            runner,
+            archive: None,
+            archive_wait: Duration::from_secs(60),
+        }
+    }
+
+    /// After the backup, wait up to `wait` until its last needed segment is in `archive`;
+    /// without it, the backup is refused (no manifest). Without an archive, the backup
+    /// only trusts PostgreSQL's own wait for archiving.
+    #[must_use]
+    pub fn with_archive(mut self, archive: WalArchive, wait: Duration) -> Self {
+        self.archive = Some(archive);
+        self.archive_wait = wait;
+        self
+    }
+
+    /// Run the tools through another runner.
+    #[must_use]
+    pub fn with_runner(mut self, runner: Arc<dyn CommandRunner>) -> Self {
+        self.runner = runner;
+        self
+    }
+
+    async fn wait_archived(&self, facts: &BaseBackupFacts, progress: &Progress) -> Result<()> {
+        let Some(archive) = &self.archive else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + self.archive_wait;
+        let start: u64 = facts.start_lsn.0 / facts.wal_segment_size;
+        let stop: u64 = facts.stop_lsn.0 / facts.wal_segment_size;
+        loop {
+            let listing = archive.list(0).await?;
+            let have = listing.segments.get(&facts.timeline);
+            let missing = (start..=stop).find(|n| !have.is_some_and(|h| h.contains(n)));
+            match missing {
+                None => return Ok(()),
+                Some(n) if tokio::time::Instant::now() >= deadline => {
+                    let name = Segment {
+                        timeline: facts.timeline,
+                        number: n,
+                    }
+                    .name(facts.wal_segment_size);
+                    return Err(Error::new(
+                        ErrorKind::Source,
+                        format!(
+                            "the base backup needs WAL segment {name}, which did not reach the \
+                             archive within {} s",
+                            self.archive_wait.as_secs()
+                        ),
+                    )
+                    .with_context("segment", &name)
+                    .with_hint("check archive_mode/archive_command (`zdr check postgres`) and the server log"));
+                }
+                Some(_) => {
+                    progress.info("waiting for the backup's WAL to be archived");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Parse `pg_basebackup -v` output: start point with timeline, and end point.
+fn parse_points(stderr: &str) -> Option<(Lsn, u32, Lsn)> {
+    let mut start = None;
+    let mut end = None;
+    for line in stderr.lines() {
+        if let Some(rest) = line.split("write-ahead log start point: ").nth(1) {
+            let mut it = rest.split_whitespace();
+            let lsn = it.next()?.parse::<Lsn>().ok()?;
+            let tl = it.nth(2)?.parse::<u32>().ok()?; // "<lsn> on timeline <n>"
+            start = Some((lsn, tl));
+        } else if let Some(rest) = line.split("write-ahead log end point: ").nth(1) {
+            end = rest.split_whitespace().next()?.parse::<Lsn>().ok();
+        }
+    }
+    let (s, tl) = start?;
+    Some((s, tl, end?))
+}
+
+#[async_trait]
+impl BackupSource for PgBaseBackup {
+    fn component(&self) -> &Component {
+        &self.component
+    }
+
+    /// Stream `pg_basebackup -D - -Ft` into the artifact `base` (`tar`).
+    async fn backup(
+        &self,
+        req: &BackupRequest,
+        sink: &mut dyn ArtifactSink,
+        progress: &Progress,
+    ) -> Result<SourceFacts> {
+        let c = &self.config;
+        let mut conn = pg::connect(c, &c.maintenance_database).await?;
+        let row = sqlx::query(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::bigint, \
+             (SELECT system_identifier::text FROM pg_control_system()), \
+             (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
+             current_setting('archive_mode'), pg_is_in_recovery()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| pg::db_error(e, c, "cannot read the cluster's settings"))?;
+        let server_version: String = row.get(0);
+        let server_version_num: i64 = row.get(1);
+        let system_identifier: String = row.get(2);
+        let segment_size = u64::try_from(row.get::<i64, _>(3)).unwrap_or(0);
+        let archive_mode: String = row.get(4);
+        let databases: Vec<String> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| pg::db_error(e, c, "cannot list databases"))?;
+        pg::close(conn).await;
+        tools::check_version(
+            self.runner.as_ref(),
+            c,
+            "pg_basebackup",
+            server_version_num,
+            &server_version,
+        )
+        .await?;
+        let archiving = archive_mode != "off";
+        if !archiving {
+            progress.warn(
+                "archive_mode is off: the base backup includes its own WAL (-X fetch); it can be \
+                 restored, but not rolled forward to a point in time",
+            );
+        }
+        let label = format!("zdr {}", req.id);
+        let spec = tools::spec(c, "pg_basebackup", &c.maintenance_database).args([
+            "--pgdata=-".to_owned(),
+            "--format=tar".to_owned(),
+            format!("--wal-method={}", if archiving { "none" } else { "fetch" }),
+            "--checkpoint=fast".to_owned(),
+            "--verbose".to_owned(),
+            "--no-password".to_owned(),
+            format!("--label={label}"),
+        ]);
+        let task = "pg_basebackup".to_owned();
+        progress.start(&task, None);
+        let mut writer = sink.create(BASE_ARTIFACT, "tar").await?;
+        let (mut run, tail) = tools::spawn(self.runner.as_ref(), c, &spec).await?;
+        let mut out = run
+            .stdout
+            .take()
+            .ok_or_else(|| Error::unexpected("pg_basebackup has no stdout"))?;
+        let copied = tokio::io::copy(&mut out, &mut writer).await;
+        let tar_bytes = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = run.handle.kill().await;
+                let text = tail.text(c).await;
+                let err = Error::from_io(e, "storing the output of pg_basebackup");
+                return Err(if text.is_empty() {
+                    err
+                } else {
+                    err.with_context("pg_basebackup", text)
+                });
+            }
+        };
+        let text = tools::finish(run, tail, c, "pg_basebackup").await?;
+        writer
+            .flush()
+            .await
+            .map_err(|e| Error::from_io(e, "storing the output of pg_basebackup"))?;
+        writer.finish().await?;
+        progress.finish(&task);
+        let (start_lsn, timeline, stop_lsn) = parse_points(&text).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Source,
+                format!(
+                    "cannot find the WAL start and end points in pg_basebackup's output: {text}"
+                ),
+            )
+        })?;
+        let seg = |lsn: Lsn| Segment::containing(timeline, lsn, segment_size).name(segment_size);
+        let facts = BaseBackupFacts {
+            format: BASE_FACTS_FORMAT,
+            kind: "base".into(),
+            system_identifier,
+            server_version,
+            server_version_num,
+            timeline,
+            start_lsn,
+            stop_lsn,
+            start_segment: seg(start_lsn),
+            stop_segment: seg(stop_lsn),
+            wal_segment_size: segment_size,
+            wal_included: !archiving,
+            tar_bytes,
+            databases,
+        };
+        if archiving {
+            self.wait_archived(&facts, progress).await?;
+        }
+        progress.info(format!(
+            "base backup of {} ({tar_bytes} bytes), WAL {} .. {} on timeline {timeline}",
+            self.component, facts.start_segment, facts.stop_segment
+        ));
+        Ok(SourceFacts {
+            kind: BackupKind::Physical,
+            facts: serde_json::to_value(&facts)
+                .map_err(|e| Error::unexpected("cannot serialize facts").with_source(e))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_from_verbose_output() {
+        let text = "pg_basebackup: initiating base backup, waiting for checkpoint to complete\n\
+                    pg_basebackup: checkpoint completed\n\
+                    pg_basebackup: write-ahead log start point: 0/2000028 on timeline 1\n\
+                    pg_basebackup: write-ahead log end point: 0/2000100\n\
+                    pg_basebackup: base backup completed";
+        assert_eq!(
+            parse_points(text),
+            Some((Lsn(0x2000028), 1, Lsn(0x2000100)))
+        );
+        assert_eq!(parse_points("nothing"), None);
+    }
+}

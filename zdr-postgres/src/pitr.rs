@@ -1,0 +1,704 @@
+//! Point-in-time recovery: pick the base backup, check the WAL chain, restore the base into a
+//! new data directory, start a recovery instance on a side port with `restore_command`
+//! pointing at the archive, and wait until the target is reached.
+//!
+//! The live cluster is never touched here. What to do with the recovered instance — copy a
+//! database across through the safe logical restore, inspect it, or swap it in — is the
+//! caller's choice ([`RecoveryInstance`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use zdr_core::{CommandRunner, CommandSpec, Error, ErrorKind, Manifest, Progress, Result};
+use zdr_storage::Repository;
+
+use crate::basebackup::{BASE_ARTIFACT, BaseBackupFacts};
+use crate::wal::{TimelineSpan, WalArchive, WalListing};
+use crate::walname::{Lsn, Segment};
+use crate::{PgConfig, pg, tools};
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// The last commit at or before this time (`recovery_target_time`).
+    Time(DateTime<Utc>),
+    /// This WAL location (`recovery_target_lsn`).
+    Lsn(Lsn),
+    /// This transaction id (`recovery_target_xid`).
+    Xid(String),
+    /// A restore point made with `pg_create_restore_point` (`recovery_target_name`).
+    Name(String),
+    /// The end of the archive; the instance is promoted there.
+    Latest,
+}
+
+impl fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Time(t) => write!(f, "time {}", t.format("%Y-%m-%d %H:%M:%S%.6f UTC")),
+            Self::Lsn(l) => write!(f, "LSN {l}"),
+            Self::Xid(x) => write!(f, "transaction {x}"),
+            Self::Name(n) => write!(f, "restore point {n:?}"),
+            Self::Latest => f.write_str("the end of the archive"),
+        }
+    }
+}
+
+/// The chosen base backup and the WAL that will be replayed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrPlan {
+    /// The base backup restored.
+    pub backup: Manifest,
+    /// Its facts.
+    #[serde(skip)]
+    pub facts: BaseBackupFacts,
+    /// The timelines followed.
+    pub path: Vec<TimelineSpan>,
+    /// The last segment of the unbroken WAL chain checked.
+    pub chain_end: String,
+}
+
+/// How to run the recovery instance.
+#[derive(Debug, Clone)]
+pub struct PitrOptions {
+    /// The new data directory (must not exist, or be empty).
+    pub data_dir: PathBuf,
+    /// The port of the recovery instance (never the live one).
+    pub port: u16,
+    /// `restore_command` for the instance, with `%f` and `%p`, such as
+    /// `/usr/local/bin/zdr --config /etc/zdr.toml wal fetch --component db %f %p`.
+    pub restore_command: String,
+    /// Follow this timeline (default: the newest in the archive).
+    pub timeline: Option<u32>,
+    /// Run the server as this OS user (through `runuser`) when zdr runs as root.
+    pub run_as: Option<String>,
+    /// How long recovery may take before it is abandoned.
+    pub timeout: Duration,
+}
+
+/// What recovery reached.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryReport {
+    /// The base backup used.
+    pub backup: String,
+    /// The target, as text.
+    pub target: String,
+    /// The last WAL location replayed.
+    pub replay_lsn: Option<String>,
+    /// The commit time of the last transaction replayed.
+    pub last_commit: Option<DateTime<Utc>>,
+    /// Whether the instance is paused at the target (false: promoted at the end of WAL).
+    pub paused: bool,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The port.
+    pub port: u16,
+    /// Seconds from the start of the restore to the target reached.
+    pub seconds: f64,
+    /// Whether `pg_verifybackup` checked the restored base against its manifest.
+    pub base_verified: bool,
+    /// Databases found in the recovered instance.
+    pub databases: Vec<String>,
+}
+
+/// Choose the base backup for `target` among `backups` (any manifests of the component; the
+/// base backups are picked out) and check the WAL chain it needs in the archive.
+///
+/// # Errors
+/// [`ErrorKind::BadInput`] for a target in the future or before the oldest usable base
+/// backup, or no base backup at all; [`ErrorKind::NotFound`] naming the first missing WAL
+/// segment; storage errors.
+pub async fn plan(
+    backups: &[Manifest],
+    archive: &WalArchive,
+    target: &RecoveryTarget,
+    timeline: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<PitrPlan> {
+    let mut bases: Vec<(Manifest, BaseBackupFacts)> = backups
+        .iter()
+        .filter(|m| BaseBackupFacts::is_base(m))
+        .filter_map(|m| Some((m.clone(), BaseBackupFacts::from_manifest(m).ok()?)))
+        .collect();
+    bases.sort_by(|a, b| a.0.finished_at.cmp(&b.0.finished_at));
+    let Some(oldest) = bases.first() else {
+        return Err(
+            Error::bad_input("there is no base backup of this component to recover from")
+                .with_hint("take one with `zdr backup COMPONENT --base`"),
+        );
+    };
+    let chosen = match target {
+        RecoveryTarget::Time(t) => {
+            if *t > now {
+                return Err(Error::bad_input(format!(
+                    "the target time {} is in the future (now is {})",
+                    t.format("%Y-%m-%d %H:%M:%S UTC"),
+                    now.format("%Y-%m-%d %H:%M:%S UTC")
+                )));
+            }
+            bases
+                .iter()
+                .rev()
+                .find(|(m, _)| m.finished_at <= *t)
+                .ok_or_else(|| {
+                    Error::bad_input(format!(
+                    "the target time {} is before the oldest base backup, {}, which finished at {}",
+                    t.format("%Y-%m-%d %H:%M:%S UTC"),
+                    oldest.0.id,
+                    oldest.0.finished_at.format("%Y-%m-%d %H:%M:%S UTC")
+                ))
+                .with_hint("nothing older can be recovered to; `zdr list` shows the backups")
+                })?
+        }
+        RecoveryTarget::Lsn(l) => bases
+            .iter()
+            .rev()
+            .find(|(_, f)| f.stop_lsn <= *l)
+            .ok_or_else(|| {
+                Error::bad_input(format!(
+                    "the target LSN {l} is before the end of the oldest base backup, {} \
+                     (consistent at {})",
+                    oldest.0.id, oldest.1.stop_lsn
+                ))
+            })?,
+        RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) | RecoveryTarget::Latest => {
+            bases.last().unwrap_or(oldest)
+        }
+    };
+    let (backup, facts) = chosen.clone();
+    let listing = union_listing(archive).await?;
+    let path = archive
+        .timeline_path(facts.timeline, timeline, &listing)
+        .await?;
+    // The backup itself needs its WAL up to the stop point.
+    archive.check_chain(&listing, &path, facts.start_lsn, Some(facts.stop_lsn))?;
+    let until = match target {
+        RecoveryTarget::Lsn(l) => Some(*l),
+        _ => None,
+    };
+    let chain_end = archive.check_chain(&listing, &path, facts.start_lsn, until)?;
+    Ok(PitrPlan {
+        backup,
+        facts,
+        path,
+        chain_end,
+    })
+}
+
+/// What every tier of the archive holds, together (fetch tries them all).
+async fn union_listing(archive: &WalArchive) -> Result<WalListing> {
+    let mut all = WalListing::default();
+    for i in 0..archive.tiers().len() {
+        let l = archive.list(i).await?;
+        for (tl, segs) in l.segments {
+            all.segments.entry(tl).or_default().extend(segs);
+        }
+        all.histories.extend(l.histories);
+        all.incomplete.extend(l.incomplete);
+        if all.newest.as_ref().map(|n| &n.0) < l.newest.as_ref().map(|n| &n.0) {
+            all.newest = l.newest;
+        }
+    }
+    Ok(all)
+}
+
+/// A recovery instance: a restored data directory with a server on a side port.
+pub struct RecoveryInstance {
+    config: PgConfig,
+    data_dir: PathBuf,
+    runner: Arc<dyn CommandRunner>,
+    run_as: Option<String>,
+    bin_dir: Option<PathBuf>,
+    report: RecoveryReport,
+}
+
+impl fmt::Debug for RecoveryInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecoveryInstance")
+            .field("data_dir", &self.data_dir)
+            .field("report", &self.report)
+            .finish()
+    }
+}
+
+impl RecoveryInstance {
+    /// What recovery reached.
+    #[must_use]
+    pub fn report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// Connection settings for the instance (the live cluster's user and password, the
+    /// side port), for reading from it — such as dumping a database across.
+    #[must_use]
+    pub fn config(&self, database: &str) -> PgConfig {
+        let mut c = self.config.clone();
+        c.database = database.to_owned();
+        c
+    }
+
+    /// Stop the server (fast shutdown) and keep the data directory.
+    ///
+    /// # Errors
+    /// When `pg_ctl stop` fails.
+    pub async fn stop(&self) -> Result<()> {
+        pg_ctl(
+            self.runner.as_ref(),
+            &self.config,
+            self.run_as.as_deref(),
+            self.bin_dir.as_deref(),
+            &["stop", "-m", "fast", "-w", "-D"],
+            &self.data_dir,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Stop the server and delete the data directory.
+    ///
+    /// # Errors
+    /// When the directory cannot be removed.
+    pub async fn discard(self) -> Result<()> {
+        let _ = self.stop().await;
+        remove_dir(&self.data_dir).await
+    }
+}
+
+async fn remove_dir(dir: &Path) -> Result<()> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(
+            Error::from_io(e, "cannot remove the recovery data directory")
+                .with_context("path", dir.display()),
+        ),
+    }
+}
+
+/// Run `pg_ctl ARGS DIR` (as `run_as` when given); returns its output.
+async fn pg_ctl(
+    runner: &dyn CommandRunner,
+    config: &PgConfig,
+    run_as: Option<&str>,
+    bin_dir: Option<&Path>,
+    args: &[&str],
+    dir: &Path,
+) -> Result<String> {
+    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    all.push(dir.display().to_string());
+    let spec = as_user(run_as, bin_dir, "pg_ctl", all);
+    let (mut run, tail) = tools::spawn(runner, config, &spec).await?;
+    let mut out = String::new();
+    if let Some(mut o) = run.stdout.take() {
+        use tokio::io::AsyncReadExt;
+        let _ = o.read_to_string(&mut out).await;
+    }
+    let err = tools::finish(run, tail, config, "pg_ctl").await?;
+    Ok(format!("{out}{err}"))
+}
+
+/// A spec for `program` with `args`, wrapped in `runuser -u USER --` when `run_as` is set.
+fn as_user(
+    run_as: Option<&str>,
+    bin_dir: Option<&Path>,
+    program: &str,
+    args: Vec<String>,
+) -> CommandSpec {
+    match run_as {
+        Some(user) => {
+            let full = bin_dir.map_or_else(
+                || program.to_owned(),
+                |d| d.join(program).display().to_string(),
+            );
+            let mut a = vec!["-u".to_owned(), user.to_owned(), "--".to_owned(), full];
+            a.extend(args);
+            let mut s = CommandSpec::new("/usr/sbin/runuser").args(a);
+            s.stdout = true;
+            s
+        }
+        None => CommandSpec::new(program).args(args),
+    }
+}
+
+fn quote_conf(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// Restore `plan`'s base backup from `repo` into `options.data_dir`, start a recovery
+/// instance and wait until it reaches `target`. The artifact's checksum is verified before
+/// anything is written. On failure the new data directory is removed and the error carries
+/// the end of the server log.
+///
+/// # Errors
+/// Integrity errors from the checksum, tool and server errors, [`ErrorKind::NotFound`] when
+/// PostgreSQL ran out of WAL before the target, [`ErrorKind::BadInput`] for a data directory
+/// in use.
+#[allow(clippy::too_many_arguments)]
+pub async fn recover(
+    plan: &PitrPlan,
+    repo: &Repository,
+    live: &PgConfig,
+    runner: Arc<dyn CommandRunner>,
+    target: &RecoveryTarget,
+    options: &PitrOptions,
+    progress: &Progress,
+) -> Result<RecoveryInstance> {
+    let started = Instant::now();
+    let dir = &options.data_dir;
+    if let Ok(mut rd) = tokio::fs::read_dir(dir).await
+        && rd.next_entry().await.ok().flatten().is_some()
+    {
+        return Err(Error::bad_input(format!(
+            "the recovery data directory {} exists and is not empty",
+            dir.display()
+        ))
+        .with_hint("choose another one with --to, or remove it"));
+    }
+    let record = plan
+        .backup
+        .artifacts
+        .iter()
+        .find(|a| a.name == BASE_ARTIFACT)
+        .ok_or_else(|| {
+            Error::integrity(format!("backup {} has no base artifact", plan.backup.id))
+        })?;
+    repo.verify(&plan.backup, false, progress).await?;
+    let res = async {
+        progress.info(format!(
+            "restoring base backup {} into {}",
+            plan.backup.id,
+            dir.display()
+        ));
+        extract(repo, record, dir, progress).await?;
+        if let Some(user) = &options.run_as {
+            let spec = CommandSpec::new("chown").args([
+                "-R".to_owned(),
+                format!("{user}:"),
+                dir.display().to_string(),
+            ]);
+            let (run, tail) = tools::spawn(runner.as_ref(), live, &spec).await?;
+            tools::finish(run, tail, live, "chown").await?;
+        }
+        let base_verified = verify_base(runner.as_ref(), live, options, dir, progress).await?;
+        write_recovery_conf(dir, target, options).await?;
+        let log = dir.join("zdr-recovery.log");
+        let timeout = options.timeout.as_secs().max(10).to_string();
+        let start = pg_ctl(
+            runner.as_ref(),
+            live,
+            options.run_as.as_deref(),
+            live.bin_dir.as_deref(),
+            &[
+                "start",
+                "-w",
+                "-t",
+                &timeout,
+                "-l",
+                &log.display().to_string(),
+                "-D",
+            ],
+            dir,
+        )
+        .await;
+        if let Err(e) = start {
+            return Err(server_failed(e, &log, live).await);
+        }
+        let mut side = live.clone();
+        side.host = "127.0.0.1".into();
+        side.port = options.port;
+        side.database = live.maintenance_database.clone();
+        let reached = wait_for_target(&side, target, options.timeout, &log, progress).await?;
+        let mut report = reached;
+        report.backup = plan.backup.id.to_string();
+        report.target = target.to_string();
+        report.data_dir = dir.clone();
+        report.port = options.port;
+        report.base_verified = base_verified;
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(RecoveryInstance {
+            config: side,
+            data_dir: dir.clone(),
+            runner: runner.clone(),
+            run_as: options.run_as.clone(),
+            bin_dir: live.bin_dir.clone(),
+            report,
+        })
+    }
+    .await;
+    if res.is_err() {
+        let _ = pg_ctl(
+            runner.as_ref(),
+            live,
+            options.run_as.as_deref(),
+            live.bin_dir.as_deref(),
+            &["stop", "-m", "immediate", "-w", "-D"],
+            dir,
+        )
+        .await;
+        let _ = remove_dir(dir).await;
+    }
+    res
+}
+
+/// Stream the base tar into `dir` (created with mode 0700).
+async fn extract(
+    repo: &Repository,
+    record: &zdr_core::ArtifactRecord,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::create_dir_all(dir).await.map_err(|e| {
+        Error::from_io(e, "cannot create the recovery data directory")
+            .with_context("path", dir.display())
+    })?;
+    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .await
+        .map_err(|e| {
+            Error::from_io(e, "cannot set the data directory's mode")
+                .with_context("path", dir.display())
+        })?;
+    let reader = repo.open(record, progress.clone())?;
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let mut ar = tar::Archive::new(bridge);
+        ar.set_preserve_permissions(true);
+        ar.set_overwrite(false);
+        ar.unpack(&dir).map_err(|e| {
+            Error::from_io(e, "extracting the base backup failed")
+                .with_context("path", dir.display())
+        })
+    })
+    .await
+    .map_err(|e| Error::unexpected("extraction task failed").with_source(e))?
+}
+
+/// `pg_verifybackup` against the manifest PostgreSQL put in the tar (when both are there).
+async fn verify_base(
+    runner: &dyn CommandRunner,
+    live: &PgConfig,
+    options: &PitrOptions,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<bool> {
+    if tokio::fs::metadata(dir.join("backup_manifest"))
+        .await
+        .is_err()
+    {
+        progress.warn("the base backup has no backup_manifest; pg_verifybackup skipped");
+        return Ok(false);
+    }
+    let spec = as_user(
+        options.run_as.as_deref(),
+        live.bin_dir.as_deref(),
+        "pg_verifybackup",
+        vec![
+            "--no-parse-wal".into(),
+            "--quiet".into(),
+            dir.display().to_string(),
+        ],
+    );
+    match tools::spawn(runner, live, &spec).await {
+        Ok((run, tail)) => {
+            tools::finish(run, tail, live, "pg_verifybackup")
+                .await
+                .map_err(|e| {
+                    Error::integrity(format!(
+                        "the restored base backup fails pg_verifybackup: {e}"
+                    ))
+                })?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == ErrorKind::BadInput => {
+            progress.warn(format!("pg_verifybackup skipped: {e}"));
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn write_recovery_conf(dir: &Path, target: &RecoveryTarget, o: &PitrOptions) -> Result<()> {
+    let io = |e: std::io::Error| {
+        Error::from_io(e, "cannot write the recovery settings").with_context("path", dir.display())
+    };
+    let _ = tokio::fs::remove_file(dir.join("standby.signal")).await;
+    let _ = tokio::fs::remove_file(dir.join("postmaster.pid")).await;
+    if tokio::fs::metadata(dir.join("postgresql.conf"))
+        .await
+        .is_err()
+    {
+        // Debian keeps the config outside the data directory: a minimal one.
+        tokio::fs::write(dir.join("postgresql.conf"), "# written by zdr pitr\n")
+            .await
+            .map_err(io)?;
+    }
+    let mut conf = String::from("\n# --- zdr pitr (recovery instance) ---\n");
+    let mut set = |k: &str, v: &str| conf.push_str(&format!("{k} = {}\n", quote_conf(v)));
+    set("port", &o.port.to_string());
+    set("listen_addresses", "127.0.0.1");
+    set("unix_socket_directories", &dir.display().to_string());
+    set("archive_mode", "off");
+    set("restore_command", &o.restore_command);
+    set(
+        "recovery_target_timeline",
+        &o.timeline
+            .map_or_else(|| "latest".to_owned(), |t| t.to_string()),
+    );
+    set("hot_standby", "on");
+    match target {
+        RecoveryTarget::Time(t) => set(
+            "recovery_target_time",
+            &t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+        ),
+        RecoveryTarget::Lsn(l) => set("recovery_target_lsn", &l.to_string()),
+        RecoveryTarget::Xid(x) => set("recovery_target_xid", x),
+        RecoveryTarget::Name(n) => set("recovery_target_name", n),
+        RecoveryTarget::Latest => {}
+    }
+    if *target != RecoveryTarget::Latest {
+        set("recovery_target_action", "pause");
+    }
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("postgresql.auto.conf"))
+        .await
+        .map_err(io)?;
+    f.write_all(conf.as_bytes()).await.map_err(io)?;
+    f.flush().await.map_err(io)?;
+    tokio::fs::write(dir.join("recovery.signal"), b"")
+        .await
+        .map_err(io)?;
+    Ok(())
+}
+
+/// The end of the server log, for errors.
+async fn log_tail(log: &Path, config: &PgConfig) -> String {
+    let text = tokio::fs::read_to_string(log).await.unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(12);
+    config.scrub(&lines[start..].join("\n"))
+}
+
+async fn server_failed(e: Error, log: &Path, config: &PgConfig) -> Error {
+    let tail = log_tail(log, config).await;
+    if tail.contains("recovery ended before configured recovery target was reached") {
+        return Error::new(
+            ErrorKind::NotFound,
+            "the archive's WAL ends before the recovery target: PostgreSQL stopped recovery",
+        )
+        .with_context("server log", tail)
+        .with_hint("choose an earlier target, or check that archiving is working (`zdr check`)");
+    }
+    if tail.contains("before consistent recovery point") {
+        return Error::bad_input("the recovery target is before the base backup became consistent")
+            .with_context("server log", tail)
+            .with_hint("choose a later target or an older base backup");
+    }
+    Error::new(
+        ErrorKind::Source,
+        format!("the recovery instance failed: {e}"),
+    )
+    .with_context("server log", tail)
+}
+
+async fn wait_for_target(
+    side: &PgConfig,
+    target: &RecoveryTarget,
+    timeout: Duration,
+    log: &Path,
+    progress: &Progress,
+) -> Result<RecoveryReport> {
+    let deadline = Instant::now() + timeout;
+    let mut failures = 0;
+    loop {
+        let state = async {
+            let mut conn = pg::connect(side, &side.database).await?;
+            let row = sqlx::query(
+                "SELECT pg_is_in_recovery(), \
+                 CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE 'promoted' END, \
+                 COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn())::text, \
+                 (extract(epoch FROM pg_last_xact_replay_timestamp()) * 1000000)::bigint",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| pg::db_error(e, side, "cannot read the recovery state"))?;
+            let dbs: Vec<String> = sqlx::query_scalar(
+                "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| pg::db_error(e, side, "cannot list databases"))?;
+            pg::close(conn).await;
+            Ok::<_, Error>((
+                row.get::<bool, _>(0),
+                row.get::<String, _>(1),
+                row.get::<Option<String>, _>(2),
+                row.get::<Option<i64>, _>(3)
+                    .and_then(DateTime::<Utc>::from_timestamp_micros),
+                dbs,
+            ))
+        }
+        .await;
+        match state {
+            Ok((in_recovery, pause, lsn, last_commit, databases)) => {
+                failures = 0;
+                let done = match target {
+                    RecoveryTarget::Latest => !in_recovery,
+                    _ => pause == "paused",
+                };
+                if done {
+                    return Ok(RecoveryReport {
+                        backup: String::new(),
+                        target: String::new(),
+                        replay_lsn: lsn,
+                        last_commit,
+                        paused: in_recovery,
+                        data_dir: PathBuf::new(),
+                        port: side.port,
+                        seconds: 0.0,
+                        base_verified: false,
+                        databases,
+                    });
+                }
+                if !in_recovery && *target != RecoveryTarget::Latest {
+                    return Err(Error::unexpected(
+                        "the recovery instance left recovery without pausing at the target",
+                    ));
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures >= 8 {
+                    return Err(server_failed(e, log, side).await);
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Source,
+                format!(
+                    "recovery did not reach the target within {} s",
+                    timeout.as_secs()
+                ),
+            )
+            .with_context("server log", log_tail(log, side).await)
+            .temporary());
+        }
+        progress.info("waiting for recovery to reach the target");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The segment holding `lsn` on `timeline`, by name.
+#[must_use]
+pub fn segment_name(timeline: u32, lsn: Lsn, segment_size: u64) -> String {
+    Segment::containing(timeline, lsn, segment_size).name(segment_size)
+}
