@@ -331,6 +331,37 @@ pub struct PostgresConfig {
     /// needs disk space for one uncompressed dump.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// `[components.NAME.wal]`: WAL archiving, base backups and point-in-time recovery.
+    #[serde(default)]
+    pub wal: WalConfig,
+}
+
+/// `[components.NAME.wal]`: where WAL goes and how recovery instances run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// The tiers every WAL file is written to (default: the primary and the replicas).
+    #[serde(default)]
+    pub tiers: Option<Vec<String>>,
+    /// Compression of WAL files (default `lz4`: lowest latency per segment).
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// The cluster's `wal_segment_size` in MiB (default 16).
+    #[serde(default)]
+    pub segment_size_mb: Option<u64>,
+    /// Run recovery instances as this OS user when zdr runs as root (e.g. `postgres`).
+    #[serde(default)]
+    pub run_as: Option<String>,
+    /// Where recovery data directories are created (default: the system temp dir).
+    #[serde(default)]
+    pub recovery_dir: Option<PathBuf>,
+    /// Seconds a base backup waits for its last WAL segment to reach the archive, and
+    /// `zdr check` for the switched segment (default 60).
+    #[serde(default)]
+    pub archive_wait_secs: Option<u64>,
+    /// Seconds a recovery may take (default 3600).
+    #[serde(default)]
+    pub recovery_timeout_secs: Option<u64>,
 }
 
 fn default_pg_host() -> String {

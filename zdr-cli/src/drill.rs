@@ -278,6 +278,11 @@ pub async fn component(config: &Config, name: &str, progress: &Progress) -> Resu
     let repo = repository(config, &config.primary)?;
     let comp = Component::new(name)?;
     let catalog = repo.catalog().await?;
+    let catalog = if matches!(adapter, Adapter::Postgres(_)) {
+        crate::logical_only(catalog, &config.primary, &comp)
+    } else {
+        catalog
+    };
     let m = catalog
         .select(&comp, &zdr_core::BackupSelector::Latest)?
         .clone();

@@ -6,6 +6,7 @@ mod drill;
 mod drill_pg;
 mod drill_redis;
 mod output;
+mod pg_wal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +29,7 @@ const EXIT_FAILED: u8 = 1;
 /// Exit code: bad input (config, arguments, unknown names, wrong key).
 const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: verification failed (checksums, manifests, restored data).
-const EXIT_VERIFY: u8 = 3;
+pub(crate) const EXIT_VERIFY: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -78,6 +79,10 @@ enum Command {
         /// redis: with --logical, only this database.
         #[arg(long, requires = "logical")]
         db: Option<u32>,
+        /// postgres: a physical base backup of the whole cluster (pg_basebackup), the starting
+        /// point of point-in-time recovery, instead of a pg_dump of one database.
+        #[arg(long, conflicts_with_all = ["logical", "database"])]
+        base: bool,
     },
     /// List the backups on each tier.
     List {
@@ -107,6 +112,10 @@ enum Command {
         /// latest RDB into a scratch redis-server and compare key counts and DUMP digests.
         #[arg(long)]
         restore: bool,
+        /// postgres: check the WAL archive on every WAL tier: gaps and corrupt segments per
+        /// timeline (with --deep, every segment is also decoded).
+        #[arg(long, conflicts_with = "restore")]
+        wal: bool,
     },
     /// Restore a component from the first tier that holds the backup intact.
     Restore {
@@ -173,6 +182,65 @@ enum Command {
         #[arg(long, requires = "from")]
         to: Option<String>,
     },
+    /// postgres: the WAL archive, for archive_command and restore_command.
+    Wal {
+        #[command(subcommand)]
+        action: WalAction,
+    },
+    /// postgres: point-in-time recovery. Restores the newest base backup before the target
+    /// into a new data directory, replays archived WAL in a recovery instance on a side port
+    /// until the target, and verifies it; the live cluster is untouched unless
+    /// --apply-database copies a database across (safe restore, rollback kept).
+    Pitr {
+        /// The postgres component.
+        component: String,
+        /// Recover to this time (`2026-01-16 14:29:59`, RFC 3339, or with a zone offset;
+        /// plain times are UTC).
+        #[arg(long)]
+        target_time: Option<String>,
+        /// Recover to this WAL location (`0/16B3748`).
+        #[arg(long)]
+        target_lsn: Option<String>,
+        /// Recover to this transaction id.
+        #[arg(long)]
+        target_xid: Option<String>,
+        /// Recover to this restore point (`pg_create_restore_point`).
+        #[arg(long)]
+        target_name: Option<String>,
+        /// `latest`: replay every archived segment.
+        #[arg(long, value_parser = ["latest"])]
+        target: Option<String>,
+        /// Follow this timeline (default: the newest in the archive).
+        #[arg(long)]
+        timeline: Option<u32>,
+        /// The new data directory (default: under wal.recovery_dir or the temp dir).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// The recovery instance's port (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Copy this database from the recovered instance into the live cluster with the
+        /// safe restore (side database, verification, swap; the old one is kept).
+        #[arg(long)]
+        apply_database: Option<String>,
+        /// Stop and remove the recovery instance at the end (a PITR drill).
+        #[arg(long)]
+        discard: bool,
+    },
+    /// postgres: check that WAL archiving works end to end: settings, then a forced WAL
+    /// switch whose segment must reach every WAL tier.
+    Check {
+        /// The postgres component.
+        component: String,
+        /// Seconds to wait for the segment (default: wal.archive_wait_secs, 60).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// The newest backup of every component, and the age of the newest archived WAL (RPO).
+    Status {
+        /// Only this component.
+        component: Option<String>,
+    },
     /// A recovery drill. With --sandbox: throwaway data and a local tier (back up, break,
     /// restore, verify, report). With a component: restore its latest backup into a scratch
     /// directory and verify it, leaving live data alone.
@@ -182,6 +250,30 @@ enum Command {
         sandbox: bool,
         /// The component to drill.
         #[arg(required_unless_present = "sandbox")]
+        component: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalAction {
+    /// archive_command: `zdr --config PATH wal push --component NAME %p`.
+    Push {
+        /// The WAL file (PostgreSQL's %p).
+        path: PathBuf,
+        /// The postgres component (default: the only one).
+        #[arg(long)]
+        component: Option<String>,
+    },
+    /// restore_command: `zdr --config PATH wal fetch --component NAME %f %p`. Exits 1 when
+    /// the file is not archived (PostgreSQL ends recovery), 255 on any other failure
+    /// (PostgreSQL stops instead of ending recovery early).
+    Fetch {
+        /// The WAL file name (%f).
+        name: String,
+        /// Where to write it (%p).
+        dest: PathBuf,
+        /// The postgres component (default: the only one).
+        #[arg(long)]
         component: Option<String>,
     },
 }
@@ -209,6 +301,12 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             report_error(&e, cli.json);
+            if let Command::Wal {
+                action: WalAction::Fetch { .. },
+            } = cli.command
+            {
+                return ExitCode::from(pg_wal::EXIT_WAL_FATAL);
+            }
             ExitCode::from(exit_code(&e))
         }
     }
@@ -253,12 +351,12 @@ fn print_result(value: &Output, json: bool) {
 }
 
 /// What a command prints: text lines, or JSON.
-struct Output {
+pub(crate) struct Output {
     text: Vec<String>,
     json: serde_json::Value,
 }
 
-struct Outcome {
+pub(crate) struct Outcome {
     value: Output,
     code: u8,
 }
@@ -279,7 +377,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
     let mut config = Config::load(&cli.config, std::env::vars())?;
     if !matches!(
         cli.command,
-        Command::List { .. } | Command::Replicate { .. }
+        Command::List { .. } | Command::Replicate { .. } | Command::Wal { .. } | Command::Status { .. }
     ) {
         config.resolve_vault_references().await?;
     }
@@ -294,7 +392,11 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             allow_plaintext,
             pattern,
             db,
+            base,
         } => {
+            if *base {
+                return pg_wal::base_backup(&config, component, schedule.as_deref(), progress).await;
+            }
             let vault = VaultArgs {
                 logical: *logical,
                 allow_plaintext: *allow_plaintext,
@@ -332,6 +434,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             component,
             deep: _,
             restore: true,
+            wal: _,
         } => {
             let name = target.as_deref().or(component.as_deref()).ok_or_else(|| {
                 Error::bad_input(
@@ -346,8 +449,15 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             component,
             deep,
             restore: false,
+            wal,
         } => {
             let component = target.as_deref().or(component.as_deref());
+            if *wal {
+                let name = component.ok_or_else(|| {
+                    Error::bad_input("verify --wal needs a postgres component")
+                })?;
+                return pg_wal::verify_wal(&config, name, *deep, progress).await;
+            }
             verify(&config, tier.as_deref(), component, *deep, progress).await
         }
         Command::Restore {
@@ -422,6 +532,48 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
         Command::Replicate { from, to } => {
             replicate(&config, from.as_deref(), to.as_deref(), progress).await
         }
+        Command::Wal { action } => match action {
+            WalAction::Push { path, component } => {
+                pg_wal::push(&config, component.as_deref(), path, progress).await
+            }
+            WalAction::Fetch {
+                name,
+                dest,
+                component,
+            } => pg_wal::fetch(&config, component.as_deref(), name, dest, progress).await,
+        },
+        Command::Pitr {
+            component,
+            target_time,
+            target_lsn,
+            target_xid,
+            target_name,
+            target,
+            timeline,
+            to,
+            port,
+            apply_database,
+            discard,
+        } => {
+            let args = pg_wal::PitrArgs {
+                target_time: target_time.clone(),
+                target_lsn: target_lsn.clone(),
+                target_xid: target_xid.clone(),
+                target_name: target_name.clone(),
+                latest: target.is_some(),
+                timeline: *timeline,
+                to: to.clone(),
+                port: *port,
+                apply_database: apply_database.clone(),
+                discard: *discard,
+                config_path: cli.config.clone(),
+            };
+            pg_wal::pitr(&config, component, &args, progress).await
+        }
+        Command::Check { component, timeout } => {
+            pg_wal::check(&config, component, *timeout, progress).await
+        }
+        Command::Status { component } => pg_wal::status(&config, component.as_deref()).await,
         Command::Drill { component, .. } => {
             let name = component.as_deref().unwrap_or_default();
             drill::component(&config, name, progress).await
@@ -672,6 +824,17 @@ impl Adapter {
     }
 }
 
+/// The catalog without base backups: what logical (pg_dump) restores choose from.
+pub(crate) fn logical_only(catalog: Catalog, tier: &str, comp: &Component) -> Catalog {
+    let logical: Vec<zdr_core::Manifest> = catalog
+        .list(Some(comp))
+        .into_iter()
+        .filter(|m| m.kind == zdr_core::BackupKind::Logical)
+        .cloned()
+        .collect();
+    Catalog::from_manifests(tier, logical)
+}
+
 pub(crate) fn repository(config: &Config, tier: &str) -> Result<Repository> {
     let t = open_tier(tier, config.tier(tier)?)?;
     Ok(Repository::new(t, config.pipeline_options()?))
@@ -877,7 +1040,9 @@ async fn restore(
                 continue;
             }
         };
-        let catalog = if redis.logical || is_vault {
+        let catalog = if matches!(adapter, Adapter::Postgres(_)) {
+            logical_only(catalog, t, &comp)
+        } else if redis.logical || is_vault {
             // `restore redis --logical`: choose among the logical backups only; vault: among
             // the KV exports (--logical) or the raft snapshots.
             let wanted = if matches!(adapter, Adapter::Qdrant(_)) {
@@ -1058,11 +1223,13 @@ async fn verify_restore(
     let tier = tier.unwrap_or(&config.primary);
     let repo = repository(config, tier)?;
     let comp = Component::new(component)?;
-    let m = repo
-        .catalog()
-        .await?
-        .select(&comp, &BackupSelector::Latest)?
-        .clone();
+    let catalog = repo.catalog().await?;
+    let catalog = if matches!(adapter, Adapter::Postgres(_)) {
+        logical_only(catalog, tier, &comp)
+    } else {
+        catalog
+    };
+    let m = catalog.select(&comp, &BackupSelector::Latest)?.clone();
     let started = Instant::now();
     let outcome = repo
         .restore(adapter.restorer(), &m, &RestoreTarget::default(), progress)

@@ -66,6 +66,8 @@ mod tools;
 pub mod wal;
 pub mod walname;
 
+pub use wal::{WalSettings, switch_wal, wal_settings};
+
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -701,6 +701,67 @@ impl WalArchive {
     }
 }
 
+/// The archiving settings of a live cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalSettings {
+    /// `archive_mode`.
+    pub archive_mode: String,
+    /// `archive_command`.
+    pub archive_command: String,
+    /// `archive_timeout` (bounds the data at risk on a quiet server).
+    pub archive_timeout: String,
+    /// `wal_level`.
+    pub wal_level: String,
+    /// `pg_stat_archiver`: the last archived file, and the last failure.
+    pub last_archived: Option<String>,
+    /// The last file `archive_command` failed on.
+    pub last_failed: Option<String>,
+}
+
+/// Read the archiving settings of the cluster `config` connects to.
+///
+/// # Errors
+/// Connection and server errors.
+pub async fn wal_settings(config: &crate::PgConfig) -> Result<WalSettings> {
+    let mut conn = crate::pg::connect(config, &config.maintenance_database).await?;
+    let row = sqlx::query(
+        "SELECT current_setting('archive_mode'), current_setting('archive_command'), \
+         current_setting('archive_timeout'), current_setting('wal_level'), \
+         (SELECT last_archived_wal FROM pg_stat_archiver), (SELECT last_failed_wal FROM pg_stat_archiver)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(|e| crate::pg::db_error(e, config, "cannot read the archiving settings"))?;
+    crate::pg::close(conn).await;
+    use sqlx::Row;
+    Ok(WalSettings {
+        archive_mode: row.get(0),
+        archive_command: row.get(1),
+        archive_timeout: row.get(2),
+        wal_level: row.get(3),
+        last_archived: row.get(4),
+        last_failed: row.get(5),
+    })
+}
+
+/// Force a WAL switch (`pg_switch_wal()`) after writing a record, and return the name of the
+/// segment that was closed: the one to wait for in the archive.
+///
+/// # Errors
+/// Connection and server errors (the user needs the right to call `pg_switch_wal`).
+pub async fn switch_wal(config: &crate::PgConfig) -> Result<String> {
+    let mut conn = crate::pg::connect(config, &config.maintenance_database).await?;
+    // A restore point writes a WAL record, so the switch always closes a segment.
+    let name: String = sqlx::query_scalar(
+        "SELECT pg_walfile_name(lsn) FROM (SELECT pg_create_restore_point('zdr check'), pg_switch_wal() AS lsn) s",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(|e| crate::pg::db_error(e, config, "cannot switch WAL"))?;
+    crate::pg::close(conn).await;
+    Ok(name)
+}
+
 /// A WAL file name from a stored object's file name (`X.lz4.age` → `X`), if it is one.
 fn strip_suffixes(file: &str) -> Option<&str> {
     let file = file.strip_suffix(".age").unwrap_or(file);
