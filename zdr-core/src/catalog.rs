@@ -52,11 +52,17 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S")
+    let text = text.trim();
+    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, f) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
         .map(|t| t.and_utc())
         .map_err(|_| {
             Error::bad_input(format!(
-                "cannot read time {text:?}: use RFC 3339 or \"YYYY-MM-DD HH:MM:SS\" (UTC)"
+                "cannot read time {text:?}: use RFC 3339 or \"YYYY-MM-DD HH:MM:SS[.ffffff][+HH:MM]\" (UTC without an offset)"
             ))
         })
 }
@@ -227,4 +233,22 @@ async fn load_one(tier: &dyn StorageTier, key: &str, has_sidecar: bool) -> Resul
         .with_context("key", key));
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn times_with_fractions_and_offsets() -> Result<()> {
+        let base = parse_time("2026-01-16 14:29:59")?;
+        assert_eq!(parse_time("2026-01-16T14:29:59Z")?, base);
+        assert_eq!(parse_time("2026-01-16 15:29:59+01")?, base);
+        assert_eq!(parse_time("2026-01-16 15:29:59+01:00")?, base);
+        let f = parse_time("2026-01-16 14:29:59.250000")?;
+        assert_eq!((f - base).num_milliseconds(), 250);
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2026-13-01 00:00:00").is_err());
+        Ok(())
+    }
 }

@@ -273,7 +273,23 @@ impl BackupSource for PgBaseBackup {
             .stdout
             .take()
             .ok_or_else(|| Error::unexpected("pg_basebackup has no stdout"))?;
-        let copied = tokio::io::copy(&mut out, &mut writer).await;
+        let mut observer = TarObserver::default();
+        let copied = async {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            loop {
+                let n = out.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<u64, std::io::Error>(total);
+                }
+                observer.feed(&buf[..n]);
+                writer.write_all(&buf[..n]).await?;
+                total += n as u64;
+                progress.advance(&task, n as u64);
+            }
+        }
+        .await;
         let tar_bytes = match copied {
             Ok(n) => n,
             Err(e) => {
@@ -294,14 +310,15 @@ impl BackupSource for PgBaseBackup {
             .map_err(|e| Error::from_io(e, "storing the output of pg_basebackup"))?;
         writer.finish().await?;
         progress.finish(&task);
-        let (start_lsn, timeline, stop_lsn) = parse_points(&text).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Source,
-                format!(
-                    "cannot find the WAL start and end points in pg_basebackup's output: {text}"
-                ),
-            )
-        })?;
+        let (start_lsn, timeline, stop_lsn) = observer
+            .points()
+            .or_else(|| parse_points(&text))
+            .ok_or_else(|| {
+                Error::integrity(format!(
+                    "the base backup stream has no backup_label and backup_manifest with the WAL \
+                     range (pg_basebackup said: {text})"
+                ))
+            })?;
         let seg = |lsn: Lsn| Segment::containing(timeline, lsn, segment_size).name(segment_size);
         let facts = BaseBackupFacts {
             format: BASE_FACTS_FORMAT,
@@ -350,5 +367,167 @@ mod tests {
             Some((Lsn(0x2000028), 1, Lsn(0x2000100)))
         );
         assert_eq!(parse_points("nothing"), None);
+    }
+
+    #[test]
+    fn tar_observer_finds_the_wal_range() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o600);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap_or_default();
+        };
+        add(
+            "backup_label",
+            b"START WAL LOCATION: 0/9000028 (file 000000020000000000000009)\nSTART TIMELINE: 2\n",
+        );
+        add("base/1/1259", &vec![7u8; 70_000]);
+        let mut manifest = String::from("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [");
+        for i in 0..2000 {
+            manifest.push_str(&format!("{{ \"Path\": \"base/1/{i}\", \"Size\": 8192 }},\n"));
+        }
+        manifest.push_str("],\n\"WAL-Ranges\": [\n{ \"Timeline\": 2, \"Start-LSN\": \"0/9000028\", \"End-LSN\": \"0/A000100\" }\n],\n\"Manifest-Checksum\": \"x\"}\n");
+        add("backup_manifest", manifest.as_bytes());
+        let bytes = b.into_inner().unwrap_or_default();
+        for chunk in [1, 7, 511, 512, 4096, 1 << 20] {
+            let mut o = TarObserver::default();
+            for part in bytes.chunks(chunk) {
+                o.feed(part);
+            }
+            assert_eq!(
+                o.points(),
+                Some((Lsn(0x9000028), 2, Lsn(0xA000100))),
+                "chunk {chunk}"
+            );
+        }
+        // A stream without the manifest has no range.
+        let mut o = TarObserver::default();
+        o.feed(&bytes[..1024]);
+        assert_eq!(o.points(), None);
+    }
+}
+
+/// Watches a tar stream go by and keeps `backup_label` and the end of `backup_manifest`
+/// (where PostgreSQL writes the WAL range), skipping everything else without copying it.
+#[derive(Debug, Default)]
+pub(crate) struct TarObserver {
+    header: Vec<u8>,
+    /// Bytes of the current entry's content still to pass (including padding).
+    remaining: u64,
+    /// Content bytes of the current entry still to pass (without padding).
+    content: u64,
+    capture: Option<Capture>,
+    /// The contents of `backup_label`.
+    pub(crate) label: Option<String>,
+    /// The last bytes of `backup_manifest`.
+    pub(crate) manifest_tail: Option<String>,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    Label,
+    Manifest,
+}
+
+const MANIFEST_TAIL: usize = 8192;
+
+fn octal(field: &[u8]) -> u64 {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        // GNU base-256 for large sizes.
+        return field[1..].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    }
+    field
+        .iter()
+        .filter(|b| (b'0'..=b'7').contains(b))
+        .fold(0u64, |acc, b| acc * 8 + u64::from(b - b'0'))
+}
+
+impl TarObserver {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = usize::try_from(self.remaining.min(data.len() as u64)).unwrap_or(0);
+                let take = n.min(usize::try_from(self.content).unwrap_or(usize::MAX));
+                if let Some(c) = self.capture {
+                    self.buf.extend_from_slice(&data[..take]);
+                    if c == Capture::Manifest && self.buf.len() > 2 * MANIFEST_TAIL {
+                        let cut = self.buf.len() - MANIFEST_TAIL;
+                        self.buf.drain(..cut);
+                    }
+                }
+                self.content -= take as u64;
+                self.remaining -= n as u64;
+                data = &data[n..];
+                if self.remaining == 0 {
+                    self.end_entry();
+                }
+                continue;
+            }
+            let need = 512 - self.header.len();
+            let n = need.min(data.len());
+            self.header.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.header.len() == 512 {
+                let h = std::mem::take(&mut self.header);
+                if h.iter().all(|b| *b == 0) {
+                    continue; // end-of-archive blocks
+                }
+                let name_end = h[..100].iter().position(|b| *b == 0).unwrap_or(100);
+                let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
+                let size = octal(&h[124..136]);
+                let typeflag = h[156];
+                self.content = size;
+                self.remaining = size.div_ceil(512) * 512;
+                self.capture = match (typeflag, name.as_str()) {
+                    (b'0' | 0, "backup_label" | "./backup_label") => Some(Capture::Label),
+                    (b'0' | 0, "backup_manifest" | "./backup_manifest") => {
+                        Some(Capture::Manifest)
+                    }
+                    _ => None,
+                };
+                self.buf.clear();
+                if self.remaining == 0 {
+                    self.end_entry();
+                }
+            }
+        }
+    }
+
+    fn end_entry(&mut self) {
+        match self.capture.take() {
+            Some(Capture::Label) => {
+                self.label = Some(String::from_utf8_lossy(&self.buf).into_owned());
+            }
+            Some(Capture::Manifest) => {
+                self.manifest_tail = Some(String::from_utf8_lossy(&self.buf).into_owned());
+            }
+            None => {}
+        }
+        self.buf.clear();
+    }
+
+    /// Start LSN and timeline from `backup_label`, end LSN from the manifest's WAL range.
+    pub(crate) fn points(&self) -> Option<(Lsn, u32, Lsn)> {
+        let label = self.label.as_deref()?;
+        let mut start = None;
+        let mut tl = None;
+        for line in label.lines() {
+            if let Some(r) = line.strip_prefix("START WAL LOCATION: ") {
+                start = r.split_whitespace().next()?.parse::<Lsn>().ok();
+            } else if let Some(r) = line.strip_prefix("START TIMELINE: ") {
+                tl = r.trim().parse::<u32>().ok();
+            }
+        }
+        let tail = self.manifest_tail.as_deref()?;
+        let after = tail.rsplit("\"End-LSN\"").next()?;
+        let end = after
+            .split('"')
+            .find(|s| s.contains('/'))?
+            .parse::<Lsn>()
+            .ok()?;
+        Some((start?, tl?, end))
     }
 }

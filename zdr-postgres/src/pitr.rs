@@ -376,13 +376,20 @@ pub async fn recover(
         ));
         extract(repo, record, dir, progress).await?;
         if let Some(user) = &options.run_as {
-            let spec = CommandSpec::new("chown").args([
-                "-R".to_owned(),
-                format!("{user}:"),
-                dir.display().to_string(),
-            ]);
-            let (run, tail) = tools::spawn(runner.as_ref(), live, &spec).await?;
-            tools::finish(run, tail, live, "chown").await?;
+            let out = tokio::process::Command::new("chown")
+                .arg("-R")
+                .arg(format!("{user}:"))
+                .arg(dir)
+                .output()
+                .await
+                .map_err(|e| Error::from_io(e, "cannot run chown"))?;
+            if !out.status.success() {
+                return Err(Error::bad_input(format!(
+                    "cannot hand the recovery data directory to {user}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+                .with_context("path", dir.display()));
+            }
         }
         let base_verified = verify_base(runner.as_ref(), live, options, dir, progress).await?;
         write_recovery_conf(dir, target, options).await?;

@@ -51,6 +51,11 @@ pub fn available() -> bool {
 
 impl Cluster {
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Start a cluster with `conf` appended to its postgresql.conf (archiving settings).
+    pub fn start_with(conf: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("zdr-pg-")
             .tempdir()
@@ -85,6 +90,14 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         std::fs::remove_file(&pwfile).ok();
+        if !conf.is_empty() {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .unwrap();
+            writeln!(f, "\n{conf}").unwrap();
+        }
         let port = free_port();
         let opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
@@ -133,6 +146,11 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// The data directory.
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
     /// Like [`Cluster::psql`] but returns the error text on failure.
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(Path::new(PG_BIN).join("psql"))
@@ -177,4 +195,29 @@ impl Drop for Cluster {
             .args(["-m", "immediate", "-w", "stop"])
             .output();
     }
+}
+
+/// psql over the Unix socket in `socket_dir` on `port` (trust), tuples only.
+pub fn psql_at(socket_dir: &Path, port: u16, db: &str, sql: &str) -> String {
+    let out = Command::new(Path::new(PG_BIN).join("psql"))
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(socket_dir)
+        .args(["-p", &port.to_string(), "-U", SUPERUSER, "-d", db, "-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Stop the server of `data` (immediate) as the postgres user.
+pub fn stop_data_dir(data: &Path) {
+    let _ = as_pg("pg_ctl")
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "immediate", "-w", "stop"])
+        .output();
 }

@@ -1,0 +1,396 @@
+//! WAL archiving and point-in-time recovery with `zdr` against real PostgreSQL 15 clusters
+//! that archive through `archive_command = 'zdr wal push %p'` (to a local tier, and to the
+//! real S3 server SeaweedFS), base backups from `pg_basebackup`, and recovery instances
+//! started by `zdr pitr` with `restore_command = 'zdr wal fetch %f %p'`.
+//!
+//! As root, PostgreSQL (and so archive_command and restore_command) runs as the `postgres`
+//! OS user: the test directory is handed to it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../../zdr-postgres/tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Cluster, PASSWORD, PG_BIN, SUPERUSER, psql_at, stop_data_dir};
+
+const ZDR: &str = env!("CARGO_BIN_EXE_zdr");
+
+struct Env {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    tier: PathBuf,
+    cluster: Cluster,
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn give_to_postgres(path: &Path) {
+    if is_root() {
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Env {
+    /// A cluster archiving through zdr into `tiers/local` (and `extra_tier` TOML, if given,
+    /// whose name is listed in `wal_tiers`).
+    fn new(extra_tier: Option<(&str, &str)>) -> Self {
+        let dir = tempfile::Builder::new().prefix("zdr-pitr-").tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let config = dir.path().join("zdr.toml");
+        let tier = dir.path().join("tiers/local");
+        std::fs::create_dir_all(tier.join(".zdr-tmp")).unwrap();
+        std::fs::create_dir_all(dir.path().join("recovery")).unwrap();
+        let archive_command = format!(
+            "{ZDR} --config {} --no-progress wal push --component postgres %p",
+            config.display()
+        );
+        let cluster = Cluster::start_with(&format!(
+            "wal_level = replica\narchive_mode = on\narchive_command = '{archive_command}'\n"
+        ));
+        let (extra, wal_tiers) = match extra_tier {
+            Some((name, toml)) => (toml.to_owned(), format!("[\"local\", \"{name}\"]")),
+            None => (String::new(), "[\"local\"]".to_owned()),
+        };
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+primary = "local"
+
+[tiers.local]
+type = "fs"
+root = "{tier}"
+{extra}
+[components.postgres]
+type = "postgres"
+host = "127.0.0.1"
+port = {port}
+user = "{SUPERUSER}"
+database = "app"
+bin_dir = "{PG_BIN}"
+
+[components.postgres.wal]
+tiers = {wal_tiers}
+run_as = "postgres"
+recovery_dir = "{recovery}"
+archive_wait_secs = 30
+recovery_timeout_secs = 120
+"#,
+                tier = tier.display(),
+                port = cluster.port,
+                recovery = dir.path().join("recovery").display(),
+            ),
+        )
+        .unwrap();
+        give_to_postgres(dir.path());
+        cluster.psql("postgres", "CREATE DATABASE app");
+        cluster.psql(
+            "app",
+            "CREATE TABLE events (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(), note text);
+             INSERT INTO events (id, note) SELECT g, 'before base' FROM generate_series(1, 100) g;",
+        );
+        Self {
+            dir,
+            config,
+            tier,
+            cluster,
+        }
+    }
+
+    fn zdr(&self, args: &[&str]) -> Output {
+        Command::new(ZDR)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--no-progress")
+            .args(args)
+            .env("ZDR_COMPONENTS__POSTGRES__PASSWORD", PASSWORD)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.zdr(&all);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), v)
+    }
+
+    fn ok(&self, args: &[&str]) -> Value {
+        let (code, v) = self.json(args);
+        assert_eq!(code, 0, "zdr {args:?}: {v}");
+        v
+    }
+
+    /// Force a WAL switch and wait until the closed segment is archived (zdr check).
+    fn switch(&self) -> String {
+        let v = self.ok(&["check", "postgres"]);
+        v["segment"].as_str().unwrap().to_owned()
+    }
+
+    fn segment_key(&self, name: &str) -> PathBuf {
+        self.tier
+            .join("wal/postgres")
+            .join(&name[..8])
+            .join(format!("{name}.lz4"))
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn events(socket: &Path, port: u16) -> String {
+    psql_at(
+        socket,
+        port,
+        "app",
+        "SELECT count(*), min(id), max(id), count(*) FILTER (WHERE note = 'after T') FROM events",
+    )
+}
+
+/// The runbook's scenario: rows written, base backup, more rows, an accidental DELETE at a
+/// recorded time T, then recovery to just before T — by time (applied to the live cluster
+/// through the safe restore), by LSN and by named restore point (inspected in place).
+#[test]
+fn runbook_point_in_time_recovery() {
+    if !support::available() {
+        return;
+    }
+    let env = Env::new(None);
+    let c = &env.cluster;
+    let v = env.ok(&["backup", "postgres", "--base"]);
+    let facts = &v["backup"]["facts"];
+    assert_eq!(facts["kind"], "base");
+    assert_eq!(facts["timeline"], 1);
+    assert!(facts["system_identifier"].as_str().unwrap().len() > 5);
+    c.psql(
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'after base' FROM generate_series(101, 200) g",
+    );
+    let lsn = c.psql("postgres", "SELECT pg_create_restore_point('before-delete')");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = c.psql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    // The accident, and writes after it.
+    c.psql(
+        "app",
+        "DELETE FROM events WHERE id <= 150;
+         INSERT INTO events (id, note) SELECT g, 'after T' FROM generate_series(201, 250) g",
+    );
+    env.switch();
+    assert_eq!(c.psql("app", "SELECT count(*) FROM events"), "100");
+
+    // 1. To the time, and copy the database across into the live cluster.
+    let v = env.ok(&[
+        "pitr",
+        "postgres",
+        "--target-time",
+        &t,
+        "--apply-database",
+        "app",
+        "--discard",
+    ]);
+    assert!(v["rto_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["recovery"]["paused"], true);
+    assert_eq!(v["recovery"]["base_verified"], true, "{v}");
+    assert_eq!(
+        events(c.dir.path(), c.port),
+        "200|1|200|0",
+        "every row written before T is back, none after"
+    );
+    assert!(
+        c.databases().iter().any(|d| d.starts_with("app__zdr_old_")),
+        "the replaced database is kept for rollback"
+    );
+    let data_dir = PathBuf::from(v["recovery"]["data_dir"].as_str().unwrap());
+    assert!(!data_dir.exists(), "--discard removes the recovery instance");
+
+    // 2. To the LSN of the restore point: the instance stays up, paused, for inspection.
+    let v = env.ok(&["pitr", "postgres", "--target-lsn", &lsn]);
+    let dir = PathBuf::from(v["recovery"]["data_dir"].as_str().unwrap());
+    let port = u16::try_from(v["recovery"]["port"].as_u64().unwrap()).unwrap();
+    assert_eq!(events(&dir, port), "200|1|200|0");
+    stop_data_dir(&dir);
+
+    // 3. To the named restore point.
+    let v = env.ok(&["pitr", "postgres", "--target-name", "before-delete"]);
+    let dir = PathBuf::from(v["recovery"]["data_dir"].as_str().unwrap());
+    let port = u16::try_from(v["recovery"]["port"].as_u64().unwrap()).unwrap();
+    assert_eq!(events(&dir, port), "200|1|200|0");
+    stop_data_dir(&dir);
+
+    // 4. To the end of the archive: the accident is replayed too.
+    let v = env.ok(&["pitr", "postgres", "--target", "latest", "--discard"]);
+    assert_eq!(v["recovery"]["paused"], false);
+
+    // Status reports the newest archived segment and its age.
+    let v = env.ok(&["status", "postgres"]);
+    let wal = &v["components"][0]["wal"];
+    assert!(wal["newest_segment"].as_str().unwrap().starts_with("00000001"));
+    assert!(wal["rpo_seconds"].as_i64().unwrap() < 600, "{v}");
+}
+
+/// `wal push`/`wal fetch` rules, corrupt and missing segments, bad targets.
+#[test]
+fn archive_rules_and_broken_chains() {
+    if !support::available() {
+        return;
+    }
+    let env = Env::new(None);
+    let c = &env.cluster;
+    env.ok(&["backup", "postgres", "--base"]);
+    let mut segs = Vec::new();
+    for i in 0..3 {
+        c.psql(
+            "app",
+            &format!("INSERT INTO events (id, note) SELECT g, 'x' FROM generate_series({}, {}) g", 1000 + i * 100, 1099 + i * 100),
+        );
+        segs.push(env.switch());
+    }
+    let scratch = env.dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+
+    // fetch: an archived segment comes back whole; a missing one exits 1 (end of recovery).
+    let got = scratch.join(&segs[0]);
+    let out = env.zdr(&["wal", "fetch", &segs[0], got.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(&got).unwrap().len(), 16 * 1024 * 1024);
+    let missing = scratch.join("nothing");
+    let out = env.zdr(&["wal", "fetch", "0000000100000000000000FE", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!missing.exists());
+
+    // push: the same bytes again is a success; different bytes under the name are refused
+    // and leave the archived copy alone.
+    let out = env.zdr(&["wal", "push", got.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already archived"));
+    let stored = std::fs::read(env.segment_key(&segs[0])).unwrap();
+    let other = scratch.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join(&segs[0]), vec![0x5a_u8; 16 * 1024 * 1024]).unwrap();
+    let out = env.zdr(&["wal", "push", other.join(&segs[0]).to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("different contents"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(env.segment_key(&segs[0])).unwrap(), stored);
+    // History files are never overwritten either.
+    std::fs::write(other.join("00000007.history"), "1\t0/3000000\tno recovery target specified\n").unwrap();
+    let out = env.zdr(&["wal", "push", other.join("00000007.history").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(other.join("00000007.history"), "1\t0/4000000\tsomething else\n").unwrap();
+    let out = env.zdr(&["wal", "push", other.join("00000007.history").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // A short file is not a segment.
+    std::fs::write(other.join("000000010000000000000077"), b"short").unwrap();
+    let out = env.zdr(&["wal", "push", other.join("000000010000000000000077").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // Targets outside the backups.
+    let out = env.zdr(&["pitr", "postgres", "--target-time", "2001-01-01 00:00:00"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("before the oldest base backup"), "{}", stderr(&out));
+    let out = env.zdr(&["pitr", "postgres", "--target-time", "2999-01-01 00:00:00"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("in the future"), "{}", stderr(&out));
+    let out = env.zdr(&["pitr", "postgres"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // A corrupt segment: fetch refuses it (exit 255: PostgreSQL stops, never replays it).
+    let key = env.segment_key(&segs[0]);
+    let mut bytes = std::fs::read(&key).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&key, &bytes).unwrap();
+    let dest = scratch.join("corrupt");
+    let out = env.zdr(&["wal", "fetch", &segs[0], dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(&out));
+    assert!(stderr(&out).contains("checksum"), "{}", stderr(&out));
+    assert!(!dest.exists());
+
+    // A segment missing from the middle of the chain: recovery is refused, naming it.
+    std::fs::remove_file(env.segment_key(&segs[1])).unwrap();
+    std::fs::remove_file(format!("{}.sha256", env.segment_key(&segs[1]).display())).unwrap();
+    let out = env.zdr(&["pitr", "postgres", "--target", "latest"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&segs[1]), "{}", stderr(&out));
+
+    // verify --wal reports both.
+    let (code, v) = env.json(&["verify", "postgres", "--wal"]);
+    assert_eq!(code, 3, "{v}");
+    let tl = &v["tiers"][0]["timelines"][0];
+    assert!(tl["missing"].as_array().unwrap().iter().any(|s| s == &segs[1]), "{v}");
+    assert!(tl["corrupt"].as_array().unwrap().iter().any(|s| s == &segs[0]), "{v}");
+    // The live cluster was never touched.
+    assert_eq!(c.psql("app", "SELECT count(*) FROM events"), "400");
+}
+
+/// The S3 WAL tier goes down while PostgreSQL archives: archive_command fails, PostgreSQL
+/// keeps the segments and retries, and once the server is back every segment arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_survives_an_unreachable_s3_tier() {
+    if !support::available() {
+        return;
+    }
+    let mut s3 = zdr_tests::seaweed::SeaweedFs::start().await.unwrap();
+    let toml = format!(
+        "[tiers.minio]\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nroot = \"/zdr\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+        s3.bucket(),
+        s3.endpoint(),
+        s3.access_key_id(),
+        s3.secret_access_key()
+    );
+    let env = Env::new(Some(("minio", &toml)));
+    let c = &env.cluster;
+    let first = env.switch();
+    s3.kill();
+    c.psql(
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'while down' FROM generate_series(500, 600) g",
+    );
+    let lost = c.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    // PostgreSQL reports the failure and keeps retrying.
+    let started = Instant::now();
+    loop {
+        let failed = c.psql("postgres", "SELECT failed_count FROM pg_stat_archiver");
+        if failed != "0" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "archive_command never failed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    s3.restart().await.unwrap();
+    // Once the tier is back, every segment arrives on both tiers.
+    let last = env.switch();
+    assert!(last > lost && lost > first);
+    let (code, v) = env.json(&["verify", "postgres", "--wal"]);
+    assert_eq!(code, 0, "{v}");
+    for t in v["tiers"].as_array().unwrap() {
+        let tl = &t["timelines"][0];
+        assert!(tl["missing"].as_array().unwrap().is_empty(), "{v}");
+        assert!(tl["last"].as_str().unwrap() >= lost.as_str(), "{v}");
+    }
+}
