@@ -334,9 +334,15 @@ fn archive_rules_and_broken_chains() {
     // A segment missing from the middle of the chain: recovery is refused, naming it.
     std::fs::remove_file(env.segment_key(&segs[1])).unwrap();
     std::fs::remove_file(format!("{}.sha256", env.segment_key(&segs[1]).display())).unwrap();
-    let out = env.zdr(&["pitr", "postgres", "--target", "latest"]);
+    // (--timeline 1: the history file pushed above names a timeline 7 branching off early.)
+    let out = env.zdr(&["pitr", "postgres", "--target", "latest", "--timeline", "1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains(&segs[1]), "{}", stderr(&out));
+    // Following timeline 7, whose history says it left timeline 1 at 0/3000000, the chain
+    // needs segments of timeline 7 that do not exist.
+    let out = env.zdr(&["pitr", "postgres", "--target", "latest"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("00000007"), "{}", stderr(&out));
 
     // verify --wal reports both.
     let (code, v) = env.json(&["verify", "postgres", "--wal"]);
