@@ -377,7 +377,10 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
     let mut config = Config::load(&cli.config, std::env::vars())?;
     if !matches!(
         cli.command,
-        Command::List { .. } | Command::Replicate { .. } | Command::Wal { .. } | Command::Status { .. }
+        Command::List { .. }
+            | Command::Replicate { .. }
+            | Command::Wal { .. }
+            | Command::Status { .. }
     ) {
         config.resolve_vault_references().await?;
     }
@@ -395,7 +398,8 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             base,
         } => {
             if *base {
-                return pg_wal::base_backup(&config, component, schedule.as_deref(), progress).await;
+                return pg_wal::base_backup(&config, component, schedule.as_deref(), progress)
+                    .await;
             }
             let vault = VaultArgs {
                 logical: *logical,
@@ -453,9 +457,8 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
         } => {
             let component = target.as_deref().or(component.as_deref());
             if *wal {
-                let name = component.ok_or_else(|| {
-                    Error::bad_input("verify --wal needs a postgres component")
-                })?;
+                let name = component
+                    .ok_or_else(|| Error::bad_input("verify --wal needs a postgres component"))?;
                 return pg_wal::verify_wal(&config, name, *deep, progress).await;
             }
             verify(&config, tier.as_deref(), component, *deep, progress).await

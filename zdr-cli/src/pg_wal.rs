@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::json;
 use zdr_core::{
-    BackupKind, Compression, Component, Error, ErrorKind, LocalRunner, Manifest, Progress,
-    Result, StorageTier,
+    BackupKind, Component, Compression, Error, ErrorKind, LocalRunner, Manifest, Progress, Result,
+    StorageTier,
 };
 use zdr_postgres::basebackup::{BaseBackupFacts, PgBaseBackup};
 use zdr_postgres::pitr::{PitrOptions, RecoveryTarget};
@@ -94,7 +94,11 @@ pub(crate) async fn push(
         .map(|t| {
             format!(
                 "{} {} on {} ({})",
-                if t.stored { "archived" } else { "already archived" },
+                if t.stored {
+                    "archived"
+                } else {
+                    "already archived"
+                },
                 report.name,
                 t.tier,
                 t.key
@@ -119,7 +123,10 @@ pub(crate) async fn fetch(
     let archive = archive(config, name, pg)?;
     match archive.fetch(file, dest, progress).await? {
         FetchOutcome::Fetched { tier, bytes } => Ok(Outcome::ok(
-            vec![format!("restored {file} from {tier} ({})", human_bytes(bytes))],
+            vec![format!(
+                "restored {file} from {tier} ({})",
+                human_bytes(bytes)
+            )],
             json!({"ok": true, "file": file, "tier": tier, "bytes": bytes}),
         )),
         FetchOutcome::NotFound => Ok(Outcome {
@@ -142,7 +149,8 @@ pub(crate) async fn base_backup(
     let (name, pg) = pg_component(config, Some(name))?;
     let archive = archive(config, name, pg)?;
     let wait = Duration::from_secs(pg.wal.archive_wait_secs.unwrap_or(60));
-    let source = PgBaseBackup::new(Component::new(name)?, pg.to_pg(None)?).with_archive(archive, wait);
+    let source =
+        PgBaseBackup::new(Component::new(name)?, pg.to_pg(None)?).with_archive(archive, wait);
     let repo = repository(config, &config.primary)?;
     let started = Instant::now();
     let m = repo
@@ -281,7 +289,11 @@ pub(crate) async fn pitr(
         },
         restore_command,
         timeline: args.timeline,
-        run_as: if is_root() { pg.wal.run_as.clone() } else { None },
+        run_as: if is_root() {
+            pg.wal.run_as.clone()
+        } else {
+            None
+        },
         timeout: Duration::from_secs(pg.wal.recovery_timeout_secs.unwrap_or(3600)),
     };
     let live = pg.to_pg(None)?;
@@ -400,8 +412,15 @@ pub(crate) async fn check(
     let mut arrived = Vec::new();
     for tier in archive.tiers() {
         loop {
-            if let Found::Complete(_) = find_object(tier.as_ref(), &base, &zdr_storage::PipelineOptions::default()).await? {
-                arrived.push(json!({"tier": tier.name(), "seconds": started.elapsed().as_secs_f64()}));
+            if let Found::Complete(_) = find_object(
+                tier.as_ref(),
+                &base,
+                &zdr_storage::PipelineOptions::default(),
+            )
+            .await?
+            {
+                arrived
+                    .push(json!({"tier": tier.name(), "seconds": started.elapsed().as_secs_f64()}));
                 break;
             }
             if started.elapsed() > wait {
@@ -483,7 +502,9 @@ pub(crate) async fn verify_wal(
                 listing.incomplete.join(", ")
             ));
         }
-        tiers.push(json!({"tier": tier.name(), "timelines": reports, "incomplete": listing.incomplete}));
+        tiers.push(
+            json!({"tier": tier.name(), "timelines": reports, "incomplete": listing.incomplete}),
+        );
     }
     Ok(Outcome {
         value: Output {

@@ -50,7 +50,10 @@ impl Env {
     /// A cluster archiving through zdr into `tiers/local` (and `extra_tier` TOML, if given,
     /// whose name is listed in `wal_tiers`).
     fn new(extra_tier: Option<(&str, &str)>) -> Self {
-        let dir = tempfile::Builder::new().prefix("zdr-pitr-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("zdr-pitr-")
+            .tempdir()
+            .unwrap();
         std::fs::set_permissions(
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -188,7 +191,10 @@ fn runbook_point_in_time_recovery() {
         "app",
         "INSERT INTO events (id, note) SELECT g, 'after base' FROM generate_series(101, 200) g",
     );
-    let lsn = c.psql("postgres", "SELECT pg_create_restore_point('before-delete')");
+    let lsn = c.psql(
+        "postgres",
+        "SELECT pg_create_restore_point('before-delete')",
+    );
     std::thread::sleep(Duration::from_millis(1100));
     let t = c.psql(
         "postgres",
@@ -227,7 +233,10 @@ fn runbook_point_in_time_recovery() {
         "the replaced database is kept for rollback"
     );
     let data_dir = PathBuf::from(v["recovery"]["data_dir"].as_str().unwrap());
-    assert!(!data_dir.exists(), "--discard removes the recovery instance");
+    assert!(
+        !data_dir.exists(),
+        "--discard removes the recovery instance"
+    );
 
     // 2. To the LSN of the restore point: the instance stays up, paused, for inspection.
     let v = env.ok(&["pitr", "postgres", "--target-lsn", &lsn]);
@@ -250,7 +259,12 @@ fn runbook_point_in_time_recovery() {
     // Status reports the newest archived segment and its age.
     let v = env.ok(&["status", "postgres"]);
     let wal = &v["components"][0]["wal"];
-    assert!(wal["newest_segment"].as_str().unwrap().starts_with("00000001"));
+    assert!(
+        wal["newest_segment"]
+            .as_str()
+            .unwrap()
+            .starts_with("00000001")
+    );
     assert!(wal["rpo_seconds"].as_i64().unwrap() < 600, "{v}");
 }
 
@@ -267,7 +281,11 @@ fn archive_rules_and_broken_chains() {
     for i in 0..3 {
         c.psql(
             "app",
-            &format!("INSERT INTO events (id, note) SELECT g, 'x' FROM generate_series({}, {}) g", 1000 + i * 100, 1099 + i * 100),
+            &format!(
+                "INSERT INTO events (id, note) SELECT g, 'x' FROM generate_series({}, {}) g",
+                1000 + i * 100,
+                1099 + i * 100
+            ),
         );
         segs.push(env.switch());
     }
@@ -280,7 +298,12 @@ fn archive_rules_and_broken_chains() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::metadata(&got).unwrap().len(), 16 * 1024 * 1024);
     let missing = scratch.join("nothing");
-    let out = env.zdr(&["wal", "fetch", "0000000100000000000000FE", missing.to_str().unwrap()]);
+    let out = env.zdr(&[
+        "wal",
+        "fetch",
+        "0000000100000000000000FE",
+        missing.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!missing.exists());
 
@@ -295,24 +318,52 @@ fn archive_rules_and_broken_chains() {
     std::fs::write(other.join(&segs[0]), vec![0x5a_u8; 16 * 1024 * 1024]).unwrap();
     let out = env.zdr(&["wal", "push", other.join(&segs[0]).to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("different contents"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("different contents"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(std::fs::read(env.segment_key(&segs[0])).unwrap(), stored);
     // History files are never overwritten either.
-    std::fs::write(other.join("00000007.history"), "1\t0/3000000\tno recovery target specified\n").unwrap();
-    let out = env.zdr(&["wal", "push", other.join("00000007.history").to_str().unwrap()]);
+    std::fs::write(
+        other.join("00000007.history"),
+        "1\t0/3000000\tno recovery target specified\n",
+    )
+    .unwrap();
+    let out = env.zdr(&[
+        "wal",
+        "push",
+        other.join("00000007.history").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    std::fs::write(other.join("00000007.history"), "1\t0/4000000\tsomething else\n").unwrap();
-    let out = env.zdr(&["wal", "push", other.join("00000007.history").to_str().unwrap()]);
+    std::fs::write(
+        other.join("00000007.history"),
+        "1\t0/4000000\tsomething else\n",
+    )
+    .unwrap();
+    let out = env.zdr(&[
+        "wal",
+        "push",
+        other.join("00000007.history").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     // A short file is not a segment.
     std::fs::write(other.join("000000010000000000000077"), b"short").unwrap();
-    let out = env.zdr(&["wal", "push", other.join("000000010000000000000077").to_str().unwrap()]);
+    let out = env.zdr(&[
+        "wal",
+        "push",
+        other.join("000000010000000000000077").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     // Targets outside the backups.
     let out = env.zdr(&["pitr", "postgres", "--target-time", "2001-01-01 00:00:00"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("before the oldest base backup"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("before the oldest base backup"),
+        "{}",
+        stderr(&out)
+    );
     let out = env.zdr(&["pitr", "postgres", "--target-time", "2999-01-01 00:00:00"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("in the future"), "{}", stderr(&out));
@@ -348,8 +399,22 @@ fn archive_rules_and_broken_chains() {
     let (code, v) = env.json(&["verify", "postgres", "--wal"]);
     assert_eq!(code, 3, "{v}");
     let tl = &v["tiers"][0]["timelines"][0];
-    assert!(tl["missing"].as_array().unwrap().iter().any(|s| s == &segs[1]), "{v}");
-    assert!(tl["corrupt"].as_array().unwrap().iter().any(|s| s == &segs[0]), "{v}");
+    assert!(
+        tl["missing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == &segs[1]),
+        "{v}"
+    );
+    assert!(
+        tl["corrupt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == &segs[0]),
+        "{v}"
+    );
     // The live cluster was never touched.
     assert_eq!(c.psql("app", "SELECT count(*) FROM events"), "400");
 }
@@ -385,7 +450,10 @@ async fn archiving_survives_an_unreachable_s3_tier() {
         if failed != "0" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "archive_command never failed");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "archive_command never failed"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     s3.restart().await.unwrap();

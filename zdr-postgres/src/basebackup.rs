@@ -384,9 +384,12 @@ mod tests {
             b"START WAL LOCATION: 0/9000028 (file 000000020000000000000009)\nSTART TIMELINE: 2\n",
         );
         add("base/1/1259", &vec![7u8; 70_000]);
-        let mut manifest = String::from("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [");
+        let mut manifest =
+            String::from("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [");
         for i in 0..2000 {
-            manifest.push_str(&format!("{{ \"Path\": \"base/1/{i}\", \"Size\": 8192 }},\n"));
+            manifest.push_str(&format!(
+                "{{ \"Path\": \"base/1/{i}\", \"Size\": 8192 }},\n"
+            ));
         }
         manifest.push_str("],\n\"WAL-Ranges\": [\n{ \"Timeline\": 2, \"Start-LSN\": \"0/9000028\", \"End-LSN\": \"0/A000100\" }\n],\n\"Manifest-Checksum\": \"x\"}\n");
         add("backup_manifest", manifest.as_bytes());
@@ -437,7 +440,9 @@ const MANIFEST_TAIL: usize = 8192;
 fn octal(field: &[u8]) -> u64 {
     if field.first().is_some_and(|b| b & 0x80 != 0) {
         // GNU base-256 for large sizes.
-        return field[1..].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        return field[1..]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
     }
     field
         .iter()
@@ -483,9 +488,7 @@ impl TarObserver {
                 self.remaining = size.div_ceil(512) * 512;
                 self.capture = match (typeflag, name.as_str()) {
                     (b'0' | 0, "backup_label" | "./backup_label") => Some(Capture::Label),
-                    (b'0' | 0, "backup_manifest" | "./backup_manifest") => {
-                        Some(Capture::Manifest)
-                    }
+                    (b'0' | 0, "backup_manifest" | "./backup_manifest") => Some(Capture::Manifest),
                     _ => None,
                 };
                 self.buf.clear();

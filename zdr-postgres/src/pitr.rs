@@ -125,7 +125,7 @@ pub async fn plan(
         .filter(|m| BaseBackupFacts::is_base(m))
         .filter_map(|m| Some((m.clone(), BaseBackupFacts::from_manifest(m).ok()?)))
         .collect();
-    bases.sort_by(|a, b| a.0.finished_at.cmp(&b.0.finished_at));
+    bases.sort_by_key(|b| b.0.finished_at);
     let Some(oldest) = bases.first() else {
         return Err(
             Error::bad_input("there is no base backup of this component to recover from")

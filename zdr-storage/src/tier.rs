@@ -308,6 +308,11 @@ impl StorageTier for OpendalTier {
     }
 }
 
+/// OpenDAL's timestamp as a chrono time.
+fn to_chrono(t: impl Into<std::time::SystemTime>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from(t.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,9 +366,4 @@ mod tests {
         });
         assert!(open_tier("minio", &short).is_err());
     }
-}
-
-/// OpenDAL's timestamp as a chrono time.
-fn to_chrono(t: impl Into<std::time::SystemTime>) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from(t.into())
 }

@@ -202,7 +202,16 @@ pub fn psql_at(socket_dir: &Path, port: u16, db: &str, sql: &str) -> String {
     let out = Command::new(Path::new(PG_BIN).join("psql"))
         .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(socket_dir)
-        .args(["-p", &port.to_string(), "-U", SUPERUSER, "-d", db, "-c", sql])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            SUPERUSER,
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
         .output()
         .unwrap();
     assert!(
