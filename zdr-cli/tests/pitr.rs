@@ -121,6 +121,13 @@ recovery_timeout_secs = 120
     }
 
     fn zdr(&self, args: &[&str]) -> Output {
+        let started = Instant::now();
+        let out = self.zdr_inner(args);
+        eprintln!("zdr {args:?}: {:.2}s", started.elapsed().as_secs_f64());
+        out
+    }
+
+    fn zdr_inner(&self, args: &[&str]) -> Output {
         Command::new(ZDR)
             .arg("--config")
             .arg(&self.config)
@@ -252,7 +259,21 @@ fn runbook_point_in_time_recovery() {
     assert_eq!(events(&dir, port), "200|1|200|0");
     stop_data_dir(&dir);
 
-    // 4. To the end of the archive: the accident is replayed too.
+    // 4. A target after the newest archived WAL: PostgreSQL runs out of WAL before reaching
+    // it and stops; zdr reports it (exit 2) and removes the recovery directory.
+    let now = c.psql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+    );
+    let out = env.zdr(&["pitr", "postgres", "--target-time", &now]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ends before the recovery target"),
+        "{}",
+        stderr(&out)
+    );
+
+    // 5. To the end of the archive: the accident is replayed too.
     let v = env.ok(&["pitr", "postgres", "--target", "latest", "--discard"]);
     assert_eq!(v["recovery"]["paused"], false);
 
