@@ -104,6 +104,9 @@ pub enum ComponentConfig {
 pub struct VaultRefConfig {
     /// `http(s)://host:port`.
     pub address: String,
+    /// A Vault Enterprise namespace (`X-Vault-Namespace`); none for the root namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// The token (put it in the environment variable).
     #[serde(default)]
     pub token: Option<zdr_vault::Secret>,
@@ -140,6 +143,7 @@ impl Config {
             let client = zdr_vault::VaultClientConfig {
                 address: v.address.clone(),
                 token,
+                namespace: v.namespace.clone(),
             };
             let secret = zdr_vault::resolve_reference(&client, &reference)
                 .await
@@ -167,6 +171,10 @@ pub struct VaultConfig {
     /// The KV mounts of a logical export (default `["secret"]`).
     #[serde(default)]
     pub mounts: Option<Vec<String>>,
+    /// A Vault Enterprise namespace (`X-Vault-Namespace` on every call); none for the root
+    /// namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// The token (put it in the environment variable).
     #[serde(default)]
     pub token: Option<zdr_vault::Secret>,
@@ -185,6 +193,7 @@ impl VaultConfig {
         Ok(zdr_vault::VaultClientConfig {
             address: self.address.clone(),
             token,
+            namespace: self.namespace.clone(),
         })
     }
 }
