@@ -126,9 +126,14 @@ pub struct QdrantConfig {
     /// and `{snapshot}` are replaced by the backed-up collection and the snapshot name, such
     /// as `http://files.internal/qdrant/{snapshot}` or
     /// `file:///qdrant/snapshots/{collection}/{snapshot}`. The checksum recorded at backup is
-    /// passed along for the server to check. The API key is sent in the request only when the
-    /// URL is on the configured REST server itself.
+    /// passed along for the server to check. The API key is sent in the request (for the
+    /// server to present when it fetches) only when the URL is on the configured REST server
+    /// itself, or with [`QdrantConfig::recover_with_api_key`].
     pub recover_from: Option<String>,
+    /// Send the API key along with a recover even when the URL is not the configured REST
+    /// URL (the same server under another address, such as its container name). Leave it off
+    /// for any other host: the server would present the key there.
+    pub recover_with_api_key: bool,
     /// Logical export instead of snapshots: every point scrolled with its vector and
     /// payload into a JSON-lines artifact (portable across Qdrant versions).
     pub logical: bool,
@@ -146,6 +151,7 @@ impl Default for QdrantConfig {
             timeout_secs: 3600,
             full_snapshot: false,
             recover_from: None,
+            recover_with_api_key: false,
             logical: false,
         }
     }
@@ -163,6 +169,7 @@ impl fmt::Debug for QdrantConfig {
             .field("timeout_secs", &self.timeout_secs)
             .field("full_snapshot", &self.full_snapshot)
             .field("recover_from", &self.recover_from)
+            .field("recover_with_api_key", &self.recover_with_api_key)
             .field("logical", &self.logical)
             .finish()
     }
@@ -1017,7 +1024,7 @@ impl QdrantComponent {
     /// `location` (`http(s)://` or `file://` under its snapshots directory), with
     /// `priority=snapshot`; `checksum` (SHA-256, hex) is checked by the server before it
     /// restores. The API key goes along in the request only when `location` is on this
-    /// component's own REST server.
+    /// component's own REST server, or with [`QdrantConfig::recover_with_api_key`].
     ///
     /// # Errors
     /// BadInput for a refused key, NotFound, or Source errors with the server's message
@@ -1033,7 +1040,8 @@ impl QdrantComponent {
             body["checksum"] = json!(sum);
         }
         if let Some(key) = &self.config.api_key
-            && location.starts_with(&format!("{}/", self.base))
+            && (self.config.recover_with_api_key
+                || location.starts_with(&format!("{}/", self.base)))
         {
             body["api_key"] = json!(key);
         }

@@ -612,6 +612,8 @@ async fn restore_by_recover_from_a_url_the_server_fetches() -> Result<()> {
                 "{}/collections/{{collection}}/snapshots/{{snapshot}}",
                 env.self_url
             )),
+            // Live, the server's own address may differ from ours: it still needs the key.
+            recover_with_api_key: env.self_url != env.url,
             ..env.qdrant(&[&c]).config().clone()
         },
     )?;
@@ -634,6 +636,27 @@ async fn restore_by_recover_from_a_url_the_server_fetches() -> Result<()> {
     let location = format!("{}/collections/{c}/snapshots/{snapshot}", env.self_url);
     if let Some(d) = &env.double {
         assert_eq!(d.recovered_from(), vec![location.clone()]);
+        // The same server under another address: the key is not sent unless asked for, so
+        // the server's own fetch is refused; with recover_with_api_key it goes through.
+        let other = location.replace("127.0.0.1", "localhost");
+        let checksum = facts.collections[0].checksum.clone();
+        let err = q
+            .recover_snapshot(&format!("{c}_other"), &other, Some(&checksum))
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("401"), "{err}");
+        let with_key = QdrantComponent::new(
+            Component::new("qdrant").unwrap(),
+            QdrantConfig {
+                recover_with_api_key: true,
+                ..q.config().clone()
+            },
+        )?;
+        with_key
+            .recover_snapshot(&format!("{c}_other"), &other, Some(&checksum))
+            .await?;
+        assert_eq!(d.recovered_from().len(), 2);
+        env.drop_collection(&format!("{c}_other")).await;
     }
 
     // A checksum that does not match is refused by the server; nothing is created.
