@@ -635,6 +635,7 @@ path = "/etc/zentoria"
         };
         let client = v.client()?;
         assert_eq!(client.token.expose(), "hvs.tok-98765");
+        assert_eq!(client.namespace, None);
         assert_eq!(
             v.mounts.as_deref(),
             Some(&["secret".to_owned(), "kv1".to_owned()][..])
@@ -652,6 +653,17 @@ path = "/etc/zentoria"
             v.client().err().map(|e| e.kind()),
             Some(zdr_core::ErrorKind::BadInput)
         );
+        let ns = Config::parse(
+            &format!(
+                "{BASE}\n[components.vault]\ntype = \"vault\"\naddress = \"http://h:1\"\nnamespace = \"team-a/app\"\n"
+            ),
+            "t",
+            env(&[("ZDR_COMPONENTS__VAULT__TOKEN", "hvs.tok-1")]),
+        )?;
+        let ComponentConfig::Vault(v) = ns.component("vault")? else {
+            panic!("not vault")
+        };
+        assert_eq!(v.client()?.namespace.as_deref(), Some("team-a/app"));
         Ok(())
     }
 
