@@ -592,6 +592,17 @@ async fn full_storage_snapshot_holds_every_collection_and_is_not_restored_throug
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
         assert_eq!(env.manifests().await, 1);
         assert_eq!(double.full_snapshot_count(), 0);
+        // The server dropping the full download midway: a clear error, no manifest.
+        double.die_after(100 * 1024);
+        let err = env
+            .repo
+            .backup(&q, "daily", &Progress::none())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Source, "{err}");
+        assert!(err.message().contains("interrupted"), "{err}");
+        assert_eq!(env.manifests().await, 1);
+        assert_eq!(double.full_snapshot_count(), 0);
     }
     env.drop_collection(&a).await;
     env.drop_collection(&b).await;
