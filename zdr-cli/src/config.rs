@@ -104,6 +104,9 @@ pub enum ComponentConfig {
 pub struct VaultRefConfig {
     /// `http(s)://host:port`.
     pub address: String,
+    /// A Vault Enterprise namespace (`X-Vault-Namespace`); none for the root namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// The token (put it in the environment variable).
     #[serde(default)]
     pub token: Option<zdr_vault::Secret>,
@@ -140,6 +143,7 @@ impl Config {
             let client = zdr_vault::VaultClientConfig {
                 address: v.address.clone(),
                 token,
+                namespace: v.namespace.clone(),
             };
             let secret = zdr_vault::resolve_reference(&client, &reference)
                 .await
@@ -167,6 +171,10 @@ pub struct VaultConfig {
     /// The KV mounts of a logical export (default `["secret"]`).
     #[serde(default)]
     pub mounts: Option<Vec<String>>,
+    /// A Vault Enterprise namespace (`X-Vault-Namespace` on every call); none for the root
+    /// namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// The token (put it in the environment variable).
     #[serde(default)]
     pub token: Option<zdr_vault::Secret>,
@@ -185,6 +193,7 @@ impl VaultConfig {
         Ok(zdr_vault::VaultClientConfig {
             address: self.address.clone(),
             token,
+            namespace: self.namespace.clone(),
         })
     }
 }
@@ -657,6 +666,7 @@ path = "/etc/zentoria"
         };
         let client = v.client()?;
         assert_eq!(client.token.expose(), "hvs.tok-98765");
+        assert_eq!(client.namespace, None);
         assert_eq!(
             v.mounts.as_deref(),
             Some(&["secret".to_owned(), "kv1".to_owned()][..])
@@ -674,6 +684,17 @@ path = "/etc/zentoria"
             v.client().err().map(|e| e.kind()),
             Some(zdr_core::ErrorKind::BadInput)
         );
+        let ns = Config::parse(
+            &format!(
+                "{BASE}\n[components.vault]\ntype = \"vault\"\naddress = \"http://h:1\"\nnamespace = \"team-a/app\"\n"
+            ),
+            "t",
+            env(&[("ZDR_COMPONENTS__VAULT__TOKEN", "hvs.tok-1")]),
+        )?;
+        let ComponentConfig::Vault(v) = ns.component("vault")? else {
+            panic!("not vault")
+        };
+        assert_eq!(v.client()?.namespace.as_deref(), Some("team-a/app"));
         Ok(())
     }
 

@@ -1,5 +1,5 @@
-//! `zdr` with a `qdrant` component against the Qdrant REST **double** of zdr-qdrant's tests
-//! (`zdr-qdrant/tests/support/qdrant_double.rs`): snapshot backup, list, restore under another
+//! `zdr` with a `qdrant` component against the Qdrant **double** (REST + gRPC) of zdr-qdrant's
+//! tests (`zdr-qdrant/tests/support/qdrant_double.rs`): snapshot backup, list, restore under another
 //! collection name, verification; the API key never appears in any output.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -45,6 +45,7 @@ async fn qdrant_snapshot_backup_and_restore_under_another_name() {
     let key = "qdrant-test-key-7f3a";
     let double = qdrant_double::QdrantDouble::start(key).await;
     let url = double.url.clone();
+    let grpc = double.grpc_url.clone();
     let (u, k) = (url.clone(), key.to_owned());
     tokio::task::spawn_blocking(move || {
         curl(&u, &k, "PUT", "/collections/documents", json!({"vectors": {"size": 4, "distance": "Cosine"}}));
@@ -60,7 +61,7 @@ async fn qdrant_snapshot_backup_and_restore_under_another_name() {
     std::fs::write(
         &config,
         format!(
-            "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{}\"\n[components.vectors]\ntype = \"qdrant\"\nurl = \"{url}\"\ncollections = [\"documents\"]\n",
+            "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{}\"\n[components.vectors]\ntype = \"qdrant\"\nurl = \"{url}\"\ngrpc_url = \"{grpc}\"\ncollections = [\"documents\"]\n",
             dir.path().join("tier").display()
         ),
     )
@@ -102,4 +103,23 @@ async fn qdrant_snapshot_backup_and_restore_under_another_name() {
     for o in [&backup, &restore, &wrong] {
         assert!(!err(o).contains(key) && !String::from_utf8_lossy(&o.stdout).contains(key));
     }
+}
+
+#[test]
+fn qdrant_rest_port_other_than_6333_needs_grpc_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zdr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{}\"\n[components.vectors]\ntype = \"qdrant\"\nurl = \"http://127.0.0.1:18080\"\n",
+            dir.path().join("tier").display()
+        ),
+    )
+    .unwrap();
+    let out = zdr(&config, "some-key-9c1e", &["backup", "vectors"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("grpc_url"), "{err}");
+    assert!(!err.contains("some-key-9c1e"), "{err}");
 }

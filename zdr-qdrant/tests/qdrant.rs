@@ -1,7 +1,10 @@
-//! zdr-qdrant against the Qdrant REST double (`support/qdrant_double.rs`), or against a real
-//! Qdrant when `ZDR_TEST_QDRANT_URL` (and optional `ZDR_TEST_QDRANT_API_KEY`) is set; the
-//! double's fault switches (corrupt download, dropped connection, reported version) are
-//! skipped live. Backups go through `zdr_storage::Repository` on a local-filesystem tier.
+//! zdr-qdrant against the Qdrant double (`support/qdrant_double.rs`: REST + gRPC over one
+//! state), or against a real Qdrant when `ZDR_TEST_QDRANT_URL` is set (REST; optional
+//! `ZDR_TEST_QDRANT_GRPC_URL`, default port 6334 on the same host, `ZDR_TEST_QDRANT_API_KEY`,
+//! and `ZDR_TEST_QDRANT_SELF_URL`: the REST URL as the server itself reaches it, for
+//! recover-from-URL, default `ZDR_TEST_QDRANT_URL`). The double's fault switches (corrupt
+//! download, dropped connection, reported version, REST-only key) are skipped live. Backups
+//! go through `zdr_storage::Repository` on a local-filesystem tier.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,6 +27,8 @@ const KEY: &str = "double-api-k3y-s3cret";
 
 struct Env {
     url: String,
+    grpc_url: Option<String>,
+    self_url: String,
     api_key: Option<String>,
     double: Option<QdrantDouble>,
     http: reqwest::Client,
@@ -32,13 +37,24 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let (url, api_key, double) = match std::env::var("ZDR_TEST_QDRANT_URL") {
-        Ok(url) => (url, std::env::var("ZDR_TEST_QDRANT_API_KEY").ok(), None),
+    let (url, grpc_url, api_key, double) = match std::env::var("ZDR_TEST_QDRANT_URL") {
+        Ok(url) => (
+            url,
+            std::env::var("ZDR_TEST_QDRANT_GRPC_URL").ok(),
+            std::env::var("ZDR_TEST_QDRANT_API_KEY").ok(),
+            None,
+        ),
         Err(_) => {
             let d = QdrantDouble::start(KEY).await;
-            (d.url.clone(), Some(d.api_key.clone()), Some(d))
+            (
+                d.url.clone(),
+                Some(d.grpc_url.clone()),
+                Some(d.api_key.clone()),
+                Some(d),
+            )
         }
     };
+    let self_url = std::env::var("ZDR_TEST_QDRANT_SELF_URL").unwrap_or_else(|_| url.clone());
     let dir = tempfile::tempdir().unwrap();
     let tier = open_tier(
         "local",
@@ -49,6 +65,8 @@ async fn env() -> Env {
     .unwrap();
     Env {
         url,
+        grpc_url,
+        self_url,
         api_key,
         double,
         http: reqwest::Client::new(),
@@ -71,6 +89,7 @@ impl Env {
             Component::new("qdrant").unwrap(),
             QdrantConfig {
                 url: self.url.clone(),
+                grpc_url: self.grpc_url.clone(),
                 api_key: key,
                 collections: collections.iter().map(|c| c.to_string()).collect(),
                 ..QdrantConfig::default()
@@ -321,6 +340,10 @@ async fn wrong_or_missing_api_key_is_bad_input_and_never_shown() -> Result<()> {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
+        assert!(
+            err.message().contains("gRPC"),
+            "refused on gRPC first: {err}"
+        );
         let shown = format!("{err} {err:?} {q:?}");
         assert!(!shown.contains(wrong) && !shown.contains(KEY), "{shown}");
     }
@@ -435,5 +458,242 @@ async fn logical_export_and_import_round_trip_across_pages() -> Result<()> {
 
     env.drop_collection(&c).await;
     env.drop_collection(&copy).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_api_key_on_the_rest_side_is_bad_input_without_manifest() -> Result<()> {
+    let env = env().await;
+    let Some(double) = &env.double else {
+        eprintln!("live Qdrant: one key for REST and gRPC, skipped");
+        return Ok(());
+    };
+    let c = unique("restkey");
+    env.seed(&c, 5, None).await;
+    let q = env.qdrant(&[&c]);
+    let rest_only = "rest-only-k3y";
+    double.set_rest_api_key(rest_only);
+    // gRPC (info, snapshot) accepts the key, the REST download refuses it.
+    let err = env
+        .repo
+        .backup(&q, "daily", &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
+    assert!(err.message().contains("403"), "{err}");
+    assert_eq!(err.context_value("collection"), Some(c.as_str()));
+    let shown = format!("{err} {err:?} {q:?}");
+    assert!(
+        !shown.contains(KEY) && !shown.contains(rest_only),
+        "{shown}"
+    );
+    assert_eq!(env.manifests().await, 0);
+    assert_eq!(double.snapshot_count(&c), 0, "snapshot deleted over gRPC");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_grpc_port_is_a_temporary_source_error() -> Result<()> {
+    let env = env().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let q = QdrantComponent::new(
+        Component::new("qdrant").unwrap(),
+        QdrantConfig {
+            grpc_url: Some(format!("http://127.0.0.1:{port}")),
+            connect_timeout_secs: 2,
+            ..env.qdrant(&[]).config().clone()
+        },
+    )?;
+    let err = env
+        .repo
+        .backup(&q, "daily", &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Source, "{err}");
+    assert!(err.is_temporary(), "{err:?}");
+    assert!(err.message().contains(&port.to_string()), "{err}");
+    assert_eq!(env.manifests().await, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_collection_on_grpc_calls_is_not_found() -> Result<()> {
+    let env = env().await;
+    let c = unique("nothere");
+    let err = env.qdrant(&[]).list_snapshots(Some(&c)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(err.context_value("collection"), Some(c.as_str()));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_storage_snapshot_holds_every_collection_and_is_not_restored_through_the_api()
+-> Result<()> {
+    let env = env().await;
+    let (a, b) = (unique("fulla"), unique("fullb"));
+    env.seed(&a, 7, Some(&format!("{a}_alias"))).await;
+    env.seed(&b, 3, None).await;
+    let q = QdrantComponent::new(
+        Component::new("qdrant").unwrap(),
+        QdrantConfig {
+            full_snapshot: true,
+            ..env.qdrant(&[&a, &b]).config().clone()
+        },
+    )?;
+    let before = q.list_snapshots(None).await?.len();
+    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    assert_eq!(manifest.artifacts.len(), 1);
+    assert!(
+        manifest.artifacts[0]
+            .key
+            .contains(zdr_qdrant::FULL_SNAPSHOT_ARTIFACT),
+        "{}",
+        manifest.artifacts[0].key
+    );
+    let facts = QdrantFacts::from_manifest(&manifest)?;
+    let full = facts.full_snapshot.clone().expect("full snapshot facts");
+    assert_eq!(full.checksum.len(), 64);
+    assert_eq!(full.size, manifest.artifacts[0].raw_size);
+    let counts: Vec<(String, u64)> = facts
+        .collections
+        .iter()
+        .map(|c| (c.name.clone(), c.points_count))
+        .collect();
+    assert_eq!(counts, vec![(a.clone(), 7), (b.clone(), 3)]);
+    assert_eq!(
+        q.list_snapshots(None).await?.len(),
+        before,
+        "full snapshot deleted on the server"
+    );
+    // Restoring it is a server start, not an API call: refused with the hint.
+    let err = env
+        .repo
+        .restore(&q, &manifest, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(format!("{err:?}").contains("--storage-snapshot"), "{err:?}");
+    // The collections are still what the backup recorded.
+    let report = q.verify(&manifest, &RestoreTarget::default()).await?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+
+    if let Some(double) = &env.double {
+        // A corrupted full download fails the backup: no new manifest, snapshot still deleted.
+        double.corrupt_next_download();
+        let err = env
+            .repo
+            .backup(&q, "daily", &Progress::none())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+        assert_eq!(env.manifests().await, 1);
+        assert_eq!(double.full_snapshot_count(), 0);
+        // The server dropping the full download midway: a clear error, no manifest.
+        double.die_after(100 * 1024);
+        let err = env
+            .repo
+            .backup(&q, "daily", &Progress::none())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Source, "{err}");
+        assert!(err.message().contains("interrupted"), "{err}");
+        assert_eq!(env.manifests().await, 1);
+        assert_eq!(double.full_snapshot_count(), 0);
+    }
+    env.drop_collection(&a).await;
+    env.drop_collection(&b).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_by_recover_from_a_url_the_server_fetches() -> Result<()> {
+    let env = env().await;
+    let c = unique("recover");
+    env.seed(&c, 9, None).await;
+    // Keep the snapshot on the server: the server fetches it back from its own REST port.
+    let q = QdrantComponent::new(
+        Component::new("qdrant").unwrap(),
+        QdrantConfig {
+            delete_snapshots: false,
+            recover_from: Some(format!(
+                "{}/collections/{{collection}}/snapshots/{{snapshot}}",
+                env.self_url
+            )),
+            // Live, the server's own address may differ from ours: it still needs the key.
+            recover_with_api_key: env.self_url != env.url,
+            ..env.qdrant(&[&c]).config().clone()
+        },
+    )?;
+    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    let facts = QdrantFacts::from_manifest(&manifest)?;
+    let snapshot = facts.collections[0].snapshot.clone();
+    assert_eq!(env.snapshots(&c).await, 1, "kept on the server");
+    let side = format!("{c}_recovered");
+    let target = RestoreTarget {
+        name: Some(side.clone()),
+        ..Default::default()
+    };
+    let out = env
+        .repo
+        .restore(&q, &manifest, &target, &Progress::none())
+        .await?;
+    assert!(out.notes.iter().any(|n| n.contains("recover")), "{out:?}");
+    let report = q.verify(&manifest, &target).await?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let location = format!("{}/collections/{c}/snapshots/{snapshot}", env.self_url);
+    if let Some(d) = &env.double {
+        assert_eq!(d.recovered_from(), vec![location.clone()]);
+        // The same server under another address: the key is not sent unless asked for, so
+        // the server's own fetch is refused; with recover_with_api_key it goes through.
+        let other = location.replace("127.0.0.1", "localhost");
+        let checksum = facts.collections[0].checksum.clone();
+        let err = q
+            .recover_snapshot(&format!("{c}_other"), &other, Some(&checksum))
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("401"), "{err}");
+        let with_key = QdrantComponent::new(
+            Component::new("qdrant").unwrap(),
+            QdrantConfig {
+                recover_with_api_key: true,
+                ..q.config().clone()
+            },
+        )?;
+        with_key
+            .recover_snapshot(&format!("{c}_other"), &other, Some(&checksum))
+            .await?;
+        assert_eq!(d.recovered_from().len(), 2);
+        env.drop_collection(&format!("{c}_other")).await;
+    }
+
+    // A checksum that does not match is refused by the server; nothing is created.
+    let bad = format!("{c}_bad");
+    let err = q
+        .recover_snapshot(&bad, &location, Some(&"0".repeat(64)))
+        .await
+        .unwrap_err();
+    assert!(err.message().to_lowercase().contains("checksum"), "{err}");
+    assert!(!format!("{err:?}").contains(KEY));
+    assert_eq!(
+        q.list_collections()
+            .await?
+            .iter()
+            .filter(|n| **n == bad)
+            .count(),
+        0
+    );
+
+    env.req(
+        reqwest::Method::DELETE,
+        &format!("/collections/{c}/snapshots/{snapshot}"),
+        None,
+    )
+    .await;
+    env.drop_collection(&c).await;
+    env.drop_collection(&side).await;
     Ok(())
 }

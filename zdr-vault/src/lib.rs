@@ -12,6 +12,19 @@
 //!   the restore ([`ErrorKind::Integrity`]).
 //! - **Credential references** ([`resolve_reference`]): `vault:secret/zentoria/backup/postgresql#password`.
 //!
+//! ## Which calls go where
+//!
+//! The KV calls go through [`vaultrs`]: KV v1 `LIST` and write, KV v2 `metadata` (`LIST`,
+//! read, and write of the settings), `data` (read of a version, write), `delete` and
+//! `destroy`. Plain HTTP
+//! (`reqwest`) is kept where vaultrs has no endpoint — the raft snapshot save and restore
+//! (streamed both ways; vaultrs would hold the snapshot in memory) and
+//! `sys/internal/ui/mounts/<mount>` — and where vaultrs cannot read what rusty_vault answers:
+//! `sys/mounts` for a mount's KV version (vaultrs requires `accessor`, `config`, `uuid`, ...
+//! on every mount) and the KV v1 read (vaultrs requires `request_id`). Both send
+//! `X-Vault-Token` and, with [`VaultClientConfig::namespace`], `X-Vault-Namespace` on every
+//! call.
+//!
 //! ## Secrets stay secret
 //!
 //! A backup is refused unless the caller says the pipeline encrypts
@@ -29,9 +42,12 @@
 //! `version` is absent for KV v1; `state` is `live`, `deleted` or `destroyed` (the last two
 //! carry no `data` and no `sha256`); `metadata` is the version's metadata as Vault returned it
 //! (KV v2 only); `sha256` is the hex SHA-256 of `data` serialized as JSON with sorted keys.
-//! Records of one path are consecutive and in ascending version order.
+//! Records of one path are consecutive and in ascending version order. On KV v2, the first
+//! record of a path also carries `settings`, the path's metadata settings
+//! (`{"max_versions":0,"cas_required":false,"delete_version_after":"0s","custom_metadata":{}}`),
+//! which the import writes back after the versions and reads back too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use async_trait::async_trait;
@@ -39,6 +55,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use vaultrs::client::{VaultClient as VaultrsClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
 use zdr_core::{
     ArtifactReader, ArtifactSink, BackupKind, BackupRequest, BackupSource, Component, Error,
     ErrorKind, Manifest, Progress, RestoreOutcome, RestoreTarget, Restorer, Result, SourceFacts,
@@ -57,6 +75,9 @@ pub struct VaultClientConfig {
     pub address: String,
     /// The token sent as `X-Vault-Token`.
     pub token: Secret,
+    /// A Vault Enterprise namespace (such as `team-a` or `team-a/app`), sent as
+    /// `X-Vault-Namespace` on every call; `None` for the root namespace.
+    pub namespace: Option<String>,
 }
 
 /// What to back up and under which conditions.
@@ -76,19 +97,37 @@ pub struct VaultConfig {
     pub force: bool,
 }
 
-/// A small client for Vault's HTTP API.
-#[derive(Clone)]
+/// A client for Vault: [`vaultrs`] for the KV and `sys` calls, plain HTTP for the raft
+/// snapshot streams (see the crate docs).
 pub struct VaultClient {
     cfg: VaultClientConfig,
     http: reqwest::Client,
+    vrs: VaultrsClient,
 }
 
 impl fmt::Debug for VaultClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the vaultrs client: its settings' Debug shows the token.
         f.debug_struct("VaultClient")
             .field("address", &self.cfg.address)
+            .field("namespace", &self.cfg.namespace)
             .finish_non_exhaustive()
     }
+}
+
+/// The metadata settings of a KV v2 secret, exported and restored with its versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvSettings {
+    /// Versions kept (0: the mount's default).
+    pub max_versions: u64,
+    /// Writes must carry `cas`.
+    pub cas_required: bool,
+    /// Versions are deleted this long after being written (`0s`: never).
+    pub delete_version_after: String,
+    /// Free-form key/value metadata (not secret by Vault's contract, but kept in the
+    /// artifact only).
+    #[serde(default)]
+    pub custom_metadata: BTreeMap<String, String>,
 }
 
 fn vault_error(status: reqwest::StatusCode, what: &str, body: &[u8]) -> Error {
@@ -121,6 +160,63 @@ fn vault_error(status: reqwest::StatusCode, what: &str, body: &[u8]) -> Error {
         429 | 500..=599 => Error::new(ErrorKind::Source, msg).temporary(),
         _ => Error::new(ErrorKind::Source, msg),
     }
+}
+
+/// A vaultrs error as a zdr error. Only status codes and Vault's error messages are kept:
+/// response bodies (which may hold secret values) and JSON parse details never are.
+fn vaultrs_error(e: ClientError, what: &str, address: &str) -> Error {
+    use rustify::errors::ClientError as Rest;
+    let (code, errors) = match e {
+        ClientError::APIError { code, errors } => (code, errors),
+        ClientError::RestClientError {
+            source: Rest::ServerResponseError { code, .. },
+        } => (code, Vec::new()),
+        ClientError::RestClientError {
+            source: Rest::RequestError { source, .. },
+        } => {
+            return Error::new(
+                ErrorKind::Source,
+                format!("vault: {what}: cannot reach {address}: {source}"),
+            )
+            .temporary();
+        }
+        ClientError::RestClientError {
+            source: Rest::ResponseError { .. },
+        } => {
+            return Error::new(
+                ErrorKind::Source,
+                format!("vault: {what}: the response broke off"),
+            )
+            .temporary();
+        }
+        // Static texts only (`Error parsing HTTP response`, ...): no content, no values.
+        ClientError::RestClientError { source } => {
+            return Error::new(
+                ErrorKind::Source,
+                format!("vault: {what}: unexpected response ({source})"),
+            );
+        }
+        other => {
+            return Error::new(
+                ErrorKind::Source,
+                format!("vault: {what}: unexpected response ({other})"),
+            );
+        }
+    };
+    let body = serde_json::to_vec(&json!({ "errors": errors })).unwrap_or_default();
+    let status =
+        reqwest::StatusCode::from_u16(code).unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR);
+    vault_error(status, what, &body)
+}
+
+fn is_missing(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::APIError { code: 404, .. }
+            | ClientError::RestClientError {
+                source: rustify::errors::ClientError::ServerResponseError { code: 404, .. }
+            }
+    )
 }
 
 /// Percent-encode a Vault path, keeping `/` (secret names may hold spaces, `?`, `#`, `%`).
@@ -195,25 +291,59 @@ impl VaultClient {
     /// A client for `cfg`.
     ///
     /// # Errors
-    /// A bad address.
+    /// A bad address or namespace.
     pub fn new(cfg: VaultClientConfig) -> Result<Self> {
-        if !(cfg.address.starts_with("http://") || cfg.address.starts_with("https://")) {
+        if !(cfg.address.starts_with("http://") || cfg.address.starts_with("https://"))
+            || reqwest::Url::parse(&cfg.address).is_err()
+        {
             return Err(Error::bad_input(format!(
-                "vault address {:?} must start with http:// or https://",
+                "vault address {:?} must be an http:// or https:// URL",
                 cfg.address
+            )));
+        }
+        if let Some(ns) = &cfg.namespace
+            && (ns.trim_matches('/').is_empty() || !ns.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        {
+            return Err(Error::bad_input(format!(
+                "vault namespace {ns:?} must be a non-empty path of printable ASCII"
             )));
         }
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| Error::unexpected(format!("vault: http client: {e}")))?;
-        Ok(Self { cfg, http })
+        let settings = VaultClientSettingsBuilder::default()
+            .address(&cfg.address)
+            .token(cfg.token.expose())
+            .namespace(cfg.namespace.clone())
+            .build()
+            // The builder's messages name fields, never the token.
+            .map_err(|e| Error::bad_input(format!("vault: client settings: {e}")))?;
+        let vrs = VaultrsClient::new(settings)
+            .map_err(|e| Error::unexpected(format!("vault: client: {e}")))?;
+        Ok(Self { cfg, http, vrs })
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}/v1/{}", self.cfg.address.trim_end_matches('/'), path)
     }
 
-    /// Call `method` on `/v1/<path>`; `Ok(None)` for 404 when `missing_ok`.
+    /// A plain HTTP request to `/v1/<path>` with the token and namespace headers.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .header("X-Vault-Token", self.cfg.token.expose());
+        if let Some(ns) = &self.cfg.namespace {
+            req = req.header("X-Vault-Namespace", ns.trim_matches('/'));
+        }
+        req
+    }
+
+    fn vrs_err(&self, what: &str, e: ClientError) -> Error {
+        vaultrs_error(e, what, &self.cfg.address)
+    }
+
+    /// Call `method` on `/v1/<path>` over plain HTTP; `Ok(None)` for 404 when `missing_ok`.
     async fn call(
         &self,
         method: &str,
@@ -223,10 +353,7 @@ impl VaultClient {
     ) -> Result<Option<Value>> {
         let m = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| Error::unexpected(format!("vault: method {method}: {e}")))?;
-        let mut req = self
-            .http
-            .request(m, self.url(path))
-            .header("X-Vault-Token", self.cfg.token.expose());
+        let mut req = self.request(m, path);
         if let Some(b) = body {
             req = req
                 .header("Content-Type", "application/json")
@@ -263,6 +390,10 @@ impl VaultClient {
 
     /// The KV version (1 or 2) of `mount`, from `sys/mounts`.
     ///
+    /// Plain HTTP, not vaultrs: vaultrs parses every mount into a struct that requires
+    /// `accessor`, `config`, `uuid`, ... and the `data` envelope, which rusty_vault (and other
+    /// servers of Vault's API) do not send; only `options.version` matters here.
+    ///
     /// # Errors
     /// [`ErrorKind::NotFound`] for an unknown mount; permission errors as `BadInput`.
     pub async fn kv_version(&self, mount: &str) -> Result<u8> {
@@ -270,8 +401,9 @@ impl VaultClient {
         let mounts = match self.call("GET", "sys/mounts", None, false).await {
             Ok(v) => v.unwrap_or_default(),
             // `sys/mounts` needs a privileged policy; Vault answers any token allowed on the
-            // mount at `sys/internal/ui/mounts/<mount>`. If that fails too, the permission
-            // error stands (a bad token, or a mount the token may not see).
+            // mount at `sys/internal/ui/mounts/<mount>` (no vaultrs endpoint either). If that
+            // fails too, the permission error stands (a bad token, or a mount the token may
+            // not see).
             Err(e) if e.kind() == ErrorKind::BadInput => {
                 let ui = self
                     .call(
@@ -309,39 +441,29 @@ impl VaultClient {
         })
     }
 
-    /// The keys under `prefix` (folders end with `/`); empty if there are none.
-    async fn list(&self, path: &str) -> Result<Vec<String>> {
-        let Some(v) = self.call("LIST", path, None, true).await? else {
-            return Ok(Vec::new());
+    /// The keys under `prefix` of `mount` (folders end with `/`); empty if there are none.
+    async fn list(&self, mount: &str, kv: u8, prefix: &str) -> Result<Vec<String>> {
+        let what = format!("LIST {mount}/{prefix}");
+        let keys = if kv == 2 {
+            vaultrs::kv2::list(&self.vrs, mount, prefix).await
+        } else {
+            vaultrs::kv1::list(&self.vrs, mount, prefix)
+                .await
+                .map(|r| r.data.keys)
         };
-        Ok(v.get("data")
-            .and_then(|d| d.get("keys"))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default())
+        match keys {
+            Ok(k) => Ok(k),
+            Err(e) if is_missing(&e) => Ok(Vec::new()),
+            Err(e) => Err(self.vrs_err(&what, e)),
+        }
     }
 
     /// Every secret path under `mount` (for KV v2, under `metadata/`), recursively, sorted.
     async fn walk(&self, mount: &str, kv: u8) -> Result<Vec<String>> {
-        let base = if kv == 2 {
-            format!("{}/metadata", enc(mount))
-        } else {
-            enc(mount)
-        };
         let mut out = Vec::new();
         let mut todo = vec![String::new()];
         while let Some(prefix) = todo.pop() {
-            let path = if prefix.is_empty() {
-                base.clone()
-            } else {
-                format!("{base}/{}", enc(prefix.trim_end_matches('/')))
-            };
-            for k in self.list(&path).await? {
+            for k in self.list(mount, kv, prefix.trim_end_matches('/')).await? {
                 let full = format!("{prefix}{k}");
                 if k.ends_with('/') {
                     todo.push(full);
@@ -362,23 +484,106 @@ impl VaultClient {
         path: &str,
         version: Option<u64>,
     ) -> Result<Option<Value>> {
-        let p = if kv == 2 {
-            match version {
-                Some(n) => format!("{}/data/{}?version={n}", enc(mount), enc(path)),
-                None => format!("{}/data/{}", enc(mount), enc(path)),
+        let what = format!("GET {mount}/{path}");
+        let got = match (kv, version) {
+            (2, Some(n)) => vaultrs::kv2::read_version::<Value>(&self.vrs, mount, path, n).await,
+            (2, None) => vaultrs::kv2::read::<Value>(&self.vrs, mount, path).await,
+            _ => {
+                // KV v1 read: plain HTTP, not vaultrs: vaultrs requires `request_id` in the
+                // answer, which rusty_vault does not send.
+                let Some(v) = self
+                    .call("GET", &format!("{}/{}", enc(mount), enc(path)), None, true)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                return Ok(Some(v.get("data").cloned().unwrap_or(Value::Null)));
             }
-        } else {
-            format!("{}/{}", enc(mount), enc(path))
         };
-        let Some(v) = self.call("GET", &p, None, true).await? else {
-            return Ok(None);
+        match got {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(self.vrs_err(&what, e)),
+        }
+    }
+
+    /// Write `data` (a JSON object) at `path`: KV v2 returns the new version.
+    async fn write(&self, mount: &str, kv: u8, path: &str, data: &Value) -> Result<Option<u64>> {
+        let what = format!("write {mount}/{path}");
+        if kv == 2 {
+            return vaultrs::kv2::set(&self.vrs, mount, path, data)
+                .await
+                .map(|m| Some(m.version))
+                .map_err(|e| self.vrs_err(&what, e));
+        }
+        let fields: HashMap<&str, &Value> = data
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.as_str(), v)).collect())
+            .unwrap_or_default();
+        vaultrs::kv1::set(&self.vrs, mount, path, &fields)
+            .await
+            .map(|()| None)
+            .map_err(|e| self.vrs_err(&what, e))
+    }
+
+    /// The versions and settings of a KV v2 secret: (version number, its metadata as
+    /// JSON) in ascending order, and the settings.
+    async fn metadata(&self, mount: &str, path: &str) -> Result<(Vec<(u64, Value)>, KvSettings)> {
+        let m = vaultrs::kv2::read_metadata(&self.vrs, mount, path)
+            .await
+            .map_err(|e| self.vrs_err(&format!("GET {mount}/metadata/{path}"), e))?;
+        let mut versions: Vec<(u64, Value)> = m
+            .versions
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let n = k.parse().ok()?;
+                Some((
+                    n,
+                    json!({"created_time": v.created_time, "deletion_time": v.deletion_time,
+                           "destroyed": v.destroyed}),
+                ))
+            })
+            .collect();
+        versions.sort_by_key(|(n, _)| *n);
+        let settings = KvSettings {
+            max_versions: m.max_versions,
+            cas_required: m.cas_required,
+            delete_version_after: m.delete_version_after,
+            custom_metadata: m.custom_metadata.unwrap_or_default().into_iter().collect(),
         };
-        let data = v.get("data").cloned().unwrap_or(Value::Null);
-        Ok(Some(if kv == 2 {
-            data.get("data").cloned().unwrap_or(Value::Null)
+        Ok((versions, settings))
+    }
+
+    /// Write the settings of a KV v2 secret.
+    async fn write_settings(&self, mount: &str, path: &str, s: &KvSettings) -> Result<()> {
+        let mut req = vaultrs::api::kv2::requests::SetSecretMetadataRequest::builder();
+        req.max_versions(s.max_versions)
+            .cas_required(s.cas_required)
+            .custom_metadata(
+                s.custom_metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<HashMap<String, String>>(),
+            );
+        if !s.delete_version_after.is_empty() {
+            req.delete_version_after(s.delete_version_after.clone());
+        }
+        vaultrs::kv2::set_metadata(&self.vrs, mount, path, Some(&mut req))
+            .await
+            .map_err(|e| self.vrs_err(&format!("POST {mount}/metadata/{path}"), e))
+    }
+
+    /// Soft-delete (`destroy == false`) or destroy one version of a KV v2 secret.
+    async fn remove_version(&self, mount: &str, path: &str, v: u64, destroy: bool) -> Result<()> {
+        let r = if destroy {
+            vaultrs::kv2::destroy_versions(&self.vrs, mount, path, vec![v]).await
         } else {
-            data
-        }))
+            vaultrs::kv2::delete_versions(&self.vrs, mount, path, vec![v]).await
+        };
+        r.map_err(|e| {
+            let op = if destroy { "destroy" } else { "delete" };
+            self.vrs_err(&format!("{op} {mount}/{path} version {v}"), e)
+        })
     }
 }
 
@@ -401,6 +606,9 @@ pub struct Record {
     /// SHA-256 of `data` ([`data_digest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The path's KV v2 metadata settings (on the first record of each KV v2 path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<KvSettings>,
 }
 
 impl fmt::Debug for Record {
@@ -431,6 +639,7 @@ pub async fn resolve_reference(client: &VaultClientConfig, reference: &str) -> R
         return Err(bad());
     }
     let c = VaultClient::new(client.clone())?;
+    let mount = mount.trim_matches('/');
     let kv = c.kv_version(mount).await?;
     let data = c
         .read(mount, kv, path, None)
@@ -453,13 +662,52 @@ pub async fn resolve_reference(client: &VaultClientConfig, reference: &str) -> R
 pub struct VaultComponent {
     component: Component,
     config: VaultConfig,
+    mount_map: BTreeMap<String, String>,
 }
 
 impl VaultComponent {
     /// A component named `component` with `config`.
     #[must_use]
     pub fn new(component: Component, config: VaultConfig) -> Self {
-        Self { component, config }
+        Self {
+            component,
+            config,
+            mount_map: BTreeMap::new(),
+        }
+    }
+
+    /// Import (and verify) each backed-up mount `from` into the mount `to` of the target
+    /// (mount names without slashes); mounts not in the map keep their name. A
+    /// [`RestoreTarget::name`] still wins for a one-mount backup.
+    #[must_use]
+    pub fn with_mount_map<I, A, B>(mut self, map: I) -> Self
+    where
+        I: IntoIterator<Item = (A, B)>,
+        A: Into<String>,
+        B: Into<String>,
+    {
+        self.mount_map = map
+            .into_iter()
+            .map(|(a, b)| {
+                (
+                    a.into().trim_matches('/').to_owned(),
+                    b.into().trim_matches('/').to_owned(),
+                )
+            })
+            .collect();
+        self
+    }
+
+    /// The target mount of the backed-up mount `src`.
+    fn target_mount(&self, src: &str, target: &RestoreTarget) -> String {
+        match &target.name {
+            Some(n) => n.trim_matches('/').to_owned(),
+            None => self
+                .mount_map
+                .get(src.trim_matches('/'))
+                .cloned()
+                .unwrap_or_else(|| src.trim_matches('/').to_owned()),
+        }
     }
 
     fn client(&self) -> Result<VaultClient> {
@@ -475,9 +723,7 @@ impl VaultComponent {
         let c = self.client()?;
         let what = "GET /v1/sys/storage/raft/snapshot";
         let mut resp = c
-            .http
-            .get(c.url("sys/storage/raft/snapshot"))
-            .header("X-Vault-Token", c.cfg.token.expose())
+            .request(reqwest::Method::GET, "sys/storage/raft/snapshot")
             .send()
             .await
             .map_err(|e| {
@@ -552,9 +798,7 @@ impl VaultComponent {
         progress.start("raft", Some(art.raw_size));
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(reader));
         let resp = c
-            .http
-            .post(c.url(endpoint))
-            .header("X-Vault-Token", c.cfg.token.expose())
+            .request(reqwest::Method::POST, endpoint)
             .header("Content-Type", "application/octet-stream")
             .body(body)
             .send()
@@ -630,27 +874,9 @@ impl BackupSource for VaultComponent {
             for p in &paths {
                 let mut recs = Vec::new();
                 if kv == 2 {
-                    let meta = c
-                        .call(
-                            "GET",
-                            &format!("{}/metadata/{}", enc(&mount), enc(p)),
-                            None,
-                            false,
-                        )
-                        .await?
-                        .unwrap_or_default();
-                    let vs = meta
-                        .get("data")
-                        .and_then(|d| d.get("versions"))
-                        .and_then(Value::as_object)
-                        .cloned()
-                        .unwrap_or_default();
-                    let mut nums: Vec<(u64, Value)> = vs
-                        .into_iter()
-                        .filter_map(|(k, v)| k.parse().ok().map(|n| (n, v)))
-                        .collect();
-                    nums.sort_by_key(|(n, _)| *n);
-                    for (n, vm) in nums {
+                    let (vs, settings) = c.metadata(&mount, p).await?;
+                    let mut settings = Some(settings);
+                    for (n, vm) in vs {
                         let destroyed = vm.get("destroyed").and_then(Value::as_bool) == Some(true);
                         let del = vm
                             .get("deletion_time")
@@ -673,6 +899,7 @@ impl BackupSource for VaultComponent {
                             sha256: data.as_ref().map(data_digest),
                             data,
                             metadata: Some(vm),
+                            settings: settings.take(),
                         });
                     }
                 } else if let Some(data) = c.read(&mount, 1, p, None).await? {
@@ -683,6 +910,7 @@ impl BackupSource for VaultComponent {
                         sha256: Some(data_digest(&data)),
                         data: Some(data),
                         metadata: None,
+                        settings: None,
                     });
                 }
                 for r in recs {
@@ -765,20 +993,22 @@ impl Restorer for VaultComponent {
                 )));
             }
             let src_kv = header.get("kv").and_then(Value::as_u64).unwrap_or(1);
-            let mount = match &target.name {
-                Some(n) => n.trim_matches('/').to_owned(),
-                None => header
+            let mount = self.target_mount(
+                header
                     .get("mount")
                     .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-            };
+                    .unwrap_or_default(),
+                target,
+            );
             let kv = c.kv_version(&mount).await?;
             targets.push(mount.clone());
             progress.start(&a.name, None);
             // (path, version written in the target, digest) to read back.
             let items_before = out.items;
             let mut written: Vec<(String, Option<u64>, String)> = Vec::new();
+            // KV v2 settings, written after every version (cas_required would refuse the
+            // replay's writes) and read back with the data.
+            let mut settings: Vec<(String, KvSettings)> = Vec::new();
             while let Some(l) = lines
                 .next_line()
                 .await
@@ -793,44 +1023,18 @@ impl Restorer for VaultComponent {
                 }
                 let data = r.data.clone().unwrap_or_else(|| json!({}));
                 if kv == 2 {
-                    let resp = c
-                        .call(
-                            "POST",
-                            &format!("{}/data/{}", enc(&mount), enc(&r.path)),
-                            Some(&json!({"data": data})),
-                            false,
+                    if let Some(st) = r.settings.clone().filter(|_| src_kv == 2) {
+                        settings.push((r.path.clone(), st));
+                    }
+                    let v = c.write(&mount, 2, &r.path, &data).await?.ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Source,
+                            format!("vault: write of {mount}/{} returned no version", r.path),
                         )
-                        .await?
-                        .unwrap_or_default();
-                    let v = resp
-                        .get("data")
-                        .and_then(|d| d.get("version"))
-                        .and_then(Value::as_u64)
-                        .ok_or_else(|| {
-                            Error::new(
-                                ErrorKind::Source,
-                                format!("vault: write of {mount}/{} returned no version", r.path),
-                            )
-                        })?;
+                    })?;
                     match r.state.as_str() {
-                        "deleted" => {
-                            c.call(
-                                "POST",
-                                &format!("{}/delete/{}", enc(&mount), enc(&r.path)),
-                                Some(&json!({"versions": [v]})),
-                                false,
-                            )
-                            .await?;
-                        }
-                        "destroyed" => {
-                            c.call(
-                                "PUT",
-                                &format!("{}/destroy/{}", enc(&mount), enc(&r.path)),
-                                Some(&json!({"versions": [v]})),
-                                false,
-                            )
-                            .await?;
-                        }
+                        "deleted" => c.remove_version(&mount, &r.path, v, false).await?,
+                        "destroyed" => c.remove_version(&mount, &r.path, v, true).await?,
                         _ => {
                             if let Some(d) = r.sha256.clone() {
                                 written.push((r.path.clone(), Some(v), d));
@@ -838,13 +1042,7 @@ impl Restorer for VaultComponent {
                         }
                     }
                 } else {
-                    c.call(
-                        "POST",
-                        &format!("{}/{}", enc(&mount), enc(&r.path)),
-                        Some(&data),
-                        false,
-                    )
-                    .await?;
+                    c.write(&mount, 1, &r.path, &data).await?;
                     if let Some(d) = r.sha256.clone() {
                         // A later version of the same path replaces the earlier one.
                         written.retain(|(p, _, _)| p != &r.path);
@@ -855,8 +1053,17 @@ impl Restorer for VaultComponent {
                 out.bytes += l.len() as u64;
                 progress.advance(&a.name, l.len() as u64);
             }
+            for (p, st) in &settings {
+                c.write_settings(&mount, p, st).await?;
+            }
             // Read back every written path/version and compare digests.
             let mut bad = Vec::new();
+            for (p, st) in &settings {
+                let (_, got) = c.metadata(&mount, p).await?;
+                if got != *st {
+                    bad.push(format!("{mount}/{p} metadata settings"));
+                }
+            }
             for (p, v, d) in &written {
                 let got = c.read(&mount, kv, p, *v).await?;
                 if got.as_ref().map(data_digest).as_deref() != Some(d.as_str()) {
@@ -875,9 +1082,10 @@ impl Restorer for VaultComponent {
                 )));
             }
             out.notes.push(format!(
-                "{mount}: {} record(s) imported, {} read back and matched by SHA-256",
+                "{mount}: {} record(s) imported, {} read back and matched by SHA-256, {} metadata setting(s) restored",
                 out.items - items_before,
-                written.len()
+                written.len(),
+                settings.len()
             ));
         }
         out.target = format!("{} ({})", self.config.client.address, targets.join(", "));
@@ -911,7 +1119,7 @@ impl Verifier for VaultComponent {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let mount = target.name.clone().unwrap_or(src);
+            let mount = self.target_mount(&src, target);
             let want = m.get("paths").and_then(Value::as_u64).unwrap_or(0);
             match c.kv_version(&mount).await {
                 Ok(kv) => {

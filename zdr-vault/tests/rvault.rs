@@ -129,6 +129,7 @@ fn vault(addr: &str, token: &str, mounts: &[&str], allow_plaintext: bool) -> Vau
             client: VaultClientConfig {
                 address: addr.to_owned(),
                 token: Secret::new(token),
+                namespace: None,
             },
             mounts: mounts.iter().map(|s| (*s).to_owned()).collect(),
             encrypted: false,
@@ -281,6 +282,7 @@ async fn kv_v1_export_import_verify_on_a_real_server() {
     let cfg = VaultClientConfig {
         address: s.addr.clone(),
         token: Secret::new(&s.token),
+        namespace: None,
     };
     let pw = resolve_reference(
         &cfg,
@@ -289,4 +291,94 @@ async fn kv_v1_export_import_verify_on_a_real_server() {
     .await
     .unwrap();
     assert_eq!(pw.expose(), "pg-secret-1");
+}
+
+#[tokio::test]
+async fn kv_v1_import_through_a_mount_map_on_a_real_server() {
+    let s = server().await;
+    let (a, b) = (unique("zmapa"), unique("zmapb"));
+    let (a_copy, b_copy) = (format!("{a}c"), format!("{b}c"));
+    for m in [&a, &b, &a_copy, &b_copy] {
+        let (st, body) = call(
+            &s.addr,
+            &s.token,
+            "POST",
+            &format!("sys/mounts/{m}"),
+            Some(json!({"type": "kv"})),
+        )
+        .await;
+        assert!(st == 200 || st == 204, "mount {m}: {st} {body}");
+    }
+    for (m, p, d) in [
+        (&a, "svc/db", json!({"password": "map-secret-a"})),
+        (
+            &a,
+            "svc/cache",
+            json!({"password": "map-secret-c", "port": "6379"}),
+        ),
+        (&b, "root", json!({"k": "v"})),
+    ] {
+        let (st, body) = call(&s.addr, &s.token, "POST", &format!("{m}/{p}"), Some(d)).await;
+        assert!(st == 200 || st == 204, "write {m}/{p}: {st} {body}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tier = open_tier(
+        "local",
+        &TierConfig::Fs {
+            root: dir.path().to_path_buf(),
+        },
+    )
+    .unwrap();
+    let repo = Repository::new(tier, PipelineOptions::default());
+    let m = repo
+        .backup(
+            &vault(&s.addr, &s.token, &[&a, &b], true),
+            "daily",
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    // Two mounts, each into its own copy: RestoreTarget.name cannot do that, the map can.
+    let v = vault(&s.addr, &s.token, &[], false)
+        .with_mount_map([(a.as_str(), a_copy.as_str()), (b.as_str(), b_copy.as_str())]);
+    let out = repo
+        .restore(&v, &m, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap();
+    assert_eq!(out.items, 3, "{out:?}");
+    assert!(
+        out.target.contains(&a_copy) && out.target.contains(&b_copy),
+        "{}",
+        out.target
+    );
+    let (st, got) = call(
+        &s.addr,
+        &s.token,
+        "GET",
+        &format!("{a_copy}/svc/cache"),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["data"]["password"], "map-secret-c");
+    assert_eq!(got["data"]["port"], "6379");
+    let (st, got) = call(&s.addr, &s.token, "GET", &format!("{b_copy}/root"), None).await;
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["data"]["k"], "v");
+    let report = v.verify(&m, &RestoreTarget::default()).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.checked, 3);
+    // A map to a mount that does not exist: NotFound, naming it.
+    let missing = format!("{a}missing");
+    let e = repo
+        .restore(
+            &vault(&s.addr, &s.token, &[], false).with_mount_map([(a.as_str(), missing.as_str())]),
+            &m,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(format!("{e}").contains(&missing), "{e}");
 }

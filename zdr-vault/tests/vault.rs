@@ -50,6 +50,7 @@ fn vault(addr: &str, token: &str, mounts: &[&str], allow_plaintext: bool) -> Vau
             client: VaultClientConfig {
                 address: addr.to_owned(),
                 token: Secret::new(token),
+                namespace: None,
             },
             mounts: mounts.iter().map(|s| (*s).to_owned()).collect(),
             encrypted: false,
@@ -320,6 +321,7 @@ async fn credential_references_v1_and_v2() {
     let cfg = VaultClientConfig {
         address: d.addr.clone(),
         token: Secret::new(TOKEN),
+        namespace: None,
     };
     let s = resolve_reference(&cfg, "vault:secret/zentoria/backup/postgresql#password")
         .await
@@ -344,6 +346,7 @@ fn raft(addr: &str, token: &str, force: bool) -> VaultComponent {
             client: VaultClientConfig {
                 address: addr.to_owned(),
                 token: Secret::new(token),
+                namespace: None,
             },
             mounts: Vec::new(),
             encrypted: false,
@@ -542,6 +545,7 @@ async fn token_without_sys_mounts_uses_the_ui_mounts_endpoint() {
     let cfg = VaultClientConfig {
         address: d.addr.clone(),
         token: Secret::new(LIMITED_TOKEN),
+        namespace: None,
     };
     let s = resolve_reference(&cfg, "vault:secret/zentoria/backup/postgresql#password")
         .await
@@ -569,4 +573,154 @@ async fn token_without_sys_mounts_uses_the_ui_mounts_endpoint() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+}
+
+#[tokio::test]
+async fn kv_v2_metadata_settings_restored_into_mapped_mounts() {
+    let src = Double::start(TOKEN, &[("kv1", 1), ("secret", 2)]).await;
+    seed(&src).await;
+    let settings = json!({"max_versions": 7, "cas_required": true,
+                          "delete_version_after": "768h0m0s",
+                          "custom_metadata": {"owner": "team-a", "ticket": "OPS-42"}});
+    src.inner.lock().unwrap().settings.insert(
+        ("secret".into(), "zentoria/backup/postgresql".into()),
+        settings.clone(),
+    );
+    let env = Env::new();
+    let m = env
+        .repo
+        .backup(
+            &vault(&src.addr, TOKEN, &["kv1", "secret"], true),
+            "daily",
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    // Custom metadata stays inside the artifact, like the values.
+    let text = String::from_utf8(m.to_json().unwrap()).unwrap();
+    assert!(!text.contains("OPS-42"), "{text}");
+
+    // Both mounts mapped to other names in one restore.
+    let dst = Double::start(TOKEN, &[("kv1-copy", 1), ("secret-copy", 2)]).await;
+    let v = vault(&dst.addr, TOKEN, &[], false)
+        .with_mount_map([("kv1", "kv1-copy"), ("secret", "secret-copy")]);
+    let out = env
+        .repo
+        .restore(&v, &m, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap();
+    assert!(
+        out.notes
+            .iter()
+            .any(|n| n.starts_with("secret-copy:") && n.contains("2 metadata setting(s)")),
+        "{:?}",
+        out.notes
+    );
+    {
+        let s = dst.inner.lock().unwrap();
+        let key = (
+            "secret-copy".to_owned(),
+            "zentoria/backup/postgresql".to_owned(),
+        );
+        assert_eq!(s.settings[&key], settings, "settings written back");
+        assert_eq!(s.v2[&key].len(), 4, "versions replayed before cas_required");
+        let plain = ("secret-copy".to_owned(), "one".to_owned());
+        assert_eq!(s.settings[&plain]["cas_required"], false);
+        assert_eq!(s.v1.len(), 4);
+        assert!(s.v1.keys().all(|(m, _)| m == "kv1-copy"));
+    }
+    let report = zdr_core::Verifier::verify(&v, &m, &RestoreTarget::default())
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // A target that drops the settings fails the read-back.
+    let lossy = Double::start(TOKEN, &[("secret", 2)]).await;
+    lossy.inner.lock().unwrap().ignore_metadata_writes = true;
+    let e = env
+        .repo
+        .restore(
+            &vault(&lossy.addr, TOKEN, &[], false).with_mount_map([("kv1", "secret")]),
+            &m,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(
+        format!("{e}").contains("secret/zentoria/backup/postgresql metadata settings"),
+        "{e}"
+    );
+    assert!(!format!("{e:?}").contains("OPS-42"));
+}
+
+#[tokio::test]
+async fn namespace_is_sent_on_every_call() {
+    let src = Double::start(TOKEN, &[("kv1", 1), ("secret", 2)]).await;
+    seed(&src).await;
+    src.inner.lock().unwrap().namespace = Some("team-a/app".into());
+    *src.snapshot.lock().unwrap() = vec![7u8; 64 * 1024];
+    let with_ns = |raft: bool| {
+        VaultComponent::new(
+            Component::new("vault").unwrap(),
+            VaultConfig {
+                client: VaultClientConfig {
+                    address: src.addr.clone(),
+                    token: Secret::new(TOKEN),
+                    namespace: Some("team-a/app".into()),
+                },
+                mounts: vec!["kv1".into(), "secret".into()],
+                encrypted: false,
+                allow_plaintext: true,
+                raft_snapshot: raft,
+                force: false,
+            },
+        )
+    };
+    let env = Env::new();
+    // KV export and import (vaultrs), raft save and restore (HTTP), all in the namespace.
+    let m = env
+        .repo
+        .backup(&with_ns(false), "daily", &Progress::none())
+        .await
+        .unwrap();
+    let target = RestoreTarget {
+        name: None,
+        ..RestoreTarget::default()
+    };
+    let v = with_ns(false).with_mount_map([("kv1", "secret")]);
+    env.repo
+        .restore(&v, &m, &target, &Progress::none())
+        .await
+        .unwrap();
+    let raft = env
+        .repo
+        .backup(&with_ns(true), "daily", &Progress::none())
+        .await
+        .unwrap();
+    env.repo
+        .restore(&with_ns(true), &raft, &target, &Progress::none())
+        .await
+        .unwrap();
+    assert_eq!(src.restored.lock().unwrap().len(), 1);
+    let served = src.served.load(Ordering::SeqCst);
+    {
+        let s = src.inner.lock().unwrap();
+        assert_eq!(s.namespaces_seen.len(), served, "every request named it");
+        assert!(s.namespaces_seen.iter().all(|n| n == "team-a/app"));
+        // kv1 imported into the v2 mount `secret` through the map.
+        assert!(s.v2.contains_key(&("secret".to_owned(), "app/db".to_owned())));
+    }
+    // Without the namespace the mounts are not there.
+    let e = env
+        .repo
+        .backup(
+            &vault(&src.addr, TOKEN, &["kv1"], true),
+            "daily",
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }

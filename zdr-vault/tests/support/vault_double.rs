@@ -1,7 +1,11 @@
 //! A Vault HTTP **double**: an in-memory server written from Vault's API docs (not a real
 //! Vault). It checks `X-Vault-Token`, serves `sys/mounts`, KV v1 (`LIST`/`GET`/`POST`/`PUT`)
-//! and KV v2 (`data/`, `metadata/`, `delete/`, `destroy/`, `?version=N`). It can be told to
-//! drop connections after N requests to simulate a server dying mid-transfer.
+//! and KV v2 (`data/`, `metadata/` with its settings — `max_versions`, `cas_required`,
+//! `delete_version_after`, `custom_metadata`, and `cas_required` enforced on writes —
+//! `delete/`, `destroy/`, `?version=N`), in Vault's response envelope (`request_id`,
+//! `lease_id`, ... as vaultrs expects). With a namespace set, every call must carry it as
+//! `X-Vault-Namespace` (anything else: 404, as for a route in another namespace). It can be
+//! told to drop connections after N requests to simulate a server dying mid-transfer.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +36,14 @@ pub struct Inner {
     pub v1: BTreeMap<(String, String), Value>,
     /// (mount, path) -> versions (index 0 = version 1)
     pub v2: BTreeMap<(String, String), Vec<Version>>,
+    /// (mount, path) -> KV v2 metadata settings (absent: defaults)
+    pub settings: BTreeMap<(String, String), Value>,
+    /// The namespace every request must name; `None`: the header must be absent.
+    pub namespace: Option<String>,
+    /// `X-Vault-Namespace` values seen (one per request that had one).
+    pub namespaces_seen: Vec<String>,
+    /// Answer metadata writes with 204 but keep nothing (a lossy target).
+    pub ignore_metadata_writes: bool,
 }
 
 /// A snapshot body received: (sent to `snapshot-force`, bytes).
@@ -106,11 +118,41 @@ fn err(status: StatusCode, msg: &str) -> Response {
     (status, axum::Json(json!({"errors": [msg]}))).into_response()
 }
 
+/// A 200 answer in Vault's envelope (vaultrs requires `request_id`, `lease_id`, ...).
 fn ok(v: Value) -> Response {
+    let mut v = v;
+    if let Some(o) = v.as_object_mut() {
+        for (k, d) in [
+            ("request_id", json!("00000000-0000-0000-0000-00000000d0b1")),
+            ("lease_id", json!("")),
+            ("renewable", json!(false)),
+            ("lease_duration", json!(0)),
+            ("wrap_info", Value::Null),
+            ("warnings", Value::Null),
+            ("auth", Value::Null),
+        ] {
+            o.entry(k).or_insert(d);
+        }
+    }
     (StatusCode::OK, axum::Json(v)).into_response()
 }
 
-fn meta_of(vs: &[Version]) -> Value {
+fn default_settings() -> Value {
+    json!({"max_versions": 0, "cas_required": false, "delete_version_after": "0s",
+           "custom_metadata": null})
+}
+
+fn version_meta(n: usize, v: &Version) -> Value {
+    json!({
+        "created_time": "2026-01-01T00:00:00Z",
+        "custom_metadata": null,
+        "deletion_time": if v.deleted { "2026-01-02T00:00:00Z" } else { "" },
+        "destroyed": v.destroyed,
+        "version": n,
+    })
+}
+
+fn meta_of(vs: &[Version], settings: &Value) -> Value {
     let mut versions = serde_json::Map::new();
     for (i, v) in vs.iter().enumerate() {
         versions.insert(
@@ -122,7 +164,14 @@ fn meta_of(vs: &[Version]) -> Value {
             }),
         );
     }
-    json!({"data": {"current_version": vs.len(), "versions": versions}})
+    let mut data = json!({
+        "created_time": "2026-01-01T00:00:00Z", "updated_time": "2026-01-01T00:00:00Z",
+        "current_version": vs.len(), "oldest_version": 0, "versions": versions,
+    });
+    for (k, v) in settings.as_object().unwrap() {
+        data[k] = v.clone();
+    }
+    json!({ "data": data })
 }
 
 async fn handle(
@@ -142,6 +191,19 @@ async fn handle(
     let limited = token == Some(LIMITED_TOKEN);
     if token != Some(d.token.as_str()) && !limited {
         return err(StatusCode::FORBIDDEN, "permission denied");
+    }
+    let ns = headers
+        .get("x-vault-namespace")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    {
+        let mut s = d.inner.lock().unwrap();
+        if let Some(n) = &ns {
+            s.namespaces_seen.push(n.clone());
+        }
+        if ns != s.namespace {
+            return err(StatusCode::NOT_FOUND, "no handler for route");
+        }
     }
     let path = decode(uri.path().trim_start_matches("/v1/").trim_end_matches('/'));
     let query = uri.query().unwrap_or("");
@@ -198,7 +260,12 @@ async fn handle(
         for (name, v) in &s.mounts {
             m.insert(
                 format!("{name}/"),
-                json!({"type": "kv", "options": {"version": v.to_string()}}),
+                json!({"type": "kv", "options": {"version": v.to_string()},
+                       "accessor": format!("kv_{name}"), "description": "",
+                       "config": {"default_lease_ttl": 0, "force_no_cache": false,
+                                  "max_lease_ttl": 0},
+                       "external_entropy_access": false, "local": false, "seal_wrap": false,
+                       "uuid": format!("0000-{name}")}),
             );
         }
         return ok(json!({"data": m}));
@@ -289,9 +356,29 @@ async fn handle(
             }
         }
         ("metadata", "GET") => match s.v2.get(&key) {
-            Some(vs) => ok(meta_of(vs)),
+            Some(vs) => ok(meta_of(
+                vs,
+                s.settings.get(&key).unwrap_or(&default_settings()),
+            )),
             None => err(StatusCode::NOT_FOUND, ""),
         },
+        ("metadata", "POST" | "PUT") => {
+            if s.ignore_metadata_writes {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            let entry = s.settings.entry(key).or_insert_with(default_settings);
+            for k in [
+                "max_versions",
+                "cas_required",
+                "delete_version_after",
+                "custom_metadata",
+            ] {
+                if let Some(v) = body.get(k) {
+                    entry[k] = v.clone();
+                }
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
         ("data", "GET") => {
             let Some(vs) = s.v2.get(&key) else {
                 return err(StatusCode::NOT_FOUND, "");
@@ -302,18 +389,33 @@ async fn handle(
                     data: Some(d),
                     deleted: false,
                     destroyed: false,
-                }) => ok(json!({"data": {"data": d, "metadata": {"version": n}}})),
+                }) => {
+                    let meta = version_meta(n, &vs[n - 1]);
+                    ok(json!({"data": {"data": d, "metadata": meta}}))
+                }
                 _ => err(StatusCode::NOT_FOUND, ""),
             }
         }
         ("data", "POST" | "PUT") => {
+            let cas_required = s
+                .settings
+                .get(&key)
+                .and_then(|st| st["cas_required"].as_bool())
+                .unwrap_or(false);
+            if cas_required && body.get("options").and_then(|o| o.get("cas")).is_none() {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "check-and-set parameter required for this call",
+                );
+            }
             let data = body.get("data").cloned().unwrap_or(Value::Null);
             let vs = s.v2.entry(key).or_default();
             vs.push(Version {
                 data: Some(data),
                 ..Version::default()
             });
-            ok(json!({"data": {"version": vs.len()}}))
+            let meta = version_meta(vs.len(), &vs[vs.len() - 1]);
+            ok(json!({ "data": meta }))
         }
         ("delete" | "destroy", "POST" | "PUT") => {
             let Some(vs) = s.v2.get_mut(&key) else {
