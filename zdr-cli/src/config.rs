@@ -371,6 +371,10 @@ pub struct WalConfig {
     /// Seconds a recovery may take (default 3600).
     #[serde(default)]
     pub recovery_timeout_secs: Option<u64>,
+    /// Segments `wal fetch` downloads ahead in a background process (into
+    /// `pg_wal/.zdr-prefetch`), so replay does not wait for the tier (default 4; 0 = off).
+    #[serde(default)]
+    pub prefetch: Option<usize>,
 }
 
 fn default_pg_host() -> String {

@@ -276,6 +276,20 @@ enum WalAction {
         #[arg(long)]
         component: Option<String>,
     },
+    /// Download the segments after AFTER into DIR (started in the background by `fetch`).
+    #[command(hide = true)]
+    Prefetch {
+        /// The segment just fetched.
+        after: String,
+        /// The prefetch directory.
+        dir: PathBuf,
+        /// How many segments.
+        #[arg(long, default_value_t = 4)]
+        count: usize,
+        /// The postgres component (default: the only one).
+        #[arg(long)]
+        component: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -543,7 +557,25 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 name,
                 dest,
                 component,
-            } => pg_wal::fetch(&config, component.as_deref(), name, dest, progress).await,
+            } => {
+                pg_wal::fetch(
+                    &config,
+                    &cli.config,
+                    component.as_deref(),
+                    name,
+                    dest,
+                    progress,
+                )
+                .await
+            }
+            WalAction::Prefetch {
+                after,
+                dir,
+                count,
+                component,
+            } => {
+                pg_wal::prefetch(&config, component.as_deref(), after, dir, *count, progress).await
+            }
         },
         Command::Pitr {
             component,

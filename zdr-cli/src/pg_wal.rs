@@ -111,9 +111,11 @@ pub(crate) async fn push(
     ))
 }
 
-/// `zdr wal fetch NAME DEST`.
+/// `zdr wal fetch NAME DEST`: from the prefetch directory beside DEST when a prefetch brought
+/// it, else from the tiers; then start a background prefetch of the next segments.
 pub(crate) async fn fetch(
     config: &Config,
+    config_path: &Path,
     component: Option<&str>,
     file: &str,
     dest: &Path,
@@ -121,14 +123,27 @@ pub(crate) async fn fetch(
 ) -> Result<Outcome> {
     let (name, pg) = pg_component(config, component)?;
     let archive = archive(config, name, pg)?;
-    match archive.fetch(file, dest, progress).await? {
-        FetchOutcome::Fetched { tier, bytes } => Ok(Outcome::ok(
-            vec![format!(
-                "restored {file} from {tier} ({})",
-                human_bytes(bytes)
-            )],
-            json!({"ok": true, "file": file, "tier": tier, "bytes": bytes}),
-        )),
+    let prefetch_dir = dest
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(".zdr-prefetch");
+    match archive
+        .fetch_prefetched(file, dest, &prefetch_dir, progress)
+        .await?
+    {
+        FetchOutcome::Fetched { tier, bytes } => {
+            let count = pg.wal.prefetch.unwrap_or(4);
+            if count > 0 && file.len() == 24 {
+                spawn_prefetch(config_path, name, file, &prefetch_dir, count, progress);
+            }
+            Ok(Outcome::ok(
+                vec![format!(
+                    "restored {file} from {tier} ({})",
+                    human_bytes(bytes)
+                )],
+                json!({"ok": true, "file": file, "tier": tier, "bytes": bytes}),
+            ))
+        }
         FetchOutcome::NotFound => Ok(Outcome {
             value: Output {
                 text: vec![format!("{file} is not in the archive")],
@@ -137,6 +152,58 @@ pub(crate) async fn fetch(
             code: EXIT_WAL_MISSING,
         }),
     }
+}
+
+/// Start `zdr wal prefetch` detached (own process group, no stdio): PostgreSQL's
+/// restore_command returns at once while the next segments download.
+fn spawn_prefetch(
+    config_path: &Path,
+    component: &str,
+    after: &str,
+    dir: &Path,
+    count: usize,
+    progress: &Progress,
+) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let config_path =
+        std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    let spawned = std::process::Command::new(exe)
+        .arg("--config")
+        .arg(config_path)
+        .args(["--no-progress", "wal", "prefetch", "--component", component])
+        .arg("--count")
+        .arg(count.to_string())
+        .arg(after)
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        progress.warn(format!("cannot start the WAL prefetch: {e}"));
+    }
+}
+
+/// `zdr wal prefetch AFTER DIR` (hidden; started by `fetch`).
+pub(crate) async fn prefetch(
+    config: &Config,
+    component: Option<&str>,
+    after: &str,
+    dir: &Path,
+    count: usize,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let (name, pg) = pg_component(config, component)?;
+    let archive = archive(config, name, pg)?;
+    let n = archive.prefetch(after, count, dir, progress).await?;
+    Ok(Outcome::ok(
+        vec![format!("prefetched {n} segment(s) after {after}")],
+        json!({"ok": true, "prefetched": n}),
+    ))
 }
 
 /// `zdr backup NAME --base`.

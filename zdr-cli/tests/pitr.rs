@@ -6,7 +6,7 @@
 //! As root, PostgreSQL (and so archive_command and restore_command) runs as the `postgres`
 //! OS user: the test directory is handed to it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr, missing_docs)]
 
 #[path = "../../zdr-postgres/tests/support/mod.rs"]
 mod support;
@@ -50,6 +50,11 @@ impl Env {
     /// A cluster archiving through zdr into `tiers/local` (and `extra_tier` TOML, if given,
     /// whose name is listed in `wal_tiers`).
     fn new(extra_tier: Option<(&str, &str)>) -> Self {
+        Self::with(extra_tier, "")
+    }
+
+    /// Like [`Env::new`] with more `postgresql.conf` lines.
+    fn with(extra_tier: Option<(&str, &str)>, conf: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("zdr-pitr-")
             .tempdir()
@@ -68,7 +73,7 @@ impl Env {
             config.display()
         );
         let cluster = Cluster::start_with(&format!(
-            "wal_level = replica\narchive_mode = on\narchive_command = '{archive_command}'\n"
+            "wal_level = replica\narchive_mode = on\narchive_command = '{archive_command}'\n{conf}\n"
         ));
         let (extra, wal_tiers) = match extra_tier {
             Some((name, toml)) => (toml.to_owned(), format!("[\"local\", \"{name}\"]")),
@@ -318,6 +323,23 @@ fn archive_rules_and_broken_chains() {
     let out = env.zdr(&["wal", "fetch", &segs[0], got.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::metadata(&got).unwrap().len(), 16 * 1024 * 1024);
+    // The fetch started a background prefetch of the next segments beside the destination;
+    // the next fetch takes its segment from there.
+    let ahead = scratch.join(".zdr-prefetch").join(&segs[1]);
+    let started = Instant::now();
+    while !ahead.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing prefetched"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let next = scratch.join("next");
+    let (code, v) = env.json(&["wal", "fetch", &segs[1], next.to_str().unwrap()]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["tier"], "prefetch", "{v}");
+    assert_eq!(std::fs::metadata(&next).unwrap().len(), 16 * 1024 * 1024);
+    assert!(!ahead.exists());
     let missing = scratch.join("nothing");
     let out = env.zdr(&[
         "wal",
@@ -487,5 +509,35 @@ async fn archiving_survives_an_unreachable_s3_tier() {
         let tl = &t["timelines"][0];
         assert!(tl["missing"].as_array().unwrap().is_empty(), "{v}");
         assert!(tl["last"].as_str().unwrap() >= lost.as_str(), "{v}");
+    }
+}
+
+/// `archive_timeout` bounds the data at risk on a quiet server: a single commit reaches the
+/// archive within the timeout without any WAL switch by hand, and `zdr status` shows the
+/// newest segment's age (the RPO).
+#[test]
+fn archive_timeout_bounds_the_rpo() {
+    if !support::available() {
+        return;
+    }
+    let env = Env::with(None, "archive_timeout = 2");
+    let c = &env.cluster;
+    let before = env.switch();
+    c.psql("app", "INSERT INTO events (id, note) VALUES (9999, 'one commit')");
+    let lsn = c.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let started = Instant::now();
+    loop {
+        let v = env.ok(&["status", "postgres"]);
+        let wal = &v["components"][0]["wal"];
+        let newest = wal["newest_segment"].as_str().unwrap_or("").to_owned();
+        if newest >= lsn && newest > before {
+            assert!(wal["rpo_seconds"].as_i64().unwrap() <= 10, "{v}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the commit's segment {lsn} was not archived by archive_timeout: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
     }
 }

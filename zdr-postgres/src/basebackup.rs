@@ -95,6 +95,19 @@ impl BaseBackupFacts {
     }
 }
 
+/// The oldest WAL segment still needed by the base backups in `manifests` (others ignored):
+/// WAL before it may be pruned without breaking any of them. `None` without a base backup.
+/// Segments of other timelines needed to reach a target are not covered: keep every `.history`
+/// file and every segment after this one.
+#[must_use]
+pub fn wal_retention_floor(manifests: &[Manifest]) -> Option<String> {
+    manifests
+        .iter()
+        .filter_map(|m| BaseBackupFacts::from_manifest(m).ok())
+        .map(|f| f.start_segment)
+        .min()
+}
+
 /// Takes base backups of a whole cluster with `pg_basebackup`.
 #[derive(Clone)]
 pub struct PgBaseBackup {
@@ -367,6 +380,36 @@ mod tests {
             Some((Lsn(0x2000028), 1, Lsn(0x2000100)))
         );
         assert_eq!(parse_points("nothing"), None);
+    }
+
+    fn manifest(id: &str, facts: serde_json::Value) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "id": id, "component": "db", "kind": "physical", "schedule": "daily",
+            "started_at": "2026-01-16T14:00:00Z", "finished_at": "2026-01-16T14:01:00Z",
+            "zdr_version": "0", "parent": null, "facts": facts, "artifacts": []
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn retention_floor_is_the_oldest_base_start() {
+        let base = |start: &str| {
+            serde_json::json!({"format": 1, "kind": "base", "system_identifier": "1",
+                "server_version": "15", "server_version_num": 150000, "timeline": 1,
+                "start_lsn": "0/5000028", "stop_lsn": "0/5000100", "start_segment": start,
+                "stop_segment": start, "wal_segment_size": 16777216, "wal_included": false,
+                "tar_bytes": 1, "databases": []})
+        };
+        let ms = vec![
+            manifest("20260116_140000_aaaa", base("000000010000000000000009")),
+            manifest("20260115_140000_bbbb", base("000000010000000000000005")),
+            manifest("20260114_140000_cccc", serde_json::json!({"database": "app"})),
+        ];
+        assert_eq!(
+            wal_retention_floor(&ms).as_deref(),
+            Some("000000010000000000000005")
+        );
+        assert_eq!(wal_retention_floor(&ms[2..]), None);
     }
 
     #[test]

@@ -375,6 +375,92 @@ impl WalArchive {
         }
     }
 
+    /// Like [`WalArchive::fetch`], but take the file from `prefetch_dir` when a prefetch
+    /// already brought it (it was checked when it was downloaded); older prefetched files are
+    /// removed as recovery moves past them.
+    ///
+    /// # Errors
+    /// As [`WalArchive::fetch`].
+    pub async fn fetch_prefetched(
+        &self,
+        name: &str,
+        dest: &Path,
+        prefetch_dir: &Path,
+        progress: &Progress,
+    ) -> Result<FetchOutcome> {
+        let file = self.classify(name)?;
+        if let WalFile::Segment(_) = file {
+            let ready = prefetch_dir.join(name);
+            if let Ok(meta) = tokio::fs::metadata(&ready).await
+                && meta.len() == self.segment_size
+                && tokio::fs::rename(&ready, dest).await.is_ok()
+            {
+                sweep_prefetch(prefetch_dir, name).await;
+                return Ok(FetchOutcome::Fetched {
+                    tier: "prefetch".to_owned(),
+                    bytes: meta.len(),
+                });
+            }
+        }
+        let out = self.fetch(name, dest, progress).await?;
+        if out == FetchOutcome::NotFound {
+            // The end of the archive: nothing more to prefetch.
+            let _ = tokio::fs::remove_dir_all(prefetch_dir).await;
+        }
+        Ok(out)
+    }
+
+    /// Download up to `count` segments following `after` on its timeline into `dir` (each
+    /// checked, written beside and renamed), skipping the ones already there or being
+    /// fetched by another prefetch. Stops at the first segment not archived. Best effort:
+    /// returns how many it brought.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BadInput`] when `after` is not a segment name, or `dir` cannot be made.
+    pub async fn prefetch(
+        &self,
+        after: &str,
+        count: usize,
+        dir: &Path,
+        progress: &Progress,
+    ) -> Result<usize> {
+        let WalFile::Segment(seg) = self.classify(after)? else {
+            return Err(Error::bad_input(format!("{after} is not a WAL segment")));
+        };
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| io_err(e, "cannot create the prefetch directory", dir))?;
+        let mut brought = 0;
+        for i in 1..=count as u64 {
+            let next = Segment {
+                timeline: seg.timeline,
+                number: seg.number + i,
+            }
+            .name(self.segment_size);
+            let path = dir.join(&next);
+            if tokio::fs::metadata(&path).await.is_ok() {
+                continue;
+            }
+            let lock = dir.join(format!("{next}.lock"));
+            if tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock)
+                .await
+                .is_err()
+            {
+                continue; // another prefetch is on it
+            }
+            let res = self.fetch(&next, &path, progress).await;
+            let _ = tokio::fs::remove_file(&lock).await;
+            match res {
+                Ok(FetchOutcome::Fetched { .. }) => brought += 1,
+                Ok(FetchOutcome::NotFound) | Err(_) => break,
+            }
+        }
+        Ok(brought)
+    }
+
     async fn fetch_one(
         &self,
         tier: &Arc<dyn StorageTier>,
@@ -770,6 +856,20 @@ fn strip_suffixes(file: &str) -> Option<&str> {
         .find_map(|s| file.strip_suffix(s))
         .unwrap_or(file);
     (!file.is_empty()).then_some(file)
+}
+
+/// Remove prefetched segments recovery has moved past (names sort by position).
+async fn sweep_prefetch(dir: &Path, current: &str) {
+    let Ok(mut rd) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(e)) = rd.next_entry().await {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.len() == 24 && *name < *current {
+            let _ = tokio::fs::remove_file(e.path()).await;
+        }
+    }
 }
 
 fn tmp_path(dest: &Path) -> PathBuf {
