@@ -22,8 +22,10 @@
 #   with `zdr wal push` into an fs tier (lz4) and with `pgbackrest archive-push` into a local
 #   repo (compress-type=lz4, archive-async=n, repo on the same disk); the two alternate which
 #   goes first from segment to segment so both see the same cache and load. Then the same for
-#   `zdr wal fetch` / `pgbackrest archive-get` into a scratch dir (each fetched file compared
-#   with the original after the timing). Times are wall clock around each process
+#   `zdr wal fetch` (its background prefetch off: prefetch = 0) / `pgbackrest archive-get`
+#   (archive-async=n) into a scratch dir (each fetched file compared with the original after
+#   the timing); then, as recovery calls them, in order, each with its read-ahead on: zdr's
+#   default prefetch (4) and pgBackRest's archive-async=y archive-get (not interleaved). Times are wall clock around each process
 #   ($EPOCHREALTIME, no fork for the clock). zdr runs with --json to record the time it spends
 #   inside the push itself (its "milliseconds"), the rest is process start, config, tier open.
 #   Probes for where the time goes: `zdr --version`, a fetch of a missing segment (start +
@@ -51,6 +53,10 @@ KEEP=${KEEP:-0}
 STEPS=${STEPS:-"load segments base"}
 REFERENCE=${REFERENCE:-/work/shared/bench/reference-db.sql}
 PW=bench-pw-$$
+# zdr reads ZDR_* environment variables as config keys: ZDR_BIN would be an unknown key `bin`
+# and every zdr command (archive_command too: the server inherits this environment) would fail.
+ZDR_BIN_ARG=${ZDR_BIN:-}
+unset ZDR_BIN
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 has_step() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -143,11 +149,11 @@ SIZE=$(sql "SELECT pg_database_size('bench')")
 log "database bench: $(numfmt --to=iec "$SIZE") ($SIZE bytes)"
 [ "$SIZE" -ge "${MIN_SIZE:-1500000000}" ] || { echo "bench-wal.sh: bench is only $SIZE bytes" >&2; exit 1; }
 
-if [ -z "${ZDR_BIN:-}" ]; then
+if [ -z "$ZDR_BIN_ARG" ]; then
     log "building the release zdr (CARGO_TARGET_DIR=/work/target-bench cargo build --release -p zdr-cli)"
     CARGO_TARGET_DIR=/work/target-bench cargo build --release -q -p zdr-cli
 fi
-ZDR=${ZDR_BIN:-/work/target-bench/release/zdr}
+ZDR=${ZDR_BIN_ARG:-/work/target-bench/release/zdr}
 [ -x "$ZDR" ] || { echo "bench-wal.sh: no zdr binary at $ZDR" >&2; exit 1; }
 
 # --- zdr and pgBackRest configuration ---------------------------------------------------------
@@ -182,6 +188,9 @@ recovery_dir = "$ROOT/recovery"
 archive_wait_secs = 300
 recovery_timeout_secs = 3600
 EOF
+# The same with the background prefetch of `wal fetch` off: the per-segment comparison with
+# pgBackRest's synchronous archive-get (archive-async=n) must not leave zdr work running.
+sed '/^\[components.postgres.wal\]$/a prefetch = 0' "$CFG" >"$ROOT/zdr-noprefetch.toml"
 BRCONF="$ROOT/pgbackrest.conf"
 cat >"$BRCONF" <<EOF
 [global]
@@ -203,7 +212,7 @@ pg1-port=$PORT
 pg1-socket-path=$ROOT/pg
 pg1-user=zdr
 EOF
-chmod 644 "$CFG" "$BRCONF"
+chmod 644 "$CFG" "$ROOT/zdr-noprefetch.toml" "$BRCONF"
 BR=(pgbackrest "--config=$BRCONF" --stanza=bench)
 ZDR_PUSH="$ZDR --config $CFG --no-progress wal push --component postgres %p"
 BR_PUSH="pgbackrest --config=$BRCONF --stanza=bench archive-push %p"
@@ -232,6 +241,8 @@ wait_archived() {
 printf 'database_size\t%s\n' "$SIZE" >>"$RESULTS"
 printf 'zdr\t%s\n' "$("$ZDR" --version 2>&1 | head -1)" >>"$RESULTS"
 printf 'pgbackrest\t%s\n' "$(pgbackrest version)" >>"$RESULTS"
+printf 'source\t%s %s\n' "$(git rev-parse --short HEAD)" "$(git status --porcelain --untracked-files=no | wc -l) modified files" >>"$RESULTS"
+printf 'binary_mtime\t%s\n' "$(date -u -r "$ZDR" +%FT%TZ)" >>"$RESULTS"
 
 # --- per-segment latency ----------------------------------------------------------------------
 if has_step segments; then
@@ -241,9 +252,16 @@ if has_step segments; then
     START_LSN=$(sql "SELECT pg_current_wal_lsn()")
     FIRST=$(sql "SELECT pg_walfile_name(pg_current_wal_lsn())")
     NEED=$(( (SEGMENTS + 2) * 16 * 1024 * 1024 ))
-    log "write load (pgbench -c 2 -j 2, TPC-B) until $((SEGMENTS + 2)) segments after $FIRST"
+    # pgbench alone (commit fsync bound here, about 1 MB/s of WAL) is too slow: with it, batches
+    # of 100k-row UPDATEs of the docs table (text with real entropy, full-page images after the
+    # checkpoint) in the same segments.
+    log "write load (pgbench -c 1 TPC-B + 100k-row UPDATEs of docs) until $((SEGMENTS + 2)) segments after $FIRST"
+    k=1
     while [ "$(sql "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$START_LSN')::bigint")" -lt "$NEED" ]; do
-        "$PGBENCH" -n -c 2 -j 2 -T 10 bench >/dev/null 2>&1
+        "$PGBENCH" -n -c 1 -T 5 bench >/dev/null 2>&1 &
+        sql "UPDATE docs SET n = n + 1, ts = now() WHERE id BETWEEN $k AND $((k + 99999))" bench >/dev/null
+        wait
+        k=$((k + 100000))
     done
     sql "SELECT pg_switch_wal()" >/dev/null
     wait_archived
@@ -266,9 +284,8 @@ if has_step segments; then
 #!/bin/bash
 # Run as the postgres OS user. Prints: op, segment, microseconds, exit code, zdr's own ms.
 set -u
-ZDR=$1 CFG=$2 BRCONF=$3 SEGS=$4 SCRATCH=$5 OUT=$6
+ZDR=$1 CFG=$2 BRCONF=$3 SEGS=$4 SCRATCH=$5 OUT=$6 CFG_NP=$7
 ERR=$SCRATCH/../segloop.err
-: >"$ERR"
 run() { # op seg cmd...
     local op=$1 seg=$2; shift 2
     local s=$EPOCHREALTIME out rc e
@@ -280,7 +297,7 @@ run() { # op seg cmd...
 }
 zpush() { run zdr_push "$1" "$ZDR" --config "$CFG" --no-progress --json wal push --component postgres "$SEGS/$1"; }
 bpush() { run pgbr_push "$1" pgbackrest "--config=$BRCONF" --stanza=bench archive-push "$SEGS/$1"; }
-zget() { run zdr_fetch "$1" "$ZDR" --config "$CFG" --no-progress wal fetch --component postgres "$1" "$SCRATCH/$1"; }
+zget() { run zdr_fetch "$1" "$ZDR" --config "$CFG_NP" --no-progress wal fetch --component postgres "$1" "$SCRATCH/$1"; }
 bget() { run pgbr_fetch "$1" pgbackrest "--config=$BRCONF" --stanza=bench archive-get "$1" "$SCRATCH/$1"; }
 check() { cmp -s "$SEGS/$1" "$SCRATCH/$1" || echo "MISMATCH $2 $1" >>"$ERR"; rm -f "$SCRATCH/$1"; }
 i=0
@@ -298,15 +315,30 @@ for f in $(ls "$SEGS"); do
     fi
     i=$((i + 1))
 done
+# As recovery calls them, in order, with each tool's read-ahead on: zdr's default background
+# prefetch (4 segments) and pgBackRest's asynchronous archive-get (archive-async=y, queue in
+# spool-path). Each call's own time; the read-ahead runs beside it.
+mkdir -p "$SCRATCH/zp" "$SCRATCH/bp"
+for f in $(ls "$SEGS"); do
+    run zdr_fetch_prefetch "$f" "$ZDR" --config "$CFG" --no-progress wal fetch --component postgres "$f" "$SCRATCH/zp/$f"
+    cmp -s "$SEGS/$f" "$SCRATCH/zp/$f" || echo "MISMATCH zdr-prefetch $f" >>"$ERR"; rm -f "$SCRATCH/zp/$f"
+done
+sleep 5
+for f in $(ls "$SEGS"); do
+    run pgbr_fetch_async "$f" pgbackrest "--config=$BRCONF" --stanza=bench --archive-async=y archive-get "$f" "$SCRATCH/bp/$f"
+    cmp -s "$SEGS/$f" "$SCRATCH/bp/$f" || echo "MISMATCH pgbr-async $f" >>"$ERR"; rm -f "$SCRATCH/bp/$f"
+done
+sleep 5
+rm -rf "$SCRATCH/zp" "$SCRATCH/bp"
 # Probes: where the time goes.
 MISSING=000000FF000000FF000000FE
 first=$(ls "$SEGS" | head -1)
 for i in $(seq 20); do
     run probe_zdr_version - "$ZDR" --version
-    run probe_zdr_fetch_missing - "$ZDR" --config "$CFG" --no-progress wal fetch --component postgres "$MISSING" "$SCRATCH/x"
+    run probe_zdr_fetch_missing - "$ZDR" --config "$CFG_NP" --no-progress wal fetch --component postgres "$MISSING" "$SCRATCH/x"
     run probe_pgbr_version - pgbackrest version
     run probe_pgbr_fetch_missing - pgbackrest "--config=$BRCONF" --stanza=bench archive-get "$MISSING" "$SCRATCH/x"
-    run probe_lz4_1 - lz4 -q -1 -c "$SEGS/$first"
+    run probe_lz4_1 - lz4 -q -1 -f "$SEGS/$first" "$SCRATCH/probe.lz4"
     run probe_sha256sum - sha256sum "$SEGS/$first"
     run probe_dd_fsync - dd if="$SEGS/$first" of="$SCRATCH/../tier/.zdr-tmp/dd-probe" bs=1M conv=fsync status=none
     rm -f "$SCRATCH/../tier/.zdr-tmp/dd-probe"
@@ -314,13 +346,19 @@ done
 EOF
     chmod 755 "$ROOT/segloop.sh"
     : >"$SEGTSV"
-    chown postgres "$SEGTSV"
-    as_pg "$ROOT/segloop.sh" "$ZDR" "$CFG" "$BRCONF" "$ROOT/segs" "$ROOT/scratch" "$SEGTSV"
+    : >"$ROOT/segloop.err"
+    chown postgres "$SEGTSV" "$ROOT/segloop.err"
+    as_pg "$ROOT/segloop.sh" "$ZDR" "$CFG" "$BRCONF" "$ROOT/segs" "$ROOT/scratch" "$SEGTSV" "$ROOT/zdr-noprefetch.toml"
     if grep -q MISMATCH "$ROOT/segloop.err"; then cat "$ROOT/segloop.err" >&2; exit 1; fi
     bad=$(awk -F'\t' '$1 !~ /^probe_/ && $4 != 0' "$SEGTSV" | wc -l)
     [ "$bad" = 0 ] || { echo "bench-wal.sh: $bad commands failed:" >&2; cat "$ROOT/segloop.err" >&2; exit 1; }
-    printf 'size_zdr_wal\t%s\n' "$(du -sb "$ROOT/tier/wal" | cut -f1)" >>"$RESULTS"
-    printf 'size_pgbr_wal\t%s\n' "$(du -sb "$ROOT/pgbr/repo/archive" | cut -f1)" >>"$RESULTS"
+    zb=0 bb=0
+    for f in $(ls "$ROOT/segs"); do
+        zb=$((zb + $(find "$ROOT/tier/wal" -name "$f.lz4" -printf '%s')))
+        bb=$((bb + $(find "$ROOT/pgbr/repo/archive" -name "$f-*" -printf '%s')))
+    done
+    printf 'size_zdr_wal_%s_segments\t%s\n' "$n" "$zb" >>"$RESULTS"
+    printf 'size_pgbr_wal_%s_segments\t%s\n' "$n" "$bb" >>"$RESULTS"
 fi
 
 # --- base backups and PITR --------------------------------------------------------------------

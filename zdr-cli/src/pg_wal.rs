@@ -396,18 +396,7 @@ pub(crate) async fn pitr(
     if let Some(db) = &args.apply_database {
         // Copy the database across: a logical backup of it from the recovery instance
         // (kept in the catalog, schedule `pitr`), then the safe restore into the live cluster.
-        let res = async {
-            let side = zdr_postgres::PostgresComponent::new(comp.clone(), instance.config(db));
-            let m = repo.backup(&side, "pitr", progress).await?;
-            let live_db = zdr_postgres::PostgresComponent::new(comp.clone(), pg.to_pg(Some(db))?);
-            let target = zdr_core::RestoreTarget {
-                name: Some(db.clone()),
-                ..zdr_core::RestoreTarget::default()
-            };
-            let outcome = repo.restore(&live_db, &m, &target, progress).await?;
-            Ok::<_, Error>((m, outcome))
-        }
-        .await;
+        let res = apply_database(&repo, &instance, &comp, pg.to_pg(Some(db))?, db, progress).await;
         let _ = instance.stop().await;
         let (m, outcome) = res?;
         text.push(format!(
@@ -437,6 +426,28 @@ pub(crate) async fn pitr(
     text.push(format!("RTO {rto:.2}s"));
     value["rto_seconds"] = json!(rto);
     Ok(Outcome::ok(text, value))
+}
+
+/// Copy `db` from a recovery instance into the live cluster: a logical backup of it from the
+/// instance (kept in the catalog, schedule `pitr`), then the safe restore (side database,
+/// facts verified, swap; the replaced database is kept for rollback).
+pub(crate) async fn apply_database(
+    repo: &zdr_storage::Repository,
+    instance: &zdr_postgres::pitr::RecoveryInstance,
+    comp: &Component,
+    live: zdr_postgres::PgConfig,
+    db: &str,
+    progress: &Progress,
+) -> Result<(Manifest, zdr_core::RestoreOutcome)> {
+    let side = zdr_postgres::PostgresComponent::new(comp.clone(), instance.config(db));
+    let m = repo.backup(&side, "pitr", progress).await?;
+    let live_db = zdr_postgres::PostgresComponent::new(comp.clone(), live);
+    let target = zdr_core::RestoreTarget {
+        name: Some(db.to_owned()),
+        ..zdr_core::RestoreTarget::default()
+    };
+    let outcome = repo.restore(&live_db, &m, &target, progress).await?;
+    Ok((m, outcome))
 }
 
 /// `zdr check NAME`: archiving configured as expected, and a forced WAL switch arriving on
@@ -506,10 +517,20 @@ pub(crate) async fn check(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    let rpo_bound = (settings.archive_timeout_secs > 0).then_some(settings.archive_timeout_secs);
     let mut text = vec![format!(
-        "{name}: archive_mode={}, wal_level={}, archive_timeout={}, archive_command runs zdr",
-        settings.archive_mode, settings.wal_level, settings.archive_timeout
+        "{name}: archive_mode={}, wal_level={}, archive_timeout={}s, archive_command runs zdr",
+        settings.archive_mode, settings.wal_level, settings.archive_timeout_secs
     )];
+    match rpo_bound {
+        Some(s) => text.push(format!(
+            "RPO bound: commits reach the archive within about {s}s plus one push (archive_timeout)"
+        )),
+        None => progress.warn(
+            "archive_timeout is 0: on a quiet server a commit can stay unarchived until its \
+             segment fills (no RPO bound); set archive_timeout = 60 for an RPO of about a minute",
+        ),
+    }
     for a in &arrived {
         text.push(format!(
             "switched segment {segment} arrived on {} after {:.2}s",
@@ -519,7 +540,8 @@ pub(crate) async fn check(
     }
     Ok(Outcome::ok(
         text,
-        json!({"ok": true, "segment": segment, "settings": settings, "arrived": arrived}),
+        json!({"ok": true, "segment": segment, "settings": settings, "arrived": arrived,
+            "rpo_bound_seconds": rpo_bound}),
     ))
 }
 

@@ -202,6 +202,11 @@ fn sandbox_drill_includes_postgres_or_says_why_not() {
     assert_eq!(out.status.code(), Some(0), "{v}");
     assert_eq!(v["postgres"]["ok"], true, "{v}");
     assert!(v["postgres"]["rto_seconds"].as_f64().unwrap() > 0.0);
+    // The PITR part: back to T, with the rows deleted after T restored.
+    let pitr = &v["postgres"]["pitr"];
+    assert_eq!(pitr["ok"], true, "{v}");
+    assert_eq!(pitr["rows"], pitr["expected_rows"], "{v}");
+    assert_eq!(pitr["recovery"]["base_verified"], true, "{v}");
     assert!(
         v["postgres"]["verify"]["problems"]
             .as_array()

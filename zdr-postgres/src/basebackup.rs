@@ -403,7 +403,10 @@ mod tests {
         let ms = vec![
             manifest("20260116_140000_aaaa", base("000000010000000000000009")),
             manifest("20260115_140000_bbbb", base("000000010000000000000005")),
-            manifest("20260114_140000_cccc", serde_json::json!({"database": "app"})),
+            manifest(
+                "20260114_140000_cccc",
+                serde_json::json!({"database": "app"}),
+            ),
         ];
         assert_eq!(
             wal_retention_floor(&ms).as_deref(),

@@ -794,8 +794,8 @@ pub struct WalSettings {
     pub archive_mode: String,
     /// `archive_command`.
     pub archive_command: String,
-    /// `archive_timeout` (bounds the data at risk on a quiet server).
-    pub archive_timeout: String,
+    /// `archive_timeout` in seconds (0 = off): bounds the data at risk on a quiet server.
+    pub archive_timeout_secs: u64,
     /// `wal_level`.
     pub wal_level: String,
     /// `pg_stat_archiver`: the last archived file, and the last failure.
@@ -812,7 +812,7 @@ pub async fn wal_settings(config: &crate::PgConfig) -> Result<WalSettings> {
     let mut conn = crate::pg::connect(config, &config.maintenance_database).await?;
     let row = sqlx::query(
         "SELECT current_setting('archive_mode'), current_setting('archive_command'), \
-         current_setting('archive_timeout'), current_setting('wal_level'), \
+         (SELECT setting::bigint FROM pg_settings WHERE name = 'archive_timeout'), current_setting('wal_level'), \
          (SELECT last_archived_wal FROM pg_stat_archiver), (SELECT last_failed_wal FROM pg_stat_archiver)",
     )
     .fetch_one(&mut conn)
@@ -823,7 +823,7 @@ pub async fn wal_settings(config: &crate::PgConfig) -> Result<WalSettings> {
     Ok(WalSettings {
         archive_mode: row.get(0),
         archive_command: row.get(1),
-        archive_timeout: row.get(2),
+        archive_timeout_secs: u64::try_from(row.get::<i64, _>(2)).unwrap_or(0),
         wal_level: row.get(3),
         last_archived: row.get(4),
         last_failed: row.get(5),
