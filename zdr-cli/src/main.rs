@@ -224,8 +224,13 @@ enum Command {
         #[arg(long)]
         apply_database: Option<String>,
         /// Stop and remove the recovery instance at the end (a PITR drill).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "promote")]
         discard: bool,
+        /// Promote the recovered instance to a primary on a new timeline that archives
+        /// through the cluster's archive_command (it stays on the side port; point clients at
+        /// it or swap it in). Later recoveries follow the new timeline.
+        #[arg(long, conflicts_with = "apply_database")]
+        promote: bool,
     },
     /// postgres: check that WAL archiving works end to end: settings, then a forced WAL
     /// switch whose segment must reach every WAL tier.
@@ -589,6 +594,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             port,
             apply_database,
             discard,
+            promote,
         } => {
             let args = pg_wal::PitrArgs {
                 target_time: target_time.clone(),
@@ -601,6 +607,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 port: *port,
                 apply_database: apply_database.clone(),
                 discard: *discard,
+                promote: *promote,
                 config_path: cli.config.clone(),
             };
             pg_wal::pitr(&config, component, &args, progress).await

@@ -253,6 +253,7 @@ pub(crate) struct PitrArgs {
     pub port: Option<u16>,
     pub apply_database: Option<String>,
     pub discard: bool,
+    pub promote: bool,
     pub config_path: PathBuf,
 }
 
@@ -365,7 +366,7 @@ pub(crate) async fn pitr(
     };
     let live = pg.to_pg(None)?;
     let runner = LocalRunner::shared(live.bin_dir.as_deref());
-    let instance =
+    let mut instance =
         zdr_postgres::pitr::recover(&plan, &repo, &live, runner, &target, &options, progress)
             .await
             .map_err(|e| e.with_context("component", name))?;
@@ -414,6 +415,15 @@ pub(crate) async fn pitr(
     } else if args.discard {
         instance.discard().await?;
         text.push("recovery instance stopped and removed (--discard)".to_owned());
+    } else if args.promote {
+        let timeline = instance.promote(progress).await?;
+        text.push(format!(
+            "promoted: a primary on timeline {timeline} at 127.0.0.1:{} ({}), archiving through \
+             the cluster's archive_command; point clients at it or swap it in",
+            report.port,
+            report.data_dir.display()
+        ));
+        value["promoted_timeline"] = json!(timeline);
     } else {
         text.push(format!(
             "the instance stays up, paused at the target, for inspection: psql -h 127.0.0.1 -p {} ; \

@@ -550,3 +550,78 @@ fn check_reports_the_rpo_bound() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("archive_command"), "{}", stderr(&out));
 }
+
+/// `--promote` makes a recovered instance a primary on timeline 2 that archives through the
+/// cluster's archive_command; a later recovery to the end follows timeline 2 (its rows, not
+/// the old timeline's), and `--timeline 1` still recovers the old history.
+#[test]
+fn recovery_after_a_promotion_follows_the_new_timeline() {
+    if !support::available() {
+        return;
+    }
+    let env = Env::new(None);
+    let c = &env.cluster;
+    env.ok(&["backup", "postgres", "--base"]);
+    c.psql(
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'after base' FROM generate_series(101, 200) g",
+    );
+    let lsn = c.psql("postgres", "SELECT pg_current_wal_insert_lsn()");
+    c.psql(
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'timeline 1 only' FROM generate_series(201, 220) g",
+    );
+    env.switch();
+
+    let v = env.ok(&["pitr", "postgres", "--target-lsn", &lsn, "--promote"]);
+    assert_eq!(v["promoted_timeline"], 2, "{v}");
+    let dir = PathBuf::from(v["recovery"]["data_dir"].as_str().unwrap());
+    let port = u16::try_from(v["recovery"]["port"].as_u64().unwrap()).unwrap();
+    psql_at(
+        &dir,
+        port,
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'timeline 2' FROM generate_series(300, 310) g",
+    );
+    psql_at(&dir, port, "postgres", "SELECT pg_switch_wal()");
+    // The new timeline's history file and segments reach the archive.
+    let history = env.tier.join("wal/postgres/00000002/00000002.history.lz4");
+    let started = Instant::now();
+    loop {
+        let (_, v) = env.json(&["verify", "postgres", "--wal"]);
+        let has_tl2 = v["tiers"][0]["timelines"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["timeline"] == 2));
+        if has_tl2 && history.exists() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timeline 2 never archived: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop_data_dir(&dir);
+
+    let count = |dir: &Path, port: u16| {
+        psql_at(
+            dir,
+            port,
+            "app",
+            "SELECT count(*), count(*) FILTER (WHERE note = 'timeline 2'), \
+             count(*) FILTER (WHERE note = 'timeline 1 only') FROM events",
+        )
+    };
+    // To the end: along timeline 2.
+    let v = env.ok(&["pitr", "postgres", "--target", "latest"]);
+    let d = PathBuf::from(v["recovery"]["data_dir"].as_str().unwrap());
+    let p = u16::try_from(v["recovery"]["port"].as_u64().unwrap()).unwrap();
+    assert_eq!(count(&d, p), "211|11|0", "{v}");
+    stop_data_dir(&d);
+    // Along timeline 1.
+    let v = env.ok(&["pitr", "postgres", "--target", "latest", "--timeline", "1"]);
+    let d = PathBuf::from(v["recovery"]["data_dir"].as_str().unwrap());
+    let p = u16::try_from(v["recovery"]["port"].as_u64().unwrap()).unwrap();
+    assert_eq!(count(&d, p), "220|0|20", "{v}");
+    stop_data_dir(&d);
+}

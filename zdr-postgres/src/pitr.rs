@@ -259,6 +259,95 @@ impl RecoveryInstance {
         .map(|_| ())
     }
 
+    /// Make the instance a primary that archives: restart it with the cluster's own archive
+    /// settings (the `archive_mode = off` of the recovery instance removed), wait until it is
+    /// paused at the target again, and promote it. PostgreSQL then starts a new timeline and
+    /// archives its history file and segments through the cluster's `archive_command`, so
+    /// later recoveries can follow it. Returns the new timeline.
+    ///
+    /// # Errors
+    /// When the instance is not paused at a target (`--target latest` promotes by itself,
+    /// without archiving), or the restart or promotion fails.
+    pub async fn promote(&mut self, progress: &Progress) -> Result<u32> {
+        if !self.report.paused {
+            return Err(Error::bad_input(
+                "the recovery instance is not paused at a target (it was promoted at the end of \
+                 the archive without archiving); recover to a target to promote with archiving",
+            ));
+        }
+        self.stop().await?;
+        let auto = self.data_dir.join("postgresql.auto.conf");
+        let text = tokio::fs::read_to_string(&auto).await.map_err(|e| {
+            Error::from_io(e, "cannot read postgresql.auto.conf")
+                .with_context("path", auto.display())
+        })?;
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("archive_mode = 'off'"))
+            .collect();
+        tokio::fs::write(&auto, format!("{}\n", kept.join("\n")))
+            .await
+            .map_err(|e| {
+                Error::from_io(e, "cannot write postgresql.auto.conf")
+                    .with_context("path", auto.display())
+            })?;
+        let log = self.data_dir.join("zdr-recovery.log");
+        let started = pg_ctl(
+            self.runner.as_ref(),
+            &self.config,
+            self.run_as.as_deref(),
+            self.bin_dir.as_deref(),
+            &[
+                "start",
+                "-w",
+                "-t",
+                "600",
+                "-l",
+                &log.display().to_string(),
+                "-D",
+            ],
+            &self.data_dir,
+        )
+        .await;
+        if let Err(e) = started {
+            return Err(server_failed(e, &log, &self.config).await);
+        }
+        let target = RecoveryTarget::Name(String::new()); // any target: wait for the pause
+        wait_for_target(
+            &self.config,
+            &target,
+            Duration::from_secs(600),
+            &log,
+            progress,
+        )
+        .await?;
+        let mut conn = pg::connect(&self.config, &self.config.database).await?;
+        let promoted: bool = sqlx::query_scalar("SELECT pg_promote(true, 120)")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| pg::db_error(e, &self.config, "pg_promote failed"))?;
+        let timeline: i32 = sqlx::query_scalar("SELECT timeline_id FROM pg_control_checkpoint()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| pg::db_error(e, &self.config, "cannot read the timeline"))?;
+        // The checkpoint after promotion carries the new timeline; ask for it.
+        let _ = pg::exec(&mut conn, &self.config, "CHECKPOINT").await;
+        let timeline: i32 = sqlx::query_scalar("SELECT timeline_id FROM pg_control_checkpoint()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| pg::db_error(e, &self.config, "cannot read the timeline"))
+            .unwrap_or(timeline);
+        pg::close(conn).await;
+        if !promoted {
+            return Err(
+                Error::new(ErrorKind::Source, "pg_promote did not finish within 120 s")
+                    .with_context("server log", log_tail(&log, &self.config).await),
+            );
+        }
+        self.report.paused = false;
+        Ok(u32::try_from(timeline).unwrap_or(0))
+    }
+
     /// Stop the server and delete the data directory.
     ///
     /// # Errors
