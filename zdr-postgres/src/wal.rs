@@ -470,11 +470,14 @@ impl WalArchive {
     ) -> Result<u64> {
         let tmp = tmp_path(dest);
         let res = async {
-            let mut r = open_artifact(tier.clone(), record, &self.options.keys, Progress::none())?;
-            let mut out = tokio::fs::File::create(&tmp)
+            let r = open_artifact(tier.clone(), record, &self.options.keys, Progress::none())?;
+            // Big writes: every write to a `tokio::fs::File` is a hand-off to the blocking pool.
+            let mut r = tokio::io::BufReader::with_capacity(zdr_storage::CHUNK, r);
+            let created = tokio::fs::File::create(&tmp)
                 .await
                 .map_err(|e| io_err(e, "cannot write the restored WAL file", &tmp))?;
-            let n = tokio::io::copy(&mut r, &mut out)
+            let mut out = tokio::io::BufWriter::with_capacity(zdr_storage::CHUNK, created);
+            let n = tokio::io::copy_buf(&mut r, &mut out)
                 .await
                 .map_err(|e| Error::from_io(e, "restoring the WAL file failed"))?;
             out.flush()

@@ -62,7 +62,10 @@ pub async fn put_object(
         failure.clone(),
         Arc::new(Mutex::new(Vec::new())),
     )?;
-    let copied = tokio::io::copy(from, &mut writer).await;
+    // Big reads: a `tokio::fs::File` hands every read to the blocking pool, so 8 KiB reads
+    // (tokio::io::copy's buffer) cost a thread hand-off each.
+    let mut from = tokio::io::BufReader::with_capacity(crate::CHUNK, from);
+    let copied = tokio::io::copy_buf(&mut from, &mut writer).await;
     if let Err(e) = copied {
         drop(writer);
         let e = failure
