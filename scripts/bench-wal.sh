@@ -3,7 +3,7 @@
 # one throwaway PostgreSQL 15 cluster, in one run. Results: BENCHMARKS.md ("WAL archiving and
 # base backups").
 #
-#   scripts/bench-wal.sh                          # everything (about 20-30 minutes on 2 cores)
+#   scripts/bench-wal.sh                          # everything (about 6 minutes with REPS=3, plus the build)
 #   SEGMENTS=40 REPS=1 scripts/bench-wal.sh       # the defaults
 #   ZDR_BIN=/path/to/zdr scripts/bench-wal.sh     # no cargo build, use this binary
 #   KEEP=1 ... then STEPS="segments base" ...     # rerun a subset on the kept cluster
@@ -16,18 +16,18 @@
 #   OS user, a free port, scram-sha-256 over TCP, shared_buffers=1GB, max_wal_size=8GB,
 #   checkpoint_timeout=30min, fsync on, wal_level=replica, archive_mode=on, archive_command
 #   `true` while loading; database `bench` = `pgbench -i -s 50` + reference-db.sql (>= 1.5 GB);
-# - segments: `pgbench -c 2 -j 2` write load until SEGMENTS+2 segments were written, then the
-#   first SEGMENTS completed segments are copied out of pg_wal into $ROOT/segs. Each one is then
-#   pushed, as the `postgres` OS user with one process per segment as archive_command does,
+# - segments: write load (`pgbench -c 1` beside 100k-row UPDATEs of docs) until SEGMENTS+2
+#   segments were written, then the first SEGMENTS completed segments are copied out of pg_wal
+#   into $ROOT/segs. Each one is then pushed, as the `postgres` OS user with one process per segment as archive_command does,
 #   with `zdr wal push` into an fs tier (lz4) and with `pgbackrest archive-push` into a local
 #   repo (compress-type=lz4, archive-async=n, repo on the same disk); the two alternate which
 #   goes first from segment to segment so both see the same cache and load. Then the same for
 #   `zdr wal fetch` (its background prefetch off: prefetch = 0) / `pgbackrest archive-get`
 #   (archive-async=n) into a scratch dir (each fetched file compared with the original after
 #   the timing); then, as recovery calls them, in order, each with its read-ahead on: zdr's
-#   default prefetch (4) and pgBackRest's archive-async=y archive-get (not interleaved). Times are wall clock around each process
-#   ($EPOCHREALTIME, no fork for the clock). zdr runs with --json to record the time it spends
-#   inside the push itself (its "milliseconds"), the rest is process start, config, tier open.
+#   default prefetch (4) and pgBackRest's archive-async=y archive-get (not interleaved).
+#   Times are wall clock around each process ($EPOCHREALTIME, no fork for the clock). zdr runs
+#   with --json to record the time it spends inside the push itself (its "milliseconds"), the rest is process start, config, tier open.
 #   Probes for where the time goes: `zdr --version`, a fetch of a missing segment (start +
 #   config + tier open + lookup), `pgbackrest version`, its archive-get of a missing segment,
 #   `lz4 -1`, `sha256sum`, and `dd conv=fsync` of one segment.

@@ -13,6 +13,21 @@ const RESERVED_ENV: &[&str] = &[
     "ZDR_AGE_PASSPHRASE",
     "ZDR_LOG",
     "ZDR_PG_BIN_DIR",
+    "ZDR_REDIS_BIN_DIR",
+];
+
+/// The top-level config keys: a `ZDR_*` variable whose first part is not one of them is not an
+/// override and is ignored (it may belong to anything else in the environment — PostgreSQL runs
+/// `archive_command` in its own), while an unknown key *inside* a known section is an error.
+const TOP_LEVEL: &[&str] = &[
+    "primary",
+    "replicate_to",
+    "schedule",
+    "pipeline",
+    "encryption",
+    "tiers",
+    "components",
+    "vault",
 ];
 
 /// The whole configuration.
@@ -447,6 +462,14 @@ impl Config {
             if RESERVED_ENV.contains(&name.as_str()) || rest.starts_with("TEST_") {
                 continue;
             }
+            let first = rest
+                .split("__")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if !TOP_LEVEL.contains(&first.as_str()) {
+                continue;
+            }
             apply_override(&mut table, &name, rest, &value)?;
         }
         let config: Config = table.try_into().map_err(|e: toml::de::Error| {
@@ -753,6 +776,15 @@ path = "/etc/zentoria"
         assert!(e.err().is_some_and(|e| e.to_string().contains("mysql")));
         let e = Config::parse(&format!("{BASE}\nbogus = 1\n"), "t", env(&[]));
         assert!(e.err().is_some_and(|e| e.to_string().contains("bogus")));
+        // Variables that are not overrides at all are left alone.
+        assert!(
+            Config::parse(
+                BASE,
+                "t",
+                env(&[("ZDR_BIN", "/x/zdr"), ("ZDR_REDIS_BIN_DIR", "/usr/bin")])
+            )
+            .is_ok()
+        );
         let e = Config::parse(BASE, "t", env(&[("ZDR_TIERS__LOCAL__COLOR", "red")]));
         assert!(e.err().is_some_and(|e| e.to_string().contains("color")));
         let e = Config::parse("primary = ", "zdr.toml", env(&[]));

@@ -625,3 +625,39 @@ fn recovery_after_a_promotion_follows_the_new_timeline() {
     assert_eq!(count(&d, p), "220|0|20", "{v}");
     stop_data_dir(&d);
 }
+
+/// A base backup while archive_command fails: PostgreSQL waits for its last segment to be
+/// archived without end; zdr gives up after `archive_wait_secs`, says why, writes no manifest,
+/// and succeeds once archiving works again.
+#[test]
+fn base_backup_with_failing_archiving_is_refused_in_time() {
+    if !support::available() {
+        return;
+    }
+    let env = Env::new(None);
+    let c = &env.cluster;
+    c.psql("postgres", "ALTER SYSTEM SET archive_command = 'false'");
+    c.psql("postgres", "SELECT pg_reload_conf()");
+    let started = Instant::now();
+    let out = Command::new(ZDR)
+        .arg("--config")
+        .arg(&env.config)
+        .args(["--no-progress", "backup", "postgres", "--base"])
+        .env("ZDR_COMPONENTS__POSTGRES__PASSWORD", PASSWORD)
+        .env("ZDR_COMPONENTS__POSTGRES__WAL__ARCHIVE_WAIT_SECS", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("waiting for its last WAL segment to be archived"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let (_, v) = env.json(&["list"]);
+    assert!(!v.to_string().contains("\"base\""), "no manifest: {v}");
+    c.psql("postgres", "ALTER SYSTEM RESET archive_command");
+    c.psql("postgres", "SELECT pg_reload_conf()");
+    let v = env.ok(&["backup", "postgres", "--base"]);
+    assert_eq!(v["backup"]["facts"]["kind"], "base");
+}

@@ -287,17 +287,28 @@ impl BackupSource for PgBaseBackup {
             .take()
             .ok_or_else(|| Error::unexpected("pg_basebackup has no stdout"))?;
         let mut observer = TarObserver::default();
+        // After the data, the server waits until its last WAL segment is archived before it
+        // sends the end of the stream; with a failing archive_command that wait has no end.
+        // Once data flows, a silence longer than the archive wait ends the backup.
+        let limit = self.archive_wait;
         let copied = async {
             use tokio::io::AsyncReadExt;
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = 0u64;
             loop {
-                let n = out.read(&mut buf).await?;
+                let n = if total == 0 {
+                    out.read(&mut buf).await.map_err(Some)?
+                } else {
+                    match tokio::time::timeout(limit, out.read(&mut buf)).await {
+                        Ok(r) => r.map_err(Some)?,
+                        Err(_) => return Err(None),
+                    }
+                };
                 if n == 0 {
-                    return Ok::<u64, std::io::Error>(total);
+                    return Ok::<u64, Option<std::io::Error>>(total);
                 }
                 observer.feed(&buf[..n]);
-                writer.write_all(&buf[..n]).await?;
+                writer.write_all(&buf[..n]).await.map_err(Some)?;
                 total += n as u64;
                 progress.advance(&task, n as u64);
             }
@@ -308,7 +319,21 @@ impl BackupSource for PgBaseBackup {
             Err(e) => {
                 let _ = run.handle.kill().await;
                 let text = tail.text(c).await;
-                let err = Error::from_io(e, "storing the output of pg_basebackup");
+                let err = match e {
+                    Some(e) => Error::from_io(e, "storing the output of pg_basebackup"),
+                    None => Error::new(
+                        ErrorKind::Source,
+                        format!(
+                            "pg_basebackup sent nothing for {} s: the server is waiting for its \
+                             last WAL segment to be archived",
+                            limit.as_secs()
+                        ),
+                    )
+                    .with_hint(
+                        "archive_command is failing: see pg_stat_archiver and the server log, or \
+                         run `zdr check COMPONENT`",
+                    ),
+                };
                 return Err(if text.is_empty() {
                     err
                 } else {
