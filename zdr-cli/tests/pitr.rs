@@ -515,6 +515,23 @@ async fn archiving_survives_an_unreachable_s3_tier() {
         assert!(tl["missing"].as_array().unwrap().is_empty(), "{v}");
         assert!(tl["last"].as_str().unwrap() >= lost.as_str(), "{v}");
     }
+
+    // The local WAL copies are lost: recovery reads every segment from the S3 tier.
+    env.ok(&["backup", "postgres", "--base"]);
+    c.psql(
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'after base' FROM generate_series(700, 710) g",
+    );
+    env.switch();
+    std::fs::remove_dir_all(env.tier.join("wal")).unwrap();
+    let v = env.ok(&["pitr", "postgres", "--target", "latest"]);
+    let d = PathBuf::from(v["recovery"]["data_dir"].as_str().unwrap());
+    let p = u16::try_from(v["recovery"]["port"].as_u64().unwrap()).unwrap();
+    assert_eq!(
+        psql_at(&d, p, "app", "SELECT count(*) FROM events WHERE id BETWEEN 700 AND 710"),
+        "11"
+    );
+    stop_data_dir(&d);
 }
 
 /// `archive_timeout` bounds the data at risk on a quiet server: `zdr check` reports the bound
