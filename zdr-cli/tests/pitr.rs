@@ -528,7 +528,12 @@ async fn archiving_survives_an_unreachable_s3_tier() {
     let d = PathBuf::from(v["recovery"]["data_dir"].as_str().unwrap());
     let p = u16::try_from(v["recovery"]["port"].as_u64().unwrap()).unwrap();
     assert_eq!(
-        psql_at(&d, p, "app", "SELECT count(*) FROM events WHERE id BETWEEN 700 AND 710"),
+        psql_at(
+            &d,
+            p,
+            "app",
+            "SELECT count(*) FROM events WHERE id BETWEEN 700 AND 710"
+        ),
         "11"
     );
     stop_data_dir(&d);
