@@ -163,6 +163,10 @@ enum Command {
         /// redis: with --logical, only keys matching this glob pattern.
         #[arg(long = "match", requires = "logical")]
         pattern: Option<String>,
+        /// vault: with --logical, import the exported mount FROM into the mount TO
+        /// (repeatable: `--mount-map secret=secret-copy --mount-map kv=kv2`).
+        #[arg(long = "mount-map", requires = "logical", value_parser = parse_mount_map)]
+        mount_map: Vec<(String, String)>,
     },
     /// postgres: swap the database replaced by the last restore back in (the current one
     /// is kept, so rolling back again undoes the rollback).
@@ -425,6 +429,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 allow_plaintext: *allow_plaintext,
                 force: false,
                 encrypted: config.pipeline_options()?.keys.encrypts(),
+                mount_map: Vec::new(),
             };
             let redis = RedisArgs {
                 mode: if *logical {
@@ -497,6 +502,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             force,
             no_replace,
             pattern,
+            mount_map,
         } => {
             let target = RestoreTarget {
                 path: to.clone(),
@@ -541,6 +547,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                         allow_plaintext: false,
                         force: *force,
                         encrypted: false,
+                        mount_map: mount_map.clone(),
                     },
                 },
                 progress,
@@ -652,6 +659,18 @@ pub(crate) struct VaultArgs {
     force: bool,
     /// The pipeline encrypts (`PipelineOptions.keys.encrypts()`).
     encrypted: bool,
+    /// `restore --logical --mount-map FROM=TO`: import mount FROM into mount TO.
+    mount_map: Vec<(String, String)>,
+}
+
+/// Parse `FROM=TO` for `--mount-map`.
+fn parse_mount_map(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.trim_matches('/').is_empty() && !b.trim_matches('/').is_empty() => {
+            Ok((a.to_owned(), b.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not FROM=TO (such as secret=secret-copy)")),
+    }
 }
 
 /// Redis-only arguments of a command.
@@ -740,19 +759,27 @@ impl Adapter {
                     "--match, --db and --no-replace apply to redis components; {name} is a vault component"
                 )));
             }
-            return Ok(Self::Vault(zdr_vault::VaultComponent::new(
-                component,
-                zdr_vault::VaultConfig {
-                    client: c.client()?,
-                    mounts: c
-                        .mounts
-                        .clone()
-                        .unwrap_or_else(|| vec!["secret".to_owned()]),
-                    encrypted: vault.encrypted,
-                    allow_plaintext: vault.allow_plaintext,
-                    raft_snapshot: !vault.logical,
-                    force: vault.force,
-                },
+            return Ok(Self::Vault(
+                zdr_vault::VaultComponent::new(
+                    component,
+                    zdr_vault::VaultConfig {
+                        client: c.client()?,
+                        mounts: c
+                            .mounts
+                            .clone()
+                            .unwrap_or_else(|| vec!["secret".to_owned()]),
+                        encrypted: vault.encrypted,
+                        allow_plaintext: vault.allow_plaintext,
+                        raft_snapshot: !vault.logical,
+                        force: vault.force,
+                    },
+                )
+                .with_mount_map(vault.mount_map.clone()),
+            ));
+        }
+        if !vault.mount_map.is_empty() {
+            return Err(Error::bad_input(format!(
+                "--mount-map applies to vault components; {name} is not one"
             )));
         }
         if vault.allow_plaintext || vault.force {

@@ -169,6 +169,42 @@ fn vault_logical_backup_restore_verify() {
     );
     assert_eq!(back["data"]["password"], "cli-vault-pw");
 
+    // Into another mount with --mount-map.
+    curl(
+        &v.addr,
+        &v.token,
+        "POST",
+        "sys/mounts/zdrcopy",
+        Some(json!({"type": "kv"})),
+    );
+    let (code, _, all) = v.zdr(&[
+        "restore",
+        "vault",
+        "--logical",
+        "--mount-map",
+        "zdrtest=zdrcopy",
+    ]);
+    assert_eq!(code, 0, "{all}");
+    let copy = curl(
+        &v.addr,
+        &v.token,
+        "GET",
+        "zdrcopy/zentoria/backup/postgresql",
+        None,
+    );
+    assert_eq!(copy["data"]["password"], "cli-vault-pw");
+    // A malformed map and a map to a mount that does not exist: exit 2.
+    let (code, _, all) = v.zdr(&["restore", "vault", "--logical", "--mount-map", "zdrtest"]);
+    assert_eq!(code, 2, "{all}");
+    let (code, _, all) = v.zdr(&[
+        "restore",
+        "vault",
+        "--logical",
+        "--mount-map",
+        "zdrtest=nowhere",
+    ]);
+    assert_eq!(code, 2, "{all}");
+
     let (code, _, all) = v.zdr(&["verify", "vault"]);
     assert_eq!(code, 0, "{all}");
     // A drill would write into the live Vault: refused.
