@@ -55,14 +55,6 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::from_io(e, what.to_owned())
 }
 
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// A throwaway cluster, stopped (and its directory removed) on drop.
 struct Cluster {
     dir: tempfile::TempDir,
@@ -77,7 +69,7 @@ impl Cluster {
     }
 
     async fn start(bin: &Path, password: &str) -> Result<Self> {
-        let root = is_root();
+        let root = crate::pg_wal::is_root();
         let dir = tempfile::Builder::new()
             .prefix("zdr-drill-pg-")
             .tempdir()
@@ -95,10 +87,7 @@ impl Cluster {
                 .arg(dir.path()))
             .await?;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(io("find a free port"))?
-            .port();
+        let port = crate::pg_wal::free_port()?;
         let cluster = Self {
             dir,
             bin: bin.to_path_buf(),
@@ -477,20 +466,9 @@ async fn pitr_drill(
         .psql(db, "DELETE FROM audit WHERE id % 2 = 0; INSERT INTO audit (payload) VALUES ('{\"after\": \"T\"}')")
         .await?;
     let last = zdr_postgres::switch_wal(&live).await?;
-    let waited = Instant::now();
-    loop {
-        let listing = archive.list(0).await?;
-        if listing.newest.as_ref().is_some_and(|(n, _)| *n >= last) {
-            break;
-        }
-        if waited.elapsed() > std::time::Duration::from_secs(60) {
-            return Err(Error::new(
-                zdr_core::ErrorKind::Storage,
-                format!("segment {last} was not archived within 60 s"),
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    archive
+        .wait_archived(&last, std::time::Duration::from_secs(60), progress)
+        .await?;
     text.push(format!(
         "10c. pitr   {expected} audit rows at T = {target_text} UTC; then DELETE of half of them; WAL up to {last} archived"
     ));
@@ -501,10 +479,7 @@ async fn pitr_drill(
     let backups: Vec<zdr_core::Manifest> = catalog.list(Some(&comp)).into_iter().cloned().collect();
     let plan =
         zdr_postgres::pitr::plan(&backups, &archive, &target, None, chrono::Utc::now()).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(io("find a free port"))?
-        .port();
+    let port = crate::pg_wal::free_port()?;
     let options = PitrOptions {
         data_dir: root.join("recovery").join("data"),
         port,

@@ -139,10 +139,7 @@ pub async fn run_drill(repo: &Repository, progress: &Progress) -> Result<RedisDr
             return Ok(RedisDrillOutcome::Skipped(why));
         }
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::from_io(e, "cannot find a free port"))?;
+    let port = crate::pg_wal::free_port()?;
     let dir = tempfile::Builder::new()
         .prefix("zdr-drill-redis-")
         .tempdir()

@@ -7,14 +7,13 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::json;
 use zdr_core::{
-    BackupKind, Component, Compression, Error, ErrorKind, LocalRunner, Manifest, Progress, Result,
-    StorageTier,
+    BackupKind, Component, Compression, Error, LocalRunner, Manifest, Progress, Result, StorageTier,
 };
 use zdr_postgres::basebackup::{BaseBackupFacts, PgBaseBackup};
 use zdr_postgres::pitr::{PitrOptions, RecoveryTarget};
 use zdr_postgres::wal::{FetchOutcome, WalArchive};
 use zdr_postgres::walname::Lsn;
-use zdr_storage::{Found, find_object, open_tier};
+use zdr_storage::open_tier;
 
 use crate::config::{ComponentConfig, Config, PostgresConfig};
 use crate::output::human_bytes;
@@ -291,14 +290,16 @@ fn recovery_target(a: &PitrArgs) -> Result<RecoveryTarget> {
     Ok(RecoveryTarget::Latest)
 }
 
-fn free_port() -> Result<u16> {
+/// A free TCP port on 127.0.0.1 (for throwaway and recovery servers).
+pub(crate) fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| Error::from_io(e, "cannot find a free port for the recovery instance"))
+        .map_err(|e| Error::from_io(e, "cannot find a free port"))
 }
 
-fn is_root() -> bool {
+/// Whether zdr runs as root (PostgreSQL servers must then run as another OS user).
+pub(crate) fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
@@ -494,39 +495,18 @@ pub(crate) async fn check(
     }
     let segment = zdr_postgres::switch_wal(&live).await?;
     let wait = Duration::from_secs(timeout.unwrap_or(pg.wal.archive_wait_secs.unwrap_or(60)));
-    let started = Instant::now();
-    let file = zdr_postgres::walname::WalFile::parse(&segment, archive.segment_size())?;
-    let base = zdr_postgres::walname::base_key(&format!("wal/{name}"), &file, &segment);
-    let mut arrived = Vec::new();
-    for tier in archive.tiers() {
-        loop {
-            if let Found::Complete(_) = find_object(
-                tier.as_ref(),
-                &base,
-                &zdr_storage::PipelineOptions::default(),
+    let arrived: Vec<serde_json::Value> = archive
+        .wait_archived(&segment, wait, progress)
+        .await
+        .map_err(|e| {
+            e.with_context("component", name).with_hint(
+                "look for archive_command failures in the PostgreSQL log (pg_stat_archiver shows \
+                 the last failure)",
             )
-            .await?
-            {
-                arrived
-                    .push(json!({"tier": tier.name(), "seconds": started.elapsed().as_secs_f64()}));
-                break;
-            }
-            if started.elapsed() > wait {
-                return Err(Error::new(
-                    ErrorKind::Storage,
-                    format!(
-                        "segment {segment} did not reach tier {} within {} s of the WAL switch",
-                        tier.name(),
-                        wait.as_secs()
-                    ),
-                )
-                .with_context("component", name)
-                .with_hint("look for archive_command failures in the PostgreSQL log (pg_stat_archiver shows the last failure)"));
-            }
-            progress.info(format!("waiting for {segment} on {}", tier.name()));
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+        })?
+        .into_iter()
+        .map(|(tier, seconds)| json!({"tier": tier, "seconds": seconds}))
+        .collect();
     let rpo_bound = (settings.archive_timeout_secs > 0).then_some(settings.archive_timeout_secs);
     let mut text = vec![format!(
         "{name}: archive_mode={}, wal_level={}, archive_timeout={}s, archive_command runs zdr",

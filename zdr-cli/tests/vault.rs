@@ -68,13 +68,21 @@ fn start() -> Rvault {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let init = curl(
-        &addr,
-        "",
-        "PUT",
-        "sys/init",
-        Some(json!({"secret_shares": 1, "secret_threshold": 1})),
-    );
+    // The port opens before the server answers: retry init until it does.
+    let mut init = Value::Null;
+    for _ in 0..100 {
+        init = curl(
+            &addr,
+            "",
+            "PUT",
+            "sys/init",
+            Some(json!({"secret_shares": 1, "secret_threshold": 1})),
+        );
+        if init["keys"][0].is_string() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let key = init["keys"][0].as_str().unwrap().to_owned();
     let token = init["root_token"].as_str().unwrap().to_owned();
     let unseal = curl(&addr, "", "PUT", "sys/unseal", Some(json!({"key": key})));

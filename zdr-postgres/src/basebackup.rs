@@ -165,37 +165,25 @@ impl PgBaseBackup {
             return Ok(());
         };
         let deadline = tokio::time::Instant::now() + self.archive_wait;
-        let start: u64 = facts.start_lsn.0 / facts.wal_segment_size;
-        let stop: u64 = facts.stop_lsn.0 / facts.wal_segment_size;
-        loop {
-            let listing = archive.list(0).await?;
-            let have = listing.segments.get(&facts.timeline);
-            let missing = (start..=stop).find(|n| !have.is_some_and(|h| h.contains(n)));
-            match missing {
-                None => return Ok(()),
-                Some(n) if tokio::time::Instant::now() >= deadline => {
-                    let name = Segment {
-                        timeline: facts.timeline,
-                        number: n,
-                    }
-                    .name(facts.wal_segment_size);
-                    return Err(Error::new(
-                        ErrorKind::Source,
-                        format!(
-                            "the base backup needs WAL segment {name}, which did not reach the \
-                             archive within {} s",
-                            self.archive_wait.as_secs()
-                        ),
-                    )
-                    .with_context("segment", &name)
-                    .with_hint("check archive_mode/archive_command (`zdr check postgres`) and the server log"));
-                }
-                Some(_) => {
-                    progress.info("waiting for the backup's WAL to be archived");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
+        let size = facts.wal_segment_size;
+        for n in facts.start_lsn.0 / size..=facts.stop_lsn.0 / size {
+            let name = Segment {
+                timeline: facts.timeline,
+                number: n,
             }
+            .name(size);
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            archive
+                .wait_archived(&name, left, progress)
+                .await
+                .map_err(|e| {
+                    e.with_hint(
+                        "the base backup needs this segment: check archive_mode/archive_command \
+                         (`zdr check postgres`) and the server log",
+                    )
+                })?;
         }
+        Ok(())
     }
 }
 

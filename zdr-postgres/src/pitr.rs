@@ -326,17 +326,12 @@ impl RecoveryInstance {
             .fetch_one(&mut conn)
             .await
             .map_err(|e| pg::db_error(e, &self.config, "pg_promote failed"))?;
-        let timeline: i32 = sqlx::query_scalar("SELECT timeline_id FROM pg_control_checkpoint()")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| pg::db_error(e, &self.config, "cannot read the timeline"))?;
         // The checkpoint after promotion carries the new timeline; ask for it.
         let _ = pg::exec(&mut conn, &self.config, "CHECKPOINT").await;
         let timeline: i32 = sqlx::query_scalar("SELECT timeline_id FROM pg_control_checkpoint()")
             .fetch_one(&mut conn)
             .await
-            .map_err(|e| pg::db_error(e, &self.config, "cannot read the timeline"))
-            .unwrap_or(timeline);
+            .map_err(|e| pg::db_error(e, &self.config, "cannot read the timeline"))?;
         pg::close(conn).await;
         if !promoted {
             return Err(

@@ -304,19 +304,9 @@ impl WalArchive {
         record: &zdr_core::ArtifactRecord,
     ) -> Result<String> {
         let mut r = open_artifact(tier.clone(), record, &self.options.keys, Progress::none())?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = r
-                .read(&mut buf)
-                .await
-                .map_err(|e| Error::from_io(e, "reading the archived copy failed"))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        Ok(hex::encode(h.finalize()))
+        sha256_of(&mut r)
+            .await
+            .map_err(|e| Error::from_io(e, "reading the archived copy failed"))
     }
 
     /// Restore the archived file `name` (PostgreSQL's `%f`) to `dest` (`%p`), trying the
@@ -502,6 +492,58 @@ impl WalArchive {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         res
+    }
+
+    /// Whether tier `index` holds a complete copy (object and sidecar) of the WAL file `name`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BadInput`] for a bad name or tier number; storage errors.
+    pub async fn is_archived(&self, index: usize, name: &str) -> Result<bool> {
+        let tier = self
+            .tiers
+            .get(index)
+            .ok_or_else(|| Error::bad_input(format!("no archive tier number {index}")))?;
+        let base = base_key(&self.prefix, &self.classify(name)?, name);
+        Ok(matches!(
+            find_object(tier.as_ref(), &base, &self.options).await?,
+            Found::Complete(_)
+        ))
+    }
+
+    /// Wait until every tier holds the WAL file `name`, polling each in turn; returns when it
+    /// was seen on each (tier name, seconds since the call).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Storage`] naming the file and the tier it did not reach within `timeout`;
+    /// storage errors.
+    pub async fn wait_archived(
+        &self,
+        name: &str,
+        timeout: std::time::Duration,
+        progress: &Progress,
+    ) -> Result<Vec<(String, f64)>> {
+        let started = std::time::Instant::now();
+        let mut arrived = Vec::new();
+        for (i, tier) in self.tiers.iter().enumerate() {
+            while !self.is_archived(i, name).await? {
+                if started.elapsed() >= timeout {
+                    return Err(Error::new(
+                        ErrorKind::Storage,
+                        format!(
+                            "WAL file {name} did not reach tier {} within {} s",
+                            tier.name(),
+                            timeout.as_secs()
+                        ),
+                    )
+                    .with_context("segment", name)
+                    .with_context("tier", tier.name()));
+                }
+                progress.info(format!("waiting for {name} on {}", tier.name()));
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            arrived.push((tier.name().to_owned(), started.elapsed().as_secs_f64()));
+        }
+        Ok(arrived)
     }
 
     /// Read a timeline's history file from the first tier that has it.
@@ -888,19 +930,22 @@ async fn sha256_file(path: &Path) -> Result<String> {
     let mut f = tokio::fs::File::open(path)
         .await
         .map_err(|e| io_err(e, "cannot read the WAL file", path))?;
+    sha256_of(&mut f)
+        .await
+        .map_err(|e| io_err(e, "cannot read the WAL file", path))
+}
+
+/// The SHA-256 of everything `r` yields, read in 1 MiB chunks.
+async fn sha256_of(r: &mut (dyn tokio::io::AsyncRead + Send + Unpin)) -> std::io::Result<String> {
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut buf = vec![0u8; zdr_storage::CHUNK];
     loop {
-        let n = f
-            .read(&mut buf)
-            .await
-            .map_err(|e| io_err(e, "cannot read the WAL file", path))?;
+        let n = r.read(&mut buf).await?;
         if n == 0 {
-            break;
+            return Ok(hex::encode(h.finalize()));
         }
         h.update(&buf[..n]);
     }
-    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]

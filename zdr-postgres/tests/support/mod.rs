@@ -122,28 +122,7 @@ impl Cluster {
 
     /// Run SQL through psql over the Unix socket (trust), returning stdout (tuples only).
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(Path::new(PG_BIN).join("psql"))
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h"])
-            .arg(self.dir.path())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        psql_at(self.dir.path(), self.port, db, sql)
     }
 
     /// The data directory.
@@ -189,11 +168,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = as_pg("pg_ctl")
-            .arg("-D")
-            .arg(&self.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
+        stop_data_dir(&self.data);
     }
 }
 
