@@ -1,6 +1,7 @@
-//! The zdr test kit: real throwaway servers (SeaweedFS for S3) and named doubles
+//! The zdr test kit: real throwaway servers (PostgreSQL clusters, SeaweedFS for S3) and named doubles
 //! (the OneDrive Graph-API double), shared by the end-to-end suites.
 
 pub mod fixtures;
 pub mod graph_double;
+pub mod postgres;
 pub mod seaweed;

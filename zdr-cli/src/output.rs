@@ -6,7 +6,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use zdr_core::{Level, ProgressEvent, ProgressSink};
+use zdr::core::{Level, ProgressEvent, ProgressSink};
+use zdr::human_bytes;
 
 /// Progress on stderr: bars when it is a terminal, timestamped log lines otherwise.
 pub struct CliProgress {
@@ -112,21 +113,5 @@ impl ProgressSink for CliProgress {
                 }
             }
         }
-    }
-}
-
-/// `12.3 MiB`
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }

@@ -13,8 +13,7 @@
     missing_docs
 )]
 
-#[path = "../../zdr-postgres/tests/support/mod.rs"]
-mod support;
+use zdr_tests::postgres as support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -682,4 +681,64 @@ fn base_backup_with_failing_archiving_is_refused_in_time() {
     c.psql("postgres", "SELECT pg_reload_conf()");
     let v = env.ok(&["backup", "postgres", "--base"]);
     assert_eq!(v["backup"]["facts"]["kind"], "base");
+}
+
+#[path = "../../examples/pitr_to_time.rs"]
+#[allow(clippy::print_stdout)]
+mod pitr_example;
+
+/// `examples/pitr_to_time.rs`, as a service would run it: the database recovered to a time
+/// before an accident and copied into the live cluster, with the after-target check done by
+/// the library.
+#[test]
+fn pitr_example_recovers_a_database_to_a_time() {
+    if !support::available() {
+        return;
+    }
+    let env = Env::new(None);
+    // The example reads the config alone: the password goes into the file.
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "database = \"app\"",
+        &format!("database = \"app\"\npassword = \"{PASSWORD}\""),
+    );
+    std::fs::write(&env.config, text).unwrap();
+    let c = &env.cluster;
+    env.ok(&["backup", "postgres", "--base"]);
+    c.psql(
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'after base' FROM generate_series(101, 200) g",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = c.psql(
+        "postgres",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    c.psql("app", "DELETE FROM events WHERE id <= 150");
+    env.switch();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime
+        .block_on(pitr_example::pitr_to_time(
+            &env.config,
+            "app",
+            &t,
+            Path::new(ZDR),
+        ))
+        .unwrap();
+    assert!(report.discarded);
+    assert_eq!(report.applied.as_ref().unwrap().database, "app");
+    assert_eq!(events(c.dir.path(), c.port), "200|1|200|0");
+    assert!(!report.recovery.data_dir.exists());
+
+    // A time before the first base backup: refused, live data untouched.
+    let err = runtime
+        .block_on(pitr_example::pitr_to_time(
+            &env.config,
+            "app",
+            "2001-01-01 00:00:00",
+            Path::new(ZDR),
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind(), zdr::ErrorKind::BadInput, "{err}");
+    assert_eq!(events(c.dir.path(), c.port), "200|1|200|0");
 }

@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../../zdr-postgres/tests/support/mod.rs"]
-mod support;
+use zdr_tests::postgres as support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

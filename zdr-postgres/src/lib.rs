@@ -62,6 +62,7 @@ mod facts;
 mod pg;
 pub mod pitr;
 mod restore;
+mod settings;
 mod tools;
 pub mod wal;
 pub mod walname;
@@ -84,6 +85,7 @@ use zdr_core::{
 pub use facts::{FACTS_FORMAT, PgFacts, SequenceFact, TableFact};
 pub use restore::RollbackOutcome;
 
+pub use settings::{PostgresSettings, WalArchiveSettings};
 pub use zdr_core::Secret;
 
 /// The dump format of a backup.

@@ -1,9 +1,9 @@
 //! zdr-postgres against a real PostgreSQL 15 (a throwaway cluster per test, see
-//! `support/mod.rs`), with backups stored on a real local-filesystem tier.
+//! `zdr_tests::postgres`), with backups stored on a real local-filesystem tier.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod support;
+use zdr_tests::postgres as support;
 
 use std::pin::Pin;
 use std::sync::Arc;

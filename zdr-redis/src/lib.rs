@@ -59,6 +59,7 @@ mod physical;
 pub mod rdb;
 mod repl;
 mod server;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -79,6 +80,7 @@ pub use rdb::{Crc64, RdbSummary};
 /// The version of [`RedisFacts`].
 pub const FACTS_FORMAT: u32 = 1;
 
+pub use settings::RedisSettings;
 pub use zdr_core::Secret;
 
 /// Where Redis is and how to manage the server that owns the data directory.

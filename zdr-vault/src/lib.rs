@@ -66,7 +66,9 @@ use zdr_core::{
 /// The artifact format tag on the first line of every export.
 pub const FORMAT: &str = "zdr-vault-kv/1";
 
+pub use settings::VaultSettings;
 pub use zdr_core::Secret;
+mod settings;
 
 /// How to reach Vault.
 #[derive(Debug, Clone)]

@@ -1,17 +1,73 @@
-//! Recovery drills: the README's main job (`zdr drill --sandbox`) and drills of configured
-//! components.
+//! Recovery drills: the sandbox drill on throwaway data (the README's main job) and drills
+//! of configured components, which restore into a scratch target and never touch live data.
 
-use std::path::Path;
+mod postgres;
+mod redis;
+
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use serde::Serialize;
 use serde_json::json;
-use zdr_core::{Component, Error, Progress, RestoreTarget, Result, Verifier};
+use zdr_core::{
+    BackupSelector, Component, Error, Manifest, Progress, RestoreTarget, Result, Verifier,
+    VerifyReport,
+};
 use zdr_storage::{PipelineOptions, Repository, TierConfig, open_tier};
 
-use crate::config::Config;
-use crate::drill_pg::PgDrillOutcome;
-use crate::output::human_bytes;
-use crate::{Adapter, EXIT_VERIFY, Outcome, Output, repository};
+use crate::adapter::{self, ComponentType, RestoreOptions};
+use crate::human_bytes;
+use crate::stack::{Stack, select_for};
+use postgres::PgDrillOutcome;
+
+/// Options of the sandbox drill.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    /// The `zdr` executable, for the point-in-time part: the throwaway cluster archives WAL
+    /// through `zdr wal push` and recovers through `zdr wal fetch`. Without it that part is
+    /// skipped.
+    pub zdr_program: Option<PathBuf>,
+}
+
+/// What the sandbox drill did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxReport {
+    /// True when every part passed (a part skipped for lack of server binaries counts as
+    /// passed; the report says so).
+    pub ok: bool,
+    /// The steps, one line each, in order (with what was done, the figures and the RTO).
+    pub steps: Vec<String>,
+    /// The whole report as data: per part (configs, postgres, redis) the backup, timings,
+    /// restore outcome and verification.
+    pub details: serde_json::Value,
+    /// Seconds from start to end.
+    pub total_seconds: f64,
+}
+
+/// What a drill of one configured component did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    /// The component.
+    pub component: String,
+    /// The backup restored.
+    pub backup: Manifest,
+    /// The tier it was read from.
+    pub tier: String,
+    /// How many items the scratch restore held.
+    pub items: u64,
+    /// The verification against the manifest's facts.
+    pub verify: VerifyReport,
+    /// Restore + verification, in seconds.
+    pub rto_seconds: f64,
+}
+
+impl DrillReport {
+    /// True when the verification passed.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.verify.is_ok()
+    }
+}
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |e| Error::from_io(e, what.to_owned())
@@ -96,8 +152,15 @@ fn make_configs(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `zdr drill --sandbox`: everything throwaway, nothing configured.
-pub async fn sandbox(progress: &Progress) -> Result<Outcome> {
+/// The sandbox drill: everything throwaway, nothing configured. Config files (and, when
+/// their server binaries are installed, a PostgreSQL cluster with point-in-time recovery and
+/// a Redis server) are backed up to a local-disk tier in a temp dir, broken, restored from
+/// the catalog rebuilt from the tier, and verified.
+///
+/// # Errors
+/// Only when the sandbox itself cannot be set up or the config-files part cannot run; a
+/// part that fails its verification is reported in [`SandboxReport::ok`].
+pub async fn sandbox(options: &SandboxOptions, progress: &Progress) -> Result<SandboxReport> {
     let total = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix("zdr-drill-")
@@ -190,7 +253,7 @@ pub async fn sandbox(progress: &Progress) -> Result<Outcome> {
     ));
 
     // PostgreSQL, when its binaries are installed: a throwaway cluster on the same tier.
-    let (pg_ok, pg_json) = match crate::drill_pg::run_drill(&repo, progress).await {
+    let (pg_ok, pg_json) = match postgres::run_drill(&repo, options, progress).await {
         Err(e) => {
             text.push(format!("6. postgres FAILED: {e}"));
             (
@@ -215,7 +278,7 @@ pub async fn sandbox(progress: &Progress) -> Result<Outcome> {
         }
     };
     // Redis, when redis-server is installed: a throwaway server on the same tier.
-    let (redis_ok, redis_json) = match crate::drill_redis::run_drill(&repo, progress).await {
+    let (redis_ok, redis_json) = match redis::run_drill(&repo, progress).await {
         Err(e) => {
             text.push(format!("12. redis   FAILED: {e}"));
             (
@@ -223,13 +286,13 @@ pub async fn sandbox(progress: &Progress) -> Result<Outcome> {
                 json!({"ok": false, "error": {"kind": e.kind().as_str(), "message": e.to_string()}}),
             )
         }
-        Ok(crate::drill_redis::RedisDrillOutcome::Skipped(why)) => {
+        Ok(redis::RedisDrillOutcome::Skipped(why)) => {
             text.push(format!(
                 "12. redis   SKIPPED: {why}; install redis-server to drill it (the rest was drilled)"
             ));
             (true, json!({"skipped": why}))
         }
-        Ok(crate::drill_redis::RedisDrillOutcome::Ran {
+        Ok(redis::RedisDrillOutcome::Ran {
             text: t,
             json: j,
             ok: o,
@@ -244,14 +307,13 @@ pub async fn sandbox(progress: &Progress) -> Result<Outcome> {
         if all_ok { "PASSED" } else { "FAILED" },
         total.elapsed().as_secs_f64()
     ));
-    Ok(Outcome {
-        value: Output {
-            text,
-            json: json!({"ok": all_ok, "sandbox": dir.path(), "backup": latest, "backup_seconds": backup_secs,
-                "restore_seconds": restore_secs, "verify_seconds": verify_secs, "rto_seconds": rto,
-                "restore": outcome, "verify": report, "postgres": pg_json, "redis": redis_json}),
-        },
-        code: if all_ok { 0 } else { EXIT_VERIFY },
+    Ok(SandboxReport {
+        ok: all_ok,
+        steps: text,
+        details: json!({"ok": all_ok, "sandbox": dir.path(), "backup": latest, "backup_seconds": backup_secs,
+            "restore_seconds": restore_secs, "verify_seconds": verify_secs, "rto_seconds": rto,
+            "restore": outcome, "verify": report, "postgres": pg_json, "redis": redis_json}),
+        total_seconds: total.elapsed().as_secs_f64(),
     })
 }
 
@@ -271,57 +333,54 @@ async fn verify_files(
         .await
 }
 
-/// `zdr drill COMPONENT`: restore the latest backup into a scratch directory (postgres: a
-/// scratch database, dropped afterwards) and verify it; live data is never touched.
-pub async fn component(config: &Config, name: &str, progress: &Progress) -> Result<Outcome> {
-    let adapter = Adapter::build_scratch(name, config.component(name)?)?;
-    let repo = repository(config, &config.primary)?;
-    let comp = Component::new(name)?;
-    let catalog = repo.catalog().await?;
-    let catalog = if matches!(adapter, Adapter::Postgres(_)) {
-        crate::logical_only(catalog, &config.primary, &comp)
-    } else {
-        catalog
-    };
-    let m = catalog
-        .select(&comp, &zdr_core::BackupSelector::Latest)?
-        .clone();
-    let scratch = tempfile::Builder::new()
-        .prefix("zdr-drill-")
-        .tempdir()
-        .map_err(io("create scratch dir"))?;
-    let target = RestoreTarget {
-        path: Some(scratch.path().join(name)),
-        ..RestoreTarget::default()
-    };
-    let t = Instant::now();
-    let outcome = repo
-        .restore(adapter.restorer(), &m, &target, progress)
-        .await?;
-    let report = if adapter.verifies_itself() {
-        // The scratch database was compared with the facts, then dropped.
-        zdr_core::VerifyReport {
-            checked: outcome.items,
-            problems: Vec::new(),
-        }
-    } else {
-        adapter.verifier().verify(&m, &target).await?
-    };
-    let secs = t.elapsed().as_secs_f64();
-    let ok = report.is_ok();
-    let mut text = vec![format!(
-        "drill {name}: restored {} from {} ({} item(s)) into a scratch dir, verification {}; RTO {secs:.2}s",
-        m.id,
-        config.primary,
-        outcome.items,
-        if ok { "passed" } else { "FAILED" }
-    )];
-    text.extend(report.problems.iter().map(|p| format!("  problem: {p}")));
-    Ok(Outcome {
-        value: Output {
-            text,
-            json: json!({"ok": ok, "backup": m.id, "rto_seconds": secs, "verify": report}),
-        },
-        code: if ok { 0 } else { EXIT_VERIFY },
-    })
+impl Stack {
+    /// Drill the named component: restore its latest backup (that it can restore) from the
+    /// primary tier into a scratch target — a scratch directory for files, a scratch
+    /// database for postgres, a scratch server for redis — verify it against the manifest's
+    /// facts and remove it. Live data is never touched.
+    ///
+    /// # Errors
+    /// A component type without a scratch target (vault, qdrant); no backup; the restore's
+    /// errors.
+    pub async fn drill(&self, name: &str, progress: &Progress) -> Result<DrillReport> {
+        let (adapter, ty) = self.adapter_for_drill(name)?;
+        let tier = self.config().primary.clone();
+        let repo = self.repository(&tier)?;
+        let comp = Component::new(name)?;
+        let catalog = repo.catalog().await?;
+        let options = RestoreOptions::default();
+        let m = select_for(&catalog, &comp, &BackupSelector::Latest, |m| {
+            adapter::accepts(ty, &options, m)
+        })?;
+        let scratch = tempfile::Builder::new()
+            .prefix("zdr-drill-")
+            .tempdir()
+            .map_err(io("create scratch dir"))?;
+        let target = RestoreTarget {
+            path: Some(scratch.path().join(name)),
+            ..RestoreTarget::default()
+        };
+        let t = Instant::now();
+        let outcome = repo
+            .restore(adapter.restorer(), &m, &target, progress)
+            .await?;
+        let verify = if adapter.verifies_itself() {
+            // The scratch database (or server) was compared with the facts, then dropped.
+            VerifyReport {
+                checked: outcome.items,
+                problems: Vec::new(),
+            }
+        } else {
+            adapter.verifier().verify(&m, &target).await?
+        };
+        debug_assert!(ty != ComponentType::Vault);
+        Ok(DrillReport {
+            component: name.to_owned(),
+            backup: m,
+            tier,
+            items: outcome.items,
+            verify,
+            rto_seconds: t.elapsed().as_secs_f64(),
+        })
+    }
 }

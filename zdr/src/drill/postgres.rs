@@ -10,7 +10,10 @@ use zdr_core::{BackupSelector, Component, Error, Progress, RestoreTarget, Result
 use zdr_postgres::{PgConfig, PgFacts, PostgresComponent};
 use zdr_storage::Repository;
 
-use crate::output::human_bytes;
+use super::SandboxOptions;
+use crate::human_bytes;
+use crate::postgres::{PitrFinish, PitrRequest, ZdrCommand, free_port, is_root};
+use crate::stack::Stack;
 
 /// The PostgreSQL server binaries (`$ZDR_PG_BIN_DIR`, else the newest
 /// `/usr/lib/postgresql/*/bin`, else `PATH`), or why there are none.
@@ -61,6 +64,7 @@ struct Cluster {
     bin: PathBuf,
     port: u16,
     root: bool,
+    password: String,
 }
 
 impl Cluster {
@@ -69,7 +73,7 @@ impl Cluster {
     }
 
     async fn start(bin: &Path, password: &str) -> Result<Self> {
-        let root = crate::pg_wal::is_root();
+        let root = is_root();
         let dir = tempfile::Builder::new()
             .prefix("zdr-drill-pg-")
             .tempdir()
@@ -87,12 +91,13 @@ impl Cluster {
                 .arg(dir.path()))
             .await?;
         }
-        let port = crate::pg_wal::free_port()?;
+        let port = free_port()?;
         let cluster = Self {
             dir,
             bin: bin.to_path_buf(),
             port,
             root,
+            password: password.to_owned(),
         };
         let data = cluster.dir.path().join("data");
         run(cluster
@@ -220,7 +225,11 @@ pub enum PgDrillOutcome {
 }
 
 /// Run the PostgreSQL drill against `repo`, or say why it was skipped.
-pub async fn run_drill(repo: &Repository, progress: &Progress) -> Result<PgDrillOutcome> {
+pub async fn run_drill(
+    repo: &Repository,
+    options: &SandboxOptions,
+    progress: &Progress,
+) -> Result<PgDrillOutcome> {
     let bin = match find_bin_dir() {
         Ok(b) => b,
         Err(why) => {
@@ -331,7 +340,15 @@ pub async fn run_drill(repo: &Repository, progress: &Progress) -> Result<PgDrill
     let rto = restore_secs;
 
     // Point-in-time recovery on the same cluster: archiving through this very binary.
-    let (pitr_ok, pitr_json) = match pitr_drill(&cluster, &bin, &password, db, progress).await {
+    let pitr = match &options.zdr_program {
+        Some(zdr) => pitr_drill(&cluster, &bin, zdr, db, progress).await,
+        None => Ok((
+            vec!["10b. pitr   SKIPPED: no zdr executable given for archive_command".to_owned()],
+            json!({"skipped": "no zdr executable given for archive_command"}),
+            true,
+        )),
+    };
+    let (pitr_ok, pitr_json) = match pitr {
         Ok((lines, j, ok)) => {
             text.extend(lines);
             (ok, j)
@@ -352,19 +369,19 @@ pub async fn run_drill(repo: &Repository, progress: &Progress) -> Result<PgDrill
     }))
 }
 
-/// The runbook's PITR scenario on the drill's cluster: archiving on (`zdr wal push` of this
-/// binary into a WAL tier in the cluster's directory), a base backup, rows written, the time T
-/// recorded, an accident, then `pitr` to T with the database copied back into the live cluster.
+/// The runbook's PITR scenario on the drill's cluster, through the same library calls as
+/// `zdr pitr`: archiving on (`zdr wal push` of the given binary into a WAL tier in the
+/// cluster's directory), a base backup, rows written, the time T recorded, an accident, then
+/// recovery to T (checked: no commit after T replayed) with the database copied back into the
+/// live cluster.
 async fn pitr_drill(
     cluster: &Cluster,
     bin: &Path,
-    password: &str,
+    zdr_program: &Path,
     db: &str,
     progress: &Progress,
 ) -> Result<(Vec<String>, serde_json::Value, bool)> {
-    use zdr_postgres::basebackup::PgBaseBackup;
-    use zdr_postgres::pitr::{PitrOptions, RecoveryTarget};
-    use zdr_postgres::wal::WalArchive;
+    use zdr_postgres::pitr::RecoveryTarget;
 
     let mut text = Vec::new();
     let root = cluster.dir.path().join("pitr");
@@ -372,37 +389,47 @@ async fn pitr_drill(
     std::fs::create_dir_all(tier_dir.join(".zdr-tmp")).map_err(io("create the WAL tier"))?;
     std::fs::create_dir_all(root.join("recovery")).map_err(io("create the recovery dir"))?;
     let config_path = root.join("zdr.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{}\"\n\
-             [components.postgres]\ntype = \"postgres\"\nport = {}\nuser = \"zdr\"\n\
-             database = \"{db}\"\nbin_dir = \"{}\"\n",
-            tier_dir.display(),
-            cluster.port,
-            bin.display()
-        ),
-    )
-    .map_err(io("write the drill's WAL config"))?;
+    let config_text = format!(
+        "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{}\"\n\
+         [components.postgres]\ntype = \"postgres\"\nport = {}\nuser = \"zdr\"\n\
+         database = \"{db}\"\nbin_dir = \"{}\"\n\
+         [components.postgres.wal]\nrun_as = \"postgres\"\nrecovery_timeout_secs = 300\n",
+        tier_dir.display(),
+        cluster.port,
+        bin.display()
+    );
+    std::fs::write(&config_path, &config_text).map_err(io("write the drill's WAL config"))?;
     if cluster.root {
         run(tokio::process::Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(&root))
         .await?;
     }
-    let exe = std::env::current_exe().map_err(io("find the zdr executable"))?;
-    let zdr = format!(
-        "{} --config {} --no-progress",
-        exe.display(),
-        config_path.display()
-    );
+    let zdr = ZdrCommand {
+        program: zdr_program.to_path_buf(),
+        config: config_path.clone(),
+    };
+    // The password reaches the library the way it reaches the CLI: never through the file.
+    let env = [(
+        "ZDR_COMPONENTS__POSTGRES__PASSWORD".to_owned(),
+        cluster.password.clone(),
+    )];
+    let stack = Stack::open_unresolved(crate::Config::parse(
+        &config_text,
+        &config_path.display().to_string(),
+        env.into_iter(),
+    )?);
     cluster
         .psql("postgres", "ALTER SYSTEM SET archive_mode = on")
         .await?;
     cluster
         .psql(
             "postgres",
-            &format!("ALTER SYSTEM SET archive_command = '{zdr} wal push --component postgres %p'"),
+            &format!(
+                "ALTER SYSTEM SET archive_command = '{} --config {} --no-progress wal push --component postgres %p'",
+                zdr.program.display(),
+                zdr.config.display()
+            ),
         )
         .await?;
     run(cluster
@@ -414,36 +441,14 @@ async fn pitr_drill(
         .arg("restart"))
     .await?;
 
-    let comp = Component::new("postgres")?;
-    let tier = zdr_storage::open_tier(
-        "local",
-        &zdr_storage::TierConfig::Fs {
-            root: tier_dir.clone(),
-        },
-    )?;
-    let wal_options = zdr_storage::PipelineOptions {
-        compression: zdr_core::Compression::Lz4,
-        ..zdr_storage::PipelineOptions::default()
-    };
-    let archive = WalArchive::new(
-        &comp,
-        vec![tier.clone()],
-        wal_options,
-        zdr_postgres::walname::DEFAULT_SEGMENT_SIZE,
-    )?;
-    let repo = Repository::new(tier, zdr_storage::PipelineOptions::default());
-    let mut live = PgConfig::new("127.0.0.1", cluster.port, "zdr", db);
-    live.password = Some(password.to_owned().into());
-    live.bin_dir = Some(bin.to_path_buf());
-
     let t = Instant::now();
-    let base = PgBaseBackup::new(comp.clone(), live.clone())
-        .with_archive(archive.clone(), std::time::Duration::from_secs(60));
-    let m = repo.backup(&base, "daily", progress).await?;
+    let base = stack
+        .base_backup("postgres", Some("daily"), progress)
+        .await?;
     text.push(format!(
         "10b. pitr   archiving on (archive_command = zdr wal push); base backup {} ({}) in {:.2}s",
-        m.id,
-        human_bytes(m.stored_size()),
+        base.backup.id,
+        human_bytes(base.backup.stored_size()),
         t.elapsed().as_secs_f64()
     ));
     cluster
@@ -465,50 +470,46 @@ async fn pitr_drill(
     cluster
         .psql(db, "DELETE FROM audit WHERE id % 2 = 0; INSERT INTO audit (payload) VALUES ('{\"after\": \"T\"}')")
         .await?;
+    let live = stack.postgres_settings("postgres")?.to_pg(None)?;
     let last = zdr_postgres::switch_wal(&live).await?;
-    archive
+    stack
+        .wal_archive(Some("postgres"))?
         .wait_archived(&last, std::time::Duration::from_secs(60), progress)
         .await?;
     text.push(format!(
         "10c. pitr   {expected} audit rows at T = {target_text} UTC; then DELETE of half of them; WAL up to {last} archived"
     ));
 
-    let t = Instant::now();
-    let target = RecoveryTarget::Time(zdr_core::parse_time(&target_text)?);
-    let catalog = repo.catalog().await?;
-    let backups: Vec<zdr_core::Manifest> = catalog.list(Some(&comp)).into_iter().cloned().collect();
-    let plan =
-        zdr_postgres::pitr::plan(&backups, &archive, &target, None, chrono::Utc::now()).await?;
-    let port = crate::pg_wal::free_port()?;
-    let options = PitrOptions {
-        data_dir: root.join("recovery").join("data"),
-        port,
-        restore_command: format!("{zdr} wal fetch --component postgres %f %p"),
-        timeline: None,
-        run_as: cluster.root.then(|| "postgres".to_owned()),
-        timeout: std::time::Duration::from_secs(300),
-    };
-    let runner = zdr_core::LocalRunner::shared(Some(bin));
-    let instance =
-        zdr_postgres::pitr::recover(&plan, &repo, &live, runner, &target, &options, progress)
-            .await?;
-    let report = instance.report().clone();
-    let applied =
-        crate::pg_wal::apply_database(&repo, &instance, &comp, live.clone(), db, progress).await;
-    let _ = instance.discard().await;
-    let (_, outcome) = applied?;
-    let rto = t.elapsed().as_secs_f64();
+    let report = stack
+        .pitr(
+            "postgres",
+            &PitrRequest {
+                target: RecoveryTarget::Time(zdr_core::parse_time(&target_text)?),
+                timeline: None,
+                data_dir: Some(root.join("recovery").join("data")),
+                port: None,
+                finish: PitrFinish::ApplyDatabase {
+                    database: db.to_owned(),
+                    discard: true,
+                },
+                zdr,
+            },
+            progress,
+        )
+        .await?;
+    let rto = report.rto_seconds;
     let now = cluster.psql(db, "SELECT count(*) FROM audit").await?;
     let ok = now == expected;
     text.push(format!(
         "10d. pitr   recovered to T (base + WAL to {}), {db} copied back through the safe restore: audit has {now} rows (expected {expected}); RTO {rto:.2}s {}",
-        report.replay_lsn.as_deref().unwrap_or("?"),
+        report.recovery.replay_lsn.as_deref().unwrap_or("?"),
         if ok { "PASSED" } else { "FAILED" }
     ));
     Ok((
         text,
         json!({"ok": ok, "target": target_text, "expected_rows": expected, "rows": now,
-            "rto_seconds": rto, "recovery": report, "restore": outcome}),
+            "rto_seconds": rto, "recovery": report.recovery,
+            "restore": report.applied.map(|a| a.outcome)}),
         ok,
     ))
 }

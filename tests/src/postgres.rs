@@ -2,7 +2,7 @@
 //! on a free port (socket in the temp dir, TCP with scram-sha-256), stopped and deleted on
 //! drop. As root, the server runs as the `postgres` OS user (it refuses to run as root).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

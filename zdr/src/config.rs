@@ -1,4 +1,5 @@
-//! `zdr.toml` and its `ZDR_*` environment overrides.
+//! [`Config`]: `zdr.toml`, its `ZDR_*` environment overrides and `vault:` credential
+//! references — or the same settings built in code.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -102,11 +103,11 @@ pub enum ComponentConfig {
         path: PathBuf,
     },
     /// A PostgreSQL database (pg_dump / pg_restore / psql).
-    Postgres(PostgresConfig),
+    Postgres(zdr_postgres::PostgresSettings),
     /// A Redis server (RDB over the replication protocol, or SCAN + DUMP).
-    Redis(RedisConfig),
+    Redis(zdr_redis::RedisSettings),
     /// A Vault server (raft snapshot, or logical export of KV mounts).
-    Vault(VaultConfig),
+    Vault(zdr_vault::VaultSettings),
     /// A Qdrant server (per-collection snapshots, or a logical export with `--logical`).
     /// The API key belongs in `ZDR_COMPONENTS__<NAME>__API_KEY`.
     Qdrant(zdr_qdrant::QdrantConfig),
@@ -176,273 +177,69 @@ impl Config {
     }
 }
 
-/// `[components.NAME] type = "vault"`. The token belongs in
-/// `ZDR_COMPONENTS__<NAME>__TOKEN`, not in the file; it is never shown by `Debug`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VaultConfig {
-    /// `http(s)://host:port`.
-    pub address: String,
-    /// The KV mounts of a logical export (default `["secret"]`).
-    #[serde(default)]
-    pub mounts: Option<Vec<String>>,
-    /// A Vault Enterprise namespace (`X-Vault-Namespace` on every call); none for the root
-    /// namespace.
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// The token (put it in the environment variable).
-    #[serde(default)]
-    pub token: Option<zdr_vault::Secret>,
-}
+impl Config {
+    /// A config built in code: backups go to the tier `primary` (named `primary_name`),
+    /// no replicas, no components yet, default pipeline (zstd, no encryption).
+    #[must_use]
+    pub fn new(primary_name: impl Into<String>, primary: TierConfig) -> Self {
+        let name = primary_name.into();
+        let mut tiers = BTreeMap::new();
+        tiers.insert(name.clone(), primary);
+        Self {
+            primary: name,
+            replicate_to: Vec::new(),
+            schedule: default_schedule(),
+            pipeline: PipelineConfig::default(),
+            encryption: EncryptionConfig::default(),
+            tiers,
+            components: BTreeMap::new(),
+            vault: None,
+        }
+    }
 
-impl VaultConfig {
-    /// The library's client configuration.
+    /// Add a replica tier: restores fall back to it, replication copies to it (in the order
+    /// added).
+    #[must_use]
+    pub fn with_replica(mut self, name: impl Into<String>, tier: TierConfig) -> Self {
+        let name = name.into();
+        self.tiers.insert(name.clone(), tier);
+        self.replicate_to.push(name);
+        self
+    }
+
+    /// Add a component.
+    #[must_use]
+    pub fn with_component(mut self, name: impl Into<String>, component: ComponentConfig) -> Self {
+        self.components.insert(name.into(), component);
+        self
+    }
+
+    /// Read `path` and apply the `ZDR_*` overrides of this process's environment.
     ///
     /// # Errors
-    /// No token.
-    pub fn client(&self) -> Result<zdr_vault::VaultClientConfig> {
-        let token = self
-            .token
-            .clone()
-            .ok_or_else(|| Error::bad_input("no vault token: set ZDR_COMPONENTS__<NAME>__TOKEN"))?;
-        Ok(zdr_vault::VaultClientConfig {
-            address: self.address.clone(),
-            token,
-            namespace: self.namespace.clone(),
-        })
+    /// See [`Config::load`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load(path.as_ref(), std::env::vars())
     }
-}
 
-/// `[components.NAME] type = "redis"`. The password belongs in
-/// `ZDR_COMPONENTS__<NAME>__PASSWORD`, not in the file; it is never shown by `Debug`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://[user@]host[:port]` (a password in the URL is refused: use the variable).
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Host (default 127.0.0.1; ignored with `url`).
-    #[serde(default)]
-    pub host: Option<String>,
-    /// Port (default 6379; ignored with `url`).
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// ACL user.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password (prefer the environment variable).
-    #[serde(default)]
-    pub password: Option<zdr_redis::Secret>,
-    /// The server's data directory, when it is on this machine (BGSAVE fallback, physical
-    /// restore).
-    #[serde(default)]
-    pub data_dir: Option<PathBuf>,
-    /// The RDB file name in `data_dir` (default `dump.rdb`).
-    #[serde(default)]
-    pub dbfilename: Option<String>,
-    /// The command that starts the server (argv), for a physical restore.
-    #[serde(default)]
-    pub start_command: Option<Vec<String>>,
-    /// The command that stops it (argv); default `redis-cli SHUTDOWN NOSAVE`.
-    #[serde(default)]
-    pub stop_command: Option<Vec<String>>,
-    /// Where redis-server and redis-cli are (default: PATH).
-    #[serde(default)]
-    pub bin_dir: Option<PathBuf>,
-    /// Keys per database whose DUMP digest is recorded (default 32).
-    #[serde(default)]
-    pub sample_keys: Option<u32>,
-    /// Seconds to wait for the server (default 60).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-}
-
-impl RedisConfig {
-    /// The library's config.
-    pub fn to_redis(&self) -> Result<zdr_redis::RedisConfig> {
-        let (mut host, mut port, mut user) = (
-            self.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned()),
-            self.port.unwrap_or(6379),
-            self.username.clone(),
-        );
-        if let Some(url) = &self.url {
-            let rest = url
-                .strip_prefix("redis://")
-                .ok_or_else(|| Error::bad_input("components.redis.url must start with redis://"))?;
-            let rest = rest.split('/').next().unwrap_or_default();
-            let hostport = match rest.rsplit_once('@') {
-                Some((auth, hp)) => {
-                    if auth.contains(':') {
-                        return Err(Error::bad_input(
-                            "put the redis password in ZDR_COMPONENTS__<NAME>__PASSWORD, not in the url",
-                        ));
-                    }
-                    if !auth.is_empty() {
-                        user = Some(auth.to_owned());
-                    }
-                    hp
-                }
-                None => rest,
-            };
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => {
-                    host = h.to_owned();
-                    port = p.parse().map_err(|_| {
-                        Error::bad_input(format!("bad port in the redis url: {p:?}"))
-                    })?;
-                }
-                None => host = hostport.to_owned(),
-            }
-        }
-        let mut c = zdr_redis::RedisConfig::new(host, port);
-        c.username = user;
-        c.password = self.password.clone();
-        c.data_dir = self.data_dir.clone();
-        if let Some(f) = &self.dbfilename {
-            c.dbfilename = f.clone();
-        }
-        c.start_command = self.start_command.clone();
-        c.stop_command = self.stop_command.clone();
-        c.bin_dir = self.bin_dir.clone();
-        if let Some(n) = self.sample_keys {
-            c.sample_keys = n;
-        }
-        if let Some(t) = self.timeout_secs {
-            c.timeout = std::time::Duration::from_secs(t);
-        }
-        Ok(c)
-    }
-}
-
-/// `[components.NAME] type = "postgres"`. The password belongs in
-/// `ZDR_COMPONENTS__<NAME>__PASSWORD`, not in the file; it is never shown by `Debug`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// Host name, IP address or Unix socket directory.
-    #[serde(default = "default_pg_host")]
-    pub host: String,
-    /// Port.
-    #[serde(default = "default_pg_port")]
-    pub port: u16,
-    /// User.
-    #[serde(default = "default_pg_user")]
-    pub user: String,
-    /// Password (prefer the environment variable).
-    #[serde(default)]
-    pub password: Option<zdr_postgres::Secret>,
-    /// The database to back up.
-    pub database: String,
-    /// The database used for CREATE/DROP/ALTER DATABASE (default `postgres`).
-    #[serde(default)]
-    pub maintenance_database: Option<String>,
-    /// Where pg_dump, pg_restore, psql and pg_dumpall are (default: PATH).
-    #[serde(default)]
-    pub bin_dir: Option<PathBuf>,
-    /// `custom` (default) or `plain`.
-    #[serde(default)]
-    pub format: Option<String>,
-    /// Store `pg_dumpall --globals-only` too (default true).
-    #[serde(default)]
-    pub globals: Option<bool>,
-    /// Exact row counts in the facts (default true).
-    #[serde(default)]
-    pub row_counts: Option<bool>,
-    /// Per-table md5 of the rows in the facts (default false).
-    #[serde(default)]
-    pub checksums: Option<bool>,
-    /// Where directory-format dumps and restores are spooled (default: the system temp dir);
-    /// needs disk space for one uncompressed dump.
-    #[serde(default)]
-    pub spool_dir: Option<PathBuf>,
-    /// `[components.NAME.wal]`: WAL archiving, base backups and point-in-time recovery.
-    #[serde(default)]
-    pub wal: WalConfig,
-}
-
-/// `[components.NAME.wal]`: where WAL goes and how recovery instances run.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WalConfig {
-    /// The tiers every WAL file is written to (default: the primary and the replicas).
-    #[serde(default)]
-    pub tiers: Option<Vec<String>>,
-    /// Compression of WAL files (default `lz4`: lowest latency per segment).
-    #[serde(default)]
-    pub compression: Option<String>,
-    /// The cluster's `wal_segment_size` in MiB (default 16).
-    #[serde(default)]
-    pub segment_size_mb: Option<u64>,
-    /// Run recovery instances as this OS user when zdr runs as root (e.g. `postgres`).
-    #[serde(default)]
-    pub run_as: Option<String>,
-    /// Where recovery data directories are created (default: the system temp dir).
-    #[serde(default)]
-    pub recovery_dir: Option<PathBuf>,
-    /// Seconds a base backup waits for its last WAL segment to reach the archive, and
-    /// `zdr check` for the switched segment (default 60).
-    #[serde(default)]
-    pub archive_wait_secs: Option<u64>,
-    /// Seconds a recovery may take (default 3600).
-    #[serde(default)]
-    pub recovery_timeout_secs: Option<u64>,
-    /// Segments `wal fetch` downloads ahead in a background process (into
-    /// `pg_wal/.zdr-prefetch`), so replay does not wait for the tier (default 4; 0 = off).
-    #[serde(default)]
-    pub prefetch: Option<usize>,
-}
-
-fn default_pg_host() -> String {
-    "127.0.0.1".to_owned()
-}
-
-fn default_pg_port() -> u16 {
-    5432
-}
-
-fn default_pg_user() -> String {
-    "postgres".to_owned()
-}
-
-impl PostgresConfig {
-    /// The library's config, with `database` overriding the configured one.
-    pub fn to_pg(&self, database: Option<&str>) -> Result<zdr_postgres::PgConfig> {
-        let mut c = zdr_postgres::PgConfig::new(
-            self.host.clone(),
-            self.port,
-            self.user.clone(),
-            database.unwrap_or(&self.database),
-        );
-        c.password = self.password.clone();
-        if let Some(m) = &self.maintenance_database {
-            c.maintenance_database = m.clone();
-        }
-        c.bin_dir = self.bin_dir.clone();
-        if let Some(f) = &self.format {
-            c.format = f.parse()?;
-        }
-        c.globals = self.globals.unwrap_or(true);
-        c.row_counts = self.row_counts.unwrap_or(true);
-        c.checksums = self.checksums.unwrap_or(false);
-        if let Some(dir) = &self.spool_dir {
-            c.spool_dir = Some(dir.clone());
-        }
-        Ok(c)
-    }
-}
-
-impl Config {
     /// Read `path` and apply the `ZDR_*` overrides of `env`.
+    ///
+    /// # Errors
+    /// An unreadable or malformed file, an unknown key, tier, component or component type,
+    /// each named.
     pub fn load(path: &Path, env: impl Iterator<Item = (String, String)>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::bad_input(format!("cannot read config file {}", path.display()))
                 .with_source(e)
-                .with_hint("pass --config PATH or set ZDR_CONFIG")
+                .with_hint("check the config file's path")
         })?;
         Self::parse(&text, &path.display().to_string(), env)
     }
 
     /// Parse config text from `origin` and apply the `ZDR_*` overrides of `env`.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
     pub fn parse(
         text: &str,
         origin: &str,
@@ -495,6 +292,9 @@ impl Config {
     }
 
     /// The named tier's config.
+    ///
+    /// # Errors
+    /// An unknown tier, naming the ones defined.
     pub fn tier(&self, name: &str) -> Result<&TierConfig> {
         self.tiers.get(name).ok_or_else(|| {
             Error::bad_input(format!(
@@ -505,6 +305,9 @@ impl Config {
     }
 
     /// The named component's config.
+    ///
+    /// # Errors
+    /// An unknown component, naming the ones defined.
     pub fn component(&self, name: &str) -> Result<&ComponentConfig> {
         self.components.get(name).ok_or_else(|| {
             Error::bad_input(format!(
@@ -515,6 +318,7 @@ impl Config {
     }
 
     /// Tiers in the order restores try them: primary, then the replicas.
+    #[must_use]
     pub fn restore_order(&self) -> Vec<String> {
         let mut v = vec![self.primary.clone()];
         v.extend(self.replicate_to.iter().cloned());
@@ -522,6 +326,9 @@ impl Config {
     }
 
     /// The pipeline options, with the encryption keys loaded.
+    ///
+    /// # Errors
+    /// An unknown compression, a malformed recipient, an unreadable identity file.
     pub fn pipeline_options(&self) -> Result<PipelineOptions> {
         let compression: Compression = match &self.pipeline.compression {
             Some(c) => c.parse()?,

@@ -14,7 +14,7 @@ use zdr_core::{Component, Error, Progress, RestoreTarget, Result};
 use zdr_redis::{BackupMode, RedisComponent, RedisConfig, RedisFacts, RestoreOptions};
 use zdr_storage::Repository;
 
-use crate::output::human_bytes;
+use crate::human_bytes;
 
 /// `redis-server` and `redis-cli` (`$ZDR_REDIS_BIN_DIR`, else `PATH`), or why there are none.
 fn find_bin_dir() -> std::result::Result<Option<PathBuf>, String> {
@@ -139,7 +139,7 @@ pub async fn run_drill(repo: &Repository, progress: &Progress) -> Result<RedisDr
             return Ok(RedisDrillOutcome::Skipped(why));
         }
     };
-    let port = crate::pg_wal::free_port()?;
+    let port = crate::postgres::free_port()?;
     let dir = tempfile::Builder::new()
         .prefix("zdr-drill-redis-")
         .tempdir()

@@ -1,0 +1,285 @@
+//! The command line: every command and flag (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "zdr",
+    version,
+    about = "Disaster recovery for self-hosted stacks"
+)]
+pub(crate) struct Cli {
+    /// The config file.
+    #[arg(long, global = true, env = "ZDR_CONFIG", default_value = "zdr.toml")]
+    pub(crate) config: PathBuf,
+    /// Print the result as JSON on stdout.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// No progress bars or progress lines (warnings still go to stderr).
+    #[arg(long, global = true)]
+    pub(crate) no_progress: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Back up one component to the primary tier.
+    Backup {
+        /// The component, as named in the config.
+        component: String,
+        /// The schedule name (default from the config).
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Replicate to the other tiers afterwards.
+        #[arg(long)]
+        replicate: bool,
+        /// postgres: back up this database instead of the configured one.
+        #[arg(long)]
+        database: Option<String>,
+        /// redis: SCAN + DUMP + PTTL export instead of an RDB snapshot. vault: export the KV
+        /// mounts instead of a raft snapshot.
+        #[arg(long)]
+        logical: bool,
+        /// vault: with --logical, allow an export into unencrypted artifacts.
+        #[arg(long, requires = "logical")]
+        allow_plaintext: bool,
+        /// redis: with --logical, only keys matching this glob pattern.
+        #[arg(long = "match", requires = "logical")]
+        pattern: Option<String>,
+        /// redis: with --logical, only this database.
+        #[arg(long, requires = "logical")]
+        db: Option<u32>,
+        /// postgres: a physical base backup of the whole cluster (pg_basebackup), the starting
+        /// point of point-in-time recovery, instead of a pg_dump of one database.
+        #[arg(long, conflicts_with_all = ["logical", "database"])]
+        base: bool,
+    },
+    /// List the backups on each tier.
+    List {
+        /// Only this tier.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only this component.
+        #[arg(long)]
+        component: Option<String>,
+    },
+    /// Re-read every artifact and check sizes, checksums, sidecars and manifests.
+    Verify {
+        /// Only this component (same as --component).
+        #[arg(conflicts_with = "component")]
+        target: Option<String>,
+        /// Only this tier (default: every tier in the config).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only this component.
+        #[arg(long)]
+        component: Option<String>,
+        /// Also decrypt and decompress every artifact.
+        #[arg(long)]
+        deep: bool,
+        /// postgres: also restore the latest backup into a scratch database, compare it with
+        /// the manifest's facts (tables, row counts, checksums), and drop it. redis: load the
+        /// latest RDB into a scratch redis-server and compare key counts and DUMP digests.
+        #[arg(long)]
+        restore: bool,
+        /// postgres: check the WAL archive on every WAL tier: gaps and corrupt segments per
+        /// timeline (with --deep, every segment is also decoded).
+        #[arg(long, conflicts_with = "restore")]
+        wal: bool,
+    },
+    /// Restore a component from the first tier that holds the backup intact.
+    Restore {
+        /// The component.
+        component: String,
+        /// latest, previous, before:TIME, or a backup id.
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        /// Restore into this directory instead of the original location.
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Replace existing data that differs from the backup.
+        #[arg(long)]
+        overwrite: bool,
+        /// Only read from this tier.
+        #[arg(long)]
+        tier: Option<String>,
+        /// postgres: the database to restore (default: the one the backup was made of).
+        #[arg(long)]
+        database: Option<String>,
+        /// postgres: restore only this table (schema.name) from a custom- or directory-format backup.
+        #[arg(long)]
+        table: Option<String>,
+        /// postgres: with --table, restore it under this name instead of replacing it.
+        #[arg(long = "as", requires = "table")]
+        as_name: Option<String>,
+        /// postgres: drop the live database and restore in its place (no side database, no
+        /// rollback). Needs --yes-destroy-live.
+        #[arg(long)]
+        in_place: bool,
+        /// Confirm that --in-place may destroy the live database.
+        #[arg(long, requires = "in_place")]
+        yes_destroy_live: bool,
+        /// redis: restore the selected logical (SCAN + DUMP) backup with RESTORE. vault:
+        /// import the selected logical KV export.
+        #[arg(long)]
+        logical: bool,
+        /// vault: restore the raft snapshot with snapshot-force (a snapshot of another cluster).
+        #[arg(long, conflicts_with = "logical")]
+        force: bool,
+        /// redis: with --logical, leave existing keys alone (they are reported) instead of
+        /// replacing them.
+        #[arg(long, requires = "logical")]
+        no_replace: bool,
+        /// redis: with --logical, only keys matching this glob pattern.
+        #[arg(long = "match", requires = "logical")]
+        pattern: Option<String>,
+        /// vault: with --logical, import the exported mount FROM into the mount TO
+        /// (repeatable: `--mount-map secret=secret-copy --mount-map kv=kv2`).
+        #[arg(long = "mount-map", requires = "logical", value_parser = parse_mount_map)]
+        mount_map: Vec<(String, String)>,
+    },
+    /// postgres: swap the database replaced by the last restore back in (the current one
+    /// is kept, so rolling back again undoes the rollback).
+    Rollback {
+        /// The component.
+        component: String,
+        /// The database (default: the configured one).
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Copy backups missing on the replica tiers (primary → first → second ...).
+    Replicate {
+        /// Source tier (default: the chain from the config).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// Destination tier.
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+    },
+    /// postgres: the WAL archive, for archive_command and restore_command.
+    Wal {
+        #[command(subcommand)]
+        action: WalAction,
+    },
+    /// postgres: point-in-time recovery. Restores the newest base backup before the target
+    /// into a new data directory, replays archived WAL in a recovery instance on a side port
+    /// until the target, and verifies it; the live cluster is untouched unless
+    /// --apply-database copies a database across (safe restore, rollback kept).
+    Pitr {
+        /// The postgres component.
+        component: String,
+        /// Recover to this time (`2026-01-16 14:29:59`, RFC 3339, or with a zone offset;
+        /// plain times are UTC).
+        #[arg(long)]
+        target_time: Option<String>,
+        /// Recover to this WAL location (`0/16B3748`).
+        #[arg(long)]
+        target_lsn: Option<String>,
+        /// Recover to this transaction id.
+        #[arg(long)]
+        target_xid: Option<String>,
+        /// Recover to this restore point (`pg_create_restore_point`).
+        #[arg(long)]
+        target_name: Option<String>,
+        /// `latest`: replay every archived segment.
+        #[arg(long, value_parser = ["latest"])]
+        target: Option<String>,
+        /// Follow this timeline (default: the newest in the archive).
+        #[arg(long)]
+        timeline: Option<u32>,
+        /// The new data directory (default: under wal.recovery_dir or the temp dir).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// The recovery instance's port (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Copy this database from the recovered instance into the live cluster with the
+        /// safe restore (side database, verification, swap; the old one is kept).
+        #[arg(long)]
+        apply_database: Option<String>,
+        /// Stop and remove the recovery instance at the end (a PITR drill).
+        #[arg(long, conflicts_with = "promote")]
+        discard: bool,
+        /// Promote the recovered instance to a primary on a new timeline that archives
+        /// through the cluster's archive_command (it stays on the side port; point clients at
+        /// it or swap it in). Later recoveries follow the new timeline.
+        #[arg(long, conflicts_with = "apply_database")]
+        promote: bool,
+    },
+    /// postgres: check that WAL archiving works end to end: settings, then a forced WAL
+    /// switch whose segment must reach every WAL tier.
+    Check {
+        /// The postgres component.
+        component: String,
+        /// Seconds to wait for the segment (default: wal.archive_wait_secs, 60).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// The newest backup of every component, and the age of the newest archived WAL (RPO).
+    Status {
+        /// Only this component.
+        component: Option<String>,
+    },
+    /// A recovery drill. With --sandbox: throwaway data and a local tier (back up, break,
+    /// restore, verify, report). With a component: restore its latest backup into a scratch
+    /// directory and verify it, leaving live data alone.
+    Drill {
+        /// Run on throwaway data, without any config.
+        #[arg(long, conflicts_with = "component")]
+        sandbox: bool,
+        /// The component to drill.
+        #[arg(required_unless_present = "sandbox")]
+        component: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum WalAction {
+    /// archive_command: `zdr --config PATH wal push --component NAME %p`.
+    Push {
+        /// The WAL file (PostgreSQL's %p).
+        path: PathBuf,
+        /// The postgres component (default: the only one).
+        #[arg(long)]
+        component: Option<String>,
+    },
+    /// restore_command: `zdr --config PATH wal fetch --component NAME %f %p`. Exits 1 when
+    /// the file is not archived (PostgreSQL ends recovery), 255 on any other failure
+    /// (PostgreSQL stops instead of ending recovery early).
+    Fetch {
+        /// The WAL file name (%f).
+        name: String,
+        /// Where to write it (%p).
+        dest: PathBuf,
+        /// The postgres component (default: the only one).
+        #[arg(long)]
+        component: Option<String>,
+    },
+    /// Download the segments after AFTER into DIR (started in the background by `fetch`).
+    #[command(hide = true)]
+    Prefetch {
+        /// The segment just fetched.
+        after: String,
+        /// The prefetch directory.
+        dir: PathBuf,
+        /// How many segments.
+        #[arg(long, default_value_t = 4)]
+        count: usize,
+        /// The postgres component (default: the only one).
+        #[arg(long)]
+        component: Option<String>,
+    },
+}
+
+/// Parse `FROM=TO` for `--mount-map`.
+pub(crate) fn parse_mount_map(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((a, b)) if !a.trim_matches('/').is_empty() && !b.trim_matches('/').is_empty() => {
+            Ok((a.to_owned(), b.to_owned()))
+        }
+        _ => Err(format!("{s:?} is not FROM=TO (such as secret=secret-copy)")),
+    }
+}

@@ -1,0 +1,530 @@
+//! Presentation of the library's results: text lines for people, JSON for `--json`, and the
+//! exit code.
+
+use serde_json::json;
+use zdr::drill::{DrillReport, SandboxReport};
+use zdr::pg::wal::{FetchOutcome, PushReport};
+use zdr::postgres::{CheckReport, PitrReport, StatusReport, WalFetchReport, WalTierReport};
+use zdr::{
+    BackupReport, Error, ReplicationRun, RestoreReport, ScratchRestoreReport, TierListing,
+    VerifyRun, human_bytes,
+};
+
+use crate::{EXIT_FAILED, EXIT_VERIFY, EXIT_WAL_MISSING};
+
+/// What a command prints (text lines, or JSON) and its exit code.
+pub(crate) struct Outcome {
+    pub(crate) text: Vec<String>,
+    pub(crate) json: serde_json::Value,
+    pub(crate) code: u8,
+}
+
+impl Outcome {
+    pub(crate) fn ok(text: Vec<String>, json: serde_json::Value) -> Self {
+        Self {
+            text,
+            json,
+            code: 0,
+        }
+    }
+
+    fn with_code(mut self, failed: bool, code: u8) -> Self {
+        if failed {
+            self.code = code;
+        }
+        self
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn print(outcome: &Outcome, json: bool) {
+    if json {
+        println!("{}", outcome.json);
+    } else {
+        for line in &outcome.text {
+            println!("{line}");
+        }
+    }
+}
+
+#[allow(clippy::print_stderr, clippy::print_stdout)]
+pub(crate) fn report_error(e: &Error, json: bool) {
+    if json {
+        let context: serde_json::Map<String, serde_json::Value> = e
+            .context()
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        println!(
+            "{}",
+            json!({"ok": false, "error": {"kind": e.kind().as_str(), "message": e.to_string(),
+                   "context": context, "hint": e.hint(), "temporary": e.is_temporary()}})
+        );
+    }
+    eprintln!("zdr: error: {e}");
+}
+
+pub(crate) fn backup(r: &BackupReport, base: bool) -> Outcome {
+    let m = &r.backup;
+    let mut text = Vec::new();
+    if base {
+        let f = zdr::pg::basebackup::BaseBackupFacts::from_manifest(m).ok();
+        text.push(format!(
+            "base backup of {} as {} on {}: {} stored ({} of data directory) in {:.2}s; \
+             WAL {} .. {} on timeline {}",
+            m.component,
+            m.id,
+            r.tier,
+            human_bytes(m.stored_size()),
+            human_bytes(f.as_ref().map_or(0, |f| f.tar_bytes)),
+            r.seconds,
+            f.as_ref().map_or("?", |f| f.start_segment.as_str()),
+            f.as_ref().map_or("?", |f| f.stop_segment.as_str()),
+            f.as_ref().map_or(0, |f| f.timeline)
+        ));
+    } else {
+        let raw: u64 = m.artifacts.iter().map(|a| a.raw_size).sum();
+        text.push(format!(
+            "backed up {} as {} on {}: {} stored ({} raw) in {:.2}s",
+            m.component,
+            m.id,
+            r.tier,
+            human_bytes(m.stored_size()),
+            human_bytes(raw),
+            r.seconds
+        ));
+        for a in &m.artifacts {
+            text.push(format!(
+                "  {}  {}  sha256 {}",
+                a.key,
+                human_bytes(a.size),
+                a.sha256
+            ));
+        }
+    }
+    let mut value = json!({"ok": true, "backup": m, "tier": r.tier, "seconds": r.seconds});
+    let mut failed = false;
+    if let Some(run) = &r.replication {
+        let rep = replicate(run);
+        text.extend(rep.text);
+        value["replication"] = rep.json;
+        failed = !run.is_ok();
+    }
+    Outcome::ok(text, value).with_code(failed, EXIT_FAILED)
+}
+
+pub(crate) fn list(listings: &[TierListing]) -> Outcome {
+    let mut text = Vec::new();
+    for l in listings {
+        text.push(format!("tier {}:", l.tier));
+        if l.backups.is_empty() {
+            text.push("  (no backups)".to_owned());
+        }
+        for m in &l.backups {
+            text.push(format!(
+                "  {:<12} {}  {}  {:<9} {:>10}  {} artifact(s)",
+                m.component.as_str(),
+                m.id,
+                m.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                m.schedule,
+                human_bytes(m.stored_size()),
+                m.artifacts.len()
+            ));
+        }
+        for p in &l.problems {
+            text.push(format!(
+                "  UNUSABLE {}: {}",
+                p.key.as_deref().unwrap_or("?"),
+                p.error
+            ));
+        }
+    }
+    Outcome::ok(text, json!({"ok": true, "tiers": listings}))
+}
+
+pub(crate) fn verify(run: &VerifyRun) -> Outcome {
+    let mut text = Vec::new();
+    for p in &run.failures {
+        match (&p.key, &p.backup) {
+            (Some(key), _) => text.push(format!(
+                "FAIL {} {key}: {}",
+                p.tier.as_deref().unwrap_or("?"),
+                p.error
+            )),
+            (None, backup) => text.push(format!(
+                "FAIL {} {} {}: {}",
+                p.tier.as_deref().unwrap_or("?"),
+                p.component.as_deref().unwrap_or("?"),
+                backup.as_deref().unwrap_or("?"),
+                p.error
+            )),
+        }
+    }
+    for (t, m) in &run.intact {
+        text.push(format!(
+            "ok   {t} {} {} ({} artifact(s), {})",
+            m.component,
+            m.id,
+            m.artifacts.len(),
+            human_bytes(m.stored_size())
+        ));
+    }
+    let ok = run.is_ok();
+    text.push(format!(
+        "{}: {} backup(s) intact, {} problem(s)",
+        if ok {
+            "verified"
+        } else {
+            "VERIFICATION FAILED"
+        },
+        run.intact.len(),
+        run.failures.len()
+    ));
+    Outcome::ok(
+        text,
+        json!({"ok": ok, "intact": run.intact.len(), "failures": run.failures}),
+    )
+    .with_code(!ok, EXIT_VERIFY)
+}
+
+pub(crate) fn restore(r: &RestoreReport) -> Outcome {
+    let m = &r.backup;
+    let mut text = Vec::new();
+    for s in &r.skipped {
+        text.push(format!("  skipped tier {}: {}", s.tier, s.reason));
+    }
+    text.push(format!(
+        "restored {} {} from tier {} into {}: {} item(s), {} in {:.2}s",
+        m.component,
+        m.id,
+        r.tier,
+        r.outcome.target,
+        r.outcome.items,
+        human_bytes(r.outcome.bytes),
+        r.restore_seconds
+    ));
+    text.extend(r.outcome.notes.iter().map(|n| format!("  note: {n}")));
+    let ok = r.is_ok();
+    text.push(format!(
+        "verification: {} ({} checked{}); RTO {:.2}s",
+        if ok { "passed" } else { "FAILED" },
+        r.verify.checked,
+        if ok {
+            String::new()
+        } else {
+            format!(", {} problem(s)", r.verify.problems.len())
+        },
+        r.rto_seconds
+    ));
+    text.extend(r.verify.problems.iter().map(|p| format!("  problem: {p}")));
+    Outcome::ok(
+        text,
+        json!({"ok": ok, "backup": m.id, "component": m.component, "tier": r.tier,
+            "outcome": r.outcome, "verify": r.verify, "rto_seconds": r.rto_seconds,
+            "skipped": r.skipped}),
+    )
+    .with_code(!ok, EXIT_VERIFY)
+}
+
+pub(crate) fn replicate(run: &ReplicationRun) -> Outcome {
+    let mut text = Vec::new();
+    for p in &run.pairs {
+        text.push(format!(
+            "{} -> {}: {} copied ({}), {} already there, {} failed",
+            p.from,
+            p.to,
+            p.copied.len(),
+            human_bytes(p.bytes),
+            p.already_present,
+            p.failed.len()
+        ));
+        for f in &p.failed {
+            text.push(format!(
+                "  FAILED {}: {}",
+                f.backup.as_deref().unwrap_or("?"),
+                f.error
+            ));
+        }
+    }
+    let ok = run.is_ok();
+    Outcome::ok(text, json!({"ok": ok, "replications": run.pairs})).with_code(!ok, EXIT_FAILED)
+}
+
+pub(crate) fn rollback(out: &zdr::pg::RollbackOutcome) -> Outcome {
+    Outcome::ok(
+        vec![format!(
+            "rolled {} back to {}; the replaced database is kept as {} (roll back again to undo)",
+            out.database, out.restored_from, out.displaced_to
+        )],
+        json!({"ok": true, "rollback": out}),
+    )
+}
+
+pub(crate) fn verify_restore(r: &ScratchRestoreReport) -> Outcome {
+    let mut text = vec![format!(
+        "verified {} {} from tier {} by restoring it into {} ({} {}, {}) in {:.2}s",
+        r.backup.component,
+        r.backup.id,
+        r.tier,
+        r.outcome.target,
+        r.outcome.items,
+        if r.component_type == zdr::ComponentType::Redis {
+            "key(s)"
+        } else {
+            "table(s)"
+        },
+        human_bytes(r.outcome.bytes),
+        r.seconds
+    )];
+    text.extend(r.outcome.notes.iter().map(|n| format!("  note: {n}")));
+    Outcome::ok(
+        text,
+        json!({"ok": true, "backup": r.backup.id, "tier": r.tier, "outcome": r.outcome,
+            "seconds": r.seconds}),
+    )
+}
+
+pub(crate) fn wal_push(report: &PushReport, took: std::time::Duration) -> Outcome {
+    let text = report
+        .tiers
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} on {} ({})",
+                if t.stored {
+                    "archived"
+                } else {
+                    "already archived"
+                },
+                report.name,
+                t.tier,
+                t.key
+            )
+        })
+        .collect();
+    Outcome::ok(
+        text,
+        json!({"ok": true, "push": report, "milliseconds": took.as_secs_f64() * 1000.0}),
+    )
+}
+
+pub(crate) fn wal_fetch(r: &WalFetchReport) -> Outcome {
+    let file = &r.file;
+    match &r.outcome {
+        FetchOutcome::Fetched { tier, bytes } => Outcome::ok(
+            vec![format!(
+                "restored {file} from {tier} ({})",
+                human_bytes(*bytes)
+            )],
+            json!({"ok": true, "file": file, "tier": tier, "bytes": bytes}),
+        ),
+        FetchOutcome::NotFound => Outcome {
+            text: vec![format!("{file} is not in the archive")],
+            json: json!({"ok": false, "file": file, "status": "not_found"}),
+            code: EXIT_WAL_MISSING,
+        },
+    }
+}
+
+pub(crate) fn pitr(r: &PitrReport) -> Outcome {
+    let rec = &r.recovery;
+    let mut text = vec![format!(
+        "recovered {} to {}: base {} + WAL to {} (last commit {}), in {:.2}s; \
+         instance on 127.0.0.1:{} in {}",
+        r.component,
+        r.target,
+        rec.backup,
+        rec.replay_lsn.as_deref().unwrap_or("?"),
+        rec.last_commit
+            .map_or_else(|| "none replayed".to_owned(), |c| c.to_rfc3339()),
+        rec.seconds,
+        rec.port,
+        rec.data_dir.display()
+    )];
+    let mut value = json!({"ok": true, "recovery": rec, "plan": {
+        "backup": r.plan.backup.id, "chain_end": r.plan.chain_end, "timelines": r.plan.path}});
+    if let Some(a) = &r.applied {
+        text.push(format!(
+            "applied database {} to the live cluster through backup {} ({} table(s), {}); \
+             the replaced database is kept (zdr rollback {} --database {})",
+            a.database,
+            a.backup,
+            a.outcome.items,
+            human_bytes(a.outcome.bytes),
+            r.component,
+            a.database
+        ));
+        text.extend(a.outcome.notes.iter().map(|n| format!("  note: {n}")));
+        value["applied"] =
+            json!({"database": a.database, "backup": a.backup, "outcome": a.outcome});
+    } else if r.discarded {
+        text.push("recovery instance stopped and removed (--discard)".to_owned());
+    } else if let Some(timeline) = r.promoted_timeline {
+        text.push(format!(
+            "promoted: a primary on timeline {timeline} at 127.0.0.1:{} ({}), archiving through \
+             the cluster's archive_command; point clients at it or swap it in",
+            rec.port,
+            rec.data_dir.display()
+        ));
+        value["promoted_timeline"] = json!(timeline);
+    } else {
+        text.push(format!(
+            "the instance stays up, paused at the target, for inspection: psql -h 127.0.0.1 -p {} ; \
+             stop it with: pg_ctl stop -D {}",
+            rec.port,
+            rec.data_dir.display()
+        ));
+    }
+    text.push(format!("RTO {:.2}s", r.rto_seconds));
+    value["rto_seconds"] = json!(r.rto_seconds);
+    Outcome::ok(text, value)
+}
+
+pub(crate) fn check(r: &CheckReport) -> Outcome {
+    let s = &r.settings;
+    let mut text = vec![format!(
+        "{}: archive_mode={}, wal_level={}, archive_timeout={}s, archive_command runs zdr",
+        r.component, s.archive_mode, s.wal_level, s.archive_timeout_secs
+    )];
+    if let Some(b) = r.rpo_bound_seconds {
+        text.push(format!(
+            "RPO bound: commits reach the archive within about {b}s plus one push (archive_timeout)"
+        ));
+    }
+    for (tier, seconds) in &r.arrived {
+        text.push(format!(
+            "switched segment {} arrived on {tier} after {seconds:.2}s",
+            r.segment
+        ));
+    }
+    let arrived: Vec<serde_json::Value> = r
+        .arrived
+        .iter()
+        .map(|(tier, seconds)| json!({"tier": tier, "seconds": seconds}))
+        .collect();
+    Outcome::ok(
+        text,
+        json!({"ok": true, "segment": r.segment, "settings": s, "arrived": arrived,
+            "rpo_bound_seconds": r.rpo_bound_seconds}),
+    )
+}
+
+pub(crate) fn verify_wal(tiers: &[WalTierReport]) -> Outcome {
+    let mut text = Vec::new();
+    for t in tiers {
+        for r in &t.timelines {
+            text.push(format!(
+                "{} timeline {}: {} segment(s) {} .. {}{}{}",
+                t.tier,
+                r.timeline,
+                r.count,
+                r.first,
+                r.last,
+                if r.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!("; MISSING {}", r.missing.join(", "))
+                },
+                if r.corrupt.is_empty() {
+                    String::new()
+                } else {
+                    format!("; CORRUPT {}", r.corrupt.join(", "))
+                }
+            ));
+        }
+        if t.timelines.is_empty() {
+            text.push(format!("{}: no WAL archived", t.tier));
+        }
+        if !t.incomplete.is_empty() {
+            text.push(format!(
+                "{}: {} interrupted push(es) (no sidecar): {}",
+                t.tier,
+                t.incomplete.len(),
+                t.incomplete.join(", ")
+            ));
+        }
+    }
+    let ok = tiers.iter().all(WalTierReport::is_ok);
+    Outcome::ok(text, json!({"ok": ok, "tiers": tiers})).with_code(!ok, EXIT_VERIFY)
+}
+
+pub(crate) fn status(r: &StatusReport) -> Outcome {
+    let mut text = Vec::new();
+    let mut comps = Vec::new();
+    for c in &r.components {
+        let mut entry = json!({
+            "component": c.component,
+            "backups": c.backups,
+            "latest": c.latest.as_ref().map(|m| json!({"id": m.id, "kind": m.kind,
+                "finished_at": m.finished_at, "age_seconds": (r.now - m.finished_at).num_seconds()})),
+        });
+        let mut line = format!(
+            "{}: {} backup(s); latest {}",
+            c.component,
+            c.backups,
+            c.latest.as_ref().map_or_else(
+                || "none".to_owned(),
+                |m| format!("{} ({} ago)", m.id, age(r.now - m.finished_at))
+            )
+        );
+        if c.postgres {
+            entry["latest_base"] = json!(c.latest_base);
+            match &c.wal {
+                Some(w) => {
+                    entry["wal"] = json!(w);
+                    line.push_str(&format!(
+                        "; newest WAL {}{}",
+                        w.newest_segment,
+                        w.rpo_seconds.map_or_else(String::new, |s| format!(
+                            " archived {} ago (RPO)",
+                            age(chrono::Duration::seconds(s))
+                        ))
+                    ));
+                }
+                None => {
+                    entry["wal"] = serde_json::Value::Null;
+                    line.push_str("; no WAL archived");
+                }
+            }
+        }
+        text.push(line);
+        comps.push(entry);
+    }
+    Outcome::ok(
+        text,
+        json!({"ok": true, "tier": r.tier, "components": comps, "now": r.now}),
+    )
+}
+
+fn age(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+pub(crate) fn drill(r: &DrillReport) -> Outcome {
+    let ok = r.is_ok();
+    let mut text = vec![format!(
+        "drill {}: restored {} from {} ({} item(s)) into a scratch target, verification {}; RTO {:.2}s",
+        r.component,
+        r.backup.id,
+        r.tier,
+        r.items,
+        if ok { "passed" } else { "FAILED" },
+        r.rto_seconds
+    )];
+    text.extend(r.verify.problems.iter().map(|p| format!("  problem: {p}")));
+    Outcome::ok(
+        text,
+        json!({"ok": ok, "backup": r.backup.id, "rto_seconds": r.rto_seconds, "verify": r.verify}),
+    )
+    .with_code(!ok, EXIT_VERIFY)
+}
+
+pub(crate) fn sandbox(r: &SandboxReport) -> Outcome {
+    Outcome::ok(r.steps.clone(), r.details.clone()).with_code(!r.ok, EXIT_VERIFY)
+}

@@ -1,0 +1,423 @@
+//! One component's source, restorer and verifier, built from its settings and the options of
+//! one call. Per-call options live in [`BackupOptions`] and [`RestoreOptions`], never on a
+//! long-lived component: every call builds the adapter it needs.
+
+use std::path::PathBuf;
+
+use zdr_core::{
+    BackupKind, BackupSelector, BackupSource, Component, Error, Manifest, RestoreTarget, Restorer,
+    Result, Verifier,
+};
+
+use crate::config::ComponentConfig;
+
+/// The kind of a configured component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentType {
+    /// A directory tree.
+    Files,
+    /// A PostgreSQL database.
+    Postgres,
+    /// A Redis server.
+    Redis,
+    /// A Vault server.
+    Vault,
+    /// A Qdrant server.
+    Qdrant,
+}
+
+impl ComponentType {
+    /// The type's name in the config (`type = "..."`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Files => "files",
+            Self::Postgres => "postgres",
+            Self::Redis => "redis",
+            Self::Vault => "vault",
+            Self::Qdrant => "qdrant",
+        }
+    }
+
+    /// The type of a component's settings.
+    #[must_use]
+    pub fn of(config: &ComponentConfig) -> Self {
+        match config {
+            ComponentConfig::Files { .. } => Self::Files,
+            ComponentConfig::Postgres(_) => Self::Postgres,
+            ComponentConfig::Redis(_) => Self::Redis,
+            ComponentConfig::Vault(_) => Self::Vault,
+            ComponentConfig::Qdrant(_) => Self::Qdrant,
+        }
+    }
+}
+
+impl std::fmt::Display for ComponentType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Options of one backup call.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// The schedule name the backup gets (default: the config's `schedule`).
+    pub schedule: Option<String>,
+    /// Replicate to the replica tiers afterwards.
+    pub replicate: bool,
+    /// The logical form where a component has two: redis `SCAN` + `DUMP` instead of an RDB,
+    /// vault a KV export instead of a raft snapshot, qdrant a scroll export instead of
+    /// snapshots.
+    pub logical: bool,
+    /// postgres: this database instead of the configured one.
+    pub database: Option<String>,
+    /// postgres: a physical base backup of the cluster (`pg_basebackup`), the start of
+    /// point-in-time recovery, instead of a dump of one database.
+    pub base: bool,
+    /// redis, logical: only keys matching this glob pattern.
+    pub pattern: Option<String>,
+    /// redis, logical: only this database.
+    pub db: Option<u32>,
+    /// vault, logical: allow an export into artifacts that the pipeline does not encrypt.
+    pub allow_plaintext: bool,
+}
+
+/// Options of one restore call.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Which backup: `latest` and `previous` count only backups this component's restorer
+    /// can restore (a base backup is never handed to the logical PostgreSQL restore).
+    pub backup: BackupSelector,
+    /// Only read from this tier (default: the primary, then each replica in order, falling
+    /// back to the next tier when a copy is damaged or a tier is unreachable).
+    pub tier: Option<String>,
+    /// Where the data goes (default: where it came from).
+    pub target: RestoreTarget,
+    /// Restore a logical backup (redis `RESTORE`, vault KV import, qdrant upsert).
+    pub logical: bool,
+    /// postgres: the restore mode (safe swap, in place, scratch) and a single table.
+    pub postgres: zdr_postgres::RestoreOptions,
+    /// redis, logical: replace existing keys (default true) and a key pattern.
+    pub redis: zdr_redis::RestoreOptions,
+    /// vault: restore a raft snapshot with `snapshot-force` (a snapshot of another cluster).
+    pub force: bool,
+    /// vault, logical: import the exported mount FROM into the mount TO.
+    pub mount_map: Vec<(String, String)>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            backup: BackupSelector::Latest,
+            tier: None,
+            target: RestoreTarget::default(),
+            logical: false,
+            postgres: zdr_postgres::RestoreOptions::default(),
+            redis: zdr_redis::RestoreOptions {
+                replace: true,
+                ..zdr_redis::RestoreOptions::default()
+            },
+            force: false,
+            mount_map: Vec::new(),
+        }
+    }
+}
+
+impl RestoreOptions {
+    /// The default options with another selector.
+    #[must_use]
+    pub fn backup(selector: BackupSelector) -> Self {
+        Self {
+            backup: selector,
+            ..Self::default()
+        }
+    }
+
+    fn postgres_used(&self) -> bool {
+        self.postgres != zdr_postgres::RestoreOptions::default()
+    }
+
+    fn redis_used(&self) -> bool {
+        self.redis.pattern.is_some() || !self.redis.replace
+    }
+}
+
+/// A component's source/restorer/verifier, built for one call.
+pub(crate) enum Adapter {
+    Files(zdr_files::FilesComponent),
+    Postgres(zdr_postgres::PostgresComponent),
+    Redis(zdr_redis::RedisComponent),
+    Vault(zdr_vault::VaultComponent),
+    Qdrant(zdr_qdrant::QdrantComponent),
+}
+
+fn not_for(options: &str, ty: &str, name: &str, actual: ComponentType) -> Error {
+    Error::bad_input(format!(
+        "{options} apply to {ty} components; {name} is a {actual} component"
+    ))
+    .with_context("component", name)
+}
+
+impl Adapter {
+    /// The adapter for a backup with `options`.
+    pub(crate) fn for_backup(
+        name: &str,
+        config: &ComponentConfig,
+        options: &BackupOptions,
+        encrypted: bool,
+    ) -> Result<Self> {
+        let ty = ComponentType::of(config);
+        let component = Component::new(name)?;
+        if options.database.is_some() && ty != ComponentType::Postgres {
+            return Err(not_for("database", "postgres", name, ty));
+        }
+        if options.base && ty != ComponentType::Postgres {
+            return Err(not_for("base backups", "postgres", name, ty));
+        }
+        if (options.pattern.is_some() || options.db.is_some()) && ty != ComponentType::Redis {
+            return Err(not_for("key pattern and db", "redis", name, ty));
+        }
+        if options.allow_plaintext && ty != ComponentType::Vault {
+            return Err(not_for("allow_plaintext", "vault", name, ty));
+        }
+        if options.logical && matches!(ty, ComponentType::Files | ComponentType::Postgres) {
+            return Err(Error::bad_input(format!(
+                "{name} is a {ty} component: it has one backup form (logical applies to redis, vault and qdrant)"
+            )));
+        }
+        Ok(match config {
+            ComponentConfig::Files { path } => {
+                Self::Files(zdr_files::FilesComponent::new(component, path.clone()))
+            }
+            ComponentConfig::Postgres(c) => Self::Postgres(zdr_postgres::PostgresComponent::new(
+                component,
+                c.to_pg(options.database.as_deref())?,
+            )),
+            ComponentConfig::Redis(c) => Self::Redis(
+                zdr_redis::RedisComponent::new(component, c.to_redis()?).with_backup_mode(
+                    if options.logical {
+                        zdr_redis::BackupMode::Logical {
+                            pattern: options.pattern.clone(),
+                            db: options.db,
+                        }
+                    } else {
+                        zdr_redis::BackupMode::Physical
+                    },
+                ),
+            ),
+            ComponentConfig::Vault(c) => Self::Vault(zdr_vault::VaultComponent::new(
+                component,
+                zdr_vault::VaultConfig {
+                    client: c.client()?,
+                    mounts: c.mounts(),
+                    encrypted,
+                    allow_plaintext: options.allow_plaintext,
+                    raft_snapshot: !options.logical,
+                    force: false,
+                },
+            )),
+            ComponentConfig::Qdrant(c) => {
+                let mut c = c.clone();
+                c.logical = c.logical || options.logical;
+                Self::Qdrant(zdr_qdrant::QdrantComponent::new(component, c)?)
+            }
+        })
+    }
+
+    /// The adapter for a restore with `options`.
+    pub(crate) fn for_restore(
+        name: &str,
+        config: &ComponentConfig,
+        options: &RestoreOptions,
+    ) -> Result<Self> {
+        let ty = ComponentType::of(config);
+        let component = Component::new(name)?;
+        if options.postgres_used() && ty != ComponentType::Postgres {
+            return Err(not_for(
+                "table, table_as and the in-place mode",
+                "postgres",
+                name,
+                ty,
+            ));
+        }
+        if options.redis_used() && ty != ComponentType::Redis {
+            return Err(not_for("key pattern and no-replace", "redis", name, ty));
+        }
+        if (options.force || !options.mount_map.is_empty()) && ty != ComponentType::Vault {
+            return Err(not_for("force and mount_map", "vault", name, ty));
+        }
+        if options.logical && matches!(ty, ComponentType::Files | ComponentType::Postgres) {
+            return Err(Error::bad_input(format!(
+                "{name} is a {ty} component: it has one backup form (logical applies to redis, vault and qdrant)"
+            )));
+        }
+        if options.target.name.is_some()
+            && !matches!(ty, ComponentType::Postgres | ComponentType::Qdrant)
+        {
+            return Err(Error::bad_input(format!(
+                "a target name (database or collection) applies to postgres and qdrant components; {name} is a {ty} component"
+            ))
+            .with_context("component", name));
+        }
+        Ok(match config {
+            ComponentConfig::Files { path } => {
+                Self::Files(zdr_files::FilesComponent::new(component, path.clone()))
+            }
+            ComponentConfig::Postgres(c) => Self::Postgres(
+                zdr_postgres::PostgresComponent::new(component, c.to_pg(None)?)
+                    .with_restore_options(options.postgres.clone()),
+            ),
+            ComponentConfig::Redis(c) => Self::Redis(
+                zdr_redis::RedisComponent::new(component, c.to_redis()?)
+                    .with_restore_options(options.redis.clone()),
+            ),
+            ComponentConfig::Vault(c) => Self::Vault(
+                zdr_vault::VaultComponent::new(
+                    component,
+                    zdr_vault::VaultConfig {
+                        client: c.client()?,
+                        mounts: c.mounts(),
+                        encrypted: false,
+                        allow_plaintext: false,
+                        raft_snapshot: !options.logical,
+                        force: options.force,
+                    },
+                )
+                .with_mount_map(options.mount_map.clone()),
+            ),
+            ComponentConfig::Qdrant(c) => {
+                let mut c = c.clone();
+                c.logical = c.logical || options.logical;
+                Self::Qdrant(zdr_qdrant::QdrantComponent::new(component, c)?)
+            }
+        })
+    }
+
+    /// An adapter whose restores never touch live data: postgres restores into a scratch
+    /// database, redis into a scratch server, files wherever the caller's target path says.
+    pub(crate) fn scratch(name: &str, config: &ComponentConfig) -> Result<Self> {
+        let ty = ComponentType::of(config);
+        match ty {
+            ComponentType::Postgres => Self::for_restore(
+                name,
+                config,
+                &RestoreOptions {
+                    postgres: zdr_postgres::RestoreOptions {
+                        mode: zdr_postgres::RestoreMode::Scratch,
+                        ..zdr_postgres::RestoreOptions::default()
+                    },
+                    ..RestoreOptions::default()
+                },
+            ),
+            ComponentType::Redis => Self::for_restore(
+                name,
+                config,
+                &RestoreOptions {
+                    redis: zdr_redis::RestoreOptions {
+                        scratch: true,
+                        replace: true,
+                        pattern: None,
+                    },
+                    ..RestoreOptions::default()
+                },
+            ),
+            ComponentType::Files => Self::for_restore(name, config, &RestoreOptions::default()),
+            ComponentType::Vault => Err(Error::bad_input(format!(
+                "{name} is a vault component: there is no scratch Vault to restore into (a drill would write into the live server); restore the logical export into a test Vault and verify the backups instead"
+            ))
+            .with_context("component", name)),
+            ComponentType::Qdrant => Err(Error::bad_input(format!(
+                "{name} is a qdrant component: restoring into a scratch collection is not supported yet, and a drill must not write into the live server; verify the backups instead"
+            ))
+            .with_context("component", name)),
+        }
+    }
+
+    pub(crate) fn source(&self) -> &dyn BackupSource {
+        match self {
+            Self::Files(f) => f,
+            Self::Postgres(p) => p,
+            Self::Redis(r) => r,
+            Self::Vault(v) => v,
+            Self::Qdrant(q) => q,
+        }
+    }
+
+    pub(crate) fn restorer(&self) -> &dyn Restorer {
+        match self {
+            Self::Files(f) => f,
+            Self::Postgres(p) => p,
+            Self::Redis(r) => r,
+            Self::Vault(v) => v,
+            Self::Qdrant(q) => q,
+        }
+    }
+
+    pub(crate) fn verifier(&self) -> &dyn Verifier {
+        match self {
+            Self::Files(f) => f,
+            Self::Postgres(p) => p,
+            Self::Redis(r) => r,
+            Self::Vault(v) => v,
+            Self::Qdrant(q) => q,
+        }
+    }
+
+    /// True when the restorer verifies the data itself before making it live (postgres:
+    /// the side database is checked before the swap), so a second check is not needed.
+    pub(crate) fn verifies_itself(&self) -> bool {
+        matches!(self, Self::Postgres(_) | Self::Redis(_) | Self::Vault(_))
+    }
+}
+
+/// Whether a restore with `options` can use `m` (a cheap check on the manifest, before any
+/// byte is read): PostgreSQL restores only logical dumps (base backups are for
+/// point-in-time recovery), redis `logical` only `SCAN` + `DUMP` exports, vault a raft
+/// snapshot or (logical) a KV export, qdrant (logical) an export.
+pub(crate) fn accepts(ty: ComponentType, options: &RestoreOptions, m: &Manifest) -> bool {
+    match ty {
+        ComponentType::Postgres => m.kind == BackupKind::Logical,
+        ComponentType::Redis => !options.logical || m.kind == BackupKind::Logical,
+        ComponentType::Vault => {
+            m.kind
+                == if options.logical {
+                    BackupKind::Export
+                } else {
+                    BackupKind::Snapshot
+                }
+        }
+        ComponentType::Qdrant => !options.logical || m.kind == BackupKind::Export,
+        ComponentType::Files => true,
+    }
+}
+
+/// What each component type's backups of another kind are for, to explain a selection that
+/// found only those.
+pub(crate) fn other_kind_hint(ty: ComponentType, options: &RestoreOptions) -> &'static str {
+    match ty {
+        ComponentType::Postgres => {
+            "base backups are restored by point-in-time recovery (zdr pitr), not by a logical restore"
+        }
+        ComponentType::Redis | ComponentType::Qdrant if !options.logical => "",
+        ComponentType::Redis | ComponentType::Qdrant => {
+            "only logical exports can be restored logically"
+        }
+        ComponentType::Vault if options.logical => {
+            "raft snapshots are restored without the logical option"
+        }
+        ComponentType::Vault => "KV exports are restored with the logical option",
+        ComponentType::Files => "",
+    }
+}
+
+/// Where a restore goes when the caller names no target: the original location.
+pub(crate) fn default_target(config: &ComponentConfig) -> Option<PathBuf> {
+    match config {
+        ComponentConfig::Files { path } => Some(path.clone()),
+        ComponentConfig::Postgres(_)
+        | ComponentConfig::Redis(_)
+        | ComponentConfig::Vault(_)
+        | ComponentConfig::Qdrant(_) => None,
+    }
+}

@@ -1,0 +1,716 @@
+//! [`Stack`]: the opened configuration — tiers in order, components by name — and the
+//! operations that span them: backup, catalog, verification, restore with tier fallback,
+//! replication, rollback.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use zdr_core::{
+    BackupKind, BackupSelector, Catalog, Component, Error, ErrorKind, Manifest, Progress,
+    RestoreOutcome, RestoreTarget, Result, StorageTier, VerifyReport,
+};
+use zdr_storage::{PipelineOptions, ReplicationReport, Repository, RetryPolicy, open_tier};
+
+use crate::adapter::{self, Adapter, BackupOptions, ComponentType, RestoreOptions};
+use crate::config::{ComponentConfig, Config};
+
+/// A failure reported as data (the operation went on with the rest).
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The tier, where one is concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The component, where one is concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// The backup, where one is concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// The stored key, where one is concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The error's kind (`integrity`, `storage`, ...).
+    pub kind: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+impl Problem {
+    fn new(e: &Error) -> Self {
+        Self {
+            tier: None,
+            component: None,
+            backup: None,
+            key: None,
+            kind: e.kind().as_str().to_owned(),
+            error: e.to_string(),
+        }
+    }
+}
+
+/// What [`Stack::backup`] made.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupReport {
+    /// The new backup's manifest.
+    pub backup: Manifest,
+    /// The tier it was written to (the primary).
+    pub tier: String,
+    /// How long it took.
+    pub seconds: f64,
+    /// The replication that followed, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationRun>,
+}
+
+/// The backups on one tier, as [`Stack::list`] found them.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierListing {
+    /// The tier.
+    pub tier: String,
+    /// Complete backups, oldest first.
+    pub backups: Vec<Manifest>,
+    /// Manifests that cannot be used, and why.
+    pub problems: Vec<Problem>,
+}
+
+/// What [`Stack::verify`] found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyRun {
+    /// Backups found intact: (tier, manifest).
+    pub intact: Vec<(String, Manifest)>,
+    /// Damaged backups and unusable manifests.
+    pub failures: Vec<Problem>,
+}
+
+impl VerifyRun {
+    /// True when nothing failed.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// A tier a restore passed over, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedTier {
+    /// The tier.
+    pub tier: String,
+    /// Why it was not used.
+    pub reason: String,
+}
+
+/// What [`Stack::restore`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The backup restored.
+    pub backup: Manifest,
+    /// The tier it was read from.
+    pub tier: String,
+    /// What the restorer did.
+    pub outcome: RestoreOutcome,
+    /// The verification against the manifest's facts.
+    pub verify: VerifyReport,
+    /// Seconds spent restoring.
+    pub restore_seconds: f64,
+    /// Seconds from start to verified (the RTO of this restore).
+    pub rto_seconds: f64,
+    /// Tiers tried before, and why they were passed over.
+    pub skipped: Vec<SkippedTier>,
+}
+
+impl RestoreReport {
+    /// True when the verification passed.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.verify.is_ok()
+    }
+}
+
+/// One pair of tiers replicated.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicationPair {
+    /// The source tier.
+    pub from: String,
+    /// The destination tier.
+    pub to: String,
+    /// Backups copied.
+    pub copied: Vec<String>,
+    /// Backups already there.
+    pub already_present: usize,
+    /// Bytes copied.
+    pub bytes: u64,
+    /// Backups that could not be copied.
+    pub failed: Vec<Problem>,
+}
+
+/// What [`Stack::replicate`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplicationRun {
+    /// Each pair of tiers, in chain order.
+    pub pairs: Vec<ReplicationPair>,
+}
+
+impl ReplicationRun {
+    /// True when every backup reached every tier.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.pairs.iter().all(|p| p.failed.is_empty())
+    }
+}
+
+/// What [`Stack::verify_restore`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScratchRestoreReport {
+    /// The backup restored.
+    pub backup: Manifest,
+    /// The tier it was read from.
+    pub tier: String,
+    /// What the scratch restore did (its verification passed, or it failed with an
+    /// integrity error).
+    pub outcome: RestoreOutcome,
+    /// The component type (what `outcome.items` counts: tables or keys).
+    pub component_type: ComponentType,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+/// The opened configuration: tiers in order (primary, then replicas) and components by name,
+/// with every operation as a method.
+pub struct Stack {
+    config: Config,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("primary", &self.config.primary)
+            .field("replicate_to", &self.config.replicate_to)
+            .field("components", &self.config.components.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// Open `config`, resolving `vault:` credential references first.
+    ///
+    /// # Errors
+    /// A reference that cannot be resolved (never its value).
+    pub async fn open(mut config: Config) -> Result<Self> {
+        config.resolve_vault_references().await?;
+        Ok(Self { config })
+    }
+
+    /// Open `config` as it is, without contacting Vault for `vault:` references (for
+    /// operations that need no component credentials: listing, replication, WAL
+    /// archiving, status).
+    #[must_use]
+    pub fn open_unresolved(config: Config) -> Self {
+        Self { config }
+    }
+
+    /// Load `zdr.toml` at `path` (with the `ZDR_*` overrides of this process) and open it.
+    ///
+    /// # Errors
+    /// As [`Config::from_file`] and [`Stack::open`].
+    pub async fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        Self::open(Config::from_file(path)?).await
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Tiers in the order restores try them: primary, then the replicas.
+    #[must_use]
+    pub fn tier_order(&self) -> Vec<String> {
+        self.config.restore_order()
+    }
+
+    /// Every tier in the config, by name.
+    #[must_use]
+    pub fn tier_names(&self) -> Vec<String> {
+        self.config.tiers.keys().cloned().collect()
+    }
+
+    /// Open the named tier.
+    ///
+    /// # Errors
+    /// An unknown tier; a tier whose settings are unusable.
+    pub fn tier(&self, name: &str) -> Result<Arc<dyn StorageTier>> {
+        open_tier(name, self.config.tier(name)?)
+    }
+
+    /// The pipeline options (compression, encryption keys).
+    ///
+    /// # Errors
+    /// As [`Config::pipeline_options`].
+    pub fn pipeline(&self) -> Result<PipelineOptions> {
+        self.config.pipeline_options()
+    }
+
+    /// The repository on the named tier.
+    ///
+    /// # Errors
+    /// As [`Stack::tier`] and [`Stack::pipeline`].
+    pub fn repository(&self, tier: &str) -> Result<Repository> {
+        Ok(Repository::new(self.tier(tier)?, self.pipeline()?))
+    }
+
+    /// The type of the named component.
+    ///
+    /// # Errors
+    /// An unknown component.
+    pub fn component_type(&self, name: &str) -> Result<ComponentType> {
+        Ok(ComponentType::of(self.config.component(name)?))
+    }
+
+    /// Back up the named component to the primary tier (and replicate when asked).
+    ///
+    /// # Errors
+    /// Options that do not apply to the component; the source's and the tier's errors (no
+    /// manifest is written for a failed backup).
+    pub async fn backup(
+        &self,
+        name: &str,
+        options: &BackupOptions,
+        progress: &Progress,
+    ) -> Result<BackupReport> {
+        let config = self.config.component(name)?;
+        if options.base {
+            if ComponentType::of(config) != ComponentType::Postgres {
+                return Err(Error::bad_input(format!(
+                    "base backups apply to postgres components; {name} is a {} component",
+                    ComponentType::of(config)
+                )));
+            }
+            let mut report = self
+                .base_backup(name, options.schedule.as_deref(), progress)
+                .await?;
+            if options.replicate {
+                report.replication = Some(self.replicate(None, progress).await?);
+            }
+            return Ok(report);
+        }
+        let pipeline = self.pipeline()?;
+        let adapter = Adapter::for_backup(name, config, options, pipeline.keys.encrypts())?;
+        let repo = Repository::new(self.tier(&self.config.primary)?, pipeline);
+        let started = Instant::now();
+        let m = repo
+            .backup(
+                adapter.source(),
+                options.schedule.as_deref().unwrap_or(&self.config.schedule),
+                progress,
+            )
+            .await?;
+        let mut report = BackupReport {
+            backup: m,
+            tier: self.config.primary.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+            replication: None,
+        };
+        if options.replicate {
+            report.replication = Some(self.replicate(None, progress).await?);
+        }
+        Ok(report)
+    }
+
+    /// The catalog of one tier (or of every tier), of one component (or all).
+    ///
+    /// # Errors
+    /// An unknown tier or component name; a tier that cannot be listed.
+    pub async fn list(
+        &self,
+        tier: Option<&str>,
+        component: Option<&str>,
+    ) -> Result<Vec<TierListing>> {
+        let component = component.map(Component::new).transpose()?;
+        let mut out = Vec::new();
+        for t in self.tiers_or_all(tier)? {
+            let catalog = Catalog::load(self.tier(&t)?.as_ref()).await?;
+            out.push(TierListing {
+                backups: catalog
+                    .list(component.as_ref())
+                    .into_iter()
+                    .cloned()
+                    .collect(),
+                problems: catalog_problems(&catalog, &t),
+                tier: t,
+            });
+        }
+        Ok(out)
+    }
+
+    fn tiers_or_all(&self, tier: Option<&str>) -> Result<Vec<String>> {
+        match tier {
+            Some(t) => Ok(vec![self.config.tier(t).map(|_| t.to_owned())?]),
+            None => Ok(self.tier_names()),
+        }
+    }
+
+    /// Re-read every artifact of every backup (of one component, on one tier when given)
+    /// and check sizes, checksums, sidecars and manifests; `deep` also decrypts and
+    /// decompresses. Damage is reported in the result, not as an error.
+    ///
+    /// # Errors
+    /// An unknown tier or component; a tier whose catalog cannot be read.
+    pub async fn verify(
+        &self,
+        tier: Option<&str>,
+        component: Option<&str>,
+        deep: bool,
+        progress: &Progress,
+    ) -> Result<VerifyRun> {
+        let component = component.map(Component::new).transpose()?;
+        let options = self.pipeline()?;
+        let mut run = VerifyRun::default();
+        for t in self.tiers_or_all(tier)? {
+            let repo = Repository::new(self.tier(&t)?, options.clone());
+            let catalog = repo.catalog().await?;
+            run.failures.extend(catalog_problems(&catalog, &t));
+            for m in catalog.list(component.as_ref()) {
+                match repo.verify(m, deep, progress).await {
+                    Ok(()) => run.intact.push((t.clone(), m.clone())),
+                    Err(e) => run.failures.push(Problem {
+                        tier: Some(t.clone()),
+                        component: Some(m.component.to_string()),
+                        backup: Some(m.id.to_string()),
+                        ..Problem::new(&e)
+                    }),
+                }
+            }
+        }
+        Ok(run)
+    }
+
+    /// Restore the named component: the selected backup (among those its restorer can
+    /// restore) from the first tier that holds it intact — primary, then each replica —
+    /// then verify the result against the manifest's facts.
+    ///
+    /// A tier that cannot be opened or listed, or whose copy fails its checksums, is passed
+    /// over (and named in [`RestoreReport::skipped`]); any other error stops the restore.
+    ///
+    /// # Errors
+    /// Options that do not apply; no tier holding a usable backup (the last tier's reason);
+    /// the restorer's errors.
+    pub async fn restore(
+        &self,
+        name: &str,
+        options: &RestoreOptions,
+        progress: &Progress,
+    ) -> Result<RestoreReport> {
+        let config = self.config.component(name)?;
+        let ty = ComponentType::of(config);
+        let adapter = Adapter::for_restore(name, config, options)?;
+        let mut target = options.target.clone();
+        if target.path.is_none() {
+            target.path = adapter::default_target(config);
+        }
+        let comp = Component::new(name)?;
+        let tiers = match &options.tier {
+            Some(t) => vec![self.config.tier(t).map(|_| t.clone())?],
+            None => self.tier_order(),
+        };
+        let pipeline = self.pipeline()?;
+        let started = Instant::now();
+        let mut skipped = Vec::new();
+        let mut last_err: Option<Error> = None;
+        for t in &tiers {
+            let (repo, catalog) = match self.open_catalog(t, &pipeline).await {
+                Ok(rc) => rc,
+                Err(e) => {
+                    progress.warn(format!("tier {t} unusable: {e}"));
+                    skipped.push(SkippedTier {
+                        tier: t.clone(),
+                        reason: e.to_string(),
+                    });
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            let m = match select_for(&catalog, &comp, &options.backup, |m| {
+                adapter::accepts(ty, options, m)
+            }) {
+                Ok(m) => m,
+                Err(e) => {
+                    let e = explain_other_kinds(e, &catalog, &comp, ty, options);
+                    skipped.push(SkippedTier {
+                        tier: t.clone(),
+                        reason: e.to_string(),
+                    });
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            let restore_started = Instant::now();
+            match repo
+                .restore(adapter.restorer(), &m, &target, progress)
+                .await
+            {
+                Ok(outcome) => {
+                    let restore_seconds = restore_started.elapsed().as_secs_f64();
+                    let verify = if adapter.verifies_itself() {
+                        // Checked by the restorer before the data went live (a second
+                        // check now would race with clients already writing to it).
+                        VerifyReport {
+                            checked: outcome.items,
+                            problems: Vec::new(),
+                        }
+                    } else {
+                        let verify_target = RestoreTarget {
+                            path: target.path.clone(),
+                            name: target.name.clone(),
+                            ..RestoreTarget::default()
+                        };
+                        adapter.verifier().verify(&m, &verify_target).await?
+                    };
+                    return Ok(RestoreReport {
+                        backup: m,
+                        tier: t.clone(),
+                        outcome,
+                        verify,
+                        restore_seconds,
+                        rto_seconds: started.elapsed().as_secs_f64(),
+                        skipped,
+                    });
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Storage) => {
+                    progress.warn(format!(
+                        "backup {} on tier {t} cannot be used ({e}); trying the next tier",
+                        m.id
+                    ));
+                    skipped.push(SkippedTier {
+                        tier: t.clone(),
+                        reason: e.to_string(),
+                    });
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::not_found(format!("no backup of {name}"))))
+    }
+
+    async fn open_catalog(
+        &self,
+        tier: &str,
+        pipeline: &PipelineOptions,
+    ) -> Result<(Repository, Catalog)> {
+        let repo = Repository::new(self.tier(tier)?, pipeline.clone());
+        let catalog = repo.catalog().await?;
+        Ok((repo, catalog))
+    }
+
+    /// Copy the backups missing on the replica tiers along the chain (primary → first →
+    /// second ...), or from one tier to another.
+    ///
+    /// # Errors
+    /// No replica tiers configured; an unknown tier; a source catalog that cannot be read.
+    pub async fn replicate(
+        &self,
+        pair: Option<(&str, &str)>,
+        progress: &Progress,
+    ) -> Result<ReplicationRun> {
+        let pairs: Vec<(String, String)> = match pair {
+            Some((f, t)) => {
+                self.config.tier(f)?;
+                self.config.tier(t)?;
+                vec![(f.to_owned(), t.to_owned())]
+            }
+            None => self
+                .tier_order()
+                .windows(2)
+                .map(|w| (w[0].clone(), w[1].clone()))
+                .collect(),
+        };
+        if pairs.is_empty() {
+            return Err(Error::bad_input(
+                "nothing to replicate: no replica tiers (replicate_to) are configured and no pair of tiers was given",
+            ));
+        }
+        let mut run = ReplicationRun::default();
+        for (f, t) in pairs {
+            let report: ReplicationReport = zdr_storage::replicate(
+                &self.tier(&f)?,
+                &self.tier(&t)?,
+                &RetryPolicy::default(),
+                progress,
+            )
+            .await?;
+            run.pairs.push(ReplicationPair {
+                copied: report.copied.iter().map(ToString::to_string).collect(),
+                already_present: report.already_present,
+                bytes: report.bytes,
+                failed: report
+                    .failed
+                    .iter()
+                    .map(|(id, e)| Problem {
+                        backup: Some(id.to_string()),
+                        tier: Some(t.clone()),
+                        ..Problem::new(e)
+                    })
+                    .collect(),
+                from: f,
+                to: t,
+            });
+        }
+        Ok(run)
+    }
+
+    /// postgres: swap the database replaced by the last restore back in (the current one
+    /// is kept, so rolling back again undoes the rollback).
+    ///
+    /// # Errors
+    /// Not a postgres component; nothing to roll back to; server errors.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        database: Option<&str>,
+        progress: &Progress,
+    ) -> Result<zdr_postgres::RollbackOutcome> {
+        let pg = self.postgres_settings(name)?;
+        let component =
+            zdr_postgres::PostgresComponent::new(Component::new(name)?, pg.to_pg(None)?);
+        let db = database.unwrap_or(&pg.database).to_owned();
+        component.rollback(&db, progress).await
+    }
+
+    /// Restore the latest backup (that the component can restore) from `tier` (default: the
+    /// primary) into a scratch target — a scratch database for postgres, a scratch server
+    /// for redis — verify it against the manifest's facts and remove it. Live data is never
+    /// touched.
+    ///
+    /// # Errors
+    /// A component type without a scratch target; an integrity error naming what differs.
+    pub async fn verify_restore(
+        &self,
+        name: &str,
+        tier: Option<&str>,
+        progress: &Progress,
+    ) -> Result<ScratchRestoreReport> {
+        let config = self.config.component(name)?;
+        let ty = ComponentType::of(config);
+        if !matches!(ty, ComponentType::Postgres | ComponentType::Redis) {
+            return Err(Error::bad_input(format!(
+                "{name} is a {ty} component; a verification by scratch restore applies to postgres and redis components"
+            ))
+            .with_context("component", name));
+        }
+        let adapter = Adapter::scratch(name, config)?;
+        let tier = tier.unwrap_or(&self.config.primary).to_owned();
+        let repo = self.repository(&tier)?;
+        let comp = Component::new(name)?;
+        let catalog = repo.catalog().await?;
+        let options = RestoreOptions::default();
+        let m = select_for(&catalog, &comp, &BackupSelector::Latest, |m| {
+            adapter::accepts(ty, &options, m)
+        })
+        .map_err(|e| explain_other_kinds(e, &catalog, &comp, ty, &options))?;
+        let started = Instant::now();
+        let outcome = repo
+            .restore(adapter.restorer(), &m, &RestoreTarget::default(), progress)
+            .await?;
+        Ok(ScratchRestoreReport {
+            backup: m,
+            tier,
+            outcome,
+            component_type: ty,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The postgres settings of the named component.
+    pub(crate) fn postgres_settings(&self, name: &str) -> Result<&zdr_postgres::PostgresSettings> {
+        match self.config.component(name)? {
+            ComponentConfig::Postgres(p) => Ok(p),
+            other => Err(Error::bad_input(format!(
+                "{name} is a {} component; this operation applies to postgres components",
+                ComponentType::of(other)
+            ))
+            .with_context("component", name)),
+        }
+    }
+
+    pub(crate) fn adapter_for_drill(&self, name: &str) -> Result<(Adapter, ComponentType)> {
+        let config = self.config.component(name)?;
+        Ok((Adapter::scratch(name, config)?, ComponentType::of(config)))
+    }
+}
+
+fn catalog_problems(catalog: &Catalog, tier: &str) -> Vec<Problem> {
+    catalog
+        .problems()
+        .iter()
+        .map(|p| Problem {
+            tier: Some(tier.to_owned()),
+            key: Some(p.key.clone()),
+            ..Problem::new(&p.error)
+        })
+        .collect()
+}
+
+/// Resolve `selector` among the backups of `comp` that `accepts` takes.
+pub(crate) fn select_for(
+    catalog: &Catalog,
+    comp: &Component,
+    selector: &BackupSelector,
+    accepts: impl Fn(&Manifest) -> bool,
+) -> Result<Manifest> {
+    let usable: Vec<Manifest> = catalog
+        .list(Some(comp))
+        .into_iter()
+        .filter(|m| accepts(m))
+        .cloned()
+        .collect();
+    let filtered = Catalog::from_manifests(catalog.tier(), usable);
+    filtered.select(comp, selector).cloned()
+}
+
+/// Add to a "no backup" error what the catalog holds of other kinds, and what they are for.
+fn explain_other_kinds(
+    e: Error,
+    catalog: &Catalog,
+    comp: &Component,
+    ty: ComponentType,
+    options: &RestoreOptions,
+) -> Error {
+    if e.kind() != ErrorKind::NotFound {
+        return e;
+    }
+    let others: Vec<&Manifest> = catalog
+        .list(Some(comp))
+        .into_iter()
+        .filter(|m| !adapter::accepts(ty, options, m))
+        .collect();
+    let hint = adapter::other_kind_hint(ty, options);
+    if others.is_empty() || hint.is_empty() {
+        return e;
+    }
+    let kinds: Vec<String> = others
+        .iter()
+        .rev()
+        .take(3)
+        .map(|m| format!("{} ({})", m.id, kind_name(m.kind)))
+        .collect();
+    e.with_context(
+        "other kinds",
+        format!(
+            "{} backup(s) of other kinds: {}",
+            others.len(),
+            kinds.join(", ")
+        ),
+    )
+    .with_hint(hint)
+}
+
+fn kind_name(kind: BackupKind) -> &'static str {
+    match kind {
+        BackupKind::Logical => "logical",
+        BackupKind::Physical => "physical",
+        BackupKind::Wal => "wal",
+        BackupKind::Snapshot => "snapshot",
+        BackupKind::Export => "export",
+    }
+}
