@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             ExitCode::from(outcome.code)
         }
         Err(e) => {
+            let e = flag_hint(e);
             render::report_error(&e, cli.json);
             if let Command::Wal {
                 action: WalAction::Fetch { .. },
@@ -125,10 +126,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 db: *db,
                 allow_plaintext: *allow_plaintext,
             };
-            let report = stack
-                .backup(component, &options, progress)
-                .await
-                .map_err(flag_hint)?;
+            let report = stack.backup(component, &options, progress).await?;
             Ok(render::backup(&report, *base))
         }
         Command::List { tier, component } => Ok(render::list(
@@ -212,10 +210,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 force: *force,
                 mount_map: mount_map.clone(),
             };
-            let report = stack
-                .restore(component, &options, progress)
-                .await
-                .map_err(flag_hint)?;
+            let report = stack.restore(component, &options, progress).await?;
             Ok(render::restore(&report))
         }
         Command::Rollback {
@@ -377,10 +372,11 @@ fn recovery_target(
     Ok(RecoveryTarget::Latest)
 }
 
-/// Name the command-line flags where the library names its options.
+/// Name the command-line flags and commands where the library names its options.
 fn flag_hint(e: Error) -> Error {
     let message = e.to_string();
-    let hint = if message.contains("apply to postgres components") {
+    let hint = e.hint().unwrap_or_default().to_owned();
+    let cli = if message.contains("apply to postgres components") {
         Some("--database, --table, --as and --in-place apply to postgres components")
     } else if message.contains("apply to redis components") {
         Some("--match, --db and --no-replace apply to redis components")
@@ -388,11 +384,25 @@ fn flag_hint(e: Error) -> Error {
         Some("--force, --mount-map and --allow-plaintext apply to vault components")
     } else if message.contains("logical applies to") {
         Some("--logical applies to redis, vault and qdrant components")
+    } else if message.contains("needs explicit confirmation") {
+        Some("pass --yes-destroy-live, or use the default safe restore (side database + swap)")
+    } else if message.contains("table_as") {
+        Some("--as needs --table")
+    } else if hint.contains("list the catalog") {
+        Some("`zdr list` shows the backups on each tier")
+    } else if hint.contains("take a base backup first") {
+        Some("take one with `zdr backup COMPONENT --base`")
+    } else if hint.contains("choose the target timeline") {
+        Some("choose the target timeline with --timeline, or another base backup")
+    } else if hint.contains("choose another data directory") {
+        Some("choose another one with --to, or remove it")
+    } else if hint.contains("point-in-time recovery") {
+        Some("base backups are restored with `zdr pitr`, not `zdr restore`")
     } else {
         None
     };
-    match hint {
-        Some(h) if e.hint().is_none() => e.with_hint(h),
-        _ => e,
+    match cli {
+        Some(h) => e.with_hint(h),
+        None => e,
     }
 }

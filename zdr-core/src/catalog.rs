@@ -205,7 +205,7 @@ impl Catalog {
             Error::not_found(format!("{what} of {component} ({count} in the catalog)"))
                 .with_context("component", component)
                 .with_context("tier", &self.tier)
-                .with_hint("`zdr list` shows the backups on each tier")
+                .with_hint("list the catalog of each tier to see the backups there")
         })
     }
 }

@@ -304,7 +304,6 @@ pub struct PostgresComponent {
     component: Component,
     config: PgConfig,
     runner: Arc<dyn CommandRunner>,
-    options: RestoreOptions,
 }
 
 impl fmt::Debug for PostgresComponent {
@@ -313,7 +312,6 @@ impl fmt::Debug for PostgresComponent {
             .field("component", &self.component)
             .field("config", &self.config)
             .field("runner", &self.runner.describe())
-            .field("options", &self.options)
             .finish()
     }
 }
@@ -328,7 +326,6 @@ impl PostgresComponent {
             component,
             config,
             runner,
-            options: RestoreOptions::default(),
         }
     }
 
@@ -340,11 +337,39 @@ impl PostgresComponent {
         self
     }
 
-    /// Use these options for [`Restorer::restore`].
+    /// A restore with `options` for one call: the returned value is the [`Restorer`] to hand
+    /// to the storage layer (`Repository::restore`). [`Restorer::restore`] on the component
+    /// itself uses the default options (the safe restore of the whole database).
     #[must_use]
-    pub fn with_restore_options(mut self, options: RestoreOptions) -> Self {
-        self.options = options;
-        self
+    pub fn restore_with(&self, options: RestoreOptions) -> RestoreCall<'_> {
+        RestoreCall {
+            component: self,
+            options,
+        }
+    }
+
+    async fn restore_inner(
+        &self,
+        options: &RestoreOptions,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        let facts = self.check_manifest(backup).map_err(|e| self.context(e))?;
+        let db = target
+            .name
+            .clone()
+            .unwrap_or_else(|| facts.database.clone());
+        restore::run(self, options, backup, &facts, from, &db, progress)
+            .await
+            .map_err(|e| {
+                let e = self.context(e).with_context("database", &db);
+                match &options.table {
+                    Some(t) => e.with_context("table", t),
+                    None => e,
+                }
+            })
     }
 
     /// The component.
@@ -528,13 +553,12 @@ impl PostgresComponent {
         from: &dyn ArtifactReader,
         progress: &Progress,
     ) -> Result<RestoreOutcome> {
-        let scratch = self.clone().with_restore_options(RestoreOptions {
+        self.restore_with(RestoreOptions {
             mode: RestoreMode::Scratch,
             ..RestoreOptions::default()
-        });
-        scratch
-            .restore(backup, from, &RestoreTarget::default(), progress)
-            .await
+        })
+        .restore(backup, from, &RestoreTarget::default(), progress)
+        .await
     }
 }
 
@@ -590,8 +614,39 @@ impl Restorer for PostgresComponent {
         &self.component
     }
 
-    /// Restore into `target.name` (default: the backup's database) with the component's
-    /// [`RestoreOptions`]; see the crate docs.
+    /// Restore into `target.name` (default: the backup's database) with the default
+    /// [`RestoreOptions`] (the safe restore); see the crate docs and
+    /// [`PostgresComponent::restore_with`].
+    ///
+    /// # Errors
+    /// As [`RestoreCall`]'s restore.
+    async fn restore(
+        &self,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        self.restore_inner(&RestoreOptions::default(), backup, from, target, progress)
+            .await
+    }
+}
+
+/// One restore of a [`PostgresComponent`] with its own [`RestoreOptions`]
+/// ([`PostgresComponent::restore_with`]).
+#[derive(Debug)]
+pub struct RestoreCall<'a> {
+    component: &'a PostgresComponent,
+    options: RestoreOptions,
+}
+
+#[async_trait]
+impl Restorer for RestoreCall<'_> {
+    fn component(&self) -> &Component {
+        &self.component.component
+    }
+
+    /// Restore into `target.name` (default: the backup's database) with this call's options.
     ///
     /// # Errors
     /// [`ErrorKind::BadInput`] for an unconfirmed in-place restore, an unknown table or a
@@ -605,20 +660,9 @@ impl Restorer for PostgresComponent {
         target: &RestoreTarget,
         progress: &Progress,
     ) -> Result<RestoreOutcome> {
-        let facts = self.check_manifest(backup).map_err(|e| self.context(e))?;
-        let db = target
-            .name
-            .clone()
-            .unwrap_or_else(|| facts.database.clone());
-        restore::run(self, backup, &facts, from, &db, progress)
+        self.component
+            .restore_inner(&self.options, backup, from, target, progress)
             .await
-            .map_err(|e| {
-                let e = self.context(e).with_context("database", &db);
-                match &self.options.table {
-                    Some(t) => e.with_context("table", t),
-                    None => e,
-                }
-            })
     }
 }
 

@@ -129,7 +129,7 @@ pub async fn plan(
     let Some(oldest) = bases.first() else {
         return Err(
             Error::bad_input("there is no base backup of this component to recover from")
-                .with_hint("take one with `zdr backup COMPONENT --base`"),
+                .with_hint("take a base backup first"),
         );
     };
     let chosen = match target {
@@ -152,7 +152,7 @@ pub async fn plan(
                     oldest.0.id,
                     oldest.0.finished_at.format("%Y-%m-%d %H:%M:%S UTC")
                 ))
-                .with_hint("nothing older can be recovered to; `zdr list` shows the backups")
+                .with_hint("nothing older can be recovered to; the catalog lists the base backups")
                 })?
         }
         RecoveryTarget::Lsn(l) => bases
@@ -441,7 +441,7 @@ pub async fn recover(
             "the recovery data directory {} exists and is not empty",
             dir.display()
         ))
-        .with_hint("choose another one with --to, or remove it"));
+        .with_hint("choose another data directory, or remove it"));
     }
     let record = plan
         .backup
@@ -686,7 +686,7 @@ async fn server_failed(e: Error, log: &Path, config: &PgConfig) -> Error {
             "the archive's WAL ends before the recovery target: PostgreSQL stopped recovery",
         )
         .with_context("server log", tail)
-        .with_hint("choose an earlier target, or check that archiving is working (`zdr check`)");
+        .with_hint("choose an earlier target, or check that archiving is working");
     }
     if tail.contains("before consistent recovery point") {
         return Error::bad_input("the recovery target is before the base backup became consistent")

@@ -9,7 +9,7 @@ use zdr_core::{
 
 use crate::facts::{self, PgFacts, split_table};
 use crate::pg::{self, qi, qt};
-use crate::{DumpFormat, PostgresComponent, RestoreMode, mismatch};
+use crate::{DumpFormat, PostgresComponent, RestoreMode, RestoreOptions, mismatch};
 use crate::{dir, tools};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
@@ -301,27 +301,32 @@ pub(crate) async fn verify_db(
 /// Restore entry point: dispatch on the options.
 pub(crate) async fn run(
     c: &PostgresComponent,
+    opts: &RestoreOptions,
     backup: &Manifest,
     facts: &PgFacts,
     from: &dyn ArtifactReader,
     db: &str,
     progress: &Progress,
 ) -> Result<RestoreOutcome> {
-    if let Some(table) = &c.options.table {
-        return restore_table(c, backup, facts, from, db, table, progress).await;
+    if let Some(table) = &opts.table {
+        return restore_table(c, opts, backup, facts, from, db, table, progress).await;
     }
-    if c.options.table_as.is_some() {
-        return Err(Error::bad_input("--as needs --table"));
+    if opts.table_as.is_some() {
+        return Err(Error::bad_input(
+            "a new table name (table_as) needs a table to restore",
+        ));
     }
     let cfg = &c.config;
     let mut admin = pg::connect(cfg, &cfg.maintenance_database).await?;
-    let res = full(c, &mut admin, backup, facts, from, db, progress).await;
+    let res = full(c, opts, &mut admin, backup, facts, from, db, progress).await;
     pg::close(admin).await;
     res
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn full(
     c: &PostgresComponent,
+    opts: &RestoreOptions,
     admin: &mut PgConnection,
     backup: &Manifest,
     facts: &PgFacts,
@@ -338,12 +343,12 @@ async fn full(
         notes.push(format!("dropped {d}, left over by an interrupted restore"));
     }
     let live_exists = db_exists(admin, c, db).await?;
-    match c.options.mode {
+    match opts.mode {
         RestoreMode::InPlace { confirmed: false } => Err(Error::bad_input(format!(
             "an in-place restore drops the live database {db} first; it needs explicit confirmation"
         ))
         .with_hint(
-            "pass --yes-destroy-live, or use the default safe restore (side database + swap)",
+            "confirm the in-place restore, or use the default safe restore (side database + swap)",
         )),
         RestoreMode::InPlace { confirmed: true } => {
             if live_exists {
@@ -370,7 +375,7 @@ async fn full(
             })
         }
         RestoreMode::Safe | RestoreMode::Scratch => {
-            let scratch = c.options.mode == RestoreMode::Scratch;
+            let scratch = opts.mode == RestoreMode::Scratch;
             let marker = if scratch {
                 "__zdr_verify_"
             } else {
@@ -598,8 +603,10 @@ pub(crate) async fn rollback(
 
 /// Restore one table: the whole backup into a side database, then the table copied into
 /// the live database in one transaction, verified by row count.
+#[allow(clippy::too_many_arguments)]
 async fn restore_table(
     c: &PostgresComponent,
+    opts: &RestoreOptions,
     backup: &Manifest,
     facts: &PgFacts,
     from: &dyn ArtifactReader,
@@ -630,11 +637,7 @@ async fn restore_table(
         )));
     };
     let (schema, name) = split_table(table);
-    let dest_name = c
-        .options
-        .table_as
-        .clone()
-        .unwrap_or_else(|| name.to_owned());
+    let dest_name = opts.table_as.clone().unwrap_or_else(|| name.to_owned());
     let mut live = pg::connect(cfg, db).await?;
     let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -646,12 +649,12 @@ async fn restore_table(
     .await
     .map_err(|e| pg::db_error(e, cfg, "cannot look up the table"))?;
     pg::close(live).await;
-    if c.options.table_as.is_some() && exists {
+    if opts.table_as.is_some() && exists {
         return Err(Error::new(
             ErrorKind::Conflict,
             format!("{schema}.{dest_name} already exists in {db}"),
         )
-        .with_hint("choose another name with --as"));
+        .with_hint("restore it under another name"));
     }
     let mut admin = pg::connect(cfg, &cfg.maintenance_database).await?;
     let res = async {
@@ -662,7 +665,7 @@ async fn restore_table(
         let copied = async {
             load(c, backup, facts, from, &side, progress).await?;
             let mut sc = pg::connect(cfg, &side).await?;
-            let src = if let Some(new) = &c.options.table_as {
+            let src = if let Some(new) = &opts.table_as {
                 pg::exec(
                     &mut sc,
                     cfg,

@@ -667,7 +667,7 @@ impl WalArchive {
                 "the base backup is on timeline {from}, which is not in the history of \
                  timeline {target}"
             ))
-            .with_hint("choose the target timeline with --timeline, or another base backup"));
+            .with_hint("choose the target timeline, or another base backup"));
         };
         Ok(spans.split_off(pos))
     }

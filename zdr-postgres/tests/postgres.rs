@@ -543,7 +543,7 @@ async fn unknown_database_table_and_wrong_password_are_clear() -> Result<()> {
 
     let pg = env.pg("app", DumpFormat::Custom);
     let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
-    let one = pg.clone().with_restore_options(RestoreOptions {
+    let one = pg.restore_with(RestoreOptions {
         table: Some("public.nosuchtable".into()),
         ..RestoreOptions::default()
     });
@@ -558,7 +558,7 @@ async fn unknown_database_table_and_wrong_password_are_clear() -> Result<()> {
     assert_eq!(env.cluster.databases(), dbs);
 
     // In place without confirmation: refused, nothing changes.
-    let in_place = pg.clone().with_restore_options(RestoreOptions {
+    let in_place = pg.restore_with(RestoreOptions {
         mode: RestoreMode::InPlace { confirmed: false },
         ..RestoreOptions::default()
     });
@@ -625,7 +625,7 @@ async fn single_table_restore_replace_and_as() -> Result<()> {
         "app",
         "DELETE FROM billing.invoices WHERE no > 1010; INSERT INTO events (what) VALUES ('after')",
     );
-    let one = pg.clone().with_restore_options(RestoreOptions {
+    let one = pg.restore_with(RestoreOptions {
         table: Some("billing.invoices".into()),
         ..RestoreOptions::default()
     });
@@ -647,7 +647,7 @@ async fn single_table_restore_replace_and_as() -> Result<()> {
 
     env.cluster
         .psql("app", "DELETE FROM customers WHERE id > 50");
-    let copy = pg.clone().with_restore_options(RestoreOptions {
+    let copy = pg.restore_with(RestoreOptions {
         table: Some("customers".into()),
         table_as: Some("customers_restored".into()),
         ..RestoreOptions::default()
@@ -697,7 +697,7 @@ async fn verify_restore_in_place_and_restore_of_a_dropped_database() -> Result<(
 
     env.cluster
         .psql("app", "DELETE FROM customers WHERE id > 100");
-    let in_place = pg.clone().with_restore_options(RestoreOptions {
+    let in_place = pg.restore_with(RestoreOptions {
         mode: RestoreMode::InPlace { confirmed: true },
         ..RestoreOptions::default()
     });
@@ -866,14 +866,13 @@ async fn single_table_restore_commits_nothing_when_the_copy_fails() -> Result<()
     let pg = env.pg("app", DumpFormat::Custom);
     let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
     env.cluster.psql("app", "DELETE FROM events WHERE id > 150");
-    let one = pg
-        .with_runner(Arc::new(BreakTableDump(
-            zdr_core::LocalRunner::with_bin_dir(PG_BIN),
-        )))
-        .with_restore_options(RestoreOptions {
-            table: Some("public.events".into()),
-            ..RestoreOptions::default()
-        });
+    let broken = pg.with_runner(Arc::new(BreakTableDump(
+        zdr_core::LocalRunner::with_bin_dir(PG_BIN),
+    )));
+    let one = broken.restore_with(RestoreOptions {
+        table: Some("public.events".into()),
+        ..RestoreOptions::default()
+    });
     let e = env
         .repo
         .restore(&one, &m, &RestoreTarget::default(), &Progress::none())
@@ -961,7 +960,7 @@ async fn directory_format_single_table_restore() -> Result<()> {
         "app",
         "DELETE FROM billing.invoices WHERE no > 1010; INSERT INTO events (what) VALUES ('after')",
     );
-    let one = pg.clone().with_restore_options(RestoreOptions {
+    let one = pg.restore_with(RestoreOptions {
         table: Some("billing.invoices".into()),
         ..RestoreOptions::default()
     });

@@ -18,7 +18,7 @@
 //! // An RDB over the replication protocol, checked (magic, CRC64, key counts) while it streams.
 //! let manifest = repo.backup(&redis, "daily", &Progress::none()).await?;
 //! // Checksums first, then load it into a scratch redis-server and compare with the manifest.
-//! let scratch = redis.clone().with_restore_options(RestoreOptions { scratch: true, ..Default::default() });
+//! let scratch = redis.restore_with(RestoreOptions { scratch: true, ..Default::default() });
 //! let outcome = repo.restore(&scratch, &manifest, &RestoreTarget::default(), &Progress::none()).await?;
 //! println!("{}: {:?}", outcome.target, outcome.notes);
 //! # Ok(()) }
@@ -281,7 +281,6 @@ pub struct RedisComponent {
     config: RedisConfig,
     runner: Arc<dyn CommandRunner>,
     mode: BackupMode,
-    options: RestoreOptions,
 }
 
 impl fmt::Debug for RedisComponent {
@@ -291,7 +290,6 @@ impl fmt::Debug for RedisComponent {
             .field("config", &self.config)
             .field("runner", &self.runner.describe())
             .field("mode", &self.mode)
-            .field("options", &self.options)
             .finish()
     }
 }
@@ -306,7 +304,6 @@ impl RedisComponent {
             config,
             runner,
             mode: BackupMode::Physical,
-            options: RestoreOptions::default(),
         }
     }
 
@@ -324,11 +321,16 @@ impl RedisComponent {
         self
     }
 
-    /// Use these options for [`Restorer::restore`].
+    /// A restore with `options` for one call: the returned value is the [`Restorer`] to hand
+    /// to the storage layer. [`Restorer::restore`] on the component itself uses the default
+    /// options (into the configured server; a logical backup without replacing existing
+    /// keys).
     #[must_use]
-    pub fn with_restore_options(mut self, options: RestoreOptions) -> Self {
-        self.options = options;
-        self
+    pub fn restore_with(&self, options: RestoreOptions) -> RestoreCall<'_> {
+        RestoreCall {
+            component: self,
+            options,
+        }
     }
 
     /// The connection settings.
@@ -415,20 +417,72 @@ impl Restorer for RedisComponent {
     /// # Errors
     /// [`zdr_core::ErrorKind::BadInput`] for a physical restore without `data_dir` or
     /// `start_command`; [`zdr_core::ErrorKind::Integrity`] when the loaded data differs from
-    /// the manifest; [`zdr_core::ErrorKind::Source`] for server failures.
+    /// the manifest; [`zdr_core::ErrorKind::Source`] for server failures;
+    /// [`zdr_core::ErrorKind::BadInput`] for a target with a name or path (a redis restore
+    /// goes into the configured server).
     async fn restore(
         &self,
         backup: &Manifest,
         from: &dyn ArtifactReader,
-        _target: &RestoreTarget,
+        target: &RestoreTarget,
         progress: &Progress,
     ) -> Result<RestoreOutcome> {
+        self.restore_inner(&RestoreOptions::default(), backup, from, target, progress)
+            .await
+    }
+}
+
+/// One restore of a [`RedisComponent`] with its own [`RestoreOptions`]
+/// ([`RedisComponent::restore_with`]).
+#[derive(Debug)]
+pub struct RestoreCall<'a> {
+    component: &'a RedisComponent,
+    options: RestoreOptions,
+}
+
+#[async_trait]
+impl Restorer for RestoreCall<'_> {
+    fn component(&self) -> &Component {
+        &self.component.component
+    }
+
+    /// As [`RedisComponent`]'s restore, with this call's options.
+    ///
+    /// # Errors
+    /// As [`RedisComponent`]'s restore.
+    async fn restore(
+        &self,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        self.component
+            .restore_inner(&self.options, backup, from, target, progress)
+            .await
+    }
+}
+
+impl RedisComponent {
+    async fn restore_inner(
+        &self,
+        options: &RestoreOptions,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        if target.name.is_some() || target.path.is_some() {
+            return Err(self.context(Error::bad_input(
+                "a redis backup restores into the configured server (or a scratch one): a target name or path does not apply",
+            )));
+        }
         let facts = self.check_manifest(backup).map_err(|e| self.context(e))?;
         // Scratch first: a scratch restore never touches the configured server.
-        let r = if self.options.scratch {
+        let r = if options.scratch {
             server::verify_scratch(self, backup, &facts, from, progress).await
         } else if facts.mode == "logical" {
-            logical::restore(self, backup, &facts, from, progress).await
+            logical::restore(self, options, backup, &facts, from, progress).await
         } else {
             server::restore_physical(self, backup, &facts, from, progress).await
         };

@@ -23,7 +23,7 @@ use zdr_core::{
     Result, SourceFacts,
 };
 
-use crate::{FACTS_FORMAT, RedisComponent, RedisConfig, RedisFacts, client};
+use crate::{FACTS_FORMAT, RedisComponent, RedisConfig, RedisFacts, RestoreOptions, client};
 
 /// The magic at the start of a logical export.
 pub const MAGIC: &[u8; 8] = b"ZDRKEYS1";
@@ -320,12 +320,13 @@ struct Batch {
 
 pub(crate) async fn restore(
     r: &RedisComponent,
+    options: &RestoreOptions,
     backup: &Manifest,
     facts: &RedisFacts,
     from: &dyn ArtifactReader,
     progress: &Progress,
 ) -> Result<RestoreOutcome> {
-    restore_counted(r, backup, facts, from, progress)
+    restore_counted(r, options, backup, facts, from, progress)
         .await
         .map(|(o, _)| o)
 }
@@ -333,6 +334,7 @@ pub(crate) async fn restore(
 /// The restore, and how many keys were skipped because their expiry had passed.
 pub(crate) async fn restore_counted(
     r: &RedisComponent,
+    options: &RestoreOptions,
     backup: &Manifest,
     facts: &RedisFacts,
     from: &dyn ArtifactReader,
@@ -351,8 +353,8 @@ pub(crate) async fn restore_counted(
         })?;
     let stream = from.open(record).await?;
     let mut reader = ExportReader::new(BufReader::with_capacity(256 * 1024, stream)).await?;
-    let replace = r.options.replace;
-    let pattern = r.options.pattern.clone();
+    let replace = options.replace;
+    let pattern = options.pattern.clone();
     let task = format!("redis RESTORE {}:{}", c.host, c.port);
     progress.start(&task, Some(record.size));
     let mut clients: BTreeMap<u32, Client> = BTreeMap::new();

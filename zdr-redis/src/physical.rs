@@ -285,7 +285,7 @@ async fn bgsave_copy(
             ErrorKind::Unsupported,
             "redis refuses SYNC and PSYNC (renamed or disabled), and no data_dir is configured for the BGSAVE fallback",
         )
-        .with_hint("set data_dir (the server's `dir`) in [components.<name>] when zdr runs beside redis, or use `zdr backup <name> --logical`"));
+        .with_hint("set data_dir (the server's `dir`) in the component settings when zdr runs beside redis, or make a logical backup"));
     };
     progress.warn(format!(
         "redis refuses SYNC/PSYNC: falling back to BGSAVE and copying {}",

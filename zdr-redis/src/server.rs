@@ -249,12 +249,13 @@ pub(crate) async fn verify_scratch(
             // An empty scratch server, RESTOREd key by key, then counted.
             let mut into = r.clone();
             into.config = sc.clone();
-            into.options = crate::RestoreOptions {
+            let options = crate::RestoreOptions {
                 replace: true,
                 ..crate::RestoreOptions::default()
             };
             let (_, expired) =
-                crate::logical::restore_counted(&into, backup, facts, from, progress).await?;
+                crate::logical::restore_counted(&into, &options, backup, facts, from, progress)
+                    .await?;
             let cl = client::connect(&sc, 0).await?;
             let live = client::keyspace(&client::info(&sc, &cl, "keyspace").await?);
             let _ = fred::prelude::ClientLike::quit(&cl).await;
@@ -338,8 +339,9 @@ pub(crate) async fn restore_physical(
 ) -> Result<RestoreOutcome> {
     let c = &r.config;
     let dir = c.data_dir.clone().ok_or_else(|| {
-        Error::bad_input("a physical redis restore needs data_dir (the server's `dir`)")
-            .with_hint("set data_dir in [components.<name>], or restore a --logical backup")
+        Error::bad_input("a physical redis restore needs data_dir (the server's `dir`)").with_hint(
+            "set the server's data_dir in the component settings, or restore a logical backup",
+        )
     })?;
     let start = c.start_command.clone().ok_or_else(|| {
         Error::bad_input("a physical redis restore needs start_command to start the server again")

@@ -260,7 +260,7 @@ impl Env {
         r: &RedisComponent,
         m: &Manifest,
     ) -> Result<zdr_core::RestoreOutcome> {
-        let scratch = r.clone().with_restore_options(RestoreOptions {
+        let scratch = r.restore_with(RestoreOptions {
             scratch: true,
             ..RestoreOptions::default()
         });
@@ -710,7 +710,7 @@ async fn logical_round_trip_selective_restore_and_existing_keys() -> Result<()> 
     // Existing keys: without replace they are reported and untouched; with replace, replaced.
     env.server.cli(0, &["SET", "user:1", "mallory"]);
     env.server.cli(0, &["DEL", "user:3"]);
-    let keep = users.clone().with_restore_options(RestoreOptions {
+    let keep = users.restore_with(RestoreOptions {
         replace: false,
         ..RestoreOptions::default()
     });
@@ -727,7 +727,7 @@ async fn logical_round_trip_selective_restore_and_existing_keys() -> Result<()> 
     );
     assert_eq!(env.server.cli(0, &["GET", "user:1"]), "mallory");
     assert_eq!(env.server.cli(0, &["GET", "user:3"]), "carol");
-    let replace = users.with_restore_options(RestoreOptions {
+    let replace = users.restore_with(RestoreOptions {
         replace: true,
         ..RestoreOptions::default()
     });
@@ -740,7 +740,7 @@ async fn logical_round_trip_selective_restore_and_existing_keys() -> Result<()> 
 
     // Restore of a pattern out of the full export.
     env.server.cli(1, &["DEL", "other:1"]);
-    let only = all.with_restore_options(RestoreOptions {
+    let only = all.restore_with(RestoreOptions {
         replace: false,
         pattern: Some("other:*".into()),
         ..RestoreOptions::default()

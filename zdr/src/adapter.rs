@@ -44,10 +44,15 @@ impl ComponentType {
     #[must_use]
     pub fn of(config: &ComponentConfig) -> Self {
         match config {
+            #[cfg(feature = "files")]
             ComponentConfig::Files { .. } => Self::Files,
+            #[cfg(feature = "postgres")]
             ComponentConfig::Postgres(_) => Self::Postgres,
+            #[cfg(feature = "redis")]
             ComponentConfig::Redis(_) => Self::Redis,
+            #[cfg(feature = "vault")]
             ComponentConfig::Vault(_) => Self::Vault,
+            #[cfg(feature = "qdrant")]
             ComponentConfig::Qdrant(_) => Self::Qdrant,
         }
     }
@@ -97,8 +102,10 @@ pub struct RestoreOptions {
     /// Restore a logical backup (redis `RESTORE`, vault KV import, qdrant upsert).
     pub logical: bool,
     /// postgres: the restore mode (safe swap, in place, scratch) and a single table.
+    #[cfg(feature = "postgres")]
     pub postgres: zdr_postgres::RestoreOptions,
     /// redis, logical: replace existing keys (default true) and a key pattern.
+    #[cfg(feature = "redis")]
     pub redis: zdr_redis::RestoreOptions,
     /// vault: restore a raft snapshot with `snapshot-force` (a snapshot of another cluster).
     pub force: bool,
@@ -113,7 +120,9 @@ impl Default for RestoreOptions {
             tier: None,
             target: RestoreTarget::default(),
             logical: false,
+            #[cfg(feature = "postgres")]
             postgres: zdr_postgres::RestoreOptions::default(),
+            #[cfg(feature = "redis")]
             redis: zdr_redis::RestoreOptions {
                 replace: true,
                 ..zdr_redis::RestoreOptions::default()
@@ -135,20 +144,35 @@ impl RestoreOptions {
     }
 
     fn postgres_used(&self) -> bool {
-        self.postgres != zdr_postgres::RestoreOptions::default()
+        #[cfg(feature = "postgres")]
+        return self.postgres != zdr_postgres::RestoreOptions::default();
+        #[cfg(not(feature = "postgres"))]
+        false
     }
 
     fn redis_used(&self) -> bool {
-        self.redis.pattern.is_some() || !self.redis.replace
+        #[cfg(feature = "redis")]
+        return self.redis.pattern.is_some() || !self.redis.replace;
+        #[cfg(not(feature = "redis"))]
+        false
     }
 }
 
 /// A component's source/restorer/verifier, built for one call.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Adapter {
+    #[cfg(feature = "files")]
     Files(zdr_files::FilesComponent),
-    Postgres(zdr_postgres::PostgresComponent),
-    Redis(zdr_redis::RedisComponent),
+    #[cfg(feature = "postgres")]
+    Postgres(
+        zdr_postgres::PostgresComponent,
+        zdr_postgres::RestoreOptions,
+    ),
+    #[cfg(feature = "redis")]
+    Redis(zdr_redis::RedisComponent, zdr_redis::RestoreOptions),
+    #[cfg(feature = "vault")]
     Vault(zdr_vault::VaultComponent),
+    #[cfg(feature = "qdrant")]
     Qdrant(zdr_qdrant::QdrantComponent),
 }
 
@@ -161,6 +185,7 @@ fn not_for(options: &str, ty: &str, name: &str, actual: ComponentType) -> Error 
 
 impl Adapter {
     /// The adapter for a backup with `options`.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
     pub(crate) fn for_backup(
         name: &str,
         config: &ComponentConfig,
@@ -187,13 +212,19 @@ impl Adapter {
             )));
         }
         Ok(match config {
+            #[cfg(feature = "files")]
             ComponentConfig::Files { path } => {
                 Self::Files(zdr_files::FilesComponent::new(component, path.clone()))
             }
-            ComponentConfig::Postgres(c) => Self::Postgres(zdr_postgres::PostgresComponent::new(
-                component,
-                c.to_pg(options.database.as_deref())?,
-            )),
+            #[cfg(feature = "postgres")]
+            ComponentConfig::Postgres(c) => Self::Postgres(
+                zdr_postgres::PostgresComponent::new(
+                    component,
+                    c.to_pg(options.database.as_deref())?,
+                ),
+                zdr_postgres::RestoreOptions::default(),
+            ),
+            #[cfg(feature = "redis")]
             ComponentConfig::Redis(c) => Self::Redis(
                 zdr_redis::RedisComponent::new(component, c.to_redis()?).with_backup_mode(
                     if options.logical {
@@ -205,7 +236,9 @@ impl Adapter {
                         zdr_redis::BackupMode::Physical
                     },
                 ),
+                zdr_redis::RestoreOptions::default(),
             ),
+            #[cfg(feature = "vault")]
             ComponentConfig::Vault(c) => Self::Vault(zdr_vault::VaultComponent::new(
                 component,
                 zdr_vault::VaultConfig {
@@ -217,6 +250,7 @@ impl Adapter {
                     force: false,
                 },
             )),
+            #[cfg(feature = "qdrant")]
             ComponentConfig::Qdrant(c) => {
                 let mut c = c.clone();
                 c.logical = c.logical || options.logical;
@@ -261,17 +295,21 @@ impl Adapter {
             .with_context("component", name));
         }
         Ok(match config {
+            #[cfg(feature = "files")]
             ComponentConfig::Files { path } => {
                 Self::Files(zdr_files::FilesComponent::new(component, path.clone()))
             }
+            #[cfg(feature = "postgres")]
             ComponentConfig::Postgres(c) => Self::Postgres(
-                zdr_postgres::PostgresComponent::new(component, c.to_pg(None)?)
-                    .with_restore_options(options.postgres.clone()),
+                zdr_postgres::PostgresComponent::new(component, c.to_pg(None)?),
+                options.postgres.clone(),
             ),
+            #[cfg(feature = "redis")]
             ComponentConfig::Redis(c) => Self::Redis(
-                zdr_redis::RedisComponent::new(component, c.to_redis()?)
-                    .with_restore_options(options.redis.clone()),
+                zdr_redis::RedisComponent::new(component, c.to_redis()?),
+                options.redis.clone(),
             ),
+            #[cfg(feature = "vault")]
             ComponentConfig::Vault(c) => Self::Vault(
                 zdr_vault::VaultComponent::new(
                     component,
@@ -286,6 +324,7 @@ impl Adapter {
                 )
                 .with_mount_map(options.mount_map.clone()),
             ),
+            #[cfg(feature = "qdrant")]
             ComponentConfig::Qdrant(c) => {
                 let mut c = c.clone();
                 c.logical = c.logical || options.logical;
@@ -296,10 +335,15 @@ impl Adapter {
 
     /// An adapter whose restores never touch live data: postgres restores into a scratch
     /// database, redis into a scratch server, files wherever the caller's target path says.
+    #[cfg_attr(
+        not(any(feature = "vault", feature = "qdrant")),
+        allow(unused_variables)
+    )]
     pub(crate) fn scratch(name: &str, config: &ComponentConfig) -> Result<Self> {
         let ty = ComponentType::of(config);
-        match ty {
-            ComponentType::Postgres => Self::for_restore(
+        match config {
+            #[cfg(feature = "postgres")]
+            ComponentConfig::Postgres(_) => Self::for_restore(
                 name,
                 config,
                 &RestoreOptions {
@@ -310,7 +354,8 @@ impl Adapter {
                     ..RestoreOptions::default()
                 },
             ),
-            ComponentType::Redis => Self::for_restore(
+            #[cfg(feature = "redis")]
+            ComponentConfig::Redis(_) => Self::for_restore(
                 name,
                 config,
                 &RestoreOptions {
@@ -322,13 +367,18 @@ impl Adapter {
                     ..RestoreOptions::default()
                 },
             ),
-            ComponentType::Files => Self::for_restore(name, config, &RestoreOptions::default()),
-            ComponentType::Vault => Err(Error::bad_input(format!(
-                "{name} is a vault component: there is no scratch Vault to restore into (a drill would write into the live server); restore the logical export into a test Vault and verify the backups instead"
+            #[cfg(feature = "files")]
+            ComponentConfig::Files { .. } => {
+                Self::for_restore(name, config, &RestoreOptions::default())
+            }
+            #[cfg(feature = "vault")]
+            ComponentConfig::Vault(_) => Err(Error::bad_input(format!(
+                "{name} is a {ty} component: there is no scratch Vault to restore into (a drill would write into the live server); restore the logical export into a test Vault and verify the backups instead"
             ))
             .with_context("component", name)),
-            ComponentType::Qdrant => Err(Error::bad_input(format!(
-                "{name} is a qdrant component: restoring into a scratch collection is not supported yet, and a drill must not write into the live server; verify the backups instead"
+            #[cfg(feature = "qdrant")]
+            ComponentConfig::Qdrant(_) => Err(Error::bad_input(format!(
+                "{name} is a {ty} component: restoring into a scratch collection is not supported yet, and a drill must not write into the live server; verify the backups instead"
             ))
             .with_context("component", name)),
         }
@@ -336,30 +386,46 @@ impl Adapter {
 
     pub(crate) fn source(&self) -> &dyn BackupSource {
         match self {
+            #[cfg(feature = "files")]
             Self::Files(f) => f,
-            Self::Postgres(p) => p,
-            Self::Redis(r) => r,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p, _) => p,
+            #[cfg(feature = "redis")]
+            Self::Redis(r, _) => r,
+            #[cfg(feature = "vault")]
             Self::Vault(v) => v,
+            #[cfg(feature = "qdrant")]
             Self::Qdrant(q) => q,
         }
     }
 
-    pub(crate) fn restorer(&self) -> &dyn Restorer {
+    /// The restorer, with this call's options.
+    pub(crate) fn restorer(&self) -> RestorerFor<'_> {
         match self {
-            Self::Files(f) => f,
-            Self::Postgres(p) => p,
-            Self::Redis(r) => r,
-            Self::Vault(v) => v,
-            Self::Qdrant(q) => q,
+            #[cfg(feature = "files")]
+            Self::Files(f) => RestorerFor::Component(f),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p, o) => RestorerFor::Postgres(p.restore_with(o.clone())),
+            #[cfg(feature = "redis")]
+            Self::Redis(r, o) => RestorerFor::Redis(r.restore_with(o.clone())),
+            #[cfg(feature = "vault")]
+            Self::Vault(v) => RestorerFor::Component(v),
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(q) => RestorerFor::Component(q),
         }
     }
 
     pub(crate) fn verifier(&self) -> &dyn Verifier {
         match self {
+            #[cfg(feature = "files")]
             Self::Files(f) => f,
-            Self::Postgres(p) => p,
-            Self::Redis(r) => r,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p, _) => p,
+            #[cfg(feature = "redis")]
+            Self::Redis(r, _) => r,
+            #[cfg(feature = "vault")]
             Self::Vault(v) => v,
+            #[cfg(feature = "qdrant")]
             Self::Qdrant(q) => q,
         }
     }
@@ -367,7 +433,38 @@ impl Adapter {
     /// True when the restorer verifies the data itself before making it live (postgres:
     /// the side database is checked before the swap), so a second check is not needed.
     pub(crate) fn verifies_itself(&self) -> bool {
-        matches!(self, Self::Postgres(_) | Self::Redis(_) | Self::Vault(_))
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(..) => true,
+            #[cfg(feature = "redis")]
+            Self::Redis(..) => true,
+            #[cfg(feature = "vault")]
+            Self::Vault(_) => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+}
+
+/// A component's restorer for one call: the component itself, or a call carrying its options.
+pub(crate) enum RestorerFor<'a> {
+    #[allow(dead_code)]
+    Component(&'a dyn Restorer),
+    #[cfg(feature = "postgres")]
+    Postgres(zdr_postgres::RestoreCall<'a>),
+    #[cfg(feature = "redis")]
+    Redis(zdr_redis::RestoreCall<'a>),
+}
+
+impl RestorerFor<'_> {
+    pub(crate) fn as_ref(&self) -> &dyn Restorer {
+        match self {
+            Self::Component(r) => *r,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(c) => c,
+            #[cfg(feature = "redis")]
+            Self::Redis(c) => c,
+        }
     }
 }
 
@@ -414,10 +511,9 @@ pub(crate) fn other_kind_hint(ty: ComponentType, options: &RestoreOptions) -> &'
 /// Where a restore goes when the caller names no target: the original location.
 pub(crate) fn default_target(config: &ComponentConfig) -> Option<PathBuf> {
     match config {
+        #[cfg(feature = "files")]
         ComponentConfig::Files { path } => Some(path.clone()),
-        ComponentConfig::Postgres(_)
-        | ComponentConfig::Redis(_)
-        | ComponentConfig::Vault(_)
-        | ComponentConfig::Qdrant(_) => None,
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }

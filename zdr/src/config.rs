@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use zdr_core::{Compression, Error, Result};
+use zdr_core::{Compression, Error, Result, Secret};
 use zdr_storage::{AgeKeys, PipelineOptions, TierConfig};
 
 /// Environment variables that are not config overrides.
@@ -96,21 +96,41 @@ pub struct EncryptionConfig {
 /// `[components.NAME]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[allow(clippy::large_enum_variant)]
 pub enum ComponentConfig {
     /// A directory tree (config files).
+    #[cfg(feature = "files")]
     Files {
         /// The directory.
         path: PathBuf,
     },
     /// A PostgreSQL database (pg_dump / pg_restore / psql).
+    #[cfg(feature = "postgres")]
     Postgres(zdr_postgres::PostgresSettings),
     /// A Redis server (RDB over the replication protocol, or SCAN + DUMP).
+    #[cfg(feature = "redis")]
     Redis(zdr_redis::RedisSettings),
     /// A Vault server (raft snapshot, or logical export of KV mounts).
+    #[cfg(feature = "vault")]
     Vault(zdr_vault::VaultSettings),
-    /// A Qdrant server (per-collection snapshots, or a logical export with `--logical`).
+    /// A Qdrant server (per-collection snapshots, or a logical export).
     /// The API key belongs in `ZDR_COMPONENTS__<NAME>__API_KEY`.
+    #[cfg(feature = "qdrant")]
     Qdrant(zdr_qdrant::QdrantConfig),
+}
+
+impl ComponentConfig {
+    /// The component's password setting, for the components that have one.
+    fn password_mut(&mut self) -> Option<&mut Option<Secret>> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p) => Some(&mut p.password),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Some(&mut r.password),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
 }
 
 /// `[vault]`: the Vault that resolves `vault:` credential references. The token belongs in
@@ -125,7 +145,7 @@ pub struct VaultRefConfig {
     pub namespace: Option<String>,
     /// The token (put it in the environment variable).
     #[serde(default)]
-    pub token: Option<zdr_vault::Secret>,
+    pub token: Option<Secret>,
 }
 
 impl Config {
@@ -137,14 +157,14 @@ impl Config {
     pub async fn resolve_vault_references(&mut self) -> Result<()> {
         let vault = &self.vault;
         for (name, c) in &mut self.components {
-            let reference = match c {
-                ComponentConfig::Redis(r) => r.password.as_ref().map(|p| p.expose().to_owned()),
-                ComponentConfig::Postgres(p) => p.password.as_ref().map(|p| p.expose().to_owned()),
-                ComponentConfig::Files { .. }
-                | ComponentConfig::Vault(_)
-                | ComponentConfig::Qdrant(_) => None,
+            let Some(password) = c.password_mut() else {
+                continue;
             };
-            let Some(reference) = reference.filter(|r| r.starts_with("vault:")) else {
+            let Some(reference) = password
+                .as_ref()
+                .map(|p| p.expose().to_owned())
+                .filter(|r| r.starts_with("vault:"))
+            else {
                 continue;
             };
             let v = vault.as_ref().ok_or_else(|| {
@@ -156,25 +176,38 @@ impl Config {
                 .token
                 .clone()
                 .ok_or_else(|| Error::bad_input("no vault token: set ZDR_VAULT__TOKEN"))?;
-            let client = zdr_vault::VaultClientConfig {
-                address: v.address.clone(),
-                token,
-                namespace: v.namespace.clone(),
-            };
-            let secret = zdr_vault::resolve_reference(&client, &reference)
-                .await
-                .map_err(|e| e.with_context("component", name.clone()))?;
-            let value = secret.expose().to_owned();
-            match c {
-                ComponentConfig::Redis(r) => r.password = Some(value.into()),
-                ComponentConfig::Postgres(p) => p.password = Some(value.into()),
-                ComponentConfig::Files { .. }
-                | ComponentConfig::Vault(_)
-                | ComponentConfig::Qdrant(_) => {}
-            }
+            *password = Some(resolve(v, token, &reference, name).await?);
         }
         Ok(())
     }
+}
+
+#[cfg(feature = "vault")]
+async fn resolve(v: &VaultRefConfig, token: Secret, reference: &str, name: &str) -> Result<Secret> {
+    let client = zdr_vault::VaultClientConfig {
+        address: v.address.clone(),
+        token,
+        namespace: v.namespace.clone(),
+    };
+    zdr_vault::resolve_reference(&client, reference)
+        .await
+        .map_err(|e| e.with_context("component", name.to_owned()))
+}
+
+#[cfg(not(feature = "vault"))]
+#[allow(clippy::unused_async)]
+async fn resolve(
+    _v: &VaultRefConfig,
+    _token: Secret,
+    _reference: &str,
+    name: &str,
+) -> Result<Secret> {
+    Err(Error::new(
+        zdr_core::ErrorKind::Unsupported,
+        format!(
+            "components.{name}.password is a vault: reference, and this zdr was built without the vault feature"
+        ),
+    ))
 }
 
 impl Config {
@@ -413,7 +446,13 @@ fn apply_override(table: &mut toml::Table, var: &str, path: &str, value: &str) -
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(
+    test,
+    feature = "files",
+    feature = "postgres",
+    feature = "redis",
+    feature = "vault"
+))]
 mod tests {
     use super::*;
 

@@ -42,9 +42,19 @@
 //! Library code never prints: progress goes to the [`Progress`] sink you pass, results come
 //! back as values, errors as [`Error`] with a kind, a retry status and context.
 
+#[cfg(not(any(
+    feature = "files",
+    feature = "postgres",
+    feature = "redis",
+    feature = "vault",
+    feature = "qdrant"
+)))]
+compile_error!("zdr needs at least one adapter feature: files, postgres, redis, vault or qdrant");
+
 mod adapter;
 mod config;
 pub mod drill;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 mod stack;
 
@@ -61,11 +71,36 @@ pub use zdr_core::{
 };
 pub use zdr_storage::{self as storage, PipelineOptions, TierConfig};
 
+#[cfg(feature = "files")]
 pub use zdr_files as files;
+#[cfg(feature = "postgres")]
 pub use zdr_postgres as pg;
+#[cfg(feature = "qdrant")]
 pub use zdr_qdrant as qdrant;
+#[cfg(feature = "redis")]
 pub use zdr_redis as redis;
+#[cfg(feature = "vault")]
 pub use zdr_vault as vault;
+
+/// A free TCP port on 127.0.0.1 (for throwaway and recovery servers).
+#[cfg_attr(
+    not(any(feature = "postgres", all(feature = "files", feature = "redis"))),
+    allow(dead_code)
+)]
+pub(crate) fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::from_io(e, "cannot find a free port"))
+}
+
+/// Whether this process runs as root (PostgreSQL servers must then run as another OS user).
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
 
 /// A byte count for people: `1.5 MiB`.
 #[must_use]

@@ -214,20 +214,7 @@ pub struct StatusReport {
     pub components: Vec<ComponentStatus>,
 }
 
-/// A free TCP port on 127.0.0.1 (for throwaway and recovery servers).
-pub(crate) fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::from_io(e, "cannot find a free port"))
-}
-
-/// Whether this process runs as root (PostgreSQL servers must then run as another OS user).
-pub(crate) fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
-}
+pub(crate) use crate::{free_port, is_root};
 
 impl Stack {
     /// The postgres component `name`, or the only one when `name` is `None`.
@@ -244,6 +231,7 @@ impl Stack {
             .iter()
             .filter_map(|(n, c)| match c {
                 ComponentConfig::Postgres(p) => Some((n.as_str(), p)),
+                #[allow(unreachable_patterns)]
                 _ => None,
             })
             .collect();
@@ -621,6 +609,7 @@ impl Stack {
                 wal: None,
                 postgres: false,
             };
+            #[allow(irrefutable_let_patterns)]
             if let ComponentConfig::Postgres(pg) = c {
                 status.postgres = true;
                 status.latest_base = list

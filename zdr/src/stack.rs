@@ -13,7 +13,9 @@ use zdr_core::{
 use zdr_storage::{PipelineOptions, ReplicationReport, Repository, RetryPolicy, open_tier};
 
 use crate::adapter::{self, Adapter, BackupOptions, ComponentType, RestoreOptions};
-use crate::config::{ComponentConfig, Config};
+#[cfg(feature = "postgres")]
+use crate::config::ComponentConfig;
+use crate::config::Config;
 
 /// A failure reported as data (the operation went on with the rest).
 #[derive(Debug, Clone, Serialize)]
@@ -279,6 +281,7 @@ impl Stack {
         progress: &Progress,
     ) -> Result<BackupReport> {
         let config = self.config.component(name)?;
+        #[allow(clippy::collapsible_if)]
         if options.base {
             if ComponentType::of(config) != ComponentType::Postgres {
                 return Err(Error::bad_input(format!(
@@ -286,13 +289,16 @@ impl Stack {
                     ComponentType::of(config)
                 )));
             }
-            let mut report = self
-                .base_backup(name, options.schedule.as_deref(), progress)
-                .await?;
-            if options.replicate {
-                report.replication = Some(self.replicate(None, progress).await?);
+            #[cfg(feature = "postgres")]
+            {
+                let mut report = self
+                    .base_backup(name, options.schedule.as_deref(), progress)
+                    .await?;
+                if options.replicate {
+                    report.replication = Some(self.replicate(None, progress).await?);
+                }
+                return Ok(report);
             }
-            return Ok(report);
         }
         let pipeline = self.pipeline()?;
         let adapter = Adapter::for_backup(name, config, options, pipeline.keys.encrypts())?;
@@ -446,7 +452,7 @@ impl Stack {
             };
             let restore_started = Instant::now();
             match repo
-                .restore(adapter.restorer(), &m, &target, progress)
+                .restore(adapter.restorer().as_ref(), &m, &target, progress)
                 .await
             {
                 Ok(outcome) => {
@@ -559,6 +565,7 @@ impl Stack {
         Ok(run)
     }
 
+    #[cfg(feature = "postgres")]
     /// postgres: swap the database replaced by the last restore back in (the current one
     /// is kept, so rolling back again undoes the rollback).
     ///
@@ -610,7 +617,12 @@ impl Stack {
         .map_err(|e| explain_other_kinds(e, &catalog, &comp, ty, &options))?;
         let started = Instant::now();
         let outcome = repo
-            .restore(adapter.restorer(), &m, &RestoreTarget::default(), progress)
+            .restore(
+                adapter.restorer().as_ref(),
+                &m,
+                &RestoreTarget::default(),
+                progress,
+            )
             .await?;
         Ok(ScratchRestoreReport {
             backup: m,
@@ -622,9 +634,11 @@ impl Stack {
     }
 
     /// The postgres settings of the named component.
+    #[cfg(feature = "postgres")]
     pub(crate) fn postgres_settings(&self, name: &str) -> Result<&zdr_postgres::PostgresSettings> {
         match self.config.component(name)? {
             ComponentConfig::Postgres(p) => Ok(p),
+            #[allow(unreachable_patterns)]
             other => Err(Error::bad_input(format!(
                 "{name} is a {} component; this operation applies to postgres components",
                 ComponentType::of(other)

@@ -12,8 +12,9 @@ use zdr_storage::Repository;
 
 use super::SandboxOptions;
 use crate::human_bytes;
-use crate::postgres::{PitrFinish, PitrRequest, ZdrCommand, free_port, is_root};
+use crate::postgres::{PitrFinish, PitrRequest, ZdrCommand};
 use crate::stack::Stack;
+use crate::{free_port, is_root};
 
 /// The PostgreSQL server binaries (`$ZDR_PG_BIN_DIR`, else the newest
 /// `/usr/lib/postgresql/*/bin`, else `PATH`), or why there are none.

@@ -139,7 +139,7 @@ pub async fn run_drill(repo: &Repository, progress: &Progress) -> Result<RedisDr
             return Ok(RedisDrillOutcome::Skipped(why));
         }
     };
-    let port = crate::postgres::free_port()?;
+    let port = crate::free_port()?;
     let dir = tempfile::Builder::new()
         .prefix("zdr-drill-redis-")
         .tempdir()
@@ -249,7 +249,7 @@ pub async fn run_drill(repo: &Repository, progress: &Progress) -> Result<RedisDr
     sb.cli(0, &["SET", "session:0", "changed-after-the-accident"])?;
     text.push("16. break   DEL user:* (2000 keys); session:0 changed meanwhile".to_owned());
     let t = Instant::now();
-    let selective = users.with_restore_options(RestoreOptions {
+    let selective = users.restore_with(RestoreOptions {
         replace: false,
         ..RestoreOptions::default()
     });
