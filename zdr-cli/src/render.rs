@@ -261,27 +261,45 @@ pub(crate) fn rollback(out: &zdr::pg::RollbackOutcome) -> Outcome {
 }
 
 pub(crate) fn verify_restore(r: &ScratchRestoreReport) -> Outcome {
-    let mut text = vec![format!(
-        "verified {} {} from tier {} by restoring it into {} ({} {}, {}) in {:.2}s",
-        r.backup.component,
-        r.backup.id,
-        r.tier,
-        r.outcome.target,
-        r.outcome.items,
-        if r.component_type == zdr::ComponentType::Redis {
-            "key(s)"
-        } else {
-            "table(s)"
-        },
-        human_bytes(r.outcome.bytes),
-        r.seconds
-    )];
-    text.extend(r.outcome.notes.iter().map(|n| format!("  note: {n}")));
+    let unit = if r.component_type == zdr::ComponentType::Redis {
+        "key(s)"
+    } else {
+        "table(s)"
+    };
+    let mut text = Vec::new();
+    match &r.outcome {
+        Some(o) => {
+            text.push(format!(
+                "verified {} {} from tier {} by restoring it into {} ({} {unit}, {}) in {:.2}s",
+                r.backup.component,
+                r.backup.id,
+                r.tier,
+                o.target,
+                o.items,
+                human_bytes(o.bytes),
+                r.seconds
+            ));
+            text.extend(o.notes.iter().map(|n| format!("  note: {n}")));
+        }
+        None => {
+            text.push(format!(
+                "VERIFICATION FAILED: {} {} from tier {} restored into a scratch target does not match its manifest ({} checked, {} problem(s)); live data untouched",
+                r.backup.component,
+                r.backup.id,
+                r.tier,
+                r.verify.checked,
+                r.verify.problems.len()
+            ));
+            text.extend(r.verify.problems.iter().map(|p| format!("  problem: {p}")));
+        }
+    }
+    let ok = r.is_ok();
     Outcome::ok(
         text,
-        json!({"ok": true, "backup": r.backup.id, "tier": r.tier, "outcome": r.outcome,
-            "seconds": r.seconds}),
+        json!({"ok": ok, "backup": r.backup.id, "tier": r.tier, "outcome": r.outcome,
+            "verify": r.verify, "seconds": r.seconds}),
     )
+    .with_code(!ok, EXIT_VERIFY)
 }
 
 pub(crate) fn wal_push(report: &PushReport, took: std::time::Duration) -> Outcome {

@@ -216,3 +216,66 @@ async fn backup_all_backs_up_every_component_and_replicates() {
         assert!(listing.problems.is_empty());
     }
 }
+
+/// A scratch verification whose restored copy differs from the manifest's facts: the
+/// problems come back as data (`ScratchRestoreReport::verify`), the live database untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_restore_reports_mismatches_as_data() {
+    let env = Env::new().await;
+    let stack = Stack::from_file(&env.config).await.unwrap();
+    let progress = Progress::none();
+    let ok = stack
+        .backup("postgres", &BackupOptions::default(), &progress)
+        .await
+        .unwrap();
+    let report = stack
+        .verify_restore("postgres", None, &progress)
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.verify);
+    assert!(report.outcome.is_some());
+
+    // The manifest now claims one row more than the dump holds (its sidecar rewritten to
+    // match, so the catalog accepts it).
+    let key = format!("manifests/postgres/{}.json", ok.backup.id);
+    let path = env.local().join("local").join(&key);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let tables = m["facts"]["tables"].as_array_mut().unwrap();
+    let items = tables.iter_mut().find(|t| t["name"] == "items").unwrap();
+    items["rows"] = serde_json::json!(1001);
+    let bytes = serde_json::to_vec_pretty(&m).unwrap();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    std::fs::write(&path, &bytes).unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+    std::fs::write(
+        path.with_file_name(format!("{name}.sha256")),
+        format!("{digest}  {name}\n"),
+    )
+    .unwrap();
+
+    let report = stack
+        .verify_restore("postgres", None, &progress)
+        .await
+        .unwrap();
+    assert!(!report.is_ok());
+    assert!(report.outcome.is_none());
+    assert!(
+        report.verify.problems.iter().any(|p| p.contains("items")),
+        "{:?}",
+        report.verify
+    );
+    assert_eq!(
+        env.cluster.psql("shop", "SELECT count(*) FROM items"),
+        "1000"
+    );
+    assert!(
+        !env.cluster
+            .databases()
+            .iter()
+            .any(|d| d.contains("__zdr_verify_")),
+        "the scratch database is dropped"
+    );
+}

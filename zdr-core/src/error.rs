@@ -75,6 +75,7 @@ pub struct Error {
     message: String,
     context: Vec<(&'static str, String)>,
     hint: Option<String>,
+    report: Option<Box<crate::VerifyReport>>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -87,6 +88,7 @@ impl Error {
             message: message.into(),
             context: Vec::new(),
             hint: None,
+            report: None,
             source: None,
         }
     }
@@ -144,6 +146,20 @@ impl Error {
         self
     }
 
+    /// Attach the verification that failed (an [`ErrorKind::Integrity`] error of restored
+    /// data), so callers get the problems as data, not only inside the message.
+    #[must_use]
+    pub fn with_verify_report(mut self, report: crate::VerifyReport) -> Self {
+        self.report = Some(Box::new(report));
+        self
+    }
+
+    /// The verification that failed, when the error carries one.
+    #[must_use]
+    pub fn verify_report(&self) -> Option<&crate::VerifyReport> {
+        self.report.as_deref()
+    }
+
     /// Attach the underlying cause.
     #[must_use]
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -160,6 +176,7 @@ impl Error {
             message: self.message.clone(),
             context: self.context.clone(),
             hint: self.hint.clone(),
+            report: self.report.clone(),
             source: self.source.as_ref().map(|s| {
                 Box::new(SourceText(s.to_string())) as Box<dyn std::error::Error + Send + Sync>
             }),

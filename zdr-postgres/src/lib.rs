@@ -694,6 +694,7 @@ pub(crate) fn mismatch(report: &VerifyReport) -> Error {
             report.problems.join("; ")
         ),
     )
+    .with_verify_report(report.clone())
 }
 
 #[cfg(test)]

@@ -280,7 +280,8 @@ pub(crate) async fn verify_scratch(
         return Err(Error::integrity(format!(
             "the backup loaded into a scratch redis does not match its manifest: {}",
             report.problems.join("; ")
-        )));
+        ))
+        .with_verify_report(report));
     }
     Ok(RestoreOutcome {
         target: format!("scratch redis-server on 127.0.0.1:{port}"),
@@ -461,7 +462,8 @@ pub(crate) async fn restore_physical(
         return Err(Error::integrity(format!(
             "redis loaded the backup but its key counts differ from the manifest: {}",
             report.problems.join("; ")
-        )));
+        ))
+        .with_verify_report(report));
     }
     Ok(RestoreOutcome {
         target: format!("redis at {}:{} ({})", c.host, c.port, target.display()),

@@ -161,6 +161,14 @@ impl ReplicationRun {
     }
 }
 
+impl ScratchRestoreReport {
+    /// True when the scratch copy matched the manifest.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.verify.is_ok()
+    }
+}
+
 /// What [`Stack::verify_restore`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScratchRestoreReport {
@@ -168,9 +176,10 @@ pub struct ScratchRestoreReport {
     pub backup: Manifest,
     /// The tier it was read from.
     pub tier: String,
-    /// What the scratch restore did (its verification passed, or it failed with an
-    /// integrity error).
-    pub outcome: RestoreOutcome,
+    /// What the scratch restore did (`None` when its verification failed).
+    pub outcome: Option<RestoreOutcome>,
+    /// The verification of the scratch copy against the manifest's facts.
+    pub verify: VerifyReport,
     /// The component type (what `outcome.items` counts: tables or keys).
     pub component_type: ComponentType,
     /// How long it took.
@@ -616,18 +625,20 @@ impl Stack {
         })
         .map_err(|e| explain_other_kinds(e, &catalog, &comp, ty, &options))?;
         let started = Instant::now();
-        let outcome = repo
-            .restore(
+        let (outcome, verify) = scratch_outcome(
+            repo.restore(
                 adapter.restorer().as_ref(),
                 &m,
                 &RestoreTarget::default(),
                 progress,
             )
-            .await?;
+            .await,
+        )?;
         Ok(ScratchRestoreReport {
             backup: m,
             tier,
             outcome,
+            verify,
             component_type: ty,
             seconds: started.elapsed().as_secs_f64(),
         })
@@ -650,6 +661,26 @@ impl Stack {
     pub(crate) fn adapter_for_drill(&self, name: &str) -> Result<(Adapter, ComponentType)> {
         let config = self.config.component(name)?;
         Ok((Adapter::scratch(name, config)?, ComponentType::of(config)))
+    }
+}
+
+/// A scratch restore's result as data: the outcome and a passed verification, or the failed
+/// verification an integrity error carries. Other errors stay errors.
+pub(crate) fn scratch_outcome(
+    result: Result<RestoreOutcome>,
+) -> Result<(Option<RestoreOutcome>, VerifyReport)> {
+    match result {
+        Ok(outcome) => {
+            let verify = VerifyReport {
+                checked: outcome.items,
+                problems: Vec::new(),
+            };
+            Ok((Some(outcome), verify))
+        }
+        Err(e) => match e.verify_report() {
+            Some(report) if !report.is_ok() => Ok((None, report.clone())),
+            _ => Err(e),
+        },
     }
 }
 

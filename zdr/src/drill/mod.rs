@@ -26,7 +26,7 @@ use zdr_storage::{PipelineOptions, Repository, TierConfig, open_tier};
 use crate::adapter::{self, ComponentType, RestoreOptions};
 #[cfg(feature = "files")]
 use crate::human_bytes;
-use crate::stack::{Stack, select_for};
+use crate::stack::{Stack, scratch_outcome, select_for};
 
 /// Options of the sandbox drill.
 #[derive(Debug, Clone, Default)]
@@ -386,23 +386,22 @@ impl Stack {
             ..RestoreTarget::default()
         };
         let t = Instant::now();
-        let outcome = repo
+        let result = repo
             .restore(adapter.restorer().as_ref(), &m, &target, progress)
-            .await?;
-        let verify = if adapter.verifies_itself() {
+            .await;
+        let (items, verify) = if adapter.verifies_itself() {
             // The scratch database (or server) was compared with the facts, then dropped.
-            VerifyReport {
-                checked: outcome.items,
-                problems: Vec::new(),
-            }
+            let (outcome, verify) = scratch_outcome(result)?;
+            (outcome.map_or(0, |o| o.items), verify)
         } else {
-            adapter.verifier().verify(&m, &target).await?
+            let outcome = result?;
+            (outcome.items, adapter.verifier().verify(&m, &target).await?)
         };
         Ok(DrillReport {
             component: name.to_owned(),
             backup: m,
             tier,
-            items: outcome.items,
+            items,
             verify,
             rto_seconds: t.elapsed().as_secs_f64(),
         })
