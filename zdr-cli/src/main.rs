@@ -428,7 +428,6 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 logical: *logical,
                 allow_plaintext: *allow_plaintext,
                 force: false,
-                encrypted: config.pipeline_options()?.keys.encrypts(),
                 mount_map: Vec::new(),
             };
             let redis = RedisArgs {
@@ -546,7 +545,6 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                         logical: *logical,
                         allow_plaintext: false,
                         force: *force,
-                        encrypted: false,
                         mount_map: mount_map.clone(),
                     },
                 },
@@ -657,8 +655,6 @@ pub(crate) struct VaultArgs {
     allow_plaintext: bool,
     /// `restore --force`: `snapshot-force`.
     force: bool,
-    /// The pipeline encrypts (`PipelineOptions.keys.encrypts()`).
-    encrypted: bool,
     /// `restore --logical --mount-map FROM=TO`: import mount FROM into mount TO.
     mount_map: Vec<(String, String)>,
 }
@@ -768,7 +764,6 @@ impl Adapter {
                             .mounts
                             .clone()
                             .unwrap_or_else(|| vec!["secret".to_owned()]),
-                        encrypted: vault.encrypted,
                         allow_plaintext: vault.allow_plaintext,
                         raft_snapshot: !vault.logical,
                         force: vault.force,

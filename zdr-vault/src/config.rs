@@ -21,9 +21,8 @@ pub struct VaultConfig {
     pub client: VaultClientConfig,
     /// The KV mounts to export, such as `["secret"]`.
     pub mounts: Vec<String>,
-    /// The pipeline encrypts the artifacts (`PipelineOptions.keys.encrypts()`).
-    pub encrypted: bool,
-    /// Export even though the pipeline does not encrypt (`--allow-plaintext`).
+    /// Export even though the sink does not encrypt
+    /// ([`ArtifactSink::encrypts`](zdr_core::ArtifactSink::encrypts) is false).
     pub allow_plaintext: bool,
     /// Back up a raft snapshot (`sys/storage/raft/snapshot`) instead of a logical export.
     pub raft_snapshot: bool,

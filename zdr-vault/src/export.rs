@@ -26,11 +26,11 @@ impl BackupSource for VaultComponent {
         if self.config.raft_snapshot {
             return self.save_snapshot(sink, progress).await;
         }
-        if !self.config.encrypted && !self.config.allow_plaintext {
+        if !sink.encrypts() && !self.config.allow_plaintext {
             return Err(Error::bad_input(
                 "refusing to export Vault secrets into an unencrypted backup",
             )
-            .with_hint("configure [encryption] or pass --allow-plaintext"));
+            .with_hint("back up into a sink that encrypts, or set allow_plaintext"));
         }
         if self.config.mounts.is_empty() {
             return Err(Error::bad_input(

@@ -27,9 +27,10 @@
 //!
 //! ## Secrets stay secret
 //!
-//! A backup is refused unless the caller says the pipeline encrypts
-//! ([`VaultConfig::encrypted`], from `PipelineOptions.keys.encrypts()`) or explicitly allows
-//! plaintext ([`VaultConfig::allow_plaintext`]). The token is a [`Secret`], hidden from
+//! A backup is refused unless the sink it writes to encrypts
+//! ([`ArtifactSink::encrypts`](zdr_core::ArtifactSink::encrypts); zdr-storage's sink does when
+//! `PipelineOptions.keys.encrypts()`) or the config explicitly allows plaintext
+//! ([`VaultConfig::allow_plaintext`]). The token is a [`Secret`], hidden from
 //! `Debug`; errors name paths and HTTP statuses, never secret values. The manifest facts hold
 //! only mount names, KV versions and counts: the SHA-256 digests of the values (brute-forceable
 //! for short secrets) live only inside the artifact, which is encrypted.
