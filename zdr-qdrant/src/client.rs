@@ -94,7 +94,7 @@ impl QdrantComponent {
             .with_context("component", &component));
         }
         if let Some(key) = &config.api_key
-            && !key.bytes().all(|b| (0x20..0x7f).contains(&b))
+            && !key.expose().bytes().all(|b| (0x20..0x7f).contains(&b))
         {
             // Checked here: qdrant-client would put a malformed key into its error message.
             return Err(Error::bad_input(
@@ -111,7 +111,7 @@ impl QdrantComponent {
             })?;
         // No compatibility check: it prints, and the restore checks versions itself.
         let grpc = qdrant_client::Qdrant::from_url(&grpc_url)
-            .api_key(config.api_key.clone())
+            .api_key(config.api_key.as_ref().map(|k| k.expose().to_owned()))
             .skip_compatibility_check()
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
             .timeout(Duration::from_secs(config.timeout_secs.max(1)))
@@ -147,7 +147,7 @@ impl QdrantComponent {
     pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(key) = &self.config.api_key {
-            req = req.header("api-key", key);
+            req = req.header("api-key", key.expose());
         }
         req
     }
@@ -164,7 +164,7 @@ impl QdrantComponent {
     pub(crate) fn redact(&self, msg: &str) -> String {
         let msg: String = msg.chars().take(300).collect();
         match &self.config.api_key {
-            Some(k) if !k.is_empty() => msg.replace(k.as_str(), "***"),
+            Some(k) if !k.expose().is_empty() => msg.replace(k.expose(), "***"),
             _ => msg,
         }
     }

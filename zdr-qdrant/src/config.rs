@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use zdr_core::Secret;
 
 /// How to reach a Qdrant server and what to back up.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QdrantConfig {
     /// The REST base URL, such as `http://qdrant:6333` (snapshot transfers).
@@ -14,8 +15,9 @@ pub struct QdrantConfig {
     /// URL's host with port 6334 when the REST port is 6333 or not given; any other REST
     /// port needs this set.
     pub grpc_url: Option<String>,
-    /// The API key sent as the `api-key` header on every call (never shown).
-    pub api_key: Option<String>,
+    /// The API key sent as the `api-key` header on every call (never shown, never
+    /// serialized).
+    pub api_key: Option<Secret>,
     /// The collections to back up; empty means every collection on the server.
     pub collections: Vec<String>,
     /// Delete each snapshot on the server once it is stored (default `true`).

@@ -45,7 +45,7 @@
 //!     QdrantConfig {
 //!         url: "http://127.0.0.1:6333".into(),
 //!         // gRPC defaults to the same host on 6334 when the REST port is 6333.
-//!         api_key: std::env::var("QDRANT_API_KEY").ok(),
+//!         api_key: std::env::var("QDRANT_API_KEY").ok().map(zdr_core::Secret::new),
 //!         ..QdrantConfig::default()
 //!     },
 //! )?;
@@ -163,5 +163,10 @@ mod tests {
             ..QdrantConfig::default()
         };
         assert!(!format!("{cfg:?}").contains("s3cr3t"));
+        let parsed: QdrantConfig =
+            serde_json::from_str(r#"{"url":"http://qdrant:6333","api_key":"s3cr3t"}"#)
+                .unwrap_or_default();
+        assert_eq!(parsed.api_key.as_ref().map(|k| k.expose()), Some("s3cr3t"));
+        assert!(!format!("{parsed:?}").contains("s3cr3t"));
     }
 }

@@ -125,7 +125,7 @@ impl QdrantComponent {
             && (self.config.recover_with_api_key
                 || location.starts_with(&format!("{}/", self.base)))
         {
-            body["api_key"] = json!(key);
+            body["api_key"] = json!(key.expose());
         }
         self.call(
             self.request(

@@ -90,7 +90,7 @@ impl Env {
             QdrantConfig {
                 url: self.url.clone(),
                 grpc_url: self.grpc_url.clone(),
-                api_key: key,
+                api_key: key.map(zdr_core::Secret::new),
                 collections: collections.iter().map(|c| c.to_string()).collect(),
                 ..QdrantConfig::default()
             },

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use zdr_core::{Error, Result};
+use zdr_core::{Error, Result, Secret};
 
 use super::rclone::{default_rclone_config, read_rclone_remote};
 
@@ -33,13 +33,13 @@ pub struct OneDriveConfig {
     /// The client secret of a confidential ("Web") app registration; leave unset for a
     /// public client. Overrides the rclone remote's `client_secret`.
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     /// A long-lived refresh token (scopes `offline_access Files.ReadWrite`).
     #[serde(default)]
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<Secret>,
     /// A short-lived access token, never renewed: for a manual one-off session only.
     #[serde(default)]
-    pub access_token: Option<String>,
+    pub access_token: Option<Secret>,
     /// The name of an rclone OneDrive remote to take credentials from, such as
     /// `"zentoria-onedrive"` (a trailing `:` is accepted).
     #[serde(default)]
@@ -64,7 +64,7 @@ pub struct OneDriveConfig {
 }
 
 /// Shows whether a secret is set, never its value.
-pub(super) fn redacted(secret: &Option<String>) -> Option<&'static str> {
+pub(super) fn redacted<T>(secret: &Option<T>) -> Option<&'static str> {
     secret.as_ref().map(|_| "<redacted>")
 }
 
@@ -118,6 +118,14 @@ pub(super) fn non_empty(v: &Option<String>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A secret's trimmed value, `None` when unset or blank.
+pub(super) fn non_empty_secret(v: &Option<Secret>) -> Option<String> {
+    v.as_ref()
+        .map(|s| s.expose().trim())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
 /// Decide which credentials a config means. `env` and `exists` are injected for tests.
 pub(super) fn resolve_auth(
     cfg: &OneDriveConfig,
@@ -125,9 +133,9 @@ pub(super) fn resolve_auth(
     exists: &dyn Fn(&Path) -> bool,
 ) -> Result<Auth> {
     let client_id = non_empty(&cfg.client_id);
-    let client_secret = non_empty(&cfg.client_secret);
-    let refresh_token = non_empty(&cfg.refresh_token);
-    let access_token = non_empty(&cfg.access_token);
+    let client_secret = non_empty_secret(&cfg.client_secret);
+    let refresh_token = non_empty_secret(&cfg.refresh_token);
+    let access_token = non_empty_secret(&cfg.access_token);
 
     if let Some(remote) = non_empty(&cfg.rclone_remote) {
         let remote = remote.trim_end_matches(':').to_owned();

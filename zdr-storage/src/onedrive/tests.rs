@@ -314,6 +314,31 @@ fn debug_redacts_secrets() {
 }
 
 #[test]
+fn secrets_deserialize_from_plain_strings() {
+    let cfg: OneDriveConfig = serde_json::from_str(
+        r#"{"client_id":"id","client_secret":"cs-value","refresh_token":"rt-value","access_token":"at-value"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.client_secret.as_ref().map(|s| s.expose()),
+        Some("cs-value")
+    );
+    assert_eq!(
+        cfg.refresh_token.as_ref().map(|s| s.expose()),
+        Some("rt-value")
+    );
+    assert_eq!(
+        cfg.access_token.as_ref().map(|s| s.expose()),
+        Some("at-value")
+    );
+    let s = format!("{cfg:?}");
+    assert!(
+        !s.contains("cs-value") && !s.contains("rt-value") && !s.contains("at-value"),
+        "{s}"
+    );
+}
+
+#[test]
 fn config_rejects_unknown_fields() {
     let ok: OneDriveConfig =
         serde_json::from_str(r#"{"root":"zdr","rclone_remote":"zentoria-onedrive"}"#).unwrap();
