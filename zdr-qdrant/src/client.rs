@@ -199,7 +199,7 @@ impl QdrantComponent {
                     format!("{what}: qdrant refused the API key (gRPC {code:?})"),
                     collection,
                 )
-                .with_hint("check api_key (ZDR_COMPONENTS__<NAME>__API_KEY)"),
+                .with_hint("check the configured api_key"),
             Code::NotFound => self.err(
                 ErrorKind::NotFound,
                 format!("{what}: not found ({detail})"),
@@ -265,7 +265,7 @@ impl QdrantComponent {
                     format!("{what}: qdrant refused the API key ({status})"),
                     collection,
                 )
-                .with_hint("check api_key (ZDR_COMPONENTS__<NAME>__API_KEY)"),
+                .with_hint("check the configured api_key"),
             StatusCode::NOT_FOUND => self.err(
                 ErrorKind::NotFound,
                 format!("{what}: not found ({detail})"),

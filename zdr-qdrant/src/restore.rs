@@ -164,7 +164,7 @@ impl Restorer for QdrantComponent {
                 )
                 .with_hint(
                     "decode the artifact `storage` (sha256sum -c, then decompress/decrypt as stored), stop Qdrant \
-                     and start it once with `--storage-snapshot <file>`; per-collection backups restore through zdr",
+                     and start it once from that file as its storage snapshot; per-collection backups restore through zdr",
                 ));
         }
         let server = self.server_version().await?;

@@ -52,9 +52,9 @@ pub(crate) fn vault_error(status: reqwest::StatusCode, what: &str, body: &[u8]) 
         }
     });
     match status.as_u16() {
-        401 | 403 => Error::bad_input(msg).with_hint(
-            "permission denied: check the token (ZDR_COMPONENTS__VAULT__TOKEN) and its policy",
-        ),
+        401 | 403 => {
+            Error::bad_input(msg).with_hint("permission denied: check the token and its policy")
+        }
         404 => Error::not_found(msg),
         400 => Error::bad_input(msg),
         429 | 500..=599 => Error::new(ErrorKind::Source, msg).temporary(),
