@@ -169,7 +169,7 @@ pub fn s3_config(s3: &SeaweedFs) -> S3Config {
         region: Some(s3.region().to_owned()),
         root: Some("/zdr".to_owned()),
         access_key_id: Some(s3.access_key_id().to_owned()),
-        secret_access_key: Some(s3.secret_access_key().to_owned()),
+        secret_access_key: Some(s3.secret_access_key().into()),
         virtual_host_style: false,
     }
 }

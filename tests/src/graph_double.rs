@@ -270,8 +270,8 @@ impl GraphDouble {
         OneDriveConfig {
             root: Some(root.to_owned()),
             client_id: Some(CLIENT_ID.to_owned()),
-            client_secret: Some(CLIENT_SECRET.to_owned()),
-            refresh_token: Some(REFRESH_TOKEN.to_owned()),
+            client_secret: Some(CLIENT_SECRET.into()),
+            refresh_token: Some(REFRESH_TOKEN.into()),
             graph_endpoint: Some(self.graph_endpoint()),
             token_endpoint: Some(self.token_endpoint()),
             ..Default::default()

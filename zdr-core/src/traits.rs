@@ -68,6 +68,15 @@ pub trait ArtifactSink: Send {
     /// Start a new artifact with logical `name` (unique within the backup) and file
     /// extension `ext` (such as `tar` or `sql`, without compression suffix).
     async fn create(&mut self, name: &str, ext: &str) -> Result<Box<dyn ArtifactWrite>>;
+
+    /// True when the artifacts written to this sink are encrypted before they are stored.
+    ///
+    /// A source holding secrets (such as a Vault export) asks this before writing them.
+    /// The default is `false`: a sink that does not say otherwise is treated as storing
+    /// plaintext.
+    fn encrypts(&self) -> bool {
+        false
+    }
 }
 
 /// An artifact being written. Write the raw bytes, then call [`ArtifactWrite::finish`];

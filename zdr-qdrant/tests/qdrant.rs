@@ -90,7 +90,7 @@ impl Env {
             QdrantConfig {
                 url: self.url.clone(),
                 grpc_url: self.grpc_url.clone(),
-                api_key: key,
+                api_key: key.map(zdr_core::Secret::new),
                 collections: collections.iter().map(|c| c.to_string()).collect(),
                 ..QdrantConfig::default()
             },
@@ -576,7 +576,10 @@ async fn full_storage_snapshot_holds_every_collection_and_is_not_restored_throug
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-    assert!(format!("{err:?}").contains("--storage-snapshot"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("as its storage snapshot"),
+        "{err:?}"
+    );
     // The collections are still what the backup recorded.
     let report = q.verify(&manifest, &RestoreTarget::default()).await?;
     assert!(report.is_ok(), "{:?}", report.problems);

@@ -145,7 +145,7 @@ async fn copy_artifact(
         )
         .with_context("tier", from.name())
         .with_context("key", &a.key)
-        .with_hint("run `zdr verify` on the source tier"));
+        .with_hint("verify the backup on the source tier (Repository::verify)"));
     }
     w.shutdown().await.map_err(|e| io(to.name(), "commit", e))?;
     to.write_all(

@@ -316,4 +316,8 @@ impl ArtifactSink for BackupSink {
         )?;
         Ok(Box::new(w))
     }
+
+    fn encrypts(&self) -> bool {
+        self.options.keys.encrypts()
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Deserialize;
 use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
-use zdr_core::{BoxRead, BoxWrite, Entry, Error, ErrorKind, Result, StorageTier};
+use zdr_core::{BoxRead, BoxWrite, Entry, Error, ErrorKind, Result, Secret, StorageTier};
 
 use crate::onedrive::OneDriveConfig;
 
@@ -59,7 +59,7 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     /// The secret access key.
     #[serde(default)]
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<Secret>,
     /// Use `bucket.host` addressing instead of `host/bucket`.
     #[serde(default)]
     pub virtual_host_style: bool,
@@ -127,7 +127,9 @@ pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>
                 b = b.root(r);
             }
             match (&c.access_key_id, &c.secret_access_key) {
-                (Some(id), Some(secret)) => b = b.access_key_id(id).secret_access_key(secret),
+                (Some(id), Some(secret)) => {
+                    b = b.access_key_id(id).secret_access_key(secret.expose());
+                }
                 (None, None) => b = b.skip_signature(),
                 _ => {
                     return Err(Error::bad_input(format!(
@@ -347,6 +349,18 @@ mod tests {
             ..S3Config::default()
         });
         assert!(!format!("{cfg:?}").contains("very-secret"));
+        let parsed: TierConfig = serde_json::from_str(
+            r#"{"type":"s3","bucket":"zdr-backups","access_key_id":"AKIA","secret_access_key":"very-secret"}"#,
+        )
+        .unwrap_or(TierConfig::Memory);
+        let TierConfig::S3(s3) = &parsed else {
+            panic!("not an S3 tier: {parsed:?}")
+        };
+        assert_eq!(
+            s3.secret_access_key.as_ref().map(|s| s.expose()),
+            Some("very-secret")
+        );
+        assert!(!format!("{parsed:?}").contains("very-secret"));
         let half = TierConfig::S3(S3Config {
             bucket: "zdr-backups".into(),
             access_key_id: Some("AKIA".into()),

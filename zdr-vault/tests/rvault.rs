@@ -132,7 +132,6 @@ fn vault(addr: &str, token: &str, mounts: &[&str], allow_plaintext: bool) -> Vau
                 namespace: None,
             },
             mounts: mounts.iter().map(|s| (*s).to_owned()).collect(),
-            encrypted: false,
             allow_plaintext,
             raft_snapshot: false,
             force: false,

@@ -53,7 +53,6 @@ fn vault(addr: &str, token: &str, mounts: &[&str], allow_plaintext: bool) -> Vau
                 namespace: None,
             },
             mounts: mounts.iter().map(|s| (*s).to_owned()).collect(),
-            encrypted: false,
             allow_plaintext,
             raft_snapshot: false,
             force: false,
@@ -260,6 +259,61 @@ async fn plaintext_export_refused_wrong_token_unknown_mount() {
     assert!(dst.inner.lock().unwrap().v1.is_empty());
 }
 
+/// The export asks the sink: a sink that encrypts (age keys in the pipeline) accepts it
+/// without `allow_plaintext`; the same export into a plaintext sink is refused.
+#[tokio::test]
+async fn export_decided_by_whether_the_sink_encrypts() {
+    let src = Double::start(TOKEN, &[("kv1", 1)]).await;
+    seed(&src).await;
+
+    let plain = Env::new();
+    let e = plain
+        .repo
+        .backup(
+            &vault(&src.addr, TOKEN, &["kv1"], false),
+            "daily",
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::BadInput);
+    assert_eq!(plain.backups().await, 0);
+
+    let (_secret, public) = zdr_storage::AgeKeys::generate_identity();
+    let keys = zdr_storage::AgeKeys::none()
+        .with_recipients(&[public])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tier = open_tier(
+        "local",
+        &TierConfig::Fs {
+            root: dir.path().to_path_buf(),
+        },
+    )
+    .unwrap();
+    let repo = Repository::new(
+        tier,
+        PipelineOptions {
+            keys,
+            ..PipelineOptions::default()
+        },
+    );
+    let m = repo
+        .backup(
+            &vault(&src.addr, TOKEN, &["kv1"], false),
+            "daily",
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.artifacts.len(), 1);
+    assert!(
+        m.artifacts[0].key.ends_with(".age"),
+        "{}",
+        m.artifacts[0].key
+    );
+}
+
 #[tokio::test]
 async fn server_dying_mid_transfer_leaves_no_manifest() {
     let src = Double::start(TOKEN, &[("kv1", 1), ("secret", 2)]).await;
@@ -349,7 +403,6 @@ fn raft(addr: &str, token: &str, force: bool) -> VaultComponent {
                 namespace: None,
             },
             mounts: Vec::new(),
-            encrypted: false,
             allow_plaintext: false,
             raft_snapshot: true,
             force,
@@ -671,7 +724,6 @@ async fn namespace_is_sent_on_every_call() {
                     namespace: Some("team-a/app".into()),
                 },
                 mounts: vec!["kv1".into(), "secret".into()],
-                encrypted: false,
                 allow_plaintext: true,
                 raft_snapshot: raft,
                 force: false,

@@ -185,12 +185,10 @@ fn not_for(options: &str, ty: &str, name: &str, actual: ComponentType) -> Error 
 
 impl Adapter {
     /// The adapter for a backup with `options`.
-    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
     pub(crate) fn for_backup(
         name: &str,
         config: &ComponentConfig,
         options: &BackupOptions,
-        encrypted: bool,
     ) -> Result<Self> {
         let ty = ComponentType::of(config);
         let component = Component::new(name)?;
@@ -244,7 +242,6 @@ impl Adapter {
                 zdr_vault::VaultConfig {
                     client: c.client()?,
                     mounts: c.mounts(),
-                    encrypted,
                     allow_plaintext: options.allow_plaintext,
                     raft_snapshot: !options.logical,
                     force: false,
@@ -316,7 +313,6 @@ impl Adapter {
                     zdr_vault::VaultConfig {
                         client: c.client()?,
                         mounts: c.mounts(),
-                        encrypted: false,
                         allow_plaintext: false,
                         raft_snapshot: !options.logical,
                         force: options.force,

@@ -310,7 +310,7 @@ impl Stack {
             }
         }
         let pipeline = self.pipeline()?;
-        let adapter = Adapter::for_backup(name, config, options, pipeline.keys.encrypts())?;
+        let adapter = Adapter::for_backup(name, config, options)?;
         let repo = Repository::new(self.tier(&self.config.primary)?, pipeline);
         let started = Instant::now();
         let m = repo

@@ -1,0 +1,142 @@
+//! Snapshot transfers over HTTP: streamed download, multipart upload, and recover from a
+//! URL the server fetches itself.
+
+use futures::TryStreamExt;
+use reqwest::Method;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+use zdr_core::{ArtifactSink, Error, ErrorKind, Progress, Result};
+
+use crate::{CollectionFacts, QdrantComponent, SNAPSHOT_EXT};
+
+impl QdrantComponent {
+    /// Stream `GET {path}` into the artifact `artifact`, checking Qdrant's checksum and
+    /// size; returns the bytes received.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn download(
+        &self,
+        path: &str,
+        artifact: &str,
+        c: Option<&str>,
+        name: &str,
+        checksum: &str,
+        size: Option<u64>,
+        sink: &mut dyn ArtifactSink,
+        progress: &Progress,
+    ) -> Result<u64> {
+        let resp = self
+            .send(self.request(Method::GET, path), "download snapshot", c)
+            .await?;
+        let task = format!("qdrant snapshot {artifact}");
+        progress.start(&task, size.or(resp.content_length()));
+        let mut out = sink.create(artifact, SNAPSHOT_EXT).await?;
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| {
+            self.err(
+                ErrorKind::Source,
+                format!("download of snapshot {name} interrupted after {total} bytes: {e}"),
+                c,
+            )
+            .temporary()
+        })? {
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| Error::from_io(e, "write the snapshot artifact"))?;
+            total += chunk.len() as u64;
+            progress.advance(&task, chunk.len() as u64);
+        }
+        let got = hex::encode(hasher.finalize());
+        if !checksum.is_empty() && got != checksum {
+            // `out` is dropped without finish: the artifact is abandoned.
+            return Err(self.err(
+                ErrorKind::Integrity,
+                format!(
+                    "snapshot {name} received with SHA-256 {got}, qdrant reported {checksum} ({total} bytes)"
+                ),
+                c,
+            ));
+        }
+        if let Some(size) = size.filter(|s| *s != total) {
+            return Err(self.err(
+                ErrorKind::Integrity,
+                format!("snapshot {name} is {size} bytes on the server, {total} received"),
+                c,
+            ));
+        }
+        out.finish().await?;
+        progress.finish(&task);
+        Ok(total)
+    }
+
+    /// Stream a snapshot artifact back with the multipart upload.
+    pub(crate) async fn upload_snapshot(
+        &self,
+        dest: &str,
+        c: &CollectionFacts,
+        raw_size: u64,
+        reader: zdr_core::BoxRead,
+    ) -> Result<()> {
+        let part = reqwest::multipart::Part::stream_with_length(
+            reqwest::Body::wrap_stream(ReaderStream::new(reader)),
+            raw_size,
+        )
+        .file_name(format!("{}.snapshot", c.snapshot))
+        .mime_str("application/octet-stream")
+        .map_err(|e| Error::unexpected(format!("multipart: {e}")))?;
+        let form = reqwest::multipart::Form::new().part("snapshot", part);
+        let mut path = format!("/collections/{dest}/snapshots/upload?wait=true&priority=snapshot");
+        if !c.checksum.is_empty() {
+            path.push_str(&format!("&checksum={}", c.checksum));
+        }
+        self.call(
+            self.request(Method::POST, &path).multipart(form),
+            "upload snapshot",
+            Some(dest),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Have the server restore collection `dest` from a snapshot it fetches itself at
+    /// `location` (`http(s)://` or `file://` under its snapshots directory), with
+    /// `priority=snapshot`; `checksum` (SHA-256, hex) is checked by the server before it
+    /// restores. The API key goes along in the request only when `location` is on this
+    /// component's own REST server, or with [`QdrantConfig::recover_with_api_key`](crate::QdrantConfig::recover_with_api_key).
+    ///
+    /// # Errors
+    /// BadInput for a refused key, NotFound, or Source errors with the server's message
+    /// (such as a checksum mismatch or an unreachable location).
+    pub async fn recover_snapshot(
+        &self,
+        dest: &str,
+        location: &str,
+        checksum: Option<&str>,
+    ) -> Result<()> {
+        let mut body = json!({"location": location, "priority": "snapshot"});
+        if let Some(sum) = checksum.filter(|s| !s.is_empty()) {
+            body["checksum"] = json!(sum);
+        }
+        if let Some(key) = &self.config.api_key
+            && (self.config.recover_with_api_key
+                || location.starts_with(&format!("{}/", self.base)))
+        {
+            body["api_key"] = json!(key.expose());
+        }
+        self.call(
+            self.request(
+                Method::PUT,
+                &format!("/collections/{dest}/snapshots/recover?wait=true"),
+            )
+            .json(&body),
+            "recover snapshot from a URL",
+            Some(dest),
+        )
+        .await?;
+        Ok(())
+    }
+}
