@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use zdr::pg::pitr::RecoveryTarget;
+use zdr::pg::walname::Lsn;
+use zdr::{Error, Result};
 
 #[derive(Parser)]
 #[command(
@@ -282,4 +285,45 @@ pub(crate) fn parse_mount_map(s: &str) -> std::result::Result<(String, String), 
         }
         _ => Err(format!("{s:?} is not FROM=TO (such as secret=secret-copy)")),
     }
+}
+
+/// The PITR target from the flags: exactly one of them.
+pub(crate) fn recovery_target(
+    time: Option<&str>,
+    lsn: Option<&str>,
+    xid: Option<&str>,
+    name: Option<&str>,
+    latest: bool,
+) -> Result<RecoveryTarget> {
+    let given = [
+        time.is_some(),
+        lsn.is_some(),
+        xid.is_some(),
+        name.is_some(),
+        latest,
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given != 1 {
+        return Err(Error::bad_input(
+            "give exactly one of --target-time, --target-lsn, --target-xid, --target-name, --target latest",
+        ));
+    }
+    if let Some(t) = time {
+        return Ok(RecoveryTarget::Time(zdr::core::parse_time(t)?));
+    }
+    if let Some(l) = lsn {
+        return Ok(RecoveryTarget::Lsn(l.parse::<Lsn>()?));
+    }
+    if let Some(x) = xid {
+        if x.is_empty() || !x.chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::bad_input(format!("invalid transaction id {x:?}")));
+        }
+        return Ok(RecoveryTarget::Xid(x.to_owned()));
+    }
+    if let Some(n) = name {
+        return Ok(RecoveryTarget::Name(n.to_owned()));
+    }
+    Ok(RecoveryTarget::Latest)
 }

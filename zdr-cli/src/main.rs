@@ -2,6 +2,7 @@
 //! parses arguments, makes one library call per command, and presents the result.
 
 mod args;
+mod hints;
 mod output;
 mod render;
 
@@ -11,8 +12,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::json;
-use zdr::pg::pitr::RecoveryTarget;
-use zdr::pg::walname::Lsn;
 use zdr::postgres::{PitrFinish, PitrRequest, ZdrCommand};
 use zdr::{
     BackupOptions, BackupSelector, Config, Error, ErrorKind, Progress, RestoreOptions,
@@ -57,7 +56,7 @@ fn main() -> ExitCode {
             ExitCode::from(outcome.code)
         }
         Err(e) => {
-            let e = flag_hint(e);
+            let e = hints::for_cli(e);
             render::report_error(&e, cli.json);
             if let Command::Wal {
                 action: WalAction::Fetch { .. },
@@ -247,7 +246,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             discard,
             promote,
         } => {
-            let target = recovery_target(
+            let target = args::recovery_target(
                 target_time.as_deref(),
                 target_lsn.as_deref(),
                 target_xid.as_deref(),
@@ -328,81 +327,5 @@ async fn wal(stack: &Stack, cli: &Cli, action: &WalAction, progress: &Progress) 
                 json!({"ok": true, "prefetched": n}),
             ))
         }
-    }
-}
-
-/// The PITR target from the flags: exactly one of them.
-fn recovery_target(
-    time: Option<&str>,
-    lsn: Option<&str>,
-    xid: Option<&str>,
-    name: Option<&str>,
-    latest: bool,
-) -> Result<RecoveryTarget> {
-    let given = [
-        time.is_some(),
-        lsn.is_some(),
-        xid.is_some(),
-        name.is_some(),
-        latest,
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if given != 1 {
-        return Err(Error::bad_input(
-            "give exactly one of --target-time, --target-lsn, --target-xid, --target-name, --target latest",
-        ));
-    }
-    if let Some(t) = time {
-        return Ok(RecoveryTarget::Time(zdr::core::parse_time(t)?));
-    }
-    if let Some(l) = lsn {
-        return Ok(RecoveryTarget::Lsn(l.parse::<Lsn>()?));
-    }
-    if let Some(x) = xid {
-        if x.is_empty() || !x.chars().all(|c| c.is_ascii_digit()) {
-            return Err(Error::bad_input(format!("invalid transaction id {x:?}")));
-        }
-        return Ok(RecoveryTarget::Xid(x.to_owned()));
-    }
-    if let Some(n) = name {
-        return Ok(RecoveryTarget::Name(n.to_owned()));
-    }
-    Ok(RecoveryTarget::Latest)
-}
-
-/// Name the command-line flags and commands where the library names its options.
-fn flag_hint(e: Error) -> Error {
-    let message = e.to_string();
-    let hint = e.hint().unwrap_or_default().to_owned();
-    let cli = if message.contains("apply to postgres components") {
-        Some("--database, --table, --as and --in-place apply to postgres components")
-    } else if message.contains("apply to redis components") {
-        Some("--match, --db and --no-replace apply to redis components")
-    } else if message.contains("apply to vault components") {
-        Some("--force, --mount-map and --allow-plaintext apply to vault components")
-    } else if message.contains("logical applies to") {
-        Some("--logical applies to redis, vault and qdrant components")
-    } else if message.contains("needs explicit confirmation") {
-        Some("pass --yes-destroy-live, or use the default safe restore (side database + swap)")
-    } else if message.contains("table_as") {
-        Some("--as needs --table")
-    } else if hint.contains("list the catalog") {
-        Some("`zdr list` shows the backups on each tier")
-    } else if hint.contains("take a base backup first") {
-        Some("take one with `zdr backup COMPONENT --base`")
-    } else if hint.contains("choose the target timeline") {
-        Some("choose the target timeline with --timeline, or another base backup")
-    } else if hint.contains("choose another data directory") {
-        Some("choose another one with --to, or remove it")
-    } else if hint.contains("point-in-time recovery") {
-        Some("base backups are restored with `zdr pitr`, not `zdr restore`")
-    } else {
-        None
-    };
-    match cli {
-        Some(h) => e.with_hint(h),
-        None => e,
     }
 }
