@@ -224,3 +224,138 @@ fn sandbox_drill_includes_postgres_or_says_why_not() {
     assert!(text.contains("postgres SKIPPED"), "{text}");
     assert!(text.contains("configs PASSED"), "{text}");
 }
+
+impl Env {
+    /// `zdr` killed (aborted) at the failpoint `point`.
+    fn zdr_killed_at(&self, args: &[&str], point: &str) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_zdr"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--no-progress")
+            .args(args)
+            .env("ZDR_COMPONENTS__POSTGRES__PASSWORD", PASSWORD)
+            .env("ZDR_FAILPOINT", point)
+            .output()
+            .unwrap()
+    }
+
+    /// The live database's content fingerprint (connectable, same rows).
+    fn fingerprint(&self) -> String {
+        self.cluster.psql(
+            "app",
+            "SELECT count(*) || ':' || coalesce(sum(length(item)), 0) FROM orders",
+        )
+    }
+}
+
+/// A restore and a rollback killed (SIGABRT, as `kill -9`) at every step of the swap: the
+/// live database stays connectable with its data (the swap is one transaction, rolled back
+/// by the server), no database is left without connections, and the next run completes.
+#[test]
+fn restore_and_rollback_killed_at_every_swap_step_leave_the_live_database_usable() {
+    use std::os::unix::process::ExitStatusExt;
+    require_postgres();
+    let env = Env::new();
+    let (code, v) = env.json(&["backup", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    // Newer live data than the backup: what a bad swap would strand.
+    env.cluster.psql("app", "DELETE FROM orders WHERE id > 900");
+    let before = env.fingerprint();
+    for point in [
+        "pg-swap-after-terminate",
+        "pg-swap-after-rename-live",
+        "pg-swap-after-rename-side",
+        "pg-swap-before-commit",
+    ] {
+        let out = env.zdr_killed_at(&["restore", "postgres"], point);
+        assert_eq!(out.status.signal(), Some(6), "{point}: not killed: {out:?}");
+        assert_eq!(env.fingerprint(), before, "{point}: live data changed");
+        assert!(env.dbs("app__zdr_old_").is_empty(), "{point}: swapped");
+        let refusing = env.cluster.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE NOT datallowconn AND NOT datistemplate",
+        );
+        assert_eq!(refusing, "0", "{point}: a database refuses connections");
+    }
+    // Killed after the commit: the restore is done; the next run cleans up.
+    let out = env.zdr_killed_at(&["restore", "postgres"], "pg-swap-after-commit");
+    assert_eq!(out.status.signal(), Some(6));
+    assert_eq!(env.count("app", "orders"), "1000", "the swap committed");
+    assert_eq!(
+        env.dbs("app__zdr_old_").len(),
+        1,
+        "the old database is kept"
+    );
+
+    // The next restore drops what the killed ones left and completes.
+    let (code, v) = env.json(&["restore", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(env.dbs("__zdr_restore_").is_empty(), "leftovers: {v}");
+    assert_eq!(env.count("app", "orders"), "1000");
+
+    // Rollback killed mid-swap: nothing changes; then it completes.
+    env.cluster.psql("app", "DELETE FROM orders WHERE id > 500");
+    let live = env.fingerprint();
+    for point in ["pg-swap-after-rename-live", "pg-swap-before-commit"] {
+        let out = env.zdr_killed_at(&["rollback", "postgres"], point);
+        assert_eq!(out.status.signal(), Some(6), "{point}");
+        assert_eq!(env.fingerprint(), live, "{point}");
+    }
+    let (code, v) = env.json(&["rollback", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    assert_ne!(env.fingerprint(), live, "rolled back to the older database");
+    assert_eq!(env.count("app", "orders"), "1000");
+    let refusing = env.cluster.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE NOT datallowconn AND NOT datistemplate",
+    );
+    assert_eq!(refusing, "0");
+}
+
+/// A database left refusing connections (an older zdr killed mid-swap) is repaired by the
+/// next restore or rollback, which says so.
+#[test]
+fn a_database_left_refusing_connections_is_repaired_by_the_next_run() {
+    require_postgres();
+    let env = Env::new();
+    let (code, v) = env.json(&["backup", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    env.cluster.psql(
+        "postgres",
+        "ALTER DATABASE app WITH ALLOW_CONNECTIONS false",
+    );
+    assert!(env.cluster.try_psql("app", "SELECT 1").is_err());
+    let (code, v) = env.json(&["restore", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    let notes = v["outcome"]["notes"].to_string();
+    assert!(notes.contains("turned them back on"), "{v}");
+    assert_eq!(env.count("app", "orders"), "1000");
+    // The kept old database, switched off the same way, is repaired by the rollback.
+    let old = env.dbs("app__zdr_old_").pop().unwrap();
+    env.cluster.psql(
+        "postgres",
+        &format!("ALTER DATABASE \"{old}\" WITH ALLOW_CONNECTIONS false"),
+    );
+    let (code, v) = env.json(&["rollback", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["rollback"]["repaired"][0], old, "{v}");
+    assert_eq!(env.count("app", "orders"), "1000");
+}
+
+/// The maintenance database itself (`postgres`) can be restored: zdr administers it from
+/// `template1` meanwhile.
+#[test]
+fn the_postgres_database_itself_can_be_restored() {
+    require_postgres();
+    let env = Env::new();
+    env.cluster.psql(
+        "postgres",
+        "CREATE TABLE ops (id int); INSERT INTO ops VALUES (1), (2)",
+    );
+    let (code, v) = env.json(&["backup", "postgres", "--database", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    env.cluster.psql("postgres", "DELETE FROM ops");
+    let (code, v) = env.json(&["restore", "postgres", "--database", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(env.count("postgres", "ops"), "2");
+}

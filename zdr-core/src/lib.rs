@@ -43,6 +43,7 @@
 
 mod catalog;
 mod error;
+mod failpoint;
 mod id;
 pub mod layout;
 mod manifest;
@@ -53,6 +54,7 @@ mod traits;
 
 pub use catalog::{BackupSelector, Catalog, CatalogProblem, parse_time};
 pub use error::{Error, ErrorKind, ErrorStatus, Result};
+pub use failpoint::{FAILPOINT_ENV, failpoint};
 pub use id::{BackupId, Component};
 pub use manifest::{
     ArtifactRecord, BackupKind, Compression, Encryption, MANIFEST_FORMAT, Manifest,

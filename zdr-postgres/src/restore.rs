@@ -5,6 +5,7 @@ use sqlx::Row;
 use sqlx::postgres::PgConnection;
 use zdr_core::{
     ArtifactReader, Error, ErrorKind, Manifest, Progress, RestoreOutcome, Result, VerifyReport,
+    failpoint,
 };
 
 use crate::facts::{self, PgFacts, split_table};
@@ -24,6 +25,10 @@ pub struct RollbackOutcome {
     pub restored_from: String,
     /// The name the displaced database now has (roll back again to undo).
     pub displaced_to: String,
+    /// Databases that refused connections (left so by an interrupted swap of an older zdr)
+    /// and were turned back on first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
 }
 
 /// The longest suffix zdr appends: `__zdr_restore_` + a backup id (20 characters).
@@ -317,7 +322,7 @@ pub(crate) async fn run(
         ));
     }
     let cfg = &c.config;
-    let mut admin = pg::connect(cfg, &cfg.maintenance_database).await?;
+    let mut admin = pg::connect(cfg, &admin_database(c, db)).await?;
     let res = full(c, opts, &mut admin, backup, facts, from, db, progress).await;
     pg::close(admin).await;
     res
@@ -339,6 +344,11 @@ async fn full(
     }
     lock(admin, c, db).await?;
     let mut notes = Vec::new();
+    for d in repair_connections(admin, c, db, progress).await? {
+        notes.push(format!(
+            "{d} refused connections (an interrupted swap); turned them back on"
+        ));
+    }
     for d in clean_leftovers(admin, c, db, progress).await? {
         notes.push(format!("dropped {d}, left over by an interrupted restore"));
     }
@@ -478,7 +488,14 @@ fn old_name(db: &str) -> String {
     )
 }
 
-/// Rename `live` to `old` and `side` to `live`, after closing every connection to `live`.
+/// Rename `live` to `old` and `side` to `live`, after closing every connection to `live` —
+/// in one transaction, so a crash at any instant (the process killed, the connection cut)
+/// leaves either the state before or the state after, never a live name without a database
+/// or a database that refuses connections: PostgreSQL rolls an unfinished transaction back.
+///
+/// New connections to `live` wait on the rename's lock while the transaction runs; a client
+/// that connected between the termination and the rename makes the rename fail or time out,
+/// and the step is retried from a savepoint.
 async fn swap(
     admin: &mut PgConnection,
     c: &PostgresComponent,
@@ -487,14 +504,34 @@ async fn swap(
     old: &str,
 ) -> Result<()> {
     let cfg = &c.config;
-    pg::exec(
-        admin,
-        cfg,
-        &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false", qi(live)),
-    )
-    .await?;
+    pg::exec(admin, cfg, "BEGIN").await?;
+    let res = swap_in_transaction(admin, c, live, side, old).await;
+    match res {
+        Ok(()) => {
+            failpoint("pg-swap-before-commit");
+            pg::exec(admin, cfg, "COMMIT").await?;
+            failpoint("pg-swap-after-commit");
+            Ok(())
+        }
+        Err(e) => {
+            let _ = pg::exec(admin, cfg, "ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+async fn swap_in_transaction(
+    admin: &mut PgConnection,
+    c: &PostgresComponent,
+    live: &str,
+    side: &str,
+    old: &str,
+) -> Result<()> {
+    let cfg = &c.config;
+    pg::exec(admin, cfg, "SET LOCAL lock_timeout = '5s'").await?;
     let mut last = None;
     for _ in 0..20 {
+        pg::exec(admin, cfg, "SAVEPOINT zdr_swap").await?;
         sqlx::query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -503,6 +540,7 @@ async fn swap(
         .execute(&mut *admin)
         .await
         .map_err(|e| pg::db_error(e, cfg, "cannot terminate connections"))?;
+        failpoint("pg-swap-after-terminate");
         match pg::exec(
             admin,
             cfg,
@@ -515,43 +553,68 @@ async fn swap(
                 break;
             }
             Err(e) => {
+                pg::exec(admin, cfg, "ROLLBACK TO SAVEPOINT zdr_swap").await?;
                 last = Some(e);
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
     }
     if let Some(e) = last {
-        let _ = pg::exec(
-            admin,
-            cfg,
-            &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", qi(live)),
-        )
-        .await;
         return Err(e.with_context("database", live));
     }
+    failpoint("pg-swap-after-rename-live");
     pg::exec(
-        admin,
-        cfg,
-        &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", qi(old)),
-    )
-    .await?;
-    if let Err(e) = pg::exec(
         admin,
         cfg,
         &format!("ALTER DATABASE {} RENAME TO {}", qi(side), qi(live)),
     )
-    .await
-    {
-        // Put the old one back: the live name must not stay empty.
-        let _ = pg::exec(
-            admin,
-            cfg,
-            &format!("ALTER DATABASE {} RENAME TO {}", qi(old), qi(live)),
-        )
-        .await;
-        return Err(e);
-    }
+    .await?;
+    failpoint("pg-swap-after-rename-side");
     Ok(())
+}
+
+/// Turn connections back on for `db` and its kept `__zdr_old_*` copies where a run of an
+/// older zdr (which switched them off outside a transaction during the swap) was killed.
+/// Returns the databases repaired.
+async fn repair_connections(
+    admin: &mut PgConnection,
+    c: &PostgresComponent,
+    db: &str,
+    progress: &Progress,
+) -> Result<Vec<String>> {
+    let pattern = format!("{}%", like_escape(&prefix_of(db, "__zdr_old_")));
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database \
+         WHERE NOT datallowconn AND NOT datistemplate AND (datname = $1 OR datname LIKE $2)",
+    )
+    .bind(db)
+    .bind(&pattern)
+    .fetch_all(&mut *admin)
+    .await
+    .map_err(|e| pg::db_error(e, &c.config, "cannot list databases"))?;
+    for n in &names {
+        progress.warn(format!(
+            "{n} refused connections, left so by an interrupted swap; turning them back on"
+        ));
+        pg::exec(
+            admin,
+            &c.config,
+            &format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", qi(n)),
+        )
+        .await?;
+    }
+    Ok(names)
+}
+
+/// The database to run CREATE/DROP/ALTER DATABASE from: the configured maintenance
+/// database, or `template1` when that is the database being restored (a session cannot
+/// rename or drop its own database).
+fn admin_database(c: &PostgresComponent, db: &str) -> String {
+    if c.config.maintenance_database == db {
+        "template1".to_owned()
+    } else {
+        c.config.maintenance_database.clone()
+    }
 }
 
 /// Swap the newest `<db>__zdr_old_*` back in.
@@ -561,9 +624,10 @@ pub(crate) async fn rollback(
     progress: &Progress,
 ) -> Result<RollbackOutcome> {
     let cfg = &c.config;
-    let mut admin = pg::connect(cfg, &cfg.maintenance_database).await?;
+    let mut admin = pg::connect(cfg, &admin_database(c, db)).await?;
     let res = async {
         lock(&mut admin, c, db).await?;
+        let repaired = repair_connections(&mut admin, c, db, progress).await?;
         let pattern = format!("{}%", like_escape(&prefix_of(db, "__zdr_old_")));
         let newest: Option<String> = sqlx::query_scalar(
             "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY datname DESC LIMIT 1",
@@ -594,6 +658,7 @@ pub(crate) async fn rollback(
             database: db.to_owned(),
             restored_from: from,
             displaced_to: displaced,
+            repaired,
         })
     }
     .await;

@@ -1,0 +1,18 @@
+//! Failpoints: named commit points where the fault suite kills the process on purpose.
+//!
+//! A destructive step (a database swap, a server stop, a file replaced) calls
+//! [`failpoint`] with a stable name before and after each point where a crash leaves a
+//! distinct state. When the environment variable `ZDR_FAILPOINT` names that point, the
+//! process aborts there at once — the same as `kill -9` at that instant, but hit
+//! deterministically instead of by timing. Unset (always, outside the fault tests), a
+//! failpoint costs one environment lookup and does nothing.
+
+/// The environment variable naming the failpoint to die at.
+pub const FAILPOINT_ENV: &str = "ZDR_FAILPOINT";
+
+/// Abort the process here when `ZDR_FAILPOINT` equals `name`.
+pub fn failpoint(name: &str) {
+    if std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == name) {
+        std::process::abort();
+    }
+}
