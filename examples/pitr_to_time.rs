@@ -26,6 +26,7 @@ pub async fn pitr_to_time(
     let request = PitrRequest {
         target: RecoveryTarget::Time(zdr::core::parse_time(time)?),
         timeline: None,
+        tier: None,
         data_dir: None,
         port: None,
         finish: PitrFinish::ApplyDatabase {

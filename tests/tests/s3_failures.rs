@@ -158,19 +158,23 @@ async fn corrupt_source_is_not_replicated() {
 }
 
 /// The destination S3 server is down during replication: the retries are logged, the error
-/// names the tier and key; after the server returns, a re-run copies everything.
+/// names the tier and key, and the other backups are not tried against the dead tier (one
+/// backup's retries, not one per backup); after the server returns, a re-run copies
+/// everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replication_retries_are_logged_and_rerun_succeeds() {
     let local = TierFixture::new(Kind::Fs).await;
     let mut s3 = TierFixture::new(Kind::S3).await;
     let repo = Repository::new(local.tier.clone(), PipelineOptions::default());
-    repo.backup(
-        &TestSource::new("configs", vec![("tree", data(1 << 20, 1))]),
-        "daily",
-        &Progress::none(),
-    )
-    .await
-    .unwrap();
+    for seed in 1..=4 {
+        repo.backup(
+            &TestSource::new("configs", vec![("tree", data(1 << 20, seed))]),
+            "daily",
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    }
     s3.s3.as_mut().unwrap().kill();
     let sink = Arc::new(RecordingSink::default());
     let policy = RetryPolicy {
@@ -181,11 +185,19 @@ async fn replication_retries_are_logged_and_rerun_succeeds() {
     let r = zdr_storage::replicate(&local.tier, &s3.tier, &policy, &Progress::new(sink.clone()))
         .await
         .unwrap();
-    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed.len(), 4);
     let e = &r.failed[0].1;
     assert_eq!(e.context_value("tier"), Some("s3"), "{e}");
+    for (_, e) in &r.failed[1..] {
+        assert!(e.to_string().contains("not tried"), "{e}");
+        assert_eq!(e.context_value("tier"), Some("s3"), "{e}");
+    }
     let warns = sink.messages(Level::Warn);
-    assert_eq!(warns.len(), 2, "{warns:?}");
+    assert_eq!(
+        warns.len(),
+        2,
+        "only the first backup was retried: {warns:?}"
+    );
     assert!(
         warns[0].contains("attempt 1/3 failed, retrying"),
         "{warns:?}"
@@ -194,5 +206,5 @@ async fn replication_retries_are_logged_and_rerun_succeeds() {
     let r = zdr_storage::replicate(&local.tier, &s3.tier, &policy, &Progress::none())
         .await
         .unwrap();
-    assert_eq!((r.copied.len(), r.failed.len()), (1, 0), "{:?}", r.failed);
+    assert_eq!((r.copied.len(), r.failed.len()), (4, 0), "{:?}", r.failed);
 }

@@ -193,6 +193,10 @@ pub(crate) enum Command {
         /// Follow this timeline (default: the newest in the archive).
         #[arg(long)]
         timeline: Option<u32>,
+        /// Read the base backup from this tier only (default: the primary, then each
+        /// replica, falling back when a tier is down or its copy is damaged).
+        #[arg(long)]
+        tier: Option<String>,
         /// The new data directory (default: under wal.recovery_dir or the temp dir).
         #[arg(long)]
         to: Option<PathBuf>,

@@ -39,6 +39,10 @@ pub(crate) fn for_cli(e: Error) -> Error {
         Some(
             "stop Qdrant and start it once with `--storage-snapshot <file>`; per-collection backups restore through zdr",
         )
+    } else if hint.contains("archive_command is failing") || hint.contains("check archive_mode") {
+        Some(
+            "archive_command is failing: see pg_stat_archiver and the server log, or run `zdr check COMPONENT`",
+        )
     } else if hint.contains("point-in-time recovery") {
         Some("base backups are restored with `zdr pitr`, not `zdr restore`")
     } else {

@@ -240,6 +240,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             target_name,
             target,
             timeline,
+            tier,
             to,
             port,
             apply_database,
@@ -265,6 +266,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             let request = PitrRequest {
                 target,
                 timeline: *timeline,
+                tier: tier.clone(),
                 data_dir: to.clone(),
                 port: *port,
                 finish,

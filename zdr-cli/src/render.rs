@@ -17,6 +17,8 @@ pub(crate) struct Outcome {
     pub(crate) text: Vec<String>,
     pub(crate) json: serde_json::Value,
     pub(crate) code: u8,
+    /// Errors of parts of the command (a tier that could not be read), for stderr.
+    pub(crate) errors: Vec<String>,
 }
 
 impl Outcome {
@@ -25,6 +27,7 @@ impl Outcome {
             text,
             json,
             code: 0,
+            errors: Vec::new(),
         }
     }
 
@@ -36,8 +39,11 @@ impl Outcome {
     }
 }
 
-#[allow(clippy::print_stdout)]
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub(crate) fn print(outcome: &Outcome, json: bool) {
+    for e in &outcome.errors {
+        eprintln!("zdr: error: {e}");
+    }
     if json {
         println!("{}", outcome.json);
     } else {
@@ -115,7 +121,13 @@ pub(crate) fn backup(r: &BackupReport, base: bool) -> Outcome {
 
 pub(crate) fn list(listings: &[TierListing]) -> Outcome {
     let mut text = Vec::new();
+    let mut errors = Vec::new();
     for l in listings {
+        if let Some(e) = &l.error {
+            text.push(format!("tier {}: UNREACHABLE: {}", l.tier, e.error));
+            errors.push(e.error.clone());
+            continue;
+        }
         text.push(format!("tier {}:", l.tier));
         if l.backups.is_empty() {
             text.push("  (no backups)".to_owned());
@@ -139,23 +151,32 @@ pub(crate) fn list(listings: &[TierListing]) -> Outcome {
             ));
         }
     }
-    Outcome::ok(text, json!({"ok": true, "tiers": listings}))
+    let ok = errors.is_empty();
+    let mut out =
+        Outcome::ok(text, json!({"ok": ok, "tiers": listings})).with_code(!ok, EXIT_FAILED);
+    out.errors = errors;
+    out
 }
 
 pub(crate) fn verify(run: &VerifyRun) -> Outcome {
     let mut text = Vec::new();
     for p in &run.failures {
         match (&p.key, &p.backup) {
+            (None, None) => text.push(format!(
+                "FAIL {}: cannot be read: {}",
+                p.tier.as_deref().unwrap_or("?"),
+                p.error
+            )),
             (Some(key), _) => text.push(format!(
                 "FAIL {} {key}: {}",
                 p.tier.as_deref().unwrap_or("?"),
                 p.error
             )),
-            (None, backup) => text.push(format!(
+            (None, Some(backup)) => text.push(format!(
                 "FAIL {} {} {}: {}",
                 p.tier.as_deref().unwrap_or("?"),
                 p.component.as_deref().unwrap_or("?"),
-                backup.as_deref().unwrap_or("?"),
+                backup,
                 p.error
             )),
         }
@@ -180,11 +201,13 @@ pub(crate) fn verify(run: &VerifyRun) -> Outcome {
         run.intact.len(),
         run.failures.len()
     ));
+    // Damage is exit 3; a tier that could not be read (and nothing damaged) exit 1.
+    let damaged = run.failures.iter().any(|p| p.kind != "storage");
     Outcome::ok(
         text,
         json!({"ok": ok, "intact": run.intact.len(), "failures": run.failures}),
     )
-    .with_code(!ok, EXIT_VERIFY)
+    .with_code(!ok, if damaged { EXIT_VERIFY } else { EXIT_FAILED })
 }
 
 pub(crate) fn restore(r: &RestoreReport) -> Outcome {
@@ -340,13 +363,19 @@ pub(crate) fn wal_fetch(r: &WalFetchReport) -> Outcome {
             text: vec![format!("{file} is not in the archive")],
             json: json!({"ok": false, "file": file, "status": "not_found"}),
             code: EXIT_WAL_MISSING,
+            errors: Vec::new(),
         },
     }
 }
 
 pub(crate) fn pitr(r: &PitrReport) -> Outcome {
     let rec = &r.recovery;
-    let mut text = vec![format!(
+    let mut text: Vec<String> = r
+        .skipped
+        .iter()
+        .map(|s| format!("  skipped tier {}: {}", s.tier, s.reason))
+        .collect();
+    text.push(format!(
         "recovered {} to {}: base {} + WAL to {} (last commit {}), in {:.2}s; \
          instance on 127.0.0.1:{} in {}",
         r.component,
@@ -358,9 +387,10 @@ pub(crate) fn pitr(r: &PitrReport) -> Outcome {
         rec.seconds,
         rec.port,
         rec.data_dir.display()
-    )];
-    let mut value = json!({"ok": true, "recovery": rec, "plan": {
-        "backup": r.plan.backup.id, "chain_end": r.plan.chain_end, "timelines": r.plan.path}});
+    ));
+    let mut value = json!({"ok": true, "recovery": rec, "tier": r.tier, "skipped": r.skipped,
+        "plan": {"backup": r.plan.backup.id, "chain_end": r.plan.chain_end,
+        "timelines": r.plan.path}});
     if let Some(a) = &r.applied {
         text.push(format!(
             "applied database {} to the live cluster through backup {} ({} table(s), {}); \

@@ -426,3 +426,40 @@ async fn s3_primary_with_credentials_from_env() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("tier: minio"), "{}", stderr(&out));
 }
+
+/// One tier unreachable (an S3 endpoint where nothing listens) never hides the others:
+/// `list` and `verify` still show the local tier, name the unreachable one, and exit 1.
+#[test]
+fn an_unreachable_tier_is_reported_and_the_others_still_shown() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::new(&format!(
+        "[tiers.dead]\ntype = \"s3\"\nbucket = \"zdr-dead\"\nendpoint = \"http://127.0.0.1:{port}\"\naccess_key_id = \"x\"\nsecret_access_key = \"y\"\n"
+    ));
+    let out = env.zdr(&["backup", "configs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.zdr(&["list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tier dead: UNREACHABLE"), "{text}");
+    assert!(
+        text.contains("tier local:") && text.contains("configs"),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("tier: dead"), "{}", stderr(&out));
+    let (code, v) = env.json(&["list"]);
+    assert_eq!(code, 1, "{v}");
+    let tiers = v["tiers"].as_array().unwrap();
+    let local = tiers.iter().find(|t| t["tier"] == "local").unwrap();
+    assert_eq!(local["backups"].as_array().unwrap().len(), 1, "{v}");
+    let dead = tiers.iter().find(|t| t["tier"] == "dead").unwrap();
+    assert_eq!(dead["error"]["kind"], "storage", "{v}");
+
+    let (code, v) = env.json(&["verify"]);
+    assert_eq!(code, 1, "no damage, one tier unreadable: {v}");
+    assert_eq!(v["intact"], 1, "{v}");
+    assert_eq!(v["failures"][0]["tier"], "dead", "{v}");
+}

@@ -742,3 +742,73 @@ fn pitr_example_recovers_a_database_to_a_time() {
     assert_eq!(err.kind(), zdr::ErrorKind::BadInput, "{err}");
     assert_eq!(events(c.dir.path(), c.port), "200|1|200|0");
 }
+
+/// A damaged base backup on the primary tier: `zdr pitr` recovers from the replica tier's
+/// intact copy and names the tier it passed over; `--tier` pins the tier (and then fails on
+/// the damaged copy, exit 3, nothing left behind).
+#[test]
+fn pitr_falls_back_to_the_replica_when_the_primary_copy_is_damaged() {
+    if !support::available() {
+        return;
+    }
+    let env = Env::new(None);
+    // A second tier inside the environment's directory (owned by the server's OS user, which
+    // runs archive_command), holding replicas and WAL.
+    let replica_root = env.dir.path().join("tiers/replica");
+    std::fs::create_dir_all(replica_root.join(".zdr-tmp")).unwrap();
+    give_to_postgres(&replica_root);
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace(
+            "primary = \"local\"",
+            "primary = \"local\"\nreplicate_to = [\"replica\"]",
+        )
+        .replace(
+            "[components.postgres]",
+            &format!(
+                "[tiers.replica]\ntype = \"fs\"\nroot = \"{}\"\n\n[components.postgres]",
+                replica_root.display()
+            ),
+        )
+        .replace("tiers = [\"local\"]", "tiers = [\"local\", \"replica\"]");
+    std::fs::write(&env.config, text).unwrap();
+    let v = env.ok(&["backup", "postgres", "--base", "--replicate"]);
+    let base = v["backup"]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|a| a["size"].as_u64().unwrap())
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.cluster.psql(
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'after base' FROM generate_series(101, 150) g",
+    );
+    env.switch();
+    let path = env.tier.join(&base);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+
+    let v = env.ok(&["pitr", "postgres", "--target", "latest", "--discard"]);
+    assert_eq!(v["tier"], "replica", "{v}");
+    assert_eq!(v["skipped"][0]["tier"], "local", "{v}");
+
+    let out = env.zdr(&[
+        "pitr",
+        "postgres",
+        "--target",
+        "latest",
+        "--discard",
+        "--tier",
+        "local",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path().join("recovery"))
+        .unwrap()
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

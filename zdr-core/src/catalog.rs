@@ -36,7 +36,7 @@ impl FromStr for BackupSelector {
                 }
                 BackupId::parse(s).map(Self::Id).map_err(|_| {
                     Error::bad_input(format!(
-                        "unknown backup {s:?}: use latest, previous, before:TIME or an id from `zdr list`"
+                        "unknown backup {s:?}: use latest, previous, before:TIME or an id from the catalog"
                     ))
                 })
             }

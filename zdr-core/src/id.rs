@@ -98,7 +98,7 @@ impl BackupId {
     pub fn parse(text: &str) -> Result<Self> {
         let bad = || {
             Error::bad_input(format!(
-                "invalid backup id {text:?}: expected YYYYMMDD_HHMMSS_xxxx, as `zdr list` shows"
+                "invalid backup id {text:?}: expected YYYYMMDD_HHMMSS_xxxx, as the catalog lists them"
             ))
         };
         if text.len() != 20 {

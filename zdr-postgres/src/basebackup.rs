@@ -179,7 +179,7 @@ impl PgBaseBackup {
                 .map_err(|e| {
                     e.with_hint(
                         "the base backup needs this segment: check archive_mode/archive_command \
-                         (`zdr check postgres`) and the server log",
+                         and the server log",
                     )
                 })?;
         }
@@ -318,8 +318,7 @@ impl BackupSource for PgBaseBackup {
                         ),
                     )
                     .with_hint(
-                        "archive_command is failing: see pg_stat_archiver and the server log, or \
-                         run `zdr check COMPONENT`",
+                        "archive_command is failing: see pg_stat_archiver and the server log",
                     ),
                 };
                 return Err(if text.is_empty() {

@@ -448,7 +448,7 @@ async fn full(
                     return Err(e);
                 }
                 notes.push(format!(
-                    "the previous database is kept as {old} (`zdr rollback` swaps it back)"
+                    "the previous database is kept as {old} (a rollback swaps it back)"
                 ));
             } else {
                 pg::exec(

@@ -29,7 +29,9 @@ pub struct ReplicationReport {
 }
 
 /// Copy every backup of `from` that `to` lacks. One backup failing does not stop the others;
-/// the report lists it.
+/// the report lists it — except when the destination tier itself fails (a storage error of
+/// that tier, after the retries): then the remaining backups are not tried in this run and are
+/// listed as failed with that reason, instead of each waiting through its own retries.
 ///
 /// # Errors
 /// Only when the source catalog cannot be read or listed.
@@ -41,7 +43,22 @@ pub async fn replicate(
 ) -> Result<ReplicationReport> {
     let source = Catalog::load(from.as_ref()).await?;
     let mut report = ReplicationReport::default();
+    let mut destination_down: Option<String> = None;
     for m in source.list(None) {
+        if let Some(reason) = &destination_down {
+            report.failed.push((
+                m.id.clone(),
+                Error::new(
+                    ErrorKind::Storage,
+                    format!(
+                        "not tried: tier {} failed earlier in this run ({reason})",
+                        to.name()
+                    ),
+                )
+                .with_context("tier", to.name()),
+            ));
+            continue;
+        }
         let key = layout::manifest_key(&m.component, &m.id);
         let present = policy
             .run(&format!("stat {key} on {}", to.name()), progress, || {
@@ -55,6 +72,9 @@ pub async fn replicate(
             }
             Ok(None) => {}
             Err(e) => {
+                if destination_failed(&e, to.as_ref()) {
+                    destination_down = Some(e.to_string());
+                }
                 report.failed.push((m.id.clone(), e));
                 continue;
             }
@@ -71,10 +91,20 @@ pub async fn replicate(
                     to.name()
                 ));
             }
-            Err(e) => report.failed.push((m.id.clone(), e)),
+            Err(e) => {
+                if destination_failed(&e, to.as_ref()) {
+                    destination_down = Some(e.to_string());
+                }
+                report.failed.push((m.id.clone(), e));
+            }
         }
     }
     Ok(report)
+}
+
+/// A storage failure of the destination tier itself (not a damaged source backup).
+fn destination_failed(e: &Error, to: &dyn StorageTier) -> bool {
+    e.kind() == ErrorKind::Storage && e.context_value("tier") == Some(to.name())
 }
 
 async fn copy_backup(

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use zdr_core::{
-    Component, Compression, Error, LocalRunner, Manifest, Progress, RestoreOutcome, Result,
-    StorageTier,
+    Component, Compression, Error, ErrorKind, LocalRunner, Manifest, Progress, RestoreOutcome,
+    Result, StorageTier,
 };
 use zdr_postgres::basebackup::{BaseBackupFacts, PgBaseBackup};
 use zdr_postgres::pitr::{PitrOptions, PitrPlan, RecoveryReport, RecoveryTarget};
@@ -18,7 +18,7 @@ use zdr_postgres::wal::{FetchOutcome, PushReport, TimelineReport, WalArchive, Wa
 use zdr_postgres::{PostgresSettings, WalSettings};
 
 use crate::config::ComponentConfig;
-use crate::stack::{BackupReport, Stack};
+use crate::stack::{BackupReport, SkippedTier, Stack};
 
 /// How to run the `zdr` binary from outside this process: PostgreSQL's `restore_command`
 /// during point-in-time recovery, and the detached WAL prefetch.
@@ -99,6 +99,9 @@ pub struct PitrRequest {
     pub port: Option<u16>,
     /// What to do once recovered.
     pub finish: PitrFinish,
+    /// Read the base backup from this tier only (default: the primary, then each replica in
+    /// order, falling back when a tier is unreachable or its copy is damaged).
+    pub tier: Option<String>,
     /// The `zdr` binary and config that PostgreSQL's `restore_command` runs.
     pub zdr: ZdrCommand,
 }
@@ -123,6 +126,10 @@ pub struct PitrReport {
     pub target: String,
     /// The plan: base backup, timelines, WAL chain end.
     pub plan: PitrPlan,
+    /// The tier the base backup was read from.
+    pub tier: String,
+    /// Tiers tried before, and why they were passed over.
+    pub skipped: Vec<SkippedTier>,
     /// The recovery instance's report.
     pub recovery: RecoveryReport,
     /// The database copied into the live cluster, if asked.
@@ -396,17 +403,6 @@ impl Stack {
         let target = &request.target;
         let archive = self.archive_of(name, pg)?;
         let comp = Component::new(name)?;
-        let repo = self.repository(&self.config().primary)?;
-        let catalog = repo.catalog().await?;
-        let backups: Vec<Manifest> = catalog.list(Some(&comp)).into_iter().cloned().collect();
-        let plan =
-            zdr_postgres::pitr::plan(&backups, &archive, target, request.timeline, Utc::now())
-                .await
-                .map_err(|e| e.with_context("component", name))?;
-        progress.info(format!(
-            "recovering {name} to {target} from base backup {} (WAL checked up to {})",
-            plan.backup.id, plan.chain_end
-        ));
         let data_dir = match &request.data_dir {
             Some(d) => d.clone(),
             None => pg
@@ -435,11 +431,64 @@ impl Stack {
             timeout: Duration::from_secs(pg.wal.recovery_timeout_secs.unwrap_or(3600)),
         };
         let live = pg.to_pg(None)?;
-        let runner = LocalRunner::shared(live.bin_dir.as_deref());
-        let mut instance =
-            zdr_postgres::pitr::recover(&plan, &repo, &live, runner, target, &options, progress)
-                .await
-                .map_err(|e| e.with_context("component", name))?;
+        let tiers = match &request.tier {
+            Some(t) => vec![self.config().tier(t).map(|_| t.clone())?],
+            None => self.tier_order(),
+        };
+        let mut skipped = Vec::new();
+        let mut last_err = None;
+        let mut recovered = None;
+        for t in &tiers {
+            let attempt = async {
+                let repo = self.repository(t)?;
+                let catalog = repo.catalog().await?;
+                let backups: Vec<Manifest> =
+                    catalog.list(Some(&comp)).into_iter().cloned().collect();
+                let plan = zdr_postgres::pitr::plan(
+                    &backups,
+                    &archive,
+                    target,
+                    request.timeline,
+                    Utc::now(),
+                )
+                .await?;
+                progress.info(format!(
+                    "recovering {name} to {target} from base backup {} on tier {t} (WAL checked up to {})",
+                    plan.backup.id, plan.chain_end
+                ));
+                let runner = LocalRunner::shared(live.bin_dir.as_deref());
+                let instance = zdr_postgres::pitr::recover(
+                    &plan, &repo, &live, runner, target, &options, progress,
+                )
+                .await?;
+                Ok::<_, Error>((repo, plan, instance))
+            }
+            .await;
+            match attempt {
+                Ok(r) => {
+                    recovered = Some((t.clone(), r));
+                    break;
+                }
+                // A tier that is down, or whose copy of the base backup is damaged: the
+                // next tier may hold it intact. Anything else is the request's problem.
+                Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Storage) => {
+                    progress.warn(format!(
+                        "tier {t} cannot be used for the recovery ({e}); trying the next tier"
+                    ));
+                    skipped.push(SkippedTier {
+                        tier: t.clone(),
+                        reason: e.to_string(),
+                    });
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e.with_context("component", name)),
+            }
+        }
+        let Some((tier, (repo, plan, mut instance))) = recovered else {
+            return Err(last_err
+                .unwrap_or_else(|| Error::not_found(format!("no base backup of {name}")))
+                .with_context("component", name));
+        };
         let recovery = instance.report().clone();
         if let Err(e) = check_after_target(target, &recovery) {
             let _ = instance.stop().await;
@@ -449,6 +498,8 @@ impl Stack {
             component: name.to_owned(),
             target: target.to_string(),
             plan,
+            tier,
+            skipped,
             recovery,
             applied: None,
             promoted_timeline: None,

@@ -74,6 +74,10 @@ pub struct TierListing {
     pub backups: Vec<Manifest>,
     /// Manifests that cannot be used, and why.
     pub problems: Vec<Problem>,
+    /// Why the tier could not be read at all (unreachable, refused): its backups are
+    /// unknown, the other tiers are still listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Problem>,
 }
 
 /// What [`Stack::verify`] found.
@@ -332,10 +336,11 @@ impl Stack {
         Ok(report)
     }
 
-    /// The catalog of one tier (or of every tier), of one component (or all).
+    /// The catalog of one tier (or of every tier), of one component (or all). A tier that
+    /// cannot be read is reported in its [`TierListing::error`]; the others are still listed.
     ///
     /// # Errors
-    /// An unknown tier or component name; a tier that cannot be listed.
+    /// An unknown tier or component name.
     pub async fn list(
         &self,
         tier: Option<&str>,
@@ -344,8 +349,27 @@ impl Stack {
         let component = component.map(Component::new).transpose()?;
         let mut out = Vec::new();
         for t in self.tiers_or_all(tier)? {
-            let catalog = Catalog::load(self.tier(&t)?.as_ref()).await?;
+            let loaded = match self.tier(&t) {
+                Ok(opened) => Catalog::load(opened.as_ref()).await,
+                Err(e) => Err(e),
+            };
+            let catalog = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    out.push(TierListing {
+                        error: Some(Problem {
+                            tier: Some(t.clone()),
+                            ..Problem::new(&e)
+                        }),
+                        tier: t,
+                        backups: Vec::new(),
+                        problems: Vec::new(),
+                    });
+                    continue;
+                }
+            };
             out.push(TierListing {
+                error: None,
                 backups: catalog
                     .list(component.as_ref())
                     .into_iter()
@@ -367,10 +391,11 @@ impl Stack {
 
     /// Re-read every artifact of every backup (of one component, on one tier when given)
     /// and check sizes, checksums, sidecars and manifests; `deep` also decrypts and
-    /// decompresses. Damage is reported in the result, not as an error.
+    /// decompresses. Damage is reported in the result, not as an error, and so is a tier
+    /// that cannot be read (the other tiers are still verified).
     ///
     /// # Errors
-    /// An unknown tier or component; a tier whose catalog cannot be read.
+    /// An unknown tier or component; unusable pipeline settings.
     pub async fn verify(
         &self,
         tier: Option<&str>,
@@ -382,8 +407,16 @@ impl Stack {
         let options = self.pipeline()?;
         let mut run = VerifyRun::default();
         for t in self.tiers_or_all(tier)? {
-            let repo = Repository::new(self.tier(&t)?, options.clone());
-            let catalog = repo.catalog().await?;
+            let (repo, catalog) = match self.open_catalog(&t, &options).await {
+                Ok(rc) => rc,
+                Err(e) => {
+                    run.failures.push(Problem {
+                        tier: Some(t.clone()),
+                        ..Problem::new(&e)
+                    });
+                    continue;
+                }
+            };
             run.failures.extend(catalog_problems(&catalog, &t));
             for m in catalog.list(component.as_ref()) {
                 match repo.verify(m, deep, progress).await {

@@ -487,6 +487,7 @@ async fn pitr_drill(
             &PitrRequest {
                 target: RecoveryTarget::Time(zdr_core::parse_time(&target_text)?),
                 timeline: None,
+                tier: None,
                 data_dir: Some(root.join("recovery").join("data")),
                 port: None,
                 finish: PitrFinish::ApplyDatabase {
