@@ -139,6 +139,10 @@ pub(crate) enum Command {
         /// redis: with --logical, only keys matching this glob pattern.
         #[arg(long = "match", requires = "logical")]
         pattern: Option<String>,
+        /// redis: replace the live dataset without first taking a safety copy of it (a backup
+        /// with schedule `pre-restore`).
+        #[arg(long)]
+        no_safety_copy: bool,
         /// vault: with --logical, import the exported mount FROM into the mount TO
         /// (repeatable: `--mount-map secret=secret-copy --mount-map kv=kv2`).
         #[arg(long = "mount-map", requires = "logical", value_parser = parse_mount_map)]

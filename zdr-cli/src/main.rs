@@ -179,6 +179,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             no_replace,
             pattern,
             mount_map,
+            no_safety_copy,
         } => {
             let selector: BackupSelector = backup.parse()?;
             let options = RestoreOptions {
@@ -208,6 +209,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 },
                 force: *force,
                 mount_map: mount_map.clone(),
+                no_safety_copy: *no_safety_copy,
             };
             let report = stack.restore(component, &options, progress).await?;
             Ok(render::restore(&report))

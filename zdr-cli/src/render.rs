@@ -227,6 +227,11 @@ pub(crate) fn restore(r: &RestoreReport) -> Outcome {
         r.restore_seconds
     ));
     text.extend(r.outcome.notes.iter().map(|n| format!("  note: {n}")));
+    if let Some(id) = &r.safety_copy {
+        text.push(format!(
+            "  note: the live dataset was backed up first as {id} (schedule pre-restore)"
+        ));
+    }
     let ok = r.is_ok();
     text.push(format!(
         "verification: {} ({} checked{}); RTO {:.2}s",
@@ -244,7 +249,7 @@ pub(crate) fn restore(r: &RestoreReport) -> Outcome {
         text,
         json!({"ok": ok, "backup": m.id, "component": m.component, "tier": r.tier,
             "outcome": r.outcome, "verify": r.verify, "rto_seconds": r.rto_seconds,
-            "skipped": r.skipped}),
+            "skipped": r.skipped, "safety_copy": r.safety_copy}),
     )
     .with_code(!ok, EXIT_VERIFY)
 }

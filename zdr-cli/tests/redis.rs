@@ -313,3 +313,67 @@ fn sandbox_drill_includes_redis_or_says_it_was_skipped() {
     );
     assert_eq!(v["ok"], true, "{v}");
 }
+
+/// A physical restore first takes a safety copy of the live dataset (schedule `pre-restore`),
+/// so keys written since the last save are not lost; the restore still brings back the
+/// selected backup, not the safety copy. A wrong password is found before anything is
+/// stopped: the server keeps running with its data.
+#[test]
+fn physical_restore_takes_a_safety_copy_and_checks_credentials_first() {
+    if skip() {
+        return;
+    }
+    let env = Env::new();
+    let (code, v) = env.json(&["backup", "redis"]);
+    assert_eq!(code, 0, "{v}");
+    let selected = v["backup"]["id"].as_str().unwrap().to_owned();
+    // Written after the backup, never saved to disk (`save ""`).
+    env.pipe(0, "SET written:after the-backup\n");
+
+    // Wrong password: refused before the server is touched.
+    let (code, v) = env.json_pw(&["restore", "redis"], "not-the-password");
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(env.cli(0, &["GET", "written:after"]), "the-backup");
+    // Without the safety copy, the restorer's own preflight refuses it just the same.
+    let (code, v) = env.json_pw(
+        &["restore", "redis", "--no-safety-copy"],
+        "not-the-password",
+    );
+    assert_eq!(code, 2, "{v}");
+    assert!(
+        v["error"]["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nothing was stopped"),
+        "{v}"
+    );
+    assert_eq!(env.cli(0, &["GET", "written:after"]), "the-backup");
+
+    let (code, v) = env.json(&["restore", "redis"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["backup"],
+        selected.as_str(),
+        "the selected backup, not the copy: {v}"
+    );
+    let copy = v["safety_copy"].as_str().unwrap().to_owned();
+    assert_eq!(
+        env.cli(0, &["GET", "written:after"]),
+        "",
+        "restored to the backup"
+    );
+    let (_, list) = env.json(&["list"]);
+    let backups = list["tiers"][0]["backups"].as_array().unwrap();
+    let safety = backups.iter().find(|b| b["id"] == copy.as_str()).unwrap();
+    assert_eq!(safety["schedule"], "pre-restore", "{safety}");
+    assert_eq!(
+        safety["facts"]["keys"]["0"], 206,
+        "the unsaved key is in the copy"
+    );
+
+    // The safety copy restores the key written after the backup.
+    let (code, v) = env.json(&["restore", "redis", "--backup", &copy, "--no-safety-copy"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(v["safety_copy"].is_null(), "{v}");
+    assert_eq!(env.cli(0, &["GET", "written:after"]), "the-backup");
+}

@@ -353,6 +353,24 @@ pub(crate) async fn restore_physical(
     // Stage the RDB beside the data first: checked before the server is stopped.
     let staged = dir.join(format!(".zdr-restore-{}.rdb", backup.id));
     let bytes = fetch_rdb(backup, facts, from, &staged).await?;
+    // Preflight: a server that answers must accept the configured credentials before it is
+    // stopped (a wrong password found only after the restart would lose what was in memory).
+    if tokio::net::TcpStream::connect((c.host.as_str(), c.port))
+        .await
+        .is_ok()
+    {
+        match crate::client::connect(c, 0).await {
+            Ok(client) => {
+                let _ = fred::prelude::ClientLike::quit(&client).await;
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&staged).await;
+                return Err(e.with_hint(
+                    "nothing was stopped or replaced: fix the credentials and restore again",
+                ));
+            }
+        }
+    }
     let ts = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
 
     progress.info(format!("stopping redis at {}:{}", c.host, c.port));

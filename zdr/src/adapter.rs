@@ -111,6 +111,9 @@ pub struct RestoreOptions {
     pub force: bool,
     /// vault, logical: import the exported mount FROM into the mount TO.
     pub mount_map: Vec<(String, String)>,
+    /// redis, physical: skip the safety copy of the live dataset taken before the server is
+    /// stopped (a backup with schedule `pre-restore`).
+    pub no_safety_copy: bool,
 }
 
 impl Default for RestoreOptions {
@@ -129,6 +132,7 @@ impl Default for RestoreOptions {
             },
             force: false,
             mount_map: Vec::new(),
+            no_safety_copy: false,
         }
     }
 }

@@ -123,6 +123,10 @@ pub struct RestoreReport {
     pub rto_seconds: f64,
     /// Tiers tried before, and why they were passed over.
     pub skipped: Vec<SkippedTier>,
+    /// The safety copy of the live data taken before it was replaced (redis physical
+    /// restores: a backup with schedule `pre-restore` on the primary tier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safety_copy: Option<String>,
 }
 
 impl RestoreReport {
@@ -463,6 +467,7 @@ impl Stack {
         };
         let pipeline = self.pipeline()?;
         let started = Instant::now();
+        let safety_copy = self.safety_copy(name, ty, options, progress).await?;
         let mut skipped = Vec::new();
         let mut last_err: Option<Error> = None;
         for t in &tiers {
@@ -479,7 +484,7 @@ impl Stack {
                 }
             };
             let m = match select_for(&catalog, &comp, &options.backup, |m| {
-                adapter::accepts(ty, options, m)
+                adapter::accepts(ty, options, m) && Some(&m.id) != safety_copy.as_ref()
             }) {
                 Ok(m) => m,
                 Err(e) => {
@@ -522,6 +527,7 @@ impl Stack {
                         restore_seconds,
                         rto_seconds: started.elapsed().as_secs_f64(),
                         skipped,
+                        safety_copy: safety_copy.map(|id| id.to_string()),
                     });
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Storage) => {
@@ -539,6 +545,44 @@ impl Stack {
             }
         }
         Err(last_err.unwrap_or_else(|| Error::not_found(format!("no backup of {name}"))))
+    }
+
+    /// Before a redis physical restore replaces the live dataset: a backup of what the server
+    /// holds now (schedule `pre-restore`), so nothing in memory is lost without a copy. A
+    /// server that does not answer holds nothing to keep (a warning says so); one that
+    /// refuses the credentials stops the restore before anything changes.
+    async fn safety_copy(
+        &self,
+        name: &str,
+        ty: ComponentType,
+        options: &RestoreOptions,
+        progress: &Progress,
+    ) -> Result<Option<zdr_core::BackupId>> {
+        if ty != ComponentType::Redis || options.logical || options.no_safety_copy {
+            return Ok(None);
+        }
+        let copy = BackupOptions {
+            schedule: Some("pre-restore".to_owned()),
+            ..BackupOptions::default()
+        };
+        match self.backup(name, &copy, progress).await {
+            Ok(report) => {
+                progress.info(format!(
+                    "safety copy of the live dataset before the restore: {}",
+                    report.backup.id
+                ));
+                Ok(Some(report.backup.id))
+            }
+            Err(e) if e.kind() == ErrorKind::Source && e.is_temporary() => {
+                progress.warn(format!(
+                    "no safety copy of {name}: the server does not answer ({e}); nothing in memory to keep"
+                ));
+                Ok(None)
+            }
+            Err(e) => Err(e.with_hint(
+                "the safety copy of the live dataset failed, so nothing was replaced; fix the cause, or restore without a safety copy",
+            )),
+        }
     }
 
     async fn open_catalog(
