@@ -201,13 +201,25 @@ pub(crate) fn verify(run: &VerifyRun) -> Outcome {
         run.intact.len(),
         run.failures.len()
     ));
-    // Damage is exit 3; a tier that could not be read (and nothing damaged) exit 1.
-    let damaged = run.failures.iter().any(|p| p.kind != "storage");
+    // Damage is exit 3; a wrong or missing key (and nothing damaged) exit 2, as for a
+    // restore; a tier that could not be read (and nothing else) exit 1.
+    let has = |kind: &str| run.failures.iter().any(|p| p.kind == kind);
+    let code = if run
+        .failures
+        .iter()
+        .any(|p| !matches!(p.kind.as_str(), "storage" | "decrypt"))
+    {
+        EXIT_VERIFY
+    } else if has("decrypt") {
+        crate::EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILED
+    };
     Outcome::ok(
         text,
         json!({"ok": ok, "intact": run.intact.len(), "failures": run.failures}),
     )
-    .with_code(!ok, if damaged { EXIT_VERIFY } else { EXIT_FAILED })
+    .with_code(!ok, code)
 }
 
 pub(crate) fn restore(r: &RestoreReport) -> Outcome {

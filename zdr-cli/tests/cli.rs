@@ -350,8 +350,98 @@ fn encrypted_backups_need_the_right_key() {
     assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("AGE-SECRET-KEY"));
     assert!(!target.exists() || snapshot(&target).is_empty());
+    // verify --deep with the wrong key: the same exit code as the restore (2), not damage.
+    let out = env.zdr_env(
+        &["verify", "--deep"],
+        &[("ZDR_ENCRYPTION__IDENTITY_FILE", other.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let out = env.zdr(&["restore", "configs", "--to", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // Encrypting needs only the recipients: a backup runs without the identity file (kept
+    // offline); decrypting without it names the file.
+    let missing = dir.path().join("offline/age.key");
+    let offline = [("ZDR_ENCRYPTION__IDENTITY_FILE", missing.to_str().unwrap())];
+    let out = env.zdr_env(&["backup", "configs"], &offline);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = env.dir.path().join("again");
+    let out = env.zdr_env(
+        &["restore", "configs", "--to", again.to_str().unwrap()],
+        &offline,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read age identity file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A `.sha256` sidecar whose file-name part is damaged fails `sha256sum -c` (the runbook's
+/// check), so it fails `zdr verify` too, naming the sidecar; so does a damaged manifest
+/// sidecar, which the catalog reports as damage.
+#[test]
+fn a_sidecar_with_a_damaged_file_name_fails_verify_like_sha256sum() {
+    let env = Env::new("");
+    let (code, v) = env.json(&["backup", "configs"]);
+    assert_eq!(code, 0, "{v}");
+    let key = v["backup"]["artifacts"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sidecar = env.tier("local").join(format!("{key}.sha256"));
+    // Artifacts, sidecars and manifests on a local-disk tier are private (0600).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [env.tier("local").join(&key), sidecar.clone()] {
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+    }
+    let text = std::fs::read_to_string(&sidecar).unwrap();
+    let name = Path::new(&key).file_name().unwrap().to_str().unwrap();
+    let damaged = format!("X{}", &name[1..]);
+    assert!(text.contains(name), "{text}");
+    std::fs::write(&sidecar, text.replace(name, &damaged)).unwrap();
+    let check = Command::new("sha256sum")
+        .arg("-c")
+        .arg(sidecar.file_name().unwrap())
+        .current_dir(sidecar.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(!check.status.success(), "sha256sum -c accepted it");
+    let (code, v) = env.json(&["verify"]);
+    assert_eq!(code, 3, "{v}");
+    assert!(
+        v["failures"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains(".sha256"),
+        "{v}"
+    );
+    std::fs::write(&sidecar, text).unwrap();
+    let (code, v) = env.json(&["verify"]);
+    assert_eq!(code, 0, "{v}");
+
+    // The manifest's sidecar damaged: listed as unusable, named, and verify exits 3.
+    let manifests = env.tier("local").join("manifests/configs");
+    let msidecar = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_str().unwrap().ends_with(".json.sha256"))
+        .unwrap();
+    let mtext = std::fs::read_to_string(&msidecar).unwrap();
+    std::fs::write(&msidecar, mtext.replacen(".json", ".jsno", 1)).unwrap();
+    let (code, v) = env.json(&["verify"]);
+    assert_eq!(code, 3, "{v}");
+    assert!(
+        v["failures"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("damaged manifest or sidecar"),
+        "{v}"
+    );
 }
 
 fn zdr_storage_keys() -> (String, String) {

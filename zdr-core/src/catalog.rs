@@ -214,14 +214,14 @@ async fn load_one(tier: &dyn StorageTier, key: &str, has_sidecar: bool) -> Resul
     let bytes = tier.read_all(key).await?;
     if has_sidecar {
         let sidecar = tier.read_all(&layout::sidecar_key(key)).await?;
-        let expected =
-            layout::parse_sidecar(std::str::from_utf8(&sidecar).unwrap_or("")).map(str::to_owned);
+        let expected = layout::parse_sidecar_for(std::str::from_utf8(&sidecar).unwrap_or(""), key)
+            .map(str::to_owned);
         let actual = crate::sha256_hex(&bytes);
         if expected.as_deref() != Some(actual.as_str()) {
-            return Err(
-                Error::integrity("manifest does not match its .sha256 sidecar")
-                    .with_context("key", key),
-            );
+            return Err(Error::integrity(
+                "manifest does not match its .sha256 sidecar (damaged manifest or sidecar)",
+            )
+            .with_context("key", key));
         }
     }
     let m = Manifest::from_json(&bytes).map_err(|e| e.with_context("key", key))?;

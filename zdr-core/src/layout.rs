@@ -53,6 +53,25 @@ pub fn sidecar_line(key: &str, sha256_hex: &str) -> String {
     format!("{sha256_hex}  {file}\n")
 }
 
+/// Parse the sidecar of the file at `key` as `sha256sum -c` reads it: one line
+/// `<64 hex digits>` + two spaces (or a space and `*`) + the file's name. Returns the digest
+/// only when the name is the file's own, so a sidecar that `sha256sum -c` would reject (a
+/// damaged name, another file's line) is never accepted.
+#[must_use]
+pub fn parse_sidecar_for<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let file = key.rsplit('/').next().unwrap_or(key);
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    if line.contains('\n') {
+        return None;
+    }
+    let digest = parse_sidecar(line)?;
+    let rest = &line[digest.len()..];
+    let name = rest
+        .strip_prefix("  ")
+        .or_else(|| rest.strip_prefix(" *"))?;
+    (name == file).then_some(digest)
+}
+
 /// Parse a sidecar written by [`sidecar_line`] (or by `sha256sum`): the hex digest, if well formed.
 #[must_use]
 pub fn parse_sidecar(text: &str) -> Option<&str> {
@@ -106,6 +125,15 @@ mod tests {
         assert_eq!(line, format!("{}  c.sql.gz\n", "0".repeat(64)));
         assert_eq!(parse_sidecar(&line), Some("0".repeat(64).as_str()));
         assert!(parse_sidecar("xyz  c").is_none());
+        let key = "configs/daily/tree_20260101_000000_abcd.tar.zst";
+        let good = sidecar_line(key, &"0".repeat(64));
+        assert_eq!(parse_sidecar_for(&good, key), Some("0".repeat(64).as_str()));
+        let binary = good.replace("  tree", " *tree");
+        assert!(parse_sidecar_for(&binary, key).is_some());
+        let damaged = good.replace("tree_", "tree-");
+        assert!(parse_sidecar_for(&damaged, key).is_none(), "a damaged name");
+        assert!(parse_sidecar_for(&good, "configs/daily/other.tar.zst").is_none());
+        assert!(parse_sidecar_for(&format!("{good}{good}"), key).is_none());
     }
 
     #[test]

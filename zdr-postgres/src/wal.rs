@@ -204,7 +204,7 @@ impl WalArchive {
                 self.segment_size
             ))
             .with_hint(
-                "set wal_segment_size in the component config if the cluster uses another size",
+                "set wal.segment_size_mb in the component settings if the cluster uses another size",
             ));
         }
         let base = base_key(&self.prefix, &file, &name);

@@ -17,6 +17,9 @@ pub struct AgeKeys {
     recipients: Vec<age::x25519::Recipient>,
     identities: Vec<age::x25519::Identity>,
     passphrase: Option<SecretString>,
+    /// Why the configured identity file could not be read, reported when (and only when)
+    /// something must be decrypted: encrypting needs only the recipients.
+    identity_problem: Option<String>,
 }
 
 impl std::fmt::Debug for AgeKeys {
@@ -25,6 +28,7 @@ impl std::fmt::Debug for AgeKeys {
             .field("recipients", &self.recipient_strings())
             .field("identities", &self.identities.len())
             .field("passphrase", &self.passphrase.is_some())
+            .field("identity_problem", &self.identity_problem)
             .finish()
     }
 }
@@ -94,6 +98,26 @@ impl AgeKeys {
         self.with_identities_text(&text, &path.display().to_string())
     }
 
+    /// Like [`AgeKeys::with_identity_file`], but a file that cannot be read is not an error
+    /// yet: backups (which encrypt to the recipients) still run, and decrypting reports the
+    /// file and why it could not be read. A file that can be read but holds no identity is
+    /// an error at once.
+    ///
+    /// # Errors
+    /// A readable file that is not an age identity file.
+    pub fn with_identity_file_when_needed(mut self, path: &Path) -> Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => self.with_identities_text(&text, &path.display().to_string()),
+            Err(e) => {
+                self.identity_problem = Some(format!(
+                    "cannot read age identity file {}: {e}",
+                    path.display()
+                ));
+                Ok(self)
+            }
+        }
+    }
+
     /// Use a passphrase (scrypt) to encrypt when no recipient is set, and to decrypt
     /// passphrase-encrypted artifacts.
     #[must_use]
@@ -121,6 +145,12 @@ impl AgeKeys {
     #[must_use]
     pub fn can_decrypt(&self) -> bool {
         !self.identities.is_empty() || self.passphrase.is_some()
+    }
+
+    /// Why the configured identity file could not be read, when it could not.
+    #[must_use]
+    pub fn identity_problem(&self) -> Option<&str> {
+        self.identity_problem.as_deref()
     }
 
     /// The recipients as `age1...` strings (public).
@@ -165,6 +195,12 @@ impl AgeKeys {
             decryptor.decrypt(std::iter::once(&id as &dyn age::Identity))
         } else {
             if self.identities.is_empty() {
+                if let Some(problem) = &self.identity_problem {
+                    return Err(Error::new(
+                        ErrorKind::Decrypt,
+                        format!("the artifact is encrypted and {problem}"),
+                    ));
+                }
                 return Err(Error::new(
                     ErrorKind::Decrypt,
                     "the artifact is encrypted and no age identity is configured",

@@ -123,8 +123,8 @@ pub async fn find_object(
             Err(e) => return Err(e),
         };
         let text = String::from_utf8_lossy(&text);
-        let sha = layout::parse_sidecar(&text).ok_or_else(|| {
-            Error::integrity("the .sha256 sidecar is malformed")
+        let sha = layout::parse_sidecar_for(&text, &key).ok_or_else(|| {
+            Error::integrity("the .sha256 sidecar is malformed or names another file")
                 .with_context("tier", tier.name())
                 .with_context("key", &sidecar_key)
         })?;

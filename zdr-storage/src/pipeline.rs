@@ -638,9 +638,11 @@ pub async fn verify_stored(
         }
     })?;
     let text = String::from_utf8_lossy(&sidecar);
-    if layout::parse_sidecar(&text) != Some(record.sha256.as_str()) {
+    if layout::parse_sidecar_for(&text, &record.key) != Some(record.sha256.as_str()) {
         return Err(
-            Error::integrity("the .sha256 sidecar disagrees with the manifest")
+            Error::integrity(
+                "the .sha256 sidecar disagrees with the manifest (digest or file name; `sha256sum -c` would fail)",
+            )
                 .with_context("tier", &name)
                 .with_context("key", &sidecar_key),
         );
@@ -661,6 +663,13 @@ pub fn open_artifact(
     progress: Progress,
 ) -> Result<BoxRead> {
     if record.encryption.is_some() && !keys.can_decrypt() {
+        if let Some(problem) = keys.identity_problem() {
+            return Err(Error::new(
+                ErrorKind::Decrypt,
+                format!("the artifact is encrypted and {problem}"),
+            )
+            .with_context("key", &record.key));
+        }
         return Err(Error::new(
             ErrorKind::Decrypt,
             "the artifact is encrypted and no age identity or passphrase is configured",

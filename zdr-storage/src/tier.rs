@@ -91,8 +91,10 @@ pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>
     let bad = |e: opendal::Error| {
         Error::bad_input(format!("cannot configure tier {name:?}: {e}")).with_context("tier", name)
     };
+    let mut fs_root = None;
     let op = match config {
         TierConfig::Fs { root } => {
+            let fresh = !root.exists();
             std::fs::create_dir_all(root).map_err(|e| {
                 Error::bad_input(format!(
                     "cannot create the directory of tier {name:?}: {}",
@@ -104,6 +106,12 @@ pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>
                 Error::bad_input(format!("cannot resolve {}", root.display())).with_source(e)
             })?;
             let tmp = root.join(".zdr-tmp");
+            if fresh {
+                // A tier zdr creates is private: backups hold password hashes and keys.
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700));
+            }
+            fs_root = Some(root.clone());
             let builder = opendal::services::Fs::default()
                 .root(&root.to_string_lossy())
                 .atomic_write_dir(&tmp.to_string_lossy());
@@ -149,7 +157,9 @@ pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>
             opendal::Operator::new(opendal::services::Memory::default()).map_err(bad)?
         }
     };
-    Ok(Arc::new(OpendalTier::new(name, op)))
+    let mut tier = OpendalTier::new(name, op);
+    tier.fs_root = fs_root;
+    Ok(Arc::new(tier))
 }
 
 /// A [`StorageTier`] over any OpenDAL [`opendal::Operator`].
@@ -161,6 +171,9 @@ pub struct OpendalTier {
     /// small and sequential for a local disk (less memory, no benefit from concurrency).
     chunk: usize,
     concurrent: usize,
+    /// For a local-disk tier: its root, so every object written is made private (0600)
+    /// once it is in place.
+    fs_root: Option<PathBuf>,
 }
 
 impl OpendalTier {
@@ -173,6 +186,14 @@ impl OpendalTier {
             op,
             chunk: if local { 2 << 20 } else { 8 << 20 },
             concurrent: if local { 1 } else { 2 },
+            fs_root: None,
+        }
+    }
+
+    /// Make the object at `key` of a local-disk tier readable by its owner only.
+    fn make_private(&self, key: &str) {
+        if let Some(root) = &self.fs_root {
+            make_private(&root.join(key));
         }
     }
 
@@ -187,6 +208,50 @@ impl OpendalTier {
         let key = key.to_owned();
         let what = what.to_owned();
         move |e: opendal::Error| map_opendal(e, &what, &tier, &key)
+    }
+}
+
+/// Owner-only access (0600) for a file just written to a local-disk tier. Best effort: the
+/// object is complete either way, and a tier on a filesystem without modes still works.
+fn make_private(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+/// A local-disk writer that makes its file private once the write is committed (OpenDAL
+/// renames it into place at shutdown).
+struct PrivateOnClose<W> {
+    inner: W,
+    path: Option<PathBuf>,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for PrivateOnClose<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_shutdown(cx);
+        if let std::task::Poll::Ready(Ok(())) = &r
+            && let Some(path) = self.path.take()
+        {
+            make_private(&path);
+        }
+        r
     }
 }
 
@@ -234,7 +299,14 @@ impl StorageTier for OpendalTier {
             .concurrent(self.concurrent)
             .await
             .map_err(self.err("open for writing", key))?;
-        Ok(Box::new(w.into_futures_async_write().compat_write()))
+        let w = w.into_futures_async_write().compat_write();
+        match &self.fs_root {
+            Some(root) => Ok(Box::new(PrivateOnClose {
+                inner: w,
+                path: Some(root.join(key)),
+            })),
+            None => Ok(Box::new(w)),
+        }
     }
 
     async fn reader(&self, key: &str) -> Result<BoxRead> {
@@ -265,6 +337,7 @@ impl StorageTier for OpendalTier {
             .write(key, bytes)
             .await
             .map_err(self.err("write", key))?;
+        self.make_private(key);
         Ok(())
     }
 

@@ -369,7 +369,7 @@ impl Config {
         };
         let mut keys = AgeKeys::none().with_recipients(&self.encryption.recipients)?;
         if let Some(file) = &self.encryption.identity_file {
-            keys = keys.with_identity_file(file)?;
+            keys = keys.with_identity_file_when_needed(file)?;
         }
         let pass_env = self
             .encryption
