@@ -50,7 +50,38 @@ fn main() -> ExitCode {
         }
     };
     let progress = Progress::new(Arc::new(CliProgress::new(cli.no_progress || cli.json)));
-    match runtime.block_on(run(&cli, &progress)) {
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(&cli, &progress) => Ok(r),
+            code = interrupted() => Err(code),
+        }
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(code) => {
+            // The operation was dropped where it stood: a database swap in progress is rolled
+            // back by the server, partial artifacts never get a manifest, and temporary
+            // files are swept by the next backup on the tier.
+            render::report_error(
+                &Error::new(
+                    ErrorKind::Unexpected,
+                    format!(
+                        "interrupted by {}: stopped before completing; nothing partial is listed as a backup",
+                        if code == EXIT_SIGTERM {
+                            "SIGTERM"
+                        } else {
+                            "SIGINT"
+                        }
+                    ),
+                ),
+                cli.json,
+            );
+            // Worker tasks still running are abandoned with the runtime.
+            runtime.shutdown_background();
+            return ExitCode::from(code);
+        }
+    };
+    match result {
         Ok(outcome) => {
             render::print(&outcome, cli.json);
             ExitCode::from(outcome.code)
@@ -66,6 +97,27 @@ fn main() -> ExitCode {
             }
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// Exit code after SIGINT (Ctrl-C): 128 + 2.
+const EXIT_SIGINT: u8 = 130;
+/// Exit code after SIGTERM: 128 + 15.
+const EXIT_SIGTERM: u8 = 143;
+
+/// Wait for SIGINT or SIGTERM; the exit code to leave with.
+async fn interrupted() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => EXIT_SIGINT,
+            _ = term.recv() => EXIT_SIGTERM,
+        },
+        // Without signal handling, never interrupt.
+        _ => std::future::pending().await,
     }
 }
 

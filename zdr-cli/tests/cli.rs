@@ -553,3 +553,112 @@ fn an_unreachable_tier_is_reported_and_the_others_still_shown() {
     assert_eq!(v["intact"], 1, "{v}");
     assert_eq!(v["failures"][0]["tier"], "dead", "{v}");
 }
+
+/// 5 MiB that do not compress: more than one 2 MiB write buffer of a local-disk tier, so
+/// the temporary file exists on disk before the artifact is committed.
+fn add_blob(env: &Env) {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let blob: Vec<u8> = (0..5 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(env.live.join("blob.bin"), blob).unwrap();
+}
+
+fn tmp_files(env: &Env) -> Vec<PathBuf> {
+    match std::fs::read_dir(env.tier("local").join(".zdr-tmp")) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A backup killed just before its artifact is committed leaves a temporary file and no
+/// backup; the next backup removes the leftover once it is older than the grace period
+/// (kept while younger: it could be a run in progress) and says so.
+#[test]
+fn a_killed_backup_leaves_no_backup_and_its_temporary_file_is_swept() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new("");
+    add_blob(&env);
+    let out = env.zdr_env(
+        &["backup", "configs"],
+        &[("ZDR_FAILPOINT", "artifact-before-commit")],
+    );
+    assert_eq!(out.status.signal(), Some(6), "{}", stderr(&out));
+    let (code, v) = env.json(&["list"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(
+        v["tiers"][0]["backups"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    let left = tmp_files(&env);
+    assert!(!left.is_empty(), "the killed run left its temporary file");
+    // Younger than the default grace (1 h): kept.
+    let out = env.zdr(&["backup", "configs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(left.iter().all(|p| p.exists()));
+    // Older than the grace: removed, and reported.
+    let out = env.zdr_env(
+        &["backup", "configs"],
+        &[("ZDR_PIPELINE__SWEEP_GRACE_SECS", "0")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("temporary file(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(left.iter().all(|p| !p.exists()), "{left:?}");
+    let (code, v) = env.json(&["verify"]);
+    assert_eq!((code, v["intact"].as_u64()), (0, Some(2)), "{v}");
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM during a backup: exit 130 and 143, an error saying so, and no
+/// backup listed.
+#[test]
+fn interrupted_backups_exit_130_and_143_and_list_nothing() {
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let env = Env::new("");
+        add_blob(&env);
+        let child = Command::new(env!("CARGO_BIN_EXE_zdr"))
+            .arg("--config")
+            .arg(&env.config)
+            .args(["--no-progress", "backup", "configs"])
+            .env("ZDR_FAILPOINT", "artifact-before-commit:pause")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The run is at the failpoint once its temporary file exists.
+        let started = std::time::Instant::now();
+        while tmp_files(&env).is_empty() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the backup never reached the failpoint"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("interrupted by SIG{signal}")),
+            "{}",
+            stderr(&out)
+        );
+        let (c, v) = env.json(&["list"]);
+        assert_eq!(c, 0, "{v}");
+        assert!(
+            v["tiers"][0]["backups"].as_array().unwrap().is_empty(),
+            "{v}"
+        );
+    }
+}

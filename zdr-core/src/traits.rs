@@ -59,6 +59,18 @@ pub trait StorageTier: Send + Sync {
 
     /// Delete `key`; deleting a missing key succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Remove what interrupted runs left in the tier's own scratch space (a local disk's
+    /// temporary files) and that is older than `older_than`, so no run in progress loses
+    /// its file. Returns how many objects and bytes were removed. Tiers without such space
+    /// remove nothing.
+    ///
+    /// # Errors
+    /// When the scratch space cannot be listed.
+    async fn sweep_temporary(&self, older_than: std::time::Duration) -> Result<(usize, u64)> {
+        let _ = older_than;
+        Ok((0, 0))
+    }
 }
 
 /// Where a source writes its artifacts during a backup. The storage layer implements it:

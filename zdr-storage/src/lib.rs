@@ -55,6 +55,6 @@ pub use keys::AgeKeys;
 pub use object::{Found, find_object, object_key, put_object};
 pub use pipeline::{CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_stored};
 pub use replicate::{ReplicationReport, replicate};
-pub use repo::Repository;
+pub use repo::{DEFAULT_SWEEP_GRACE, Repository};
 pub use retry::RetryPolicy;
 pub use tier::{OpendalTier, S3Config, TierConfig, open_tier};

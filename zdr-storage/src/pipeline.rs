@@ -348,9 +348,14 @@ impl PipelineWriter {
                         }
                     }
                 }
+                w.flush()
+                    .await
+                    .map_err(|e| storage_io(&tier_name, &upload_key, "upload", e))?;
+                zdr_core::failpoint("artifact-before-commit");
                 w.shutdown()
                     .await
                     .map_err(|e| storage_io(&tier_name, &upload_key, "upload commit", e))?;
+                zdr_core::failpoint("artifact-before-sidecar");
                 let sha = hex::encode(hasher.finalize());
                 tier.write_all(
                     &layout::sidecar_key(&upload_key),

@@ -19,7 +19,12 @@ use crate::pipeline::{FailureSlot, PipelineOptions, PipelineWriter, open_artifac
 pub struct Repository {
     tier: Arc<dyn StorageTier>,
     options: PipelineOptions,
+    sweep_grace: std::time::Duration,
 }
+
+/// How old a temporary file of an interrupted run must be before a backup removes it: long
+/// enough that no write still in progress (which keeps touching its file) is taken for one.
+pub const DEFAULT_SWEEP_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,7 +38,22 @@ impl std::fmt::Debug for Repository {
 impl Repository {
     /// A repository on `tier` writing with `options`.
     pub fn new(tier: Arc<dyn StorageTier>, options: PipelineOptions) -> Self {
-        Self { tier, options }
+        Self::with_sweep_grace(tier, options, DEFAULT_SWEEP_GRACE)
+    }
+
+    /// A repository whose backups first remove temporary files of interrupted runs older
+    /// than `grace` ([`DEFAULT_SWEEP_GRACE`] with [`Repository::new`]).
+    #[must_use]
+    pub fn with_sweep_grace(
+        tier: Arc<dyn StorageTier>,
+        options: PipelineOptions,
+        grace: std::time::Duration,
+    ) -> Self {
+        Self {
+            tier,
+            options,
+            sweep_grace: grace,
+        }
     }
 
     /// The tier.
@@ -81,6 +101,14 @@ impl Repository {
             schedule: schedule.to_owned(),
             started_at,
         };
+        match self.tier.sweep_temporary(self.sweep_grace).await {
+            Ok((0, _)) => {}
+            Ok((n, bytes)) => progress.warn(format!(
+                "removed {n} temporary file(s) ({bytes} bytes) left on tier {} by interrupted runs",
+                self.tier.name()
+            )),
+            Err(e) => progress.warn(format!("could not sweep temporary files: {e}")),
+        }
         let task = format!("backup {component}");
         progress.start(&task, None);
         let mut sink = BackupSink {

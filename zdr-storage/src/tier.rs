@@ -211,6 +211,46 @@ impl OpendalTier {
     }
 }
 
+/// Remove the files under `dir` last modified longer than `older_than` ago.
+fn sweep_dir(
+    dir: &std::path::Path,
+    older_than: std::time::Duration,
+) -> std::io::Result<(usize, u64)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let now = std::time::SystemTime::now();
+    let (mut count, mut bytes) = (0, 0);
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            let (c, b) = sweep_dir(&entry.path(), older_than)?;
+            count += c;
+            bytes += b;
+            continue;
+        }
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > older_than);
+        if old {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    count += 1;
+                    bytes += meta.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok((count, bytes))
+}
+
 /// Owner-only access (0600) for a file just written to a local-disk tier. Best effort: the
 /// object is complete either way, and a tier on a filesystem without modes still works.
 fn make_private(path: &std::path::Path) {
@@ -358,6 +398,20 @@ impl StorageTier for OpendalTier {
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn sweep_temporary(&self, older_than: std::time::Duration) -> Result<(usize, u64)> {
+        let Some(root) = self.fs_root.clone() else {
+            return Ok((0, 0));
+        };
+        let tier = self.name.clone();
+        tokio::task::spawn_blocking(move || sweep_dir(&root.join(".zdr-tmp"), older_than))
+            .await
+            .map_err(|e| Error::unexpected(format!("sweep of tier {tier} failed: {e}")))?
+            .map_err(|e| {
+                Error::from_io(e, "cannot sweep the temporary files")
+                    .with_context("tier", &self.name)
+            })
     }
 
     async fn stat(&self, key: &str) -> Result<Option<Entry>> {

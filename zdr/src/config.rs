@@ -76,6 +76,10 @@ pub struct PipelineConfig {
     /// zstd worker threads.
     #[serde(default)]
     pub zstd_workers: Option<u32>,
+    /// Temporary files of interrupted runs older than this many seconds are removed from a
+    /// local-disk tier by the next backup on it (default 3600).
+    #[serde(default)]
+    pub sweep_grace_secs: Option<u64>,
 }
 
 /// `[encryption]`

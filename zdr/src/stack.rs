@@ -275,7 +275,15 @@ impl Stack {
     /// # Errors
     /// As [`Stack::tier`] and [`Stack::pipeline`].
     pub fn repository(&self, tier: &str) -> Result<Repository> {
-        Ok(Repository::new(self.tier(tier)?, self.pipeline()?))
+        Ok(self.repository_on(self.tier(tier)?, self.pipeline()?))
+    }
+
+    fn repository_on(&self, tier: Arc<dyn StorageTier>, pipeline: PipelineOptions) -> Repository {
+        let grace = self.config.pipeline.sweep_grace_secs.map_or(
+            zdr_storage::DEFAULT_SWEEP_GRACE,
+            std::time::Duration::from_secs,
+        );
+        Repository::with_sweep_grace(tier, pipeline, grace)
     }
 
     /// The type of the named component.
@@ -319,7 +327,7 @@ impl Stack {
         }
         let pipeline = self.pipeline()?;
         let adapter = Adapter::for_backup(name, config, options)?;
-        let repo = Repository::new(self.tier(&self.config.primary)?, pipeline);
+        let repo = self.repository_on(self.tier(&self.config.primary)?, pipeline);
         let started = Instant::now();
         let m = repo
             .backup(
