@@ -11,7 +11,8 @@ use zdr::{Error, Result};
 #[command(
     name = "zdr",
     version,
-    about = "Disaster recovery for self-hosted stacks"
+    about = "Disaster recovery for self-hosted stacks",
+    after_help = "Exit codes:\n  0        done\n  1        failed (a tier unreachable, a datastore, an unexpected error)\n  2        bad input (config, arguments, unknown names, wrong or missing key, would clobber)\n  3        verification failed (checksums, sidecars, manifests, restored data)\n  130/143  interrupted by SIGINT/SIGTERM (nothing partial is listed)\n  wal fetch: 1 = not in the archive, 255 = any other failure"
 )]
 pub(crate) struct Cli {
     /// The config file.
