@@ -359,3 +359,72 @@ fn the_postgres_database_itself_can_be_restored() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(env.count("postgres", "ops"), "2");
 }
+
+/// Another restore of the same database holds its lock (here a session holding the same
+/// advisory lock): the restore waits for it (a killed run's last server command may still be
+/// finishing), and fails with a conflict (exit 2) only after `lock_wait_secs`.
+#[test]
+fn a_restore_waits_for_the_lock_then_reports_a_conflict() {
+    require_postgres();
+    let env = Env::new();
+    let (code, v) = env.json(&["backup", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    let hold = |secs: u32| {
+        Command::new(std::path::Path::new(PG_BIN).join("psql"))
+            .args(["-X", "-q", "-h"])
+            .arg(env.cluster.dir.path())
+            .args([
+                "-p",
+                &env.cluster.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+            ])
+            .arg("-c")
+            .arg(format!(
+                "SELECT pg_advisory_lock(hashtext('zdr restore app')); SELECT pg_sleep({secs})"
+            ))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let held_by = |env: &Env| {
+        env.cluster.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        )
+    };
+    // Held for longer than the wait: a conflict naming the database.
+    let mut holder = hold(4);
+    while held_by(&env) == "0" {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_zdr"))
+        .arg("--config")
+        .arg(&env.config)
+        .args(["--no-progress", "restore", "postgres"])
+        .env("ZDR_COMPONENTS__POSTGRES__PASSWORD", PASSWORD)
+        .env("ZDR_COMPONENTS__POSTGRES__LOCK_WAIT_SECS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another zdr restore of app is running"),
+        "{err}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    while held_by(&env) != "0" {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Held for a moment only: the restore waits, then runs.
+    let mut holder = hold(2);
+    while held_by(&env) == "0" {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, v) = env.json(&["restore", "postgres"]);
+    assert_eq!(code, 0, "{v}");
+    let _ = holder.wait();
+}

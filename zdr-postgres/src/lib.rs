@@ -195,6 +195,10 @@ pub struct PgConfig {
     /// the data without indexes); memory use does not grow with it. With a container
     /// runner, the tools must see this directory at the same path (a bind mount).
     pub spool_dir: Option<PathBuf>,
+    /// How long a restore or rollback waits for another one of the same database (its
+    /// advisory lock) before failing with a conflict; a run killed a moment ago can still
+    /// hold it while its last server command finishes (default 30 s).
+    pub lock_wait: std::time::Duration,
 }
 
 impl PgConfig {
@@ -219,6 +223,7 @@ impl PgConfig {
             row_counts: true,
             checksums: false,
             spool_dir: None,
+            lock_wait: std::time::Duration::from_secs(30),
         }
     }
 

@@ -89,20 +89,33 @@ async fn drop_db(conn: &mut PgConnection, c: &PostgresComponent, name: &str) -> 
 }
 
 /// Take the per-database advisory lock so two restores of one database never overlap.
+///
+/// A restore killed a moment ago may still hold it on the server (its last command, such as a
+/// CREATE DATABASE, runs to its end before the server notices the client is gone): wait for
+/// it up to `lock_wait` ([`crate::PgConfig::lock_wait`]) before calling it a concurrent run.
 async fn lock(conn: &mut PgConnection, c: &PostgresComponent, db: &str) -> Result<()> {
-    let got: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('zdr restore ' || $1))")
-            .bind(db)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| pg::db_error(e, &c.config, "cannot take the restore lock"))?;
-    if got {
-        Ok(())
-    } else {
-        Err(Error::new(
+    let wait = c.config.lock_wait;
+    pg::exec(
+        conn,
+        &c.config,
+        &format!("SET lock_timeout = '{}ms'", wait.as_millis().max(1)),
+    )
+    .await?;
+    let got = sqlx::query("SELECT pg_advisory_lock(hashtext('zdr restore ' || $1))")
+        .bind(db)
+        .execute(&mut *conn)
+        .await;
+    pg::exec(conn, &c.config, "RESET lock_timeout").await?;
+    match got {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => Err(Error::new(
             ErrorKind::Conflict,
-            format!("another zdr restore of {db} is running"),
-        ))
+            format!(
+                "another zdr restore of {db} is running (still after {:.1}s)",
+                wait.as_secs_f64()
+            ),
+        )),
+        Err(e) => Err(pg::db_error(e, &c.config, "cannot take the restore lock")),
     }
 }
 

@@ -49,6 +49,10 @@ pub struct PostgresSettings {
     /// needs disk space for one uncompressed dump.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// Seconds a restore or rollback waits for another one of the same database before
+    /// failing with a conflict (default 30).
+    #[serde(default)]
+    pub lock_wait_secs: Option<u64>,
     /// `[components.NAME.wal]`: WAL archiving, base backups and point-in-time recovery.
     #[serde(default)]
     pub wal: WalArchiveSettings,
@@ -123,6 +127,9 @@ impl PostgresSettings {
         c.checksums = self.checksums.unwrap_or(false);
         if let Some(dir) = &self.spool_dir {
             c.spool_dir = Some(dir.clone());
+        }
+        if let Some(secs) = self.lock_wait_secs {
+            c.lock_wait = std::time::Duration::from_secs(secs);
         }
         Ok(c)
     }

@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# The fault suite: kills zdr at every commit point (failpoints, ZDR_FAILPOINT) and at random
+# instants, flips bytes in every kind of stored file, and takes a tier away, then checks what
+# an operator would check after each injection:
+#   - live data intact and connectable (a fingerprint of the rows before and after; no
+#     database refusing connections),
+#   - no incomplete backup listed (every listed backup verifies),
+#   - damage caught and named (`zdr verify` exit 3),
+#   - the next run succeeds (and removes what the killed one left).
+# It prints one line per injection and a summary table; exit 0 only when every check passed.
+#
+#   bash scripts/faults.sh                 # builds zdr (debug) unless ZDR_BIN is given
+#   ZDR_BIN=target/release/zdr REPS=2 bash scripts/faults.sh
+#
+# Needs PostgreSQL 15 server binaries (scripts/install-test-deps.sh installs them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=${REPS:-1}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+if [[ -z ${ZDR_BIN:-} ]]; then
+    cargo build -q --locked -p zdr-cli
+    ZDR_BIN=$PWD/target/debug/zdr
+fi
+ZDR_BIN=$(realpath "$ZDR_BIN")
+
+WORK=$(mktemp -d /tmp/zdr-faults.XXXXXX)
+chmod 755 "$WORK"
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+AS_PG=()
+if [[ $(id -u) -eq 0 ]]; then AS_PG=(runuser -u postgres --); fi
+
+cleanup() {
+    "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- a throwaway cluster, a config tree, two local tiers --------------------------------
+mkdir -p "$WORK/pg" "$WORK/live/nginx" "$WORK/tiers"
+[[ $(id -u) -eq 0 ]] && chown postgres "$WORK/pg"
+"${AS_PG[@]}" "$PG_BIN/initdb" -D "$WORK/pg/data" -U zdr --auth-local=trust --auth-host=trust \
+    -E UTF8 --locale=C.UTF-8 -N >/dev/null
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/log" -w \
+    -o "-p $PORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+psql_() { "$PG_BIN/psql" -X -q -t -A -v ON_ERROR_STOP=1 -h "$WORK/pg" -p "$PORT" -U zdr "$@"; }
+psql_ -d postgres -c "CREATE DATABASE app"
+psql_ -d app -c "CREATE TABLE orders (id int PRIMARY KEY, item text);
+    INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 20000) g;"
+for i in $(seq 1 40); do echo "setting_$i = $RANDOM" >"$WORK/live/nginx/site_$i.conf"; done
+head -c 3000000 /dev/urandom >"$WORK/live/blob.bin"
+
+cat >"$WORK/zdr.toml" <<EOF
+primary = "local"
+replicate_to = ["replica"]
+[tiers.local]
+type = "fs"
+root = "$WORK/tiers/local"
+[tiers.replica]
+type = "fs"
+root = "$WORK/tiers/replica"
+[components.configs]
+type = "files"
+path = "$WORK/live"
+[components.postgres]
+type = "postgres"
+host = "127.0.0.1"
+port = $PORT
+user = "zdr"
+database = "app"
+bin_dir = "$PG_BIN"
+EOF
+
+zdr() { "$ZDR_BIN" --config "$WORK/zdr.toml" --no-progress "$@"; }
+fingerprint() { psql_ -d app -c "SELECT count(*) || ':' || md5(string_agg(item, ',' ORDER BY id)) FROM orders"; }
+refusing() { psql_ -d postgres -c "SELECT count(*) FROM pg_database WHERE NOT datallowconn AND NOT datistemplate"; }
+listed() { zdr --json list | python3 -c 'import json,sys; print(sum(len(t["backups"]) for t in json.load(sys.stdin)["tiers"]))'; }
+
+N=0
+FAILED=0
+# record CATEGORY INJECTION RESULT NOTE
+record() {
+    N=$((N + 1))
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
+    [[ $3 == ok ]] || FAILED=$((FAILED + 1))
+    printf '%4d %-10s %-44s %-4s %s\n' "$N" "$1" "$2" "$3" "$4"
+}
+
+# After a killed run: every listed backup verifies (none incomplete), and the next backup of
+# COMPONENT succeeds.
+after_kill_checks() {
+    local listed_ok=ok note=""
+    if ! zdr verify --tier local --component "$1" >/dev/null 2>&1; then listed_ok=FAIL; note="a listed backup does not verify"; fi
+    if ! zdr backup "$1" >/dev/null 2>&1; then listed_ok=FAIL; note="$note; the next backup failed"; fi
+    echo "$listed_ok|$note"
+}
+
+zdr backup configs --replicate >/dev/null
+zdr backup postgres --replicate >/dev/null
+
+# --- 1. backups killed at their commit points ------------------------------------------
+for rep in $(seq 1 $((5 * REPS))); do
+    for comp in configs postgres; do
+        for point in artifact-before-commit artifact-before-sidecar; do
+            before=$(listed)
+            ZDR_FAILPOINT=$point zdr backup "$comp" >/dev/null 2>&1 && true
+            after=$(listed)
+            r=$(after_kill_checks "$comp")
+            res=${r%%|*}
+            [[ $after -eq $before ]] || { res=FAIL; r="|a killed backup is listed"; }
+            record backup "$comp killed at $point" "$res" "${r#*|}"
+        done
+    done
+done
+
+# --- 2. backups killed at random instants ------------------------------------------------
+for rep in $(seq 1 $((15 * REPS))); do
+    for comp in configs postgres; do
+        delay=$(python3 -c "import random; print(round(random.uniform(0.02, 0.6), 3))")
+        zdr backup "$comp" >/dev/null 2>&1 &
+        pid=$!
+        sleep "$delay"
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        r=$(after_kill_checks "$comp")
+        record backup "$comp SIGKILL after ${delay}s" "${r%%|*}" "${r#*|}"
+    done
+done
+
+# --- 3. restores killed at every step of the swap -----------------------------------------
+zdr backup postgres >/dev/null
+psql_ -d app -c "DELETE FROM orders WHERE id > 15000"
+for rep in $(seq 1 $((4 * REPS))); do
+    for point in pg-swap-after-terminate pg-swap-after-rename-live pg-swap-after-rename-side \
+        pg-swap-before-commit; do
+        live=$(fingerprint)
+        ZDR_FAILPOINT=$point zdr restore postgres >/dev/null 2>&1 && true
+        res=ok note=""
+        now=$(fingerprint 2>/dev/null || echo unreachable)
+        [[ $now == "$live" ]] || { res=FAIL; note="live data changed or unreachable: $now"; }
+        [[ $(refusing) == 0 ]] || { res=FAIL; note="$note; a database refuses connections"; }
+        record restore "postgres killed at $point" "$res" "$note"
+    done
+    # Killed right after the commit: the restore is complete; the next run is clean.
+    ZDR_FAILPOINT=pg-swap-after-commit zdr restore postgres >/dev/null 2>&1 && true
+    res=ok note=""
+    [[ $(psql_ -d app -c "SELECT count(*) FROM orders") == 20000 ]] || { res=FAIL; note="not restored"; }
+    zdr restore postgres >/dev/null 2>&1 || { res=FAIL; note="$note; the next restore failed"; }
+    left=$(psql_ -d postgres -c "SELECT count(*) FROM pg_database WHERE datname LIKE '%zdr_restore%'")
+    [[ $left == 0 ]] || { res=FAIL; note="$note; side databases left behind"; }
+    record restore "postgres killed at pg-swap-after-commit" "$res" "$note"
+    psql_ -d app -c "DELETE FROM orders WHERE id > 15000"
+done
+
+# --- 4. restores killed at random instants (load, verification, swap) ----------------------
+for rep in $(seq 1 $((15 * REPS))); do
+    live=$(fingerprint)
+    delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.5), 3))")
+    zdr restore postgres >/dev/null 2>&1 &
+    pid=$!
+    sleep "$delay"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    res=ok note=""
+    now=$(fingerprint 2>/dev/null || echo unreachable)
+    restored=$(psql_ -d app -c "SELECT count(*) FROM orders" 2>/dev/null || echo unreachable)
+    if [[ $now != "$live" && $restored != 20000 ]]; then res=FAIL; note="live is neither the old nor the restored data: $now"; fi
+    [[ $(refusing) == 0 ]] || { res=FAIL; note="$note; a database refuses connections"; }
+    zdr restore postgres >/dev/null 2>"$WORK/err" ||
+        { res=FAIL; note="$note; the next restore failed: $(tail -c 300 "$WORK/err" | tr '\n' ' ')"; }
+    record restore "postgres SIGKILL after ${delay}s" "$res" "$note"
+    psql_ -d app -c "DELETE FROM orders WHERE id > 15000"
+done
+
+# --- 5. rollbacks killed mid-swap -------------------------------------------------------
+for rep in $(seq 1 $((5 * REPS))); do
+    for point in pg-swap-after-rename-live pg-swap-before-commit; do
+        live=$(fingerprint)
+        ZDR_FAILPOINT=$point zdr rollback postgres >/dev/null 2>&1 && true
+        res=ok note=""
+        now=$(fingerprint 2>/dev/null || echo unreachable)
+        [[ $now == "$live" ]] || { res=FAIL; note="live changed: $now"; }
+        [[ $(refusing) == 0 ]] || { res=FAIL; note="$note; a database refuses connections"; }
+        record rollback "postgres killed at $point" "$res" "$note"
+    done
+done
+zdr rollback postgres >/dev/null
+
+# --- 6. replication killed at random instants ----------------------------------------------
+for rep in $(seq 1 $((10 * REPS))); do
+    zdr backup configs >/dev/null
+    delay=$(python3 -c "import random; print(round(random.uniform(0.01, 0.4), 3))")
+    zdr replicate >/dev/null 2>&1 &
+    pid=$!
+    sleep "$delay"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    res=ok note=""
+    zdr verify --tier replica >/dev/null 2>&1 || { res=FAIL; note="a partial copy is listed on the replica"; }
+    zdr replicate >/dev/null 2>&1 || { res=FAIL; note="$note; the next replication failed"; }
+    zdr verify --tier replica >/dev/null 2>&1 || { res=FAIL; note="$note; replica does not verify after the re-run"; }
+    record replicate "SIGKILL after ${delay}s" "$res" "$note"
+done
+
+# --- 7. bytes flipped in every kind of stored file ------------------------------------------
+flip() { # FILE: flip one byte at a random offset
+    python3 - "$1" <<'PY'
+import os, random, sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+i = random.randrange(len(b))
+b[i] ^= random.randrange(1, 256)
+open(p, "wb").write(bytes(b))
+PY
+}
+KEY=$(zdr --json backup configs --replicate | python3 -c 'import json,sys; m=json.load(sys.stdin)["backup"]; print(m["id"] + " " + max(m["artifacts"], key=lambda a: a["size"])["key"])')
+ID=${KEY%% *}
+ART=$WORK/tiers/local/${KEY#* }
+MAN=$WORK/tiers/local/manifests/configs/$ID.json
+for rep in $(seq 1 $((10 * REPS))); do
+    for kind in artifact artifact-sidecar manifest manifest-sidecar; do
+        case $kind in
+        artifact) f=$ART ;;
+        artifact-sidecar) f=$ART.sha256 ;;
+        manifest) f=$MAN ;;
+        manifest-sidecar) f=$MAN.sha256 ;;
+        esac
+        cp "$f" "$WORK/saved"
+        flip "$f"
+        res=ok note=""
+        if cmp -s "$f" "$WORK/saved"; then note="(flip was a no-op)"; fi
+        code=0
+        zdr verify --tier local --component configs >/dev/null 2>&1 || code=$?
+        [[ $code -eq 3 ]] || { res=FAIL; note="verify exit $code, not 3"; }
+        # The restore falls back to the replica's intact copy.
+        rm -rf "$WORK/restored"
+        zdr restore configs --backup "$ID" --to "$WORK/restored" >/dev/null 2>&1 ||
+            { res=FAIL; note="$note; restore from the replica's intact copy failed"; }
+        cp "$WORK/saved" "$f"
+        record flip "$kind, random byte" "$res" "$note"
+    done
+done
+
+# --- 8. a tier taken away (an S3 endpoint where nothing listens) -----------------------------
+DEAD=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 - "$WORK/zdr.toml" "$WORK" "$DEAD" <<'PY'
+import sys
+p, work, port = sys.argv[1:]
+t = open(p).read().replace(
+    f'[tiers.replica]\ntype = "fs"\nroot = "{work}/tiers/replica"',
+    f'[tiers.replica]\ntype = "s3"\nbucket = "zdr-gone"\nendpoint = "http://127.0.0.1:{port}"\n'
+    'access_key_id = "x"\nsecret_access_key = "y"')
+open(p, "w").write(t)
+PY
+code=0
+zdr list >/dev/null 2>&1 || code=$?
+res=ok note=""
+[[ $code -eq 1 ]] || { res=FAIL; note="list exit $code, not 1"; }
+out=$(zdr list 2>/dev/null || true)
+grep -q "tier local:" <<<"$out" || { res=FAIL; note="$note; the local tier is hidden"; }
+record tier "replica unreachable: list" "$res" "$note"
+code=0
+zdr verify >/dev/null 2>&1 || code=$?
+res=ok note=""
+[[ $code -eq 1 ]] || { res=FAIL; note="verify exit $code, not 1"; }
+record tier "replica unreachable: verify" "$res" "$note"
+code=0
+zdr replicate >/dev/null 2>&1 || code=$?
+res=ok note=""
+[[ $code -eq 1 ]] || { res=FAIL; note="replicate exit $code, not 1"; }
+record tier "replica unreachable: replicate" "$res" "$note"
+
+# --- leftovers -------------------------------------------------------------------------------
+left=$(find "$WORK/tiers/local/.zdr-tmp" -type f 2>/dev/null | wc -l)
+ZDR_PIPELINE__SWEEP_GRACE_SECS=0 zdr backup configs >/dev/null 2>&1 || true
+after=$(find "$WORK/tiers/local/.zdr-tmp" -type f 2>/dev/null | wc -l)
+res=ok note="$left temporary file(s) left by killed runs"
+[[ $after -eq 0 ]] || { res=FAIL; note="$note; $after still there after the next run"; }
+record cleanup "temporary files swept by the next backup" "$res" "$note"
+
+echo
+echo "| category | injections | passed | failed |"
+echo "| --- | --- | --- | --- |"
+awk -F'\t' '{n[$1]++; if ($3=="ok") p[$1]++; else f[$1]++} END {for (c in n) printf "| %s | %d | %d | %d |\n", c, n[c], p[c]+0, f[c]+0}' "$RESULTS" | sort
+echo "| **all** | $N | $((N - FAILED)) | $FAILED |"
+[[ $FAILED -eq 0 ]]
