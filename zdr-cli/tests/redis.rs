@@ -377,3 +377,59 @@ fn physical_restore_takes_a_safety_copy_and_checks_credentials_first() {
     assert!(v["safety_copy"].is_null(), "{v}");
     assert_eq!(env.cli(0, &["GET", "written:after"]), "the-backup");
 }
+
+/// A physical restore killed after the server was stopped (before and after the new RDB is
+/// in place) leaves it down; the next zdr command touching the component starts it again
+/// (saying so), and the safety copy taken before the stop brings back what was in memory.
+#[test]
+fn a_restore_killed_while_the_server_is_down_is_repaired_by_the_next_run() {
+    use std::os::unix::process::ExitStatusExt;
+    if skip() {
+        return;
+    }
+    let env = Env::new();
+    let (code, v) = env.json(&["backup", "redis"]);
+    assert_eq!(code, 0, "{v}");
+    for point in ["redis-after-swap", "redis-after-stop"] {
+        env.pipe(0, "SET written:after the-backup\n");
+        let out = Command::new(env!("CARGO_BIN_EXE_zdr"))
+            .arg("--config")
+            .arg(&env.config)
+            .args(["--no-progress", "restore", "redis"])
+            .env("ZDR_COMPONENTS__REDIS__PASSWORD", PASSWORD)
+            .env("ZDR_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(6), "{point}: {out:?}");
+        assert_ne!(env.cli(0, &["PING"]), "PONG", "{point}: the server is down");
+        // The next command on the component brings the server back first.
+        let out = env.zdr_env(&["backup", "redis"], PASSWORD);
+        assert!(
+            out.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("interrupted restore"), "{point}: {err}");
+        assert_eq!(env.cli(0, &["PING"]), "PONG", "{point}");
+        // What was in memory before the killed restore is in its safety copy.
+        let (_, list) = env.json(&["list"]);
+        let copy = list["tiers"][0]["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|b| b["schedule"] == "pre-restore")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (code, v) = env.json(&["restore", "redis", "--backup", &copy, "--no-safety-copy"]);
+        assert_eq!(code, 0, "{point}: {v}");
+        assert_eq!(
+            env.cli(0, &["GET", "written:after"]),
+            "the-backup",
+            "{point}"
+        );
+    }
+}

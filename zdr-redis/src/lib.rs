@@ -394,6 +394,12 @@ impl BackupSource for RedisComponent {
         sink: &mut dyn ArtifactSink,
         progress: &Progress,
     ) -> Result<SourceFacts> {
+        if let Some(note) = server::repair_interrupted(self, progress)
+            .await
+            .map_err(|e| self.context(e))?
+        {
+            progress.warn(note);
+        }
         let r = match &self.mode {
             BackupMode::Physical => physical::backup(self, sink, progress).await,
             BackupMode::Logical { pattern, db } => {
@@ -478,6 +484,13 @@ impl RedisComponent {
             )));
         }
         let facts = self.check_manifest(backup).map_err(|e| self.context(e))?;
+        let repaired = if options.scratch {
+            None
+        } else {
+            server::repair_interrupted(self, progress)
+                .await
+                .map_err(|e| self.context(e))?
+        };
         // Scratch first: a scratch restore never touches the configured server.
         let r = if options.scratch {
             server::verify_scratch(self, backup, &facts, from, progress).await
@@ -486,7 +499,11 @@ impl RedisComponent {
         } else {
             server::restore_physical(self, backup, &facts, from, progress).await
         };
-        r.map_err(|e| self.context(e))
+        let mut outcome = r.map_err(|e| self.context(e))?;
+        if let Some(note) = repaired {
+            outcome.notes.insert(0, note);
+        }
+        Ok(outcome)
     }
 }
 

@@ -331,6 +331,91 @@ fn command_spec(argv: &[String]) -> Result<CommandSpec> {
 }
 
 /// Stop the server, swap the files, start it, wait for loading, compare.
+/// The journal of a physical restore in progress, in the data directory.
+const JOURNAL: &str = ".zdr-restore-journal";
+
+/// Finish what a physical restore killed between stopping and restarting the server left:
+/// when its journal is there and the server does not answer, put the previous RDB (and AOF
+/// directory) back if none is in place, start the server with the configured command and wait
+/// until it has loaded. Returns what was repaired.
+pub(crate) async fn repair_interrupted(
+    r: &RedisComponent,
+    progress: &Progress,
+) -> Result<Option<String>> {
+    let c = &r.config;
+    let Some(dir) = &c.data_dir else {
+        return Ok(None);
+    };
+    let journal = dir.join(JOURNAL);
+    let Ok(what) = tokio::fs::read_to_string(&journal).await else {
+        return Ok(None);
+    };
+    let what = what.trim().to_owned();
+    if tokio::net::TcpStream::connect((c.host.as_str(), c.port))
+        .await
+        .is_ok()
+    {
+        // The server is up (the restore finished, or someone started it): nothing to do.
+        let _ = tokio::fs::remove_file(&journal).await;
+        return Ok(None);
+    }
+    let Some(start) = &c.start_command else {
+        return Err(Error::new(
+            ErrorKind::Source,
+            format!(
+                "redis is down after an interrupted {what}, and no start_command is configured to start it"
+            ),
+        ));
+    };
+    let mut done = Vec::new();
+    let newest_aside = |prefix: String| async move {
+        let mut best: Option<std::path::PathBuf> = None;
+        if let Ok(mut rd) = tokio::fs::read_dir(dir).await {
+            while let Ok(Some(e)) = rd.next_entry().await {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix)
+                    && best
+                        .as_ref()
+                        .is_none_or(|b| b.file_name().is_some_and(|n| *n.to_string_lossy() < *name))
+                {
+                    best = Some(e.path());
+                }
+            }
+        }
+        best
+    };
+    let target = dir.join(&c.dbfilename);
+    if !target.exists()
+        && let Some(old) = newest_aside(format!("{}.zdr-old-", c.dbfilename)).await
+    {
+        tokio::fs::rename(&old, &target)
+            .await
+            .map_err(|e| Error::from_io(e, format!("cannot put {} back", old.display())))?;
+        done.push(format!("put {} back", old.display()));
+    }
+    let aof = dir.join("appendonlydir");
+    if !aof.exists()
+        && let Some(old) = newest_aside("appendonlydir.zdr-old-".to_owned()).await
+    {
+        tokio::fs::rename(&old, &aof)
+            .await
+            .map_err(|e| Error::from_io(e, format!("cannot put {} back", old.display())))?;
+        done.push(format!("put {} back", old.display()));
+    }
+    progress.warn(format!(
+        "redis at {}:{} is down after an interrupted {what}: starting it",
+        c.host, c.port
+    ));
+    run_to_end(r, &command_spec(start)?, "starting redis").await?;
+    wait_loaded(c, c.timeout * 5).await?;
+    let _ = tokio::fs::remove_file(&journal).await;
+    done.push("started the server".to_owned());
+    Ok(Some(format!(
+        "repaired an interrupted {what}: {}",
+        done.join(", ")
+    )))
+}
+
 pub(crate) async fn restore_physical(
     r: &RedisComponent,
     backup: &Manifest,
@@ -373,6 +458,14 @@ pub(crate) async fn restore_physical(
     }
     let ts = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
 
+    // From here on the server may be down: the journal lets the next run bring it back if
+    // this one is killed before the restart.
+    tokio::fs::write(
+        dir.join(JOURNAL),
+        format!("restore of {} at {ts}\n", backup.id),
+    )
+    .await
+    .map_err(|e| Error::from_io(e, "cannot write the restore journal"))?;
     progress.info(format!("stopping redis at {}:{}", c.host, c.port));
     let stop = match &c.stop_command {
         Some(argv) => command_spec(argv)?,
@@ -415,6 +508,7 @@ pub(crate) async fn restore_physical(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    zdr_core::failpoint("redis-after-stop");
     let mut notes = Vec::new();
     let target = dir.join(&c.dbfilename);
     if target.exists() {
@@ -471,10 +565,12 @@ pub(crate) async fn restore_physical(
     tokio::fs::rename(&staged, &target)
         .await
         .map_err(|e| Error::from_io(e, format!("cannot put {} in place", target.display())))?;
+    zdr_core::failpoint("redis-after-swap");
 
     progress.info(c.scrub(&format!("starting redis ({})", start.join(" "))));
     run_to_end(r, &command_spec(&start)?, "starting redis").await?;
     wait_loaded(c, c.timeout * 5).await?;
+    let _ = tokio::fs::remove_file(dir.join(JOURNAL)).await;
     let report = compare_counts(r, c, facts).await?;
     if !report.is_ok() {
         return Err(Error::integrity(format!(
