@@ -1,7 +1,12 @@
 //! The `zdr` binary end to end, as an operator runs it: config file, env overrides, exit
 //! codes, `--json`, and the failure modes that must leave live data and the catalog alone.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -661,4 +666,48 @@ fn interrupted_backups_exit_130_and_143_and_list_nothing() {
             "{v}"
         );
     }
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The primary tier's disk fills up during a backup: a storage error (exit 1), no backup
+/// listed, and the failed run removes its partial temporary file, so the next backup (once
+/// there is room) succeeds at once.
+#[test]
+fn a_full_disk_fails_the_backup_cleanly_and_leaves_no_temporary_file() {
+    let env = Env::new("");
+    let tier = env.tier("local");
+    std::fs::create_dir_all(&tier).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&tier)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        // A small tmpfs needs root (CI runs as root).
+        eprintln!("cannot mount a tmpfs here: skipping");
+        return;
+    }
+    let _guard = Mounted(tier.clone());
+    add_blob(&env);
+    let out = env.zdr(&["backup", "configs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tier: local"), "{}", stderr(&out));
+    assert!(tmp_files(&env).is_empty(), "{:?}", tmp_files(&env));
+    let (code, v) = env.json(&["list", "--tier", "local"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(
+        v["tiers"][0]["backups"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    std::fs::remove_file(env.live.join("blob.bin")).unwrap();
+    let out = env.zdr(&["backup", "configs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

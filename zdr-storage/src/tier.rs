@@ -211,6 +211,18 @@ impl OpendalTier {
     }
 }
 
+/// Remove the temporary files of writes of the file `name` (`<name>.<random>`) in `dir`.
+fn remove_temporary_of(dir: &std::path::Path, name: &str) {
+    let prefix = format!("{name}.");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// Remove the files under `dir` last modified longer than `older_than` ago.
 fn sweep_dir(
     dir: &std::path::Path,
@@ -429,6 +441,14 @@ impl StorageTier for OpendalTier {
 
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(&self.name, key)?;
+        // A write of this key that failed midway (a full disk, a killed stream) left its
+        // temporary file (`<file name>.<random>`) in the scratch space: it goes too, so the
+        // next run does not start on a disk the failed one filled.
+        if let Some(root) = &self.fs_root {
+            let name = key.rsplit('/').next().unwrap_or(key).to_owned();
+            let tmp = root.join(".zdr-tmp");
+            let _ = tokio::task::spawn_blocking(move || remove_temporary_of(&tmp, &name)).await;
+        }
         match self.op.delete(key).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
