@@ -32,6 +32,7 @@ AS_PG=()
 if [[ $(id -u) -eq 0 ]]; then AS_PG=(runuser -u postgres --); fi
 
 cleanup() {
+    umount "$WORK/small" 2>/dev/null || true
     "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
     [[ -f $WORK/redis/redis.pid ]] && kill "$(cat "$WORK/redis/redis.pid")" 2>/dev/null || true
     rm -rf "$WORK"
@@ -359,6 +360,42 @@ zdr replicate >/dev/null 2>&1 || code=$?
 res=ok note=""
 [[ $code -eq 1 ]] || { res=FAIL; note="replicate exit $code, not 1"; }
 record tier "replica unreachable: replicate" "$res" "$note"
+
+# --- 11. a full disk -------------------------------------------------------------------------
+# A 3 MiB tmpfs tier (root only) and a config tree that does not fit: each backup fails with a
+# storage error, lists nothing, leaves no temporary file; with room again, the next succeeds.
+mkdir -p "$WORK/small"
+if mount -t tmpfs -o size=3m tmpfs "$WORK/small" 2>/dev/null; then
+    python3 - "$WORK/zdr.toml" "$WORK" <<'PY'
+import sys
+p, work = sys.argv[1:]
+t = open(p).read().replace(f'root = "{work}/tiers/local"', f'root = "{work}/small"')
+open(p, "w").write(t.replace('replicate_to = ["replica"]', 'replicate_to = []'))
+PY
+    for rep in $(seq 1 $((5 * REPS))); do
+        head -c 4000000 /dev/urandom >"$WORK/live/big.bin"
+        code=0
+        zdr backup configs >/dev/null 2>&1 || code=$?
+        res=ok note=""
+        [[ $code -eq 1 ]] || { res=FAIL; note="exit $code, not 1"; }
+        n=$(find "$WORK/small/.zdr-tmp" -type f 2>/dev/null | wc -l)
+        [[ $n -eq 0 ]] || { res=FAIL; note="$note; $n temporary file(s) left"; }
+        [[ $(listed) -eq 0 ]] || { res=FAIL; note="$note; a failed backup is listed"; }
+        rm -f "$WORK/live/big.bin"
+        zdr backup configs >/dev/null 2>&1 || { res=FAIL; note="$note; the next backup failed"; }
+        find "$WORK/small" -mindepth 1 -delete
+        record disk "backup onto a full disk" "$res" "$note"
+    done
+    umount "$WORK/small"
+    python3 - "$WORK/zdr.toml" "$WORK" <<'PY'
+import sys
+p, work = sys.argv[1:]
+t = open(p).read().replace(f'root = "{work}/small"', f'root = "{work}/tiers/local"')
+open(p, "w").write(t)
+PY
+else
+    echo "(cannot mount a tmpfs: the full-disk injections need root)"
+fi
 
 # --- leftovers -------------------------------------------------------------------------------
 left=$(find "$WORK/tiers/local/.zdr-tmp" -type f 2>/dev/null | wc -l)
