@@ -7,21 +7,18 @@
 
 use std::path::PathBuf;
 
-use zdr_core::{BackupSelector, Component, Progress, RestoreTarget, Verifier};
-use zdr_files::FilesComponent;
-use zdr_storage::{PipelineOptions, Repository, RetryPolicy, TierConfig, open_tier};
+use zdr::core::{BackupSelector, Component, Progress, RestoreTarget, Verifier};
+use zdr::files::FilesComponent;
+use zdr::storage::{PipelineOptions, Repository, RetryPolicy, TierConfig, open_tier};
 
-#[tokio::main]
-async fn main() -> zdr_core::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let scratch = tempfile::tempdir().map_err(|e| zdr_core::Error::from_io(e, "tempdir"))?;
-    let source = args
-        .next()
-        .map_or_else(|| PathBuf::from("examples"), PathBuf::from);
-    let backups = args
-        .next()
-        .map_or_else(|| scratch.path().join("backups"), PathBuf::from);
-
+/// Back up `source` to a local tier at `backups`, replicate it to an offsite tier in
+/// `scratch`, restore the latest backup from the offsite tier alone into `scratch/restored`
+/// and verify it; returns the verification.
+pub async fn backup_configs(
+    source: PathBuf,
+    backups: PathBuf,
+    scratch: &std::path::Path,
+) -> zdr::Result<zdr::VerifyReport> {
     // A tier, a repository (zstd by default), and the component to back up.
     let local = open_tier("local", &TierConfig::Fs { root: backups })?;
     let repo = Repository::new(local.clone(), PipelineOptions::default());
@@ -38,11 +35,11 @@ async fn main() -> zdr_core::Result<()> {
     let offsite = open_tier(
         "offsite",
         &TierConfig::Fs {
-            root: scratch.path().join("offsite"),
+            root: scratch.join("offsite"),
         },
     )?;
     let report =
-        zdr_storage::replicate(&local, &offsite, &RetryPolicy::default(), &Progress::none())
+        zdr::storage::replicate(&local, &offsite, &RetryPolicy::default(), &Progress::none())
             .await?;
     println!("replicated {} backup(s)", report.copied.len());
 
@@ -51,7 +48,7 @@ async fn main() -> zdr_core::Result<()> {
     let catalog = offsite_repo.catalog().await?;
     let latest = catalog.select(&Component::new("configs")?, &BackupSelector::Latest)?;
     let target = RestoreTarget {
-        path: Some(scratch.path().join("restored")),
+        path: Some(scratch.join("restored")),
         ..Default::default()
     };
     let outcome = offsite_repo
@@ -64,5 +61,21 @@ async fn main() -> zdr_core::Result<()> {
         outcome.target,
         report.problems.len()
     );
-    Ok(())
+    Ok(report)
+}
+
+#[allow(dead_code)]
+#[tokio::main]
+async fn main() -> zdr::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let scratch = tempfile::tempdir().map_err(|e| zdr::Error::from_io(e, "tempdir"))?;
+    let source = args
+        .next()
+        .map_or_else(|| PathBuf::from("examples"), PathBuf::from);
+    let backups = args
+        .next()
+        .map_or_else(|| scratch.path().join("backups"), PathBuf::from);
+    backup_configs(source, backups, scratch.path())
+        .await
+        .map(|_| ())
 }
