@@ -102,7 +102,7 @@ fingerprint() {
     return 1
 }
 refusing() { psql_ -d postgres -c "SELECT count(*) FROM pg_database WHERE NOT datallowconn AND NOT datistemplate"; }
-listed() { zdr --json list | python3 -c 'import json,sys; print(sum(len(t["backups"]) for t in json.load(sys.stdin)["tiers"]))'; }
+listed() { zdr --json list 2>/dev/null | python3 -c 'import json,sys; print(sum(len(t["backups"]) for t in json.load(sys.stdin)["tiers"]))'; }
 
 N=0
 FAILED=0
