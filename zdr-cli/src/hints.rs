@@ -7,7 +7,11 @@ use zdr::Error;
 pub(crate) fn for_cli(e: Error) -> Error {
     let message = e.to_string();
     let hint = e.hint().unwrap_or_default().to_owned();
-    let cli = if message.contains("apply to postgres components") {
+    let cli = if message.contains("base backups apply to postgres") {
+        Some("--base applies to postgres components")
+    } else if message.contains("a target name (database or collection)") {
+        Some("--database names the target database (postgres) or collection (qdrant)")
+    } else if message.contains("apply to postgres components") {
         Some("--database, --table, --as and --in-place apply to postgres components")
     } else if message.contains("apply to redis components") {
         Some("--match, --db and --no-replace apply to redis components")

@@ -494,7 +494,7 @@ pub(crate) fn accepts(ty: ComponentType, options: &RestoreOptions, m: &Manifest)
 pub(crate) fn other_kind_hint(ty: ComponentType, options: &RestoreOptions) -> &'static str {
     match ty {
         ComponentType::Postgres => {
-            "base backups are restored by point-in-time recovery (zdr pitr), not by a logical restore"
+            "base backups are restored by point-in-time recovery, not by a logical restore"
         }
         ComponentType::Redis | ComponentType::Qdrant if !options.logical => "",
         ComponentType::Redis | ComponentType::Qdrant => {
