@@ -66,8 +66,8 @@ pub use runner::{
 pub use secret::Secret;
 pub use traits::{
     ArtifactReader, ArtifactSink, ArtifactWrite, BackupRequest, BackupSource, BoxRead, BoxWrite,
-    Entry, RestoreOutcome, RestoreTarget, Restorer, SourceFacts, StorageTier, Verifier,
-    VerifyReport,
+    Entry, RestoreCall, RestoreOutcome, RestoreTarget, RestoreWithOptions, Restorer, SourceFacts,
+    StorageTier, Verifier, VerifyReport,
 };
 
 /// The zdr version recorded in manifests.

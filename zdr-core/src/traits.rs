@@ -184,6 +184,66 @@ pub trait Restorer: Send + Sync {
     ) -> Result<RestoreOutcome>;
 }
 
+/// A restorer whose restores take options of their own per call (a restore mode, a single
+/// table, a key pattern): [`RestoreCall`] carries them to the storage layer, so no options are
+/// ever stored on a long-lived component.
+#[async_trait]
+pub trait RestoreWithOptions: Send + Sync {
+    /// The per-call options.
+    type Options: Send + Sync + std::fmt::Debug;
+
+    /// The component restored.
+    fn restored_component(&self) -> &Component;
+
+    /// Restore `backup` with `options` (see [`Restorer::restore`]).
+    async fn restore_with_options(
+        &self,
+        options: &Self::Options,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome>;
+}
+
+/// One restore with its own options: the [`Restorer`] to hand to the storage layer.
+#[derive(Debug)]
+pub struct RestoreCall<'a, R: RestoreWithOptions + std::fmt::Debug> {
+    restorer: &'a R,
+    options: R::Options,
+}
+
+impl<'a, R: RestoreWithOptions + std::fmt::Debug> RestoreCall<'a, R> {
+    /// A restore of `restorer` with `options`.
+    pub fn new(restorer: &'a R, options: R::Options) -> Self {
+        Self { restorer, options }
+    }
+
+    /// The options of this call.
+    pub fn options(&self) -> &R::Options {
+        &self.options
+    }
+}
+
+#[async_trait]
+impl<R: RestoreWithOptions + std::fmt::Debug> Restorer for RestoreCall<'_, R> {
+    fn component(&self) -> &Component {
+        self.restorer.restored_component()
+    }
+
+    async fn restore(
+        &self,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        self.restorer
+            .restore_with_options(&self.options, backup, from, target, progress)
+            .await
+    }
+}
+
 /// The result of a verification.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {

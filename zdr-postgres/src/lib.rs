@@ -78,8 +78,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use zdr_core::{
     ArtifactReader, ArtifactSink, BackupKind, BackupRequest, BackupSource, CommandRunner,
-    Component, Error, ErrorKind, LocalRunner, Manifest, Progress, RestoreOutcome, RestoreTarget,
-    Restorer, Result, SourceFacts, Verifier, VerifyReport,
+    Component, Error, ErrorKind, LocalRunner, Manifest, Progress, RestoreCall, RestoreOutcome,
+    RestoreTarget, RestoreWithOptions, Restorer, Result, SourceFacts, Verifier, VerifyReport,
 };
 
 pub use facts::{FACTS_FORMAT, PgFacts, SequenceFact, TableFact};
@@ -346,11 +346,8 @@ impl PostgresComponent {
     /// to the storage layer (`Repository::restore`). [`Restorer::restore`] on the component
     /// itself uses the default options (the safe restore of the whole database).
     #[must_use]
-    pub fn restore_with(&self, options: RestoreOptions) -> RestoreCall<'_> {
-        RestoreCall {
-            component: self,
-            options,
-        }
+    pub fn restore_with(&self, options: RestoreOptions) -> RestoreCall<'_, Self> {
+        RestoreCall::new(self, options)
     }
 
     async fn restore_inner(
@@ -637,36 +634,24 @@ impl Restorer for PostgresComponent {
     }
 }
 
-/// One restore of a [`PostgresComponent`] with its own [`RestoreOptions`]
-/// ([`PostgresComponent::restore_with`]).
-#[derive(Debug)]
-pub struct RestoreCall<'a> {
-    component: &'a PostgresComponent,
-    options: RestoreOptions,
-}
-
 #[async_trait]
-impl Restorer for RestoreCall<'_> {
-    fn component(&self) -> &Component {
-        &self.component.component
+impl RestoreWithOptions for PostgresComponent {
+    type Options = RestoreOptions;
+
+    fn restored_component(&self) -> &Component {
+        &self.component
     }
 
-    /// Restore into `target.name` (default: the backup's database) with this call's options.
-    ///
-    /// # Errors
-    /// [`ErrorKind::BadInput`] for an unconfirmed in-place restore, an unknown table or a
-    /// table restore from a plain backup; [`ErrorKind::Integrity`] when the restored data
-    /// does not match the facts (the live database is untouched);
-    /// [`ErrorKind::Source`] for server and tool failures.
-    async fn restore(
+    /// As [`Restorer::restore`], with `options` for this call.
+    async fn restore_with_options(
         &self,
+        options: &RestoreOptions,
         backup: &Manifest,
         from: &dyn ArtifactReader,
         target: &RestoreTarget,
         progress: &Progress,
     ) -> Result<RestoreOutcome> {
-        self.component
-            .restore_inner(&self.options, backup, from, target, progress)
+        self.restore_inner(options, backup, from, target, progress)
             .await
     }
 }

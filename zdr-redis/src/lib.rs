@@ -71,8 +71,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use zdr_core::{
     ArtifactReader, ArtifactSink, BackupRequest, BackupSource, CommandRunner, Component, Error,
-    LocalRunner, Manifest, Progress, RestoreOutcome, RestoreTarget, Restorer, Result, SourceFacts,
-    Verifier, VerifyReport,
+    LocalRunner, Manifest, Progress, RestoreCall, RestoreOutcome, RestoreTarget,
+    RestoreWithOptions, Restorer, Result, SourceFacts, Verifier, VerifyReport,
 };
 
 pub use rdb::{Crc64, RdbSummary};
@@ -326,11 +326,8 @@ impl RedisComponent {
     /// options (into the configured server; a logical backup without replacing existing
     /// keys).
     #[must_use]
-    pub fn restore_with(&self, options: RestoreOptions) -> RestoreCall<'_> {
-        RestoreCall {
-            component: self,
-            options,
-        }
+    pub fn restore_with(&self, options: RestoreOptions) -> RestoreCall<'_, Self> {
+        RestoreCall::new(self, options)
     }
 
     /// The connection settings.
@@ -438,37 +435,6 @@ impl Restorer for RedisComponent {
     }
 }
 
-/// One restore of a [`RedisComponent`] with its own [`RestoreOptions`]
-/// ([`RedisComponent::restore_with`]).
-#[derive(Debug)]
-pub struct RestoreCall<'a> {
-    component: &'a RedisComponent,
-    options: RestoreOptions,
-}
-
-#[async_trait]
-impl Restorer for RestoreCall<'_> {
-    fn component(&self) -> &Component {
-        &self.component.component
-    }
-
-    /// As [`RedisComponent`]'s restore, with this call's options.
-    ///
-    /// # Errors
-    /// As [`RedisComponent`]'s restore.
-    async fn restore(
-        &self,
-        backup: &Manifest,
-        from: &dyn ArtifactReader,
-        target: &RestoreTarget,
-        progress: &Progress,
-    ) -> Result<RestoreOutcome> {
-        self.component
-            .restore_inner(&self.options, backup, from, target, progress)
-            .await
-    }
-}
-
 impl RedisComponent {
     async fn restore_inner(
         &self,
@@ -504,6 +470,28 @@ impl RedisComponent {
             outcome.notes.insert(0, note);
         }
         Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl RestoreWithOptions for RedisComponent {
+    type Options = RestoreOptions;
+
+    fn restored_component(&self) -> &Component {
+        &self.component
+    }
+
+    /// As [`Restorer::restore`], with `options` for this call.
+    async fn restore_with_options(
+        &self,
+        options: &RestoreOptions,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        self.restore_inner(options, backup, from, target, progress)
+            .await
     }
 }
 

@@ -451,9 +451,9 @@ pub(crate) enum RestorerFor<'a> {
     #[allow(dead_code)]
     Component(&'a dyn Restorer),
     #[cfg(feature = "postgres")]
-    Postgres(zdr_postgres::RestoreCall<'a>),
+    Postgres(zdr_core::RestoreCall<'a, zdr_postgres::PostgresComponent>),
     #[cfg(feature = "redis")]
-    Redis(zdr_redis::RestoreCall<'a>),
+    Redis(zdr_core::RestoreCall<'a, zdr_redis::RedisComponent>),
 }
 
 impl RestorerFor<'_> {
