@@ -9,7 +9,7 @@ use zdr_core::{
     Result, SourceFacts,
 };
 
-use crate::client::safe_name;
+use crate::client::artifact_name;
 use crate::{
     AliasFact, BATCH, CollectionFacts, EXPORT_EXT, FULL_SNAPSHOT_ARTIFACT, FullSnapshotFact,
     QdrantComponent, QdrantFacts,
@@ -44,7 +44,7 @@ impl QdrantComponent {
         let result = self
             .download(
                 &format!("/collections/{c}/snapshots/{name}"),
-                c,
+                &artifact_name(c),
                 Some(c),
                 &name,
                 &checksum,
@@ -175,7 +175,7 @@ impl QdrantComponent {
         let sample = self.sample(c).await?;
         let task = format!("qdrant export {c}");
         progress.start(&task, None);
-        let mut out = sink.create(c, EXPORT_EXT).await?;
+        let mut out = sink.create(&artifact_name(c), EXPORT_EXT).await?;
         let io = |e| Error::from_io(e, "write the export artifact");
         let mut header = json!({
             "collection": c,
@@ -243,15 +243,6 @@ impl BackupSource for QdrantComponent {
                 ErrorKind::NotFound,
                 "the server has no collection to back up".into(),
                 None,
-            ));
-        }
-        if let Some(bad) = collections.iter().find(|c| !safe_name(c)) {
-            return Err(self.err(
-                ErrorKind::Unsupported,
-                format!(
-                    "collection name {bad:?} cannot be an artifact name (use A-Z a-z 0-9 - _ .)"
-                ),
-                Some(bad),
             ));
         }
         let aliases: Vec<AliasFact> = self

@@ -21,6 +21,33 @@ pub(crate) fn safe_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// The artifact name of a collection. Qdrant accepts names an artifact cannot carry (spaces,
+/// `/`, non-ASCII): those — and names that could be mistaken for an encoded one — become `_q`
+/// followed by the hex of the name's UTF-8 bytes. Every other name is its own artifact name,
+/// so backups made before this encoding existed keep their names. The mapping is injective and
+/// reversible ([`collection_of_artifact`]).
+#[must_use]
+pub fn artifact_name(collection: &str) -> String {
+    if safe_name(collection) && !collection.starts_with("_q") {
+        collection.to_owned()
+    } else {
+        format!("_q{}", hex::encode(collection.as_bytes()))
+    }
+}
+
+/// The collection an artifact name stands for ([`artifact_name`] reversed); `None` when it is
+/// not one `artifact_name` makes.
+#[must_use]
+pub fn collection_of_artifact(artifact: &str) -> Option<String> {
+    match artifact.strip_prefix("_q") {
+        Some(hexed) => {
+            let name = String::from_utf8(hex::decode(hexed).ok()?).ok()?;
+            (artifact_name(&name) == artifact).then_some(name)
+        }
+        None => (safe_name(artifact)).then(|| artifact.to_owned()),
+    }
+}
+
 /// The default gRPC URL for a REST base URL: the same host, port 6334 when the REST port
 /// is 6333 or not given; `None` for any other port.
 pub(crate) fn default_grpc_url(base: &str) -> Option<String> {
@@ -477,5 +504,35 @@ impl QdrantComponent {
                 payload_sha256: payload_hash(&p["payload"]),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn artifact_names_are_reversible_and_leave_plain_names_alone() {
+        for name in [
+            "docs",
+            "team space",
+            "a/b",
+            "дом",
+            "_qdeadbeef",
+            ".hidden",
+            "x y.z",
+        ] {
+            let a = artifact_name(name);
+            assert!(safe_name(&a), "{name:?} -> {a:?}");
+            assert_eq!(collection_of_artifact(&a).as_deref(), Some(name), "{a}");
+        }
+        assert_eq!(artifact_name("docs_v2.1"), "docs_v2.1");
+        assert_eq!(artifact_name("team space"), "_q7465616d207370616365");
+        assert_ne!(
+            artifact_name("_q00"),
+            "_q00",
+            "an encoded-looking name is encoded"
+        );
+        assert_eq!(collection_of_artifact("_qzz"), None);
     }
 }

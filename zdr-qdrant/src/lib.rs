@@ -73,6 +73,7 @@ use std::fmt;
 
 use zdr_core::Component;
 
+pub use client::{artifact_name, collection_of_artifact};
 pub use config::QdrantConfig;
 pub use facts::{AliasFact, CollectionFacts, FullSnapshotFact, PointSample, QdrantFacts};
 

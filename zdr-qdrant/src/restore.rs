@@ -10,6 +10,7 @@ use zdr_core::{
     Restorer, Result,
 };
 
+use crate::client::artifact_name;
 use crate::client::major_minor;
 use crate::convert;
 use crate::{AliasFact, BATCH, QdrantComponent, QdrantFacts};
@@ -213,7 +214,7 @@ impl Restorer for QdrantComponent {
         let mut restored = Vec::new();
         for c in &facts.collections {
             let dest = target.name.clone().unwrap_or_else(|| c.name.clone());
-            let record = backup.artifact(&c.name).ok_or_else(|| {
+            let record = backup.artifact(&artifact_name(&c.name)).ok_or_else(|| {
                 self.err(
                     ErrorKind::Integrity,
                     format!(

@@ -700,3 +700,35 @@ async fn restore_by_recover_from_a_url_the_server_fetches() -> Result<()> {
     env.drop_collection(&side).await;
     Ok(())
 }
+
+/// A collection name that cannot be an artifact name (`team space`, which Qdrant accepts) no
+/// longer blocks the backup: its artifact gets an encoded, reversible name, and both
+/// collections come back.
+#[tokio::test(flavor = "multi_thread")]
+async fn collection_names_that_are_not_artifact_names_are_encoded() -> Result<()> {
+    let env = env().await;
+    let plain = unique("plain");
+    let spaced = format!("{} team space", unique("odd"));
+    env.seed(&plain, 12, None).await;
+    env.seed(&spaced, 7, None).await;
+    let q = env.qdrant(&[&plain, &spaced]);
+    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    let names: Vec<&str> = manifest.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert!(names.contains(&plain.as_str()), "{names:?}");
+    let encoded = zdr_qdrant::artifact_name(&spaced);
+    assert!(names.contains(&encoded.as_str()), "{names:?}");
+    assert_eq!(
+        zdr_qdrant::collection_of_artifact(&encoded).as_deref(),
+        Some(spaced.as_str())
+    );
+    env.drop_collection(&plain).await;
+    env.drop_collection(&spaced).await;
+    env.repo
+        .restore(&q, &manifest, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    let report = q.verify(&manifest, &RestoreTarget::default()).await?;
+    assert!(report.is_ok(), "{:?}", report.problems);
+    env.drop_collection(&plain).await;
+    env.drop_collection(&spaced).await;
+    Ok(())
+}
