@@ -242,6 +242,16 @@ impl Restorer for QdrantComponent {
                 } else {
                     self.upload_snapshot(&dest, c, record.raw_size, reader)
                         .await?;
+                    // Qdrant keeps the uploaded file among the collection's snapshots: a
+                    // full copy per restore unless it is removed. A leftover is reported.
+                    if let Err(e) = self.delete_uploaded_snapshot(&dest, &c.snapshot).await {
+                        let note = format!(
+                            "the uploaded snapshot of {dest} was left on the server: {}",
+                            e.message()
+                        );
+                        progress.warn(note.clone());
+                        outcome.notes.push(note);
+                    }
                 }
             }
             progress.finish(&task);

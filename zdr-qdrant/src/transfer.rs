@@ -85,7 +85,7 @@ impl QdrantComponent {
             reqwest::Body::wrap_stream(ReaderStream::new(reader)),
             raw_size,
         )
-        .file_name(format!("{}.snapshot", c.snapshot))
+        .file_name(upload_file_name(&c.snapshot))
         .mime_str("application/octet-stream")
         .map_err(|e| Error::unexpected(format!("multipart: {e}")))?;
         let form = reqwest::multipart::Form::new().part("snapshot", part);
@@ -100,6 +100,20 @@ impl QdrantComponent {
         )
         .await?;
         Ok(())
+    }
+
+    /// Delete the file an upload left in the collection's snapshots (Qdrant keeps uploaded
+    /// snapshots until deleted). A failure is returned for the caller to report.
+    pub(crate) async fn delete_uploaded_snapshot(&self, dest: &str, snapshot: &str) -> Result<()> {
+        let name = upload_file_name(snapshot);
+        self.grpc
+            .delete_snapshot(qdrant_client::qdrant::DeleteSnapshotRequest {
+                collection_name: dest.to_owned(),
+                snapshot_name: name,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| self.grpc_err("delete the uploaded snapshot", Some(dest), e))
     }
 
     /// Have the server restore collection `dest` from a snapshot it fetches itself at
@@ -138,5 +152,14 @@ impl QdrantComponent {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// The file name of an upload: the snapshot's own name, with one `.snapshot` extension.
+fn upload_file_name(snapshot: &str) -> String {
+    if snapshot.ends_with(".snapshot") {
+        snapshot.to_owned()
+    } else {
+        format!("{snapshot}.snapshot")
     }
 }

@@ -215,6 +215,12 @@ async fn snapshot_round_trip_under_another_name_then_original_with_aliases() -> 
         .restore(&q, &manifest, &target, &Progress::none())
         .await?;
     assert_eq!(out.target, side);
+    // Qdrant keeps an uploaded snapshot file until it is deleted: the restore deletes it.
+    assert_eq!(
+        env.snapshots(&side).await,
+        0,
+        "uploaded snapshot left on the server"
+    );
     let report = q.verify(&manifest, &target).await?;
     assert!(report.is_ok(), "{:?}", report.problems);
     assert!(report.checked > 1);
@@ -234,6 +240,11 @@ async fn snapshot_round_trip_under_another_name_then_original_with_aliases() -> 
         .restore(&q, &manifest, &RestoreTarget::default(), &Progress::none())
         .await?;
     assert!(env.aliases().await.contains(&(alias.clone(), c.clone())));
+    assert_eq!(
+        env.snapshots(&c).await,
+        0,
+        "uploaded snapshot left on the server"
+    );
     let report = q.verify(&manifest, &RestoreTarget::default()).await?;
     assert!(report.is_ok(), "{:?}", report.problems);
 

@@ -625,16 +625,23 @@ async fn delete_snapshot(
 }
 
 /// The file part of a `multipart/form-data` body (the double reads it whole).
-fn file_part(headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
+fn file_part(headers: &HeaderMap, body: &[u8]) -> Option<(Option<String>, Vec<u8>)> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let boundary = ct.split("boundary=").nth(1)?.trim_matches('"');
     let start_marker = format!("--{boundary}");
     let pos = find(body, start_marker.as_bytes())?;
     let after = &body[pos + start_marker.len()..];
     let headers_end = find(after, b"\r\n\r\n")? + 4;
+    // The part's `filename="..."`: Qdrant stores the upload under it.
+    let part_headers = String::from_utf8_lossy(&after[..headers_end]);
+    let file_name = part_headers
+        .split("filename=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .map(str::to_owned);
     let data = &after[headers_end..];
     let end = find(data, format!("\r\n--{boundary}").as_bytes())?;
-    Some(data[..end].to_vec())
+    Some((file_name, data[..end].to_vec()))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -648,7 +655,7 @@ async fn upload_snapshot(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(file) = file_part(&headers, &body) else {
+    let Some((file_name, file)) = file_part(&headers, &body) else {
         return fail(
             StatusCode::BAD_REQUEST,
             "expected a multipart snapshot field",
@@ -667,6 +674,10 @@ async fn upload_snapshot(
         return fail(StatusCode::BAD_REQUEST, "not a snapshot of this double");
     };
     let mut s = s.lock().unwrap();
+    // Like Qdrant, the uploaded file stays in the collection's snapshots (listed, and kept
+    // until deleted) under the part's file name.
+    let stored = file_name.unwrap_or_else(|| "upload.snapshot".to_owned());
+    s.snapshots.insert((c.clone(), stored), file.clone());
     s.collections.insert(
         c,
         Collection {
