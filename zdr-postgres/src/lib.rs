@@ -350,30 +350,6 @@ impl PostgresComponent {
         RestoreCall::new(self, options)
     }
 
-    async fn restore_inner(
-        &self,
-        options: &RestoreOptions,
-        backup: &Manifest,
-        from: &dyn ArtifactReader,
-        target: &RestoreTarget,
-        progress: &Progress,
-    ) -> Result<RestoreOutcome> {
-        let facts = self.check_manifest(backup).map_err(|e| self.context(e))?;
-        let db = target
-            .name
-            .clone()
-            .unwrap_or_else(|| facts.database.clone());
-        restore::run(self, options, backup, &facts, from, &db, progress)
-            .await
-            .map_err(|e| {
-                let e = self.context(e).with_context("database", &db);
-                match &options.table {
-                    Some(t) => e.with_context("table", t),
-                    None => e,
-                }
-            })
-    }
-
     /// The component.
     #[must_use]
     pub fn component(&self) -> &Component {
@@ -629,7 +605,7 @@ impl Restorer for PostgresComponent {
         target: &RestoreTarget,
         progress: &Progress,
     ) -> Result<RestoreOutcome> {
-        self.restore_inner(&RestoreOptions::default(), backup, from, target, progress)
+        self.restore_with_options(&RestoreOptions::default(), backup, from, target, progress)
             .await
     }
 }
@@ -651,8 +627,20 @@ impl RestoreWithOptions for PostgresComponent {
         target: &RestoreTarget,
         progress: &Progress,
     ) -> Result<RestoreOutcome> {
-        self.restore_inner(options, backup, from, target, progress)
+        let facts = self.check_manifest(backup).map_err(|e| self.context(e))?;
+        let db = target
+            .name
+            .clone()
+            .unwrap_or_else(|| facts.database.clone());
+        restore::run(self, options, backup, &facts, from, &db, progress)
             .await
+            .map_err(|e| {
+                let e = self.context(e).with_context("database", &db);
+                match &options.table {
+                    Some(t) => e.with_context("table", t),
+                    None => e,
+                }
+            })
     }
 }
 

@@ -430,13 +430,21 @@ impl Restorer for RedisComponent {
         target: &RestoreTarget,
         progress: &Progress,
     ) -> Result<RestoreOutcome> {
-        self.restore_inner(&RestoreOptions::default(), backup, from, target, progress)
+        self.restore_with_options(&RestoreOptions::default(), backup, from, target, progress)
             .await
     }
 }
 
-impl RedisComponent {
-    async fn restore_inner(
+#[async_trait]
+impl RestoreWithOptions for RedisComponent {
+    type Options = RestoreOptions;
+
+    fn restored_component(&self) -> &Component {
+        &self.component
+    }
+
+    /// As [`Restorer::restore`], with `options` for this call.
+    async fn restore_with_options(
         &self,
         options: &RestoreOptions,
         backup: &Manifest,
@@ -470,28 +478,6 @@ impl RedisComponent {
             outcome.notes.insert(0, note);
         }
         Ok(outcome)
-    }
-}
-
-#[async_trait]
-impl RestoreWithOptions for RedisComponent {
-    type Options = RestoreOptions;
-
-    fn restored_component(&self) -> &Component {
-        &self.component
-    }
-
-    /// As [`Restorer::restore`], with `options` for this call.
-    async fn restore_with_options(
-        &self,
-        options: &RestoreOptions,
-        backup: &Manifest,
-        from: &dyn ArtifactReader,
-        target: &RestoreTarget,
-        progress: &Progress,
-    ) -> Result<RestoreOutcome> {
-        self.restore_inner(options, backup, from, target, progress)
-            .await
     }
 }
 
