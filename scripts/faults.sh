@@ -33,6 +33,10 @@ if [[ $(id -u) -eq 0 ]]; then AS_PG=(runuser -u postgres --); fi
 
 cleanup() {
     umount "$WORK/small" 2>/dev/null || true
+    if [[ -f $WORK/s3/weed.pid ]]; then kill -9 "$(cat "$WORK/s3/weed.pid")" 2>/dev/null || true; fi
+    for d in "$WORK"/recovery/*/; do
+        if [[ -d $d ]]; then "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true; fi
+    done
     "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
     [[ -f $WORK/redis/redis.pid ]] && kill "$(cat "$WORK/redis/redis.pid")" 2>/dev/null || true
     rm -rf "$WORK"
@@ -395,6 +399,198 @@ open(p, "w").write(t)
 PY
 else
     echo "(cannot mount a tmpfs: the full-disk injections need root)"
+fi
+
+# --- 12. config-files restores killed while they put files in place -------------------------
+# The restore goes into the live tree with --overwrite; killed before the moves, after the
+# first replaced file was kept aside (the live file then missing), after the first file went in,
+# or at a random instant. The next restore completes it: the tree equals the backup, nothing is
+# left beside it but the kept versions.
+tree_sum() { (cd "$WORK/live" && find . -type f ! -name big.bin -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16); }
+rm -f "$WORK/live/big.bin"
+zdr backup configs >/dev/null
+want=$(tree_sum)
+for rep in $(seq 1 $((4 * REPS))); do
+    for point in files-restore-before-moves files-restore-after-aside files-restore-after-first-move random; do
+        for i in 1 2 3 4 5; do echo "changed $rep $RANDOM" >"$WORK/live/nginx/site_$i.conf"; done
+        if [[ $point == random ]]; then
+            delay=$(python3 -c "import random; print(round(random.uniform(0.01, 0.3), 3))")
+            zdr restore configs --to "$WORK/live" --overwrite >/dev/null 2>&1 &
+            pid=$!
+            sleep "$delay"
+            kill -9 "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            label="SIGKILL after ${delay}s"
+        else
+            ZDR_FAILPOINT=$point zdr restore configs --to "$WORK/live" --overwrite >/dev/null 2>&1 && true
+            label="killed at $point"
+        fi
+        res=ok note=""
+        zdr restore configs --to "$WORK/live" --overwrite >/dev/null 2>"$WORK/err" ||
+            { res=FAIL; note="the next restore failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
+        [[ $(tree_sum) == "$want" ]] || { res=FAIL; note="$note; the tree differs from the backup"; }
+        n=$(find "$WORK" -maxdepth 1 -name '.zdr-restore-*' | wc -l)
+        [[ $n -eq 0 ]] || { res=FAIL; note="$note; $n staging entries left beside the tree"; }
+        find "$WORK" -maxdepth 1 -name '.zdr-replaced-*' -exec rm -rf {} +
+        record files "restore $label" "$res" "$note"
+    done
+done
+
+# --- 13. point-in-time recoveries killed ------------------------------------------------------
+# The cluster archives through zdr (component pg2: its own WAL prefix); each recovery is killed
+# once its instance is up, or at a random instant; the next `pitr` stops and removes what the
+# killed one left, recovers, and leaves nothing behind (--discard).
+if [[ $(id -u) -eq 0 ]]; then chown -R postgres "$WORK/tiers"; fi
+mkdir -p "$WORK/recovery"
+if [[ $(id -u) -eq 0 ]]; then chown postgres "$WORK/recovery"; fi
+cat >>"$WORK/zdr.toml" <<TOML
+[components.pg2]
+type = "postgres"
+host = "127.0.0.1"
+port = $PORT
+user = "zdr"
+database = "app"
+bin_dir = "$PG_BIN"
+[components.pg2.wal]
+tiers = ["local"]
+run_as = "postgres"
+recovery_dir = "$WORK/recovery"
+recovery_timeout_secs = 120
+TOML
+chmod 644 "$WORK/zdr.toml"
+psql_ -d postgres -c "ALTER SYSTEM SET archive_mode = on" \
+    -c "ALTER SYSTEM SET archive_command = '$ZDR_BIN --config $WORK/zdr.toml --no-progress wal push --component pg2 %p'"
+"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -w -m fast restart >/dev/null
+zdr backup pg2 --base >/dev/null
+psql_ -d app -c "INSERT INTO orders SELECT g, 'pitr' FROM generate_series(900001, 900100) g"
+zdr check pg2 >/dev/null
+recovery_servers() { pgrep -f -- "-D $WORK/recovery" | wc -l; }
+for rep in $(seq 1 $((4 * REPS))); do
+    for point in pitr-after-start random; do
+        if [[ $point == random ]]; then
+            delay=$(python3 -c "import random; print(round(random.uniform(0.2, 2.5), 3))")
+            zdr pitr pg2 --target latest --discard >/dev/null 2>&1 &
+            pid=$!
+            sleep "$delay"
+            kill -9 "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            label="SIGKILL after ${delay}s"
+        else
+            ZDR_FAILPOINT=$point zdr pitr pg2 --target latest --discard >/dev/null 2>&1 && true
+            label="killed at $point"
+        fi
+        res=ok note=""
+        live=$(fingerprint 2>/dev/null || echo unreachable)
+        [[ $live != unreachable ]] || { res=FAIL; note="the live cluster is unreachable"; }
+        zdr pitr pg2 --target latest --discard >/dev/null 2>"$WORK/err" ||
+            { res=FAIL; note="$note; the next pitr failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
+        left=$(find "$WORK/recovery" -mindepth 1 -maxdepth 1 | wc -l)
+        [[ $left -eq 0 ]] || { res=FAIL; note="$note; $left entries left in the recovery directory"; }
+        [[ $(recovery_servers) -eq 0 ]] || { res=FAIL; note="$note; a recovery server still runs"; }
+        record pitr "recovery $label" "$res" "$note"
+    done
+done
+psql_ -d postgres -c "ALTER SYSTEM SET archive_mode = off"
+"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -w -m fast restart >/dev/null
+
+# --- 14. the S3 server killed while zdr writes to it --------------------------------------------
+# SeaweedFS (`weed mini`) as the replica tier, killed (SIGKILL) at a random instant of a
+# replication of a 24 MB backup (multipart uploads), then started again. The replica must list
+# only complete backups, the next replication must succeed, and after it (grace 0) no unfinished
+# multipart upload may remain on the server (listed with curl's own SigV4 signing).
+WEED=$(command -v weed || true)
+if [[ -n $WEED ]]; then
+    S3DIR=$WORK/s3
+    mkdir -p "$S3DIR"
+    S3KEY=ZDRFAULTS$RANDOM$RANDOM
+    S3SECRET=$(head -c 60 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 40)
+    printf '{"identities": [{"name": "zdr", "credentials": [{"accessKey": "%s", "secretKey": "%s"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}\n' \
+        "$S3KEY" "$S3SECRET" >"$S3DIR/s3.json"
+    # A free port P whose gRPC twin P+10000 is free too.
+    freeport() {
+        python3 -c '
+import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]
+    if p < 50000:
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", p + 10000)); print(p); break
+        except OSError:
+            pass'
+    }
+    WP=()
+    for _ in 1 2 3 4 5; do WP+=("$(freeport)"); done
+    start_weed() {
+        (cd "$S3DIR" && TMPDIR=$S3DIR setsid "$WEED" mini -dir="$S3DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+            -s3.config="$S3DIR/s3.json" -bucket=zdr-faults -s3.autoCreateBucket=false -webdav=false \
+            -admin.ui=false -master.telemetry=false -master.resumeState=false \
+            -filer.localSocket="$S3DIR/filer.sock" -s3.localSocket="$S3DIR/s3.sock" \
+            -s3.port.iceberg=0 -s3.port.lance=0 \
+            -master.port="${WP[0]}" -master.port.grpc=$((WP[0] + 10000)) \
+            -volume.port="${WP[1]}" -volume.port.grpc=$((WP[1] + 10000)) \
+            -filer.port="${WP[2]}" -filer.port.grpc=$((WP[2] + 10000)) \
+            -s3.port="${WP[3]}" -s3.port.grpc=$((WP[3] + 10000)) \
+            -admin.port="${WP[4]}" -admin.port.grpc=$((WP[4] + 10000)) \
+            >>"$S3DIR/weed.log" 2>&1 &
+            echo $! >"$S3DIR/weed.pid")
+        local i
+        for i in $(seq 1 600); do
+            if curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" \
+                --user "$S3KEY:$S3SECRET" "http://127.0.0.1:${WP[3]}/zdr-faults?list-type=2" 2>/dev/null |
+                grep -q 200; then
+                return 0
+            fi
+            sleep 0.1
+        done
+        echo "SeaweedFS did not start (see $S3DIR/weed.log)" >&2
+        return 1
+    }
+    stop_weed() {
+        local pid
+        pid=$(cat "$S3DIR/weed.pid")
+        kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        rm -f "$S3DIR/filer.sock" "$S3DIR/s3.sock"
+    }
+    uploads() {
+        curl -s --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3KEY:$S3SECRET" \
+            "http://127.0.0.1:${WP[3]}/zdr-faults?uploads=" | grep -o '<UploadId>' | wc -l
+    }
+    if start_weed; then
+        python3 - "$WORK/zdr.toml" "${WP[3]}" "$S3KEY" "$S3SECRET" <<'PY'
+import re, sys
+p, port, key, secret = sys.argv[1:]
+t = open(p).read()
+t = re.sub(r'\[tiers\.replica\]\n(?:[a-z_]+ = .*\n)+',
+           f'[tiers.replica]\ntype = "s3"\nbucket = "zdr-faults"\nendpoint = "http://127.0.0.1:{port}"\n'
+           f'root = "/zdr"\naccess_key_id = "{key}"\nsecret_access_key = "{secret}"\n', t)
+open(p, "w").write(t)
+PY
+        head -c 24000000 /dev/urandom >"$WORK/live/big.bin"
+        for rep in $(seq 1 $((5 * REPS))); do
+            zdr backup configs >/dev/null
+            delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.2), 3))")
+            zdr replicate >/dev/null 2>&1 &
+            pid=$!
+            sleep "$delay"
+            stop_weed
+            wait "$pid" 2>/dev/null || true
+            res=ok note=""
+            start_weed || { res=FAIL; note="SeaweedFS did not come back"; }
+            zdr verify --tier replica >/dev/null 2>&1 || { res=FAIL; note="$note; an incomplete backup is listed on S3"; }
+            ZDR_PIPELINE__SWEEP_GRACE_SECS=0 zdr replicate >/dev/null 2>"$WORK/err" ||
+                { res=FAIL; note="$note; the next replication failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
+            zdr verify --tier replica >/dev/null 2>&1 || { res=FAIL; note="$note; S3 does not verify after the re-run"; }
+            n=$(uploads)
+            [[ $n -eq 0 ]] || { res=FAIL; note="$note; $n unfinished multipart upload(s) left"; }
+            record s3 "server SIGKILL after ${delay}s of a replication" "$res" "$note"
+        done
+        rm -f "$WORK/live/big.bin"
+        stop_weed
+    fi
+else
+    echo "(no SeaweedFS 'weed' on PATH: the S3 injections are skipped)"
 fi
 
 # --- leftovers -------------------------------------------------------------------------------

@@ -60,8 +60,25 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(code) => {
             // The operation was dropped where it stood: a database swap in progress is rolled
-            // back by the server, partial artifacts never get a manifest, and temporary
-            // files are swept by the next backup on the tier.
+            // back by the server and partial artifacts never get a manifest. What its writes
+            // left (temporary files, unfinished uploads) is removed now; what cannot be is
+            // swept by the next run on the tier.
+            let abandoned = runtime.block_on(async {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(20),
+                    zdr::storage::abandon_in_flight(),
+                )
+                .await
+                .unwrap_or_default()
+            });
+            for r in &abandoned.removed {
+                progress.warn(format!("removed the partial write {r}"));
+            }
+            for f in &abandoned.failed {
+                progress.warn(format!(
+                    "could not remove the partial write {f} (the next run on the tier sweeps it)"
+                ));
+            }
             render::report_error(
                 &Error::new(
                     ErrorKind::Unexpected,

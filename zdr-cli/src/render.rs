@@ -387,11 +387,12 @@ pub(crate) fn wal_fetch(r: &WalFetchReport) -> Outcome {
 
 pub(crate) fn pitr(r: &PitrReport) -> Outcome {
     let rec = &r.recovery;
-    let mut text: Vec<String> = r
-        .skipped
-        .iter()
-        .map(|s| format!("  skipped tier {}: {}", s.tier, s.reason))
-        .collect();
+    let mut text: Vec<String> = r.cleaned.iter().map(|c| format!("  {c}")).collect();
+    text.extend(
+        r.skipped
+            .iter()
+            .map(|s| format!("  skipped tier {}: {}", s.tier, s.reason)),
+    );
     text.push(format!(
         "recovered {} to {}: base {} + WAL to {} (last commit {}), in {:.2}s; \
          instance on 127.0.0.1:{} in {}",
@@ -406,6 +407,7 @@ pub(crate) fn pitr(r: &PitrReport) -> Outcome {
         rec.data_dir.display()
     ));
     let mut value = json!({"ok": true, "recovery": rec, "tier": r.tier, "skipped": r.skipped,
+        "cleaned": r.cleaned,
         "plan": {"backup": r.plan.backup.id, "chain_end": r.plan.chain_end,
         "timelines": r.plan.path}});
     if let Some(a) = &r.applied {

@@ -613,7 +613,7 @@ fn a_killed_backup_leaves_no_backup_and_its_temporary_file_is_swept() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("temporary file(s)"),
+        stderr(&out).contains("partial write(s)"),
         "{}",
         stderr(&out)
     );
@@ -665,7 +665,122 @@ fn interrupted_backups_exit_130_and_143_and_list_nothing() {
             v["tiers"][0]["backups"].as_array().unwrap().is_empty(),
             "{v}"
         );
+        // The interrupted run removed its own partial write and said so.
+        assert!(
+            stderr(&out).contains("removed the partial write local:"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(tmp_files(&env).is_empty(), "{:?}", tmp_files(&env));
     }
+}
+
+/// An S3 tier and the writes that never finish there: a multipart upload left by a killed
+/// backup is kept while younger than the grace period and aborted by the next run after it
+/// (reported); an interrupted (SIGINT) backup aborts its own upload before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_s3_uploads_are_aborted_by_the_interrupted_run_or_swept_by_the_next() {
+    let s3 = zdr_tests::seaweed::SeaweedFs::start().await.unwrap();
+    let env = Env::new("");
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "primary = \"local\"\nreplicate_to = [\"replica\"]",
+        &format!(
+            "primary = \"minio\"\n[tiers.minio]\ntype = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nroot = \"/zentoria\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"",
+            s3.bucket(),
+            s3.endpoint(),
+            s3.access_key_id(),
+            s3.secret_access_key()
+        ),
+    );
+    std::fs::write(&env.config, text).unwrap();
+    // 20 MiB that do not compress: parts of 8 MiB reach the server before the commit.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let blob: Vec<u8> = (0..20 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(env.live.join("blob.bin"), blob).unwrap();
+    let tier = zdr::TierConfig::S3(zdr::storage::S3Config {
+        bucket: s3.bucket().to_owned(),
+        endpoint: Some(s3.endpoint()),
+        root: Some("/zentoria".into()),
+        access_key_id: Some(s3.access_key_id().to_owned()),
+        secret_access_key: Some(s3.secret_access_key().into()),
+        ..Default::default()
+    });
+    let zdr::TierConfig::S3(cfg) = &tier else {
+        unreachable!()
+    };
+    let uploads = || async {
+        zdr::storage::unfinished_uploads("minio", cfg)
+            .await
+            .unwrap()
+    };
+    assert!(uploads().await.is_empty());
+
+    // Killed just before its artifact's commit: the upload stays open on the server.
+    let out = env.zdr_env(
+        &["backup", "configs"],
+        &[("ZDR_FAILPOINT", "artifact-before-commit")],
+    );
+    assert!(!out.status.success());
+    let left = uploads().await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].key.starts_with("zentoria/configs/"), "{left:?}");
+    // A run within the grace period keeps it (it could belong to a run in progress).
+    let out = env.zdr(&["backup", "configs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(uploads().await, left);
+    // Past the grace period the next run aborts it and says so.
+    let out = env.zdr_env(
+        &["backup", "configs"],
+        &[("ZDR_PIPELINE__SWEEP_GRACE_SECS", "0")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("removed 1 partial write(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(uploads().await.is_empty());
+
+    // Interrupted while its upload is open: the run aborts the upload itself.
+    let child = Command::new(env!("CARGO_BIN_EXE_zdr"))
+        .arg("--config")
+        .arg(&env.config)
+        .args(["--no-progress", "backup", "configs"])
+        .env("ZDR_FAILPOINT", "artifact-before-commit:pause")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while uploads().await.is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the backup never opened its upload"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("removed the partial write minio:configs/"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(uploads().await.is_empty());
+    let (code, v) = env.json(&["verify"]);
+    assert_eq!((code, v["intact"].as_u64()), (0, Some(2)), "{v}");
 }
 
 /// Unmounts a tmpfs when dropped.
@@ -710,4 +825,107 @@ fn a_full_disk_fails_the_backup_cleanly_and_leaves_no_temporary_file() {
     std::fs::remove_file(env.live.join("blob.bin")).unwrap();
     let out = env.zdr(&["backup", "configs"]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A tier whose disk cannot hold another backup the size of the last one: the backup is
+/// refused before anything is written (exit 1, the tier and sizes named), and runs again
+/// once there is room.
+#[test]
+fn a_backup_that_cannot_fit_is_refused_before_writing() {
+    let env = Env::new("");
+    let tier = env.tier("local");
+    std::fs::create_dir_all(&tier).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
+        .arg(&tier)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        // A small tmpfs needs root (CI runs as root).
+        eprintln!("cannot mount a tmpfs here: skipping");
+        return;
+    }
+    let _guard = Mounted(tier.clone());
+    add_blob(&env);
+    let out = env.zdr(&["backup", "configs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Leave about 3 MiB: less than the last backup (5 MiB) needs.
+    let filler = tier.join("filler");
+    std::fs::write(&filler, vec![1u8; 4 << 20]).unwrap();
+    let before = snapshot(&tier);
+    let out = env.zdr(&["backup", "configs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not enough free space on tier local")
+            && stderr(&out).contains("took 5.0 MiB"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(snapshot(&tier), before, "nothing written");
+    let (code, v) = env.json(&["list", "--tier", "local"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["tiers"][0]["backups"].as_array().unwrap().len(), 1, "{v}");
+    std::fs::remove_file(&filler).unwrap();
+    let out = env.zdr(&["backup", "configs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A config-files restore killed while it puts files in place (before the first move, after
+/// the first replaced file was kept aside — the live file then missing —, after the first
+/// file went in): the next restore into the same directory, or the next backup of it,
+/// completes the interrupted restore first and says so; nothing is left beside the target.
+#[test]
+fn a_files_restore_killed_midway_is_completed_by_the_next_run() {
+    for (failpoint, next) in [
+        ("files-restore-before-moves", "restore"),
+        ("files-restore-after-aside", "restore"),
+        ("files-restore-after-first-move", "backup"),
+    ] {
+        let env = Env::new("");
+        let out = env.zdr(&["backup", "configs"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let backed_up = snapshot(&env.live);
+        std::fs::write(env.live.join("app.env"), "changed\n").unwrap();
+        std::fs::write(env.live.join("nginx/site.conf"), "changed too\n").unwrap();
+        let live = env.live.to_str().unwrap().to_owned();
+        let restore = ["restore", "configs", "--to", live.as_str(), "--overwrite"];
+        let out = env.zdr_env(&restore, &[("ZDR_FAILPOINT", failpoint)]);
+        assert!(!out.status.success(), "{failpoint}: {}", stderr(&out));
+        let beside = |prefix: &str| -> Vec<String> {
+            std::fs::read_dir(env.live.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        };
+        assert!(
+            beside(".zdr-restore-")
+                .iter()
+                .any(|n| n.ends_with(".journal")),
+            "{failpoint}: {:?}",
+            beside(".zdr-restore-")
+        );
+        let out = if next == "restore" {
+            env.zdr(&restore)
+        } else {
+            env.zdr(&["backup", "configs"])
+        };
+        assert!(out.status.success(), "{failpoint}: {}", stderr(&out));
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(
+            said.contains("completed a restore of backup"),
+            "{failpoint}: {said}"
+        );
+        assert_eq!(snapshot(&env.live), backed_up, "{failpoint}");
+        assert!(
+            beside(".zdr-restore-").is_empty(),
+            "{failpoint}: {:?}",
+            beside(".zdr-restore-")
+        );
+        // The replaced versions are kept beside the target.
+        let kept = beside(".zdr-replaced-");
+        assert_eq!(kept.len(), 1, "{failpoint}: {kept:?}");
+        let app = env.live.parent().unwrap().join(&kept[0]).join("app.env");
+        assert_eq!(std::fs::read_to_string(app).unwrap(), "changed\n");
+    }
 }

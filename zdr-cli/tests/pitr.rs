@@ -812,3 +812,65 @@ fn pitr_falls_back_to_the_replica_when_the_primary_copy_is_damaged() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A recovery killed once its instance is up leaves the server running and its data
+/// directory behind (PostgreSQL runs on its own); the next `pitr` of the component stops and
+/// removes them first, says so, and recovers.
+#[test]
+fn the_next_pitr_removes_the_instance_a_killed_recovery_left_running() {
+    if !support::available() {
+        return;
+    }
+    let env = Env::new(None);
+    env.ok(&["backup", "postgres", "--base"]);
+    env.switch();
+    let out = Command::new(ZDR)
+        .arg("--config")
+        .arg(&env.config)
+        .args([
+            "--no-progress",
+            "pitr",
+            "postgres",
+            "--target",
+            "latest",
+            "--discard",
+        ])
+        .env("ZDR_COMPONENTS__POSTGRES__PASSWORD", PASSWORD)
+        .env("ZDR_FAILPOINT", "pitr-after-start")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let recovery = env.dir.path().join("recovery");
+    let entries: Vec<PathBuf> = std::fs::read_dir(&recovery)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let dirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+    assert_eq!(dirs.len(), 1, "{entries:?}");
+    assert!(
+        entries
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".zdr-lock")),
+        "{entries:?}"
+    );
+    let pid_file = std::fs::read_to_string(dirs[0].join("postmaster.pid")).unwrap();
+    let pid = pid_file.lines().next().unwrap().trim().to_owned();
+    assert!(Path::new("/proc").join(&pid).exists(), "the instance runs");
+
+    let v = env.ok(&["pitr", "postgres", "--target", "latest", "--discard"]);
+    let cleaned = v["cleaned"].as_array().unwrap();
+    assert_eq!(cleaned.len(), 1, "{v}");
+    assert!(
+        cleaned[0]
+            .as_str()
+            .unwrap()
+            .contains("stopped and removed the recovery instance"),
+        "{v}"
+    );
+    assert!(
+        !Path::new("/proc").join(&pid).exists(),
+        "the old server stopped"
+    );
+    let left: Vec<_> = std::fs::read_dir(&recovery).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -57,19 +57,29 @@ pub trait StorageTier: Send + Sync {
     /// The object at `key`, or `None` if there is none.
     async fn stat(&self, key: &str) -> Result<Option<Entry>>;
 
-    /// Delete `key`; deleting a missing key succeeds.
+    /// Delete `key`, and what an unfinished write of `key` left (a temporary file, an
+    /// unfinished multipart upload); deleting a missing key succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
 
-    /// Remove what interrupted runs left in the tier's own scratch space (a local disk's
-    /// temporary files) and that is older than `older_than`, so no run in progress loses
-    /// its file. Returns how many objects and bytes were removed. Tiers without such space
-    /// remove nothing.
+    /// Remove the partial writes interrupted runs left on the tier (a local disk's
+    /// temporary files, an object store's unfinished multipart uploads) that are older than
+    /// `older_than`, so no run in progress loses its write. Returns how many were removed
+    /// and the bytes they held. Tiers without partial writes remove nothing.
     ///
     /// # Errors
     /// When the scratch space cannot be listed.
     async fn sweep_temporary(&self, older_than: std::time::Duration) -> Result<(usize, u64)> {
         let _ = older_than;
         Ok((0, 0))
+    }
+
+    /// The bytes a write can still use on the tier, where the tier can tell (a local disk);
+    /// `None` for tiers that cannot (object stores).
+    ///
+    /// # Errors
+    /// When the tier can tell but the query fails.
+    async fn available_space(&self) -> Result<Option<u64>> {
+        Ok(None)
     }
 }
 

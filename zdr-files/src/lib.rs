@@ -113,6 +113,7 @@
 
 mod backup;
 mod facts;
+mod journal;
 mod restore;
 mod verify;
 mod walk;
@@ -215,6 +216,17 @@ impl FilesComponent {
                         .with_context("path", root.display())
                         .with_hint("check the component's root path in the configuration"),
                 );
+            }
+        }
+        // A restore into this tree that was killed midway is completed before it is read.
+        if let Some(parent) = root.parent().map(Path::to_path_buf) {
+            let tree = root.clone();
+            let notes = runtime()?
+                .spawn_blocking(move || journal::repair(&parent, &tree))
+                .await
+                .map_err(join_error)??;
+            for note in notes {
+                progress.warn(note);
             }
         }
         let root_text = root

@@ -12,6 +12,7 @@ use zdr_core::{Error, ErrorKind, Progress, RestoreOutcome, Result};
 
 use crate::backup::mode_of;
 use crate::facts::{EntryType, FileEntry, FilesFacts, octal};
+use crate::journal::{self, Journal, Record};
 
 /// At most this many paths are named in a conflict error or a note.
 const LIST_LIMIT: usize = 10;
@@ -39,14 +40,30 @@ impl Drop for Staging {
     }
 }
 
+/// `<prefix><8 random hex digits>`.
+pub(crate) fn random_name(prefix: &str) -> String {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{prefix}{:08x}", random & 0xffff_ffff)
+}
+
+/// Create the directory `path`, readable by the owner only; it must not exist.
+fn private_dir(path: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
 /// Create a new directory `<parent>/<prefix><random>`, readable by the owner only.
 pub(crate) fn unique_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
     let mut last = None;
     for _ in 0..16 {
-        let random = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let path = parent.join(format!("{prefix}{:08x}", random & 0xffff_ffff));
+        let path = parent.join(random_name(prefix));
         let mut builder = fs::DirBuilder::new();
         #[cfg(unix)]
         {
@@ -117,9 +134,19 @@ pub(crate) fn run(job: &Job, stream: impl Read) -> Result<RestoreOutcome> {
     };
     fs::create_dir_all(parent)
         .map_err(|e| io_error(e, "cannot create the target's parent directory", parent))?;
-    let staging = Staging {
-        path: unique_dir(parent, &format!(".zdr-restore-{}-", job.backup_id))?,
-    };
+    // A restore into this target that was killed midway is completed first.
+    let repaired = journal::repair(parent, target)?;
+    let target_existed = target_existed || (!repaired.is_empty() && target.is_dir());
+    // Declared before the staging directory, so it is removed after it.
+    let (mut journal, staging_path) = Journal::begin(parent, &job.backup_id)?;
+    private_dir(&staging_path).map_err(|e| {
+        io_error(
+            e,
+            "cannot create a directory beside the target",
+            &staging_path,
+        )
+    })?;
+    let staging = Staging { path: staging_path };
 
     job.progress.start(&job.task, Some(job.facts.total_bytes));
     unpack(job, stream, &staging.path)?;
@@ -135,12 +162,49 @@ pub(crate) fn run(job: &Job, stream: impl Read) -> Result<RestoreOutcome> {
     if !conflicts.is_empty() && !job.overwrite {
         return Err(conflict_error(job, &conflicts, &states));
     }
-    let mut outcome = apply(job, &staging.path, &states, &conflicts)?;
+    let keep = if conflicts.is_empty() {
+        None
+    } else {
+        Some(unique_dir(
+            parent,
+            &format!(".zdr-replaced-{}-", job.backup_id),
+        )?)
+    };
+    let record = Record {
+        backup_id: job.backup_id.clone(),
+        target: target.clone(),
+        staging: staging.path.clone(),
+        keep,
+        facts: job.facts.clone(),
+        states,
+        conflicts: conflicts.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    journal.applying(&record)?;
+    zdr_core::failpoint("files-restore-before-moves");
+    let mut outcome = apply(&record, false)?;
     if target_existed {
         note_extras(job, &mut outcome);
     }
+    let mut notes = repaired;
+    notes.append(&mut outcome.notes);
+    outcome.notes = notes;
     job.progress.finish(&job.task);
     Ok(outcome)
+}
+
+/// Complete the moves of a restore that was killed while making them; a summary of what
+/// was done.
+pub(crate) fn resume(record: &Record) -> Result<String> {
+    let outcome = apply(record, true)?;
+    Ok(format!(
+        "{} entries moved into place{}",
+        outcome.items,
+        record
+            .keep
+            .as_ref()
+            .map(|k| format!(", replaced versions kept in {}", k.display()))
+            .unwrap_or_default()
+    ))
 }
 
 /// Unpack the archive into `staging`, checking each entry against the facts.
@@ -326,8 +390,8 @@ pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, String)> {
 }
 
 /// What is at the target where an entry goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum State {
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum State {
     /// Nothing (or its parent is being created or replaced).
     Absent,
     /// The same thing is already there. For a file, `Some(mode)` when only its mode differs.
@@ -447,25 +511,17 @@ fn conflict_error(job: &Job, conflicts: &[&str], states: &[State]) -> Error {
     )
 }
 
-/// Move the staged entries into the target.
-fn apply(
-    job: &Job,
-    staging: &Path,
-    states: &[State],
-    conflicts: &[&str],
-) -> Result<RestoreOutcome> {
-    let target = &job.target;
+/// Move the staged entries into the target. With `resume`, the moves of a killed run are
+/// completed: entries already moved (no longer staged) and paths already kept aside are
+/// skipped, and a path the killed run was copying into place is replaced.
+fn apply(record: &Record, resume: bool) -> Result<RestoreOutcome> {
+    let target = &record.target;
+    let staging = &record.staging;
+    let states = &record.states;
+    let keep = &record.keep;
+    let conflicts: Vec<&str> = record.conflicts.iter().map(String::as_str).collect();
     fs::create_dir_all(target)
         .map_err(|e| io_error(e, "cannot create the restore target", target))?;
-    let parent = target.parent().unwrap_or(target);
-    let keep = if conflicts.is_empty() {
-        None
-    } else {
-        Some(unique_dir(
-            parent,
-            &format!(".zdr-replaced-{}-", job.backup_id),
-        )?)
-    };
 
     let mut outcome = RestoreOutcome {
         target: target.display().to_string(),
@@ -473,18 +529,30 @@ fn apply(
     };
     let mut identical = 0u64;
     let mut mode_fixed: Vec<&str> = Vec::new();
-    for (e, state) in job.facts.entries.iter().zip(states) {
+    let mut first_move = true;
+    for (e, state) in record.facts.entries.iter().zip(states) {
         let src = staging.join(&e.path);
         let dest = target.join(&e.path);
-        if let (State::Different(_), Some(keep)) = (state, &keep) {
-            move_aside(&dest, &keep.join(&e.path))?;
+        let staged = e.kind == EntryType::Dir || fs::symlink_metadata(&src).is_ok();
+        if resume && !staged {
+            continue; // moved into place before the kill
+        }
+        if let (State::Different(_), Some(keep)) = (state, keep) {
+            let kept = keep.join(&e.path);
+            if !(resume && fs::symlink_metadata(&kept).is_ok()) {
+                move_aside(&dest, &kept)?;
+                if first_move {
+                    zdr_core::failpoint("files-restore-after-aside");
+                }
+            }
         }
         match (e.kind, state) {
             (EntryType::Dir, State::Same(_)) => {}
-            (EntryType::Dir, _) => {
-                fs::create_dir(&dest)
-                    .map_err(|err| io_error(err, "cannot create directory", &dest))?;
-            }
+            (EntryType::Dir, _) => match fs::create_dir(&dest) {
+                Ok(()) => {}
+                Err(err) if resume && err.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(io_error(err, "cannot create directory", &dest)),
+            },
             (_, State::Same(mode)) => {
                 identical += 1;
                 if mode.is_some() {
@@ -493,7 +561,7 @@ fn apply(
                 }
             }
             (_, state) => {
-                if *state == State::Absent && fs::symlink_metadata(&dest).is_ok() {
+                if *state == State::Absent && !resume && fs::symlink_metadata(&dest).is_ok() {
                     return Err(Error::new(
                         ErrorKind::Conflict,
                         format!(
@@ -508,12 +576,16 @@ fn apply(
                 move_into_place(&src, &dest, e)?;
                 outcome.items += 1;
                 outcome.bytes += e.size;
+                if first_move {
+                    first_move = false;
+                    zdr_core::failpoint("files-restore-after-first-move");
+                }
             }
         }
     }
     // Directories last, deepest first: adding their contents changed their mtimes, and a
     // read-only directory must still accept its contents while they are moved in.
-    for e in job.facts.entries.iter().rev() {
+    for e in record.facts.entries.iter().rev() {
         if e.kind == EntryType::Dir {
             let dest = target.join(&e.path);
             set_mode(&dest, e.mode)?;
@@ -536,12 +608,14 @@ fn apply(
             list(&mode_fixed)
         ));
     }
-    if let Some(keep) = keep {
+    if let Some(keep) = keep
+        && !conflicts.is_empty()
+    {
         outcome.notes.push(format!(
             "replaced {} paths that differed from the backup ({}); their previous versions \
              are kept in {} until you delete it",
             conflicts.len(),
-            list(conflicts),
+            list(&conflicts),
             keep.display()
         ));
     }

@@ -207,6 +207,119 @@ async fn union_listing(archive: &WalArchive) -> Result<WalListing> {
     Ok(all)
 }
 
+/// What marks a recovery in progress: `<data dir>.zdr-lock` beside the data directory,
+/// locked by the run for as long as it owns the instance and removed when it lets go. A
+/// lock file nobody holds belongs to a run that was killed: [`clean_abandoned`] stops its
+/// server and removes its data directory. An instance kept on purpose has no lock file.
+const LOCK_SUFFIX: &str = ".zdr-lock";
+
+struct RunLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    fn acquire(dir: &Path) -> Result<Self> {
+        let path = lock_path(dir);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                Error::from_io(e, "cannot create the recovery directory's parent")
+                    .with_context("path", parent.display())
+            })?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| {
+                Error::from_io(e, "cannot create the recovery lock")
+                    .with_context("path", path.display())
+            })?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| {
+                Error::bad_input(format!(
+                    "another recovery is using the data directory {}",
+                    dir.display()
+                ))
+                .with_context("path", dir.display())
+            },
+        )?;
+        Ok(Self { path, _file: file })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn lock_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(LOCK_SUFFIX);
+    dir.with_file_name(name)
+}
+
+/// Stop and remove the recovery instances under `parent` that killed runs left behind (a
+/// lock file nobody holds; see the module's recovery lock), so a later `pitr` does not
+/// find the memory, the port and the disk still taken. Returns a note per instance.
+/// Instances kept on purpose, and recoveries in progress, are left alone.
+pub async fn clean_abandoned(
+    parent: &Path,
+    live: &PgConfig,
+    runner: &dyn CommandRunner,
+    run_as: Option<&str>,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Ok(mut entries) = tokio::fs::read_dir(parent).await else {
+        return notes;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(LOCK_SUFFIX) else {
+            continue;
+        };
+        let lock = entry.path();
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&lock) else {
+            continue;
+        };
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            continue; // a recovery in progress
+        }
+        let dir = parent.join(stem);
+        if tokio::fs::metadata(dir.join("postmaster.pid"))
+            .await
+            .is_ok()
+        {
+            let _ = pg_ctl(
+                runner,
+                live,
+                run_as,
+                live.bin_dir.as_deref(),
+                &["stop", "-m", "immediate", "-w", "-D"],
+                &dir,
+            )
+            .await;
+        }
+        match remove_dir(&dir).await {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&lock);
+                notes.push(format!(
+                    "stopped and removed the recovery instance in {} left by an interrupted recovery",
+                    dir.display()
+                ));
+            }
+            Err(e) => notes.push(format!(
+                "could not remove the recovery instance in {} left by an interrupted recovery: {e}",
+                dir.display()
+            )),
+        }
+        drop(file);
+    }
+    notes
+}
+
 /// A recovery instance: a restored data directory with a server on a side port.
 pub struct RecoveryInstance {
     config: PgConfig,
@@ -215,6 +328,8 @@ pub struct RecoveryInstance {
     run_as: Option<String>,
     bin_dir: Option<PathBuf>,
     report: RecoveryReport,
+    /// Held while this handle lives: the instance is not abandoned.
+    _lock: RunLock,
 }
 
 impl fmt::Debug for RecoveryInstance {
@@ -434,6 +549,7 @@ pub async fn recover(
 ) -> Result<RecoveryInstance> {
     let started = Instant::now();
     let dir = &options.data_dir;
+    let lock = RunLock::acquire(dir)?;
     if let Ok(mut rd) = tokio::fs::read_dir(dir).await
         && rd.next_entry().await.ok().flatten().is_some()
     {
@@ -499,6 +615,7 @@ pub async fn recover(
         if let Err(e) = start {
             return Err(server_failed(e, &log, live).await);
         }
+        zdr_core::failpoint("pitr-after-start");
         let mut side = live.clone();
         side.host = "127.0.0.1".into();
         side.port = options.port;
@@ -518,6 +635,7 @@ pub async fn recover(
             run_as: options.run_as.clone(),
             bin_dir: live.bin_dir.clone(),
             report,
+            _lock: lock,
         })
     }
     .await;

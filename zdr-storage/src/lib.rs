@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+mod inflight;
 mod keys;
 mod object;
 pub mod onedrive;
@@ -49,8 +50,11 @@ mod pipeline;
 mod replicate;
 mod repo;
 mod retry;
+mod s3_uploads;
+pub use s3_uploads::{UnfinishedUpload, unfinished_uploads};
 mod tier;
 
+pub use inflight::{Abandoned, abandon_in_flight};
 pub use keys::AgeKeys;
 pub use object::{Found, find_object, object_key, put_object};
 pub use pipeline::{CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_stored};

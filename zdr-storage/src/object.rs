@@ -71,7 +71,9 @@ pub async fn put_object(
         let e = failure
             .take()
             .unwrap_or_else(|| Error::from_io(e, "reading the object's source failed"));
-        let _ = tier.delete(&key).await;
+        if tier.delete(&key).await.is_ok() {
+            crate::inflight::forget(tier.name(), &key);
+        }
         return Err(e.with_context("key", &key));
     }
     Box::new(writer).finish().await

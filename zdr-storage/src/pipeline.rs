@@ -325,6 +325,7 @@ impl PipelineWriter {
             let progress = upload_progress;
             let res = async {
                 let tier_name = tier.name().to_owned();
+                let flight = crate::inflight::begin(&tier, &upload_key);
                 let mut w = tier.writer(&upload_key).await?;
                 let mut hasher = Sha256::new();
                 let mut size = 0u64;
@@ -362,6 +363,7 @@ impl PipelineWriter {
                     layout::sidecar_line(&upload_key, &sha).into_bytes(),
                 )
                 .await?;
+                crate::inflight::end(flight);
                 Ok((size, sha))
             }
             .await;

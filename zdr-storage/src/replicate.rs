@@ -119,8 +119,17 @@ async fn copy_backup(
         let what = format!("copy {} from {} to {}", a.key, from.name(), to.name());
         progress.start(&what, Some(a.size));
         policy
-            .run(&what, progress, || {
-                copy_artifact(from.as_ref(), to.as_ref(), a, progress)
+            .run(&what, progress, || async move {
+                let flight = crate::inflight::begin(to, &a.key);
+                let copied = copy_artifact(from.as_ref(), to.as_ref(), a, progress).await;
+                if copied.is_ok() {
+                    crate::inflight::end(flight);
+                } else if to.delete(&a.key).await.is_ok() {
+                    // The failed attempt's partial copy (a temporary file, an unfinished
+                    // multipart upload) goes now, not at the next sweep.
+                    crate::inflight::end(flight);
+                }
+                copied
             })
             .await?;
         progress.finish(&what);

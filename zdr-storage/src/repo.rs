@@ -95,6 +95,7 @@ impl Repository {
                 "invalid schedule name {schedule:?}"
             )));
         }
+        self.check_space(&component).await?;
         let started_at = Utc::now();
         let req = BackupRequest {
             id: BackupId::generate(started_at),
@@ -104,7 +105,7 @@ impl Repository {
         match self.tier.sweep_temporary(self.sweep_grace).await {
             Ok((0, _)) => {}
             Ok((n, bytes)) => progress.warn(format!(
-                "removed {n} temporary file(s) ({bytes} bytes) left on tier {} by interrupted runs",
+                "removed {n} partial write(s) ({bytes} bytes) left on tier {} by interrupted runs",
                 self.tier.name()
             )),
             Err(e) => progress.warn(format!("could not sweep temporary files: {e}")),
@@ -137,6 +138,51 @@ impl Repository {
                 Err(e.with_context("component", &component))
             }
         }
+    }
+
+    /// Refuse a backup that cannot fit, before anything is written: on a tier that knows
+    /// its free space, the newest backup of the same component (its stored size, plus a
+    /// margin for growth) must fit. A component backed up for the first time, or a tier that
+    /// cannot tell, is not checked (a write that fills the disk still fails cleanly).
+    async fn check_space(&self, component: &Component) -> Result<()> {
+        let Some(available) = self.tier.available_space().await? else {
+            return Ok(());
+        };
+        let prefix = format!("{}{component}/", layout::MANIFESTS);
+        let newest = self
+            .tier
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter(|e| e.key.ends_with(".json"))
+            .max_by(|a, b| a.key.cmp(&b.key));
+        let Some(newest) = newest else {
+            return Ok(());
+        };
+        let Ok(bytes) = self.tier.read_all(&newest.key).await else {
+            return Ok(());
+        };
+        let Ok(previous) = serde_json::from_slice::<Manifest>(&bytes) else {
+            return Ok(());
+        };
+        let last: u64 = previous.artifacts.iter().map(|a| a.size).sum();
+        // 10 % growth, and 1 MiB of room for the manifest and sidecars.
+        let needed = last + last / 10 + (1 << 20);
+        if available < needed {
+            return Err(Error::new(
+                ErrorKind::Storage,
+                format!(
+                    "not enough free space on tier {}: {} available, the last backup of {component} ({}) took {}",
+                    self.tier.name(),
+                    human_bytes(available),
+                    previous.id,
+                    human_bytes(last)
+                ),
+            )
+            .with_context("tier", self.tier.name())
+            .with_hint("free space on the tier's disk (or remove old backups) and run the backup again"));
+        }
+        Ok(())
     }
 
     async fn write_manifest(
@@ -295,9 +341,11 @@ impl BackupSink {
     async fn cleanup(&self) {
         for key in &self.created {
             for k in [key.clone(), layout::sidecar_key(key)] {
-                if let Err(e) = self.tier.delete(&k).await {
-                    self.progress
-                        .warn(format!("could not remove the partial artifact {k}: {e}"));
+                match self.tier.delete(&k).await {
+                    Ok(()) => crate::inflight::forget(self.tier.name(), &k),
+                    Err(e) => self
+                        .progress
+                        .warn(format!("could not remove the partial artifact {k}: {e}")),
                 }
             }
         }
@@ -347,5 +395,21 @@ impl ArtifactSink for BackupSink {
 
     fn encrypts(&self) -> bool {
         self.options.keys.encrypts()
+    }
+}
+
+/// `bytes` for people: `1.5 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
     }
 }

@@ -9,6 +9,7 @@ use tokio_util::compat::{FuturesAsyncReadCompatExt, FuturesAsyncWriteCompatExt};
 use zdr_core::{BoxRead, BoxWrite, Entry, Error, ErrorKind, Result, Secret, StorageTier};
 
 use crate::onedrive::OneDriveConfig;
+use crate::s3_uploads::S3Uploads;
 
 /// How to reach one tier, as written in `zdr.toml` under `[tiers.NAME]`.
 #[derive(Clone, Deserialize)]
@@ -92,6 +93,7 @@ pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>
         Error::bad_input(format!("cannot configure tier {name:?}: {e}")).with_context("tier", name)
     };
     let mut fs_root = None;
+    let mut s3_uploads = None;
     let op = match config {
         TierConfig::Fs { root } => {
             let fresh = !root.exists();
@@ -148,6 +150,7 @@ pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>
             if c.virtual_host_style {
                 b = b.enable_virtual_host_style();
             }
+            s3_uploads = Some(S3Uploads::new(name, c)?);
             opendal::Operator::new(b).map_err(bad)?
         }
         // Streaming writes need zdr's own upload sessions (OpenDAL's OneDrive writer is
@@ -159,6 +162,7 @@ pub fn open_tier(name: &str, config: &TierConfig) -> Result<Arc<dyn StorageTier>
     };
     let mut tier = OpendalTier::new(name, op);
     tier.fs_root = fs_root;
+    tier.uploads = s3_uploads;
     Ok(Arc::new(tier))
 }
 
@@ -174,6 +178,8 @@ pub struct OpendalTier {
     /// For a local-disk tier: its root, so every object written is made private (0600)
     /// once it is in place.
     fs_root: Option<PathBuf>,
+    /// For an S3 tier: lists and aborts its unfinished multipart uploads.
+    uploads: Option<S3Uploads>,
 }
 
 impl OpendalTier {
@@ -187,6 +193,7 @@ impl OpendalTier {
             chunk: if local { 2 << 20 } else { 8 << 20 },
             concurrent: if local { 1 } else { 2 },
             fs_root: None,
+            uploads: None,
         }
     }
 
@@ -413,6 +420,9 @@ impl StorageTier for OpendalTier {
     }
 
     async fn sweep_temporary(&self, older_than: std::time::Duration) -> Result<(usize, u64)> {
+        if let Some(uploads) = &self.uploads {
+            return sweep_uploads(uploads, older_than).await;
+        }
         let Some(root) = self.fs_root.clone() else {
             return Ok((0, 0));
         };
@@ -424,6 +434,21 @@ impl StorageTier for OpendalTier {
                 Error::from_io(e, "cannot sweep the temporary files")
                     .with_context("tier", &self.name)
             })
+    }
+
+    async fn available_space(&self) -> Result<Option<u64>> {
+        let Some(root) = self.fs_root.clone() else {
+            return Ok(None);
+        };
+        let tier = self.name.clone();
+        let stat = tokio::task::spawn_blocking(move || rustix::fs::statvfs(root.as_path()))
+            .await
+            .map_err(|e| Error::unexpected(format!("free space of tier {tier} unknown: {e}")))?
+            .map_err(|e| {
+                Error::from_io(e.into(), "cannot read the free space")
+                    .with_context("tier", &self.name)
+            })?;
+        Ok(Some(stat.f_bavail.saturating_mul(stat.f_frsize)))
     }
 
     async fn stat(&self, key: &str) -> Result<Option<Entry>> {
@@ -449,12 +474,48 @@ impl StorageTier for OpendalTier {
             let tmp = root.join(".zdr-tmp");
             let _ = tokio::task::spawn_blocking(move || remove_temporary_of(&tmp, &name)).await;
         }
+        // On S3 the same failure leaves an unfinished multipart upload holding its parts.
+        if let Some(uploads) = &self.uploads {
+            abort_uploads_of(uploads, key).await?;
+        }
         match self.op.delete(key).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(map_opendal(e, "delete", &self.name, key)),
         }
     }
+}
+
+/// Abort the unfinished uploads of exactly `key`.
+async fn abort_uploads_of(uploads: &S3Uploads, key: &str) -> Result<()> {
+    let full = uploads.object_key(key);
+    for u in uploads.list(key).await? {
+        if u.key == full {
+            uploads.abort(&u).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Abort the unfinished uploads under the tier's root started more than `older_than` ago
+/// (an upload without a start time counts as old). Returns how many, and the bytes their
+/// parts held.
+async fn sweep_uploads(
+    uploads: &S3Uploads,
+    older_than: std::time::Duration,
+) -> Result<(usize, u64)> {
+    let cutoff = chrono::Utc::now()
+        - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::days(36_500));
+    let (mut count, mut bytes) = (0, 0);
+    for u in uploads.list("").await? {
+        if u.initiated.is_some_and(|t| t > cutoff) {
+            continue;
+        }
+        bytes += uploads.parts_size(&u).await.unwrap_or(0);
+        uploads.abort(&u).await?;
+        count += 1;
+    }
+    Ok((count, bytes))
 }
 
 /// OpenDAL's timestamp as a chrono time.

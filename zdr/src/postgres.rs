@@ -138,6 +138,10 @@ pub struct PitrReport {
     pub promoted_timeline: Option<u32>,
     /// Whether the instance was stopped and removed.
     pub discarded: bool,
+    /// Recovery instances of interrupted earlier recoveries that were stopped and removed
+    /// first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cleaned: Vec<String>,
     /// Seconds from start to the end of the last step.
     pub rto_seconds: f64,
 }
@@ -403,18 +407,48 @@ impl Stack {
         let target = &request.target;
         let archive = self.archive_of(name, pg)?;
         let comp = Component::new(name)?;
+        let default_parent = pg
+            .wal
+            .recovery_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
         let data_dir = match &request.data_dir {
             Some(d) => d.clone(),
-            None => pg
-                .wal
-                .recovery_dir
-                .clone()
-                .unwrap_or_else(std::env::temp_dir)
-                .join(format!(
-                    "zdr-pitr-{name}-{}",
-                    Utc::now().format("%Y%m%d_%H%M%S")
-                )),
+            None => default_parent.join(format!(
+                "zdr-pitr-{name}-{}",
+                Utc::now().format("%Y%m%d_%H%M%S")
+            )),
         };
+        let run_as = if is_root() {
+            pg.wal.run_as.clone()
+        } else {
+            None
+        };
+        // Instances that killed recoveries left running go first.
+        let mut cleaned = Vec::new();
+        {
+            let live = pg.to_pg(None)?;
+            let runner = LocalRunner::shared(live.bin_dir.as_deref());
+            let mut parents = vec![default_parent];
+            if let Some(p) = data_dir.parent()
+                && !parents.iter().any(|q| q.as_path() == p)
+            {
+                parents.push(p.to_path_buf());
+            }
+            for parent in parents {
+                for note in zdr_postgres::pitr::clean_abandoned(
+                    &parent,
+                    &live,
+                    runner.as_ref(),
+                    run_as.as_deref(),
+                )
+                .await
+                {
+                    progress.warn(note.clone());
+                    cleaned.push(note);
+                }
+            }
+        }
         let options = PitrOptions {
             data_dir,
             port: match request.port {
@@ -423,11 +457,7 @@ impl Stack {
             },
             restore_command: request.zdr.restore_command(name),
             timeline: request.timeline,
-            run_as: if is_root() {
-                pg.wal.run_as.clone()
-            } else {
-                None
-            },
+            run_as,
             timeout: Duration::from_secs(pg.wal.recovery_timeout_secs.unwrap_or(3600)),
         };
         let live = pg.to_pg(None)?;
@@ -504,6 +534,7 @@ impl Stack {
             applied: None,
             promoted_timeline: None,
             discarded: false,
+            cleaned,
             rto_seconds: 0.0,
         };
         match &request.finish {

@@ -279,11 +279,15 @@ impl Stack {
     }
 
     fn repository_on(&self, tier: Arc<dyn StorageTier>, pipeline: PipelineOptions) -> Repository {
-        let grace = self.config.pipeline.sweep_grace_secs.map_or(
+        Repository::with_sweep_grace(tier, pipeline, self.sweep_grace())
+    }
+
+    /// How old a partial write must be before a run sweeps it (`[pipeline] sweep_grace_secs`).
+    fn sweep_grace(&self) -> std::time::Duration {
+        self.config.pipeline.sweep_grace_secs.map_or(
             zdr_storage::DEFAULT_SWEEP_GRACE,
             std::time::Duration::from_secs,
-        );
-        Repository::with_sweep_grace(tier, pipeline, grace)
+        )
     }
 
     /// The type of the named component.
@@ -632,13 +636,19 @@ impl Stack {
         }
         let mut run = ReplicationRun::default();
         for (f, t) in pairs {
-            let report: ReplicationReport = zdr_storage::replicate(
-                &self.tier(&f)?,
-                &self.tier(&t)?,
-                &RetryPolicy::default(),
-                progress,
-            )
-            .await?;
+            let to = self.tier(&t)?;
+            // What killed runs left on the destination (temporary files, unfinished
+            // multipart uploads) older than the grace period goes first.
+            match to.sweep_temporary(self.sweep_grace()).await {
+                Ok((0, _)) => {}
+                Ok((n, bytes)) => progress.warn(format!(
+                    "removed {n} partial write(s) ({bytes} bytes) left on tier {t} by interrupted runs"
+                )),
+                Err(e) => progress.warn(format!("could not sweep partial writes on tier {t}: {e}")),
+            }
+            let report: ReplicationReport =
+                zdr_storage::replicate(&self.tier(&f)?, &to, &RetryPolicy::default(), progress)
+                    .await?;
             run.pairs.push(ReplicationPair {
                 copied: report.copied.iter().map(ToString::to_string).collect(),
                 already_present: report.already_present,
