@@ -522,6 +522,7 @@ pub(crate) fn status(r: &StatusReport) -> Outcome {
         let mut entry = json!({
             "component": c.component,
             "backups": c.backups,
+            "tiers": c.tiers,
             "latest": c.latest.as_ref().map(|m| json!({"id": m.id, "kind": m.kind,
                 "finished_at": m.finished_at, "age_seconds": (r.now - m.finished_at).num_seconds()})),
         });
@@ -555,12 +556,35 @@ pub(crate) fn status(r: &StatusReport) -> Outcome {
             }
         }
         text.push(line);
+        for t in c.tiers.iter().skip(1) {
+            text.push(format!(
+                "  tier {}: {} backup(s); latest {}",
+                t.tier,
+                t.backups,
+                match (&t.latest, t.age_seconds) {
+                    (Some(id), Some(s)) =>
+                        format!("{id} ({} ago)", age(chrono::Duration::seconds(s))),
+                    _ => "none".to_owned(),
+                }
+            ));
+        }
         comps.push(entry);
     }
-    Outcome::ok(
+    let ok = r.problems.is_empty();
+    for p in &r.problems {
+        text.push(format!(
+            "tier {}: UNREACHABLE ({})",
+            p.tier.as_deref().unwrap_or("?"),
+            p.error
+        ));
+    }
+    let mut out = Outcome::ok(
         text,
-        json!({"ok": true, "tier": r.tier, "components": comps, "now": r.now}),
+        json!({"ok": ok, "tier": r.tier, "components": comps, "now": r.now, "problems": r.problems}),
     )
+    .with_code(!ok, EXIT_FAILED);
+    out.errors = r.problems.iter().map(|p| p.error.clone()).collect();
+    out
 }
 
 fn age(d: chrono::Duration) -> String {

@@ -557,6 +557,20 @@ fn an_unreachable_tier_is_reported_and_the_others_still_shown() {
     assert_eq!(code, 1, "no damage, one tier unreadable: {v}");
     assert_eq!(v["intact"], 1, "{v}");
     assert_eq!(v["failures"][0]["tier"], "dead", "{v}");
+
+    // status: the same.
+    let out = env.zdr(&["status"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("configs: 1 backup(s)") && text.contains("tier dead: UNREACHABLE"),
+        "{text}"
+    );
+    let (code, v) = env.json(&["status"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["problems"][0]["tier"], "dead", "{v}");
+    assert_eq!(v["components"][0]["tiers"][0]["tier"], "local", "{v}");
+    assert_eq!(v["components"][0]["tiers"][0]["backups"], 1, "{v}");
 }
 
 /// 5 MiB that do not compress: more than one 2 MiB write buffer of a local-disk tier, so

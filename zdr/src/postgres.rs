@@ -212,6 +212,21 @@ pub struct ComponentStatus {
     pub wal: Option<WalStatus>,
     /// True for postgres components (whose `wal` is meaningful).
     pub postgres: bool,
+    /// The component on each reachable tier, primary first.
+    pub tiers: Vec<TierStatus>,
+}
+
+/// One component on one tier in [`Stack::status`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TierStatus {
+    /// The tier.
+    pub tier: String,
+    /// How many backups it holds.
+    pub backups: usize,
+    /// The newest one's id.
+    pub latest: Option<String>,
+    /// Its age in seconds.
+    pub age_seconds: Option<i64>,
 }
 
 /// What [`Stack::status`] reports.
@@ -223,6 +238,8 @@ pub struct StatusReport {
     pub now: DateTime<Utc>,
     /// Per component.
     pub components: Vec<ComponentStatus>,
+    /// Tiers (and WAL archives) that could not be read; the rest is still reported.
+    pub problems: Vec<crate::Problem>,
 }
 
 pub(crate) use crate::{free_port, is_root};
@@ -669,16 +686,46 @@ impl Stack {
     /// The primary tier's catalog or a WAL archive cannot be read.
     pub async fn status(&self, only: Option<&str>) -> Result<StatusReport> {
         let primary = self.config().primary.clone();
-        let repo = self.repository(&primary)?;
-        let catalog = repo.catalog().await?;
         let now = Utc::now();
+        // Every tier is read; one that cannot be is a problem, not the end of the report.
+        let mut catalogs = Vec::new();
+        let mut problems = Vec::new();
+        let mut order = self.tier_order();
+        for t in self.tier_names() {
+            if !order.contains(&t) {
+                order.push(t);
+            }
+        }
+        for t in order {
+            match async { self.repository(&t)?.catalog().await }.await {
+                Ok(c) => catalogs.push((t, c)),
+                Err(e) => problems.push(crate::Problem::on_tier(&e, &t)),
+            }
+        }
         let mut components = Vec::new();
         for (name, c) in &self.config().components {
             if only.is_some_and(|o| o != name) {
                 continue;
             }
             let comp = Component::new(name.clone())?;
-            let list = catalog.list(Some(&comp));
+            let tiers: Vec<TierStatus> = catalogs
+                .iter()
+                .map(|(t, c)| {
+                    let list = c.list(Some(&comp));
+                    let newest = list.iter().max_by_key(|m| m.finished_at);
+                    TierStatus {
+                        tier: t.clone(),
+                        backups: list.len(),
+                        latest: newest.map(|m| m.id.to_string()),
+                        age_seconds: newest.map(|m| (now - m.finished_at).num_seconds()),
+                    }
+                })
+                .collect();
+            // The primary's view when it can be read, else the first tier that can.
+            let list = catalogs
+                .first()
+                .map(|(_, c)| c.list(Some(&comp)))
+                .unwrap_or_default();
             let latest = list
                 .iter()
                 .max_by_key(|m| m.finished_at)
@@ -690,6 +737,7 @@ impl Stack {
                 latest_base: None,
                 wal: None,
                 postgres: false,
+                tiers,
             };
             #[allow(irrefutable_let_patterns)]
             if let ComponentConfig::Postgres(pg) = c {
@@ -699,7 +747,17 @@ impl Stack {
                     .filter(|m| BaseBackupFacts::is_base(m))
                     .max_by_key(|m| m.finished_at)
                     .map(|m| m.id.to_string());
-                let listing = self.archive_of(name, pg)?.list(0).await?;
+                let listing = match self.archive_of(name, pg)?.list(0).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let mut p = crate::Problem::new(&e);
+                        p.component = Some(name.clone());
+                        p.tier = e.context_value("tier").map(str::to_owned);
+                        problems.push(p);
+                        components.push(status);
+                        continue;
+                    }
+                };
                 if let Some((seg, modified)) = &listing.newest {
                     status.wal = Some(WalStatus {
                         newest_segment: seg.clone(),
@@ -715,6 +773,7 @@ impl Stack {
             tier: primary,
             now,
             components,
+            problems,
         })
     }
 }

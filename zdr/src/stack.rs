@@ -39,7 +39,15 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(e: &Error) -> Self {
+    /// A failure of the tier `tier`.
+    pub(crate) fn on_tier(e: &Error, tier: &str) -> Self {
+        Self {
+            tier: Some(tier.to_owned()),
+            ..Self::new(e)
+        }
+    }
+
+    pub(crate) fn new(e: &Error) -> Self {
         Self {
             tier: None,
             component: None,
