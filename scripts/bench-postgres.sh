@@ -77,7 +77,7 @@ WEED_PID=
 
 stop_weed() {
     if [ -n "$WEED_PID" ]; then
-        kill -- "-$WEED_PID" 2>/dev/null || kill "$WEED_PID" 2>/dev/null || true
+        kill -- "-$WEED_PID" 2>/dev/null || true
         wait "$WEED_PID" 2>/dev/null || true
         WEED_PID=
     fi
@@ -214,7 +214,9 @@ EOF
         args+=("-${np%%:*}.port=${np#*:}" "-${np%%:*}.port.grpc=$(( ${np#*:} + 10000 ))")
     done
     log "starting SeaweedFS (S3 on 127.0.0.1:$P_S3)"
-    (cd "$ROOT/s3" && TMPDIR="$ROOT/s3" setsid weed "${args[@]}" >"$ROOT/s3/weed.log" 2>&1) &
+    # exec setsid: the server is the leader of its own process group (its pid is $!), so the
+    # cleanup stops it and everything it started with one signal to the group.
+    (cd "$ROOT/s3" && TMPDIR="$ROOT/s3" exec setsid weed "${args[@]}" >"$ROOT/s3/weed.log" 2>&1) &
     WEED_PID=$!
     export ZDR_TIERS__S3__ACCESS_KEY_ID=$S3_KEY ZDR_TIERS__S3__SECRET_ACCESS_KEY=$S3_SECRET
     S3_TIER="
