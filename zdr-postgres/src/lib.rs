@@ -51,7 +51,8 @@
 //!   one uncompressed dump), streamed as one tar artifact (`.dir.tar`), and the spool is
 //!   removed (also on failure). Its restore unpacks the verified artifact into a spool
 //!   (only flat regular files: `..`, absolute paths and links are refused), then runs
-//!   `pg_restore -j N` on it into the side database; verification and swap are the same.
+//!   `pg_restore -j N` ([`PgConfig::jobs`]) on it into the side database; verification and
+//!   swap are the same.
 //! - The password reaches the tools only through `PGPASSWORD` in their environment; it is
 //!   scrubbed from captured stderr and never shown by `Debug`.
 //! - Tools run through a [`zdr_core::CommandRunner`] (local processes by default; a
@@ -108,10 +109,10 @@ pub enum DumpFormat {
     /// pg_dump's directory format with `jobs` parallel workers (`pg_dump -Fd -j N`), for
     /// large databases: dumped into a spool directory on disk ([`PgConfig::spool_dir`],
     /// room for one uncompressed dump), stored as one tar artifact (`.dir.tar`), and
-    /// restored with `pg_restore -j N` from an unpacked spool. By hand:
+    /// restored with `pg_restore -j` ([`PgConfig::jobs`]) from an unpacked spool. By hand:
     /// `mkdir d && zstd -dc x.dir.tar.zst | tar -x -C d && pg_restore -j 4 -d DB d`.
     Directory {
-        /// Parallel jobs of `pg_dump` and `pg_restore` (at least 1).
+        /// Parallel jobs of `pg_dump` (at least 1); restores use [`PgConfig::jobs`].
         jobs: u32,
     },
 }
