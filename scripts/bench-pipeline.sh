@@ -3,10 +3,15 @@
 #
 #   scripts/bench-pipeline.sh            # the figures of BENCHMARKS.md
 #   REPS=1 SIZE=256M BIG=1G scripts/bench-pipeline.sh   # a quick try
+#   ZDR_BIN=/path/to/pipeline scripts/bench-pipeline.sh # no cargo build: use this bench executable
 #
-# Inputs (under $ZDR_BENCH_DIR, default /tmp/zdr-bench; regenerated only when missing):
+# The bench executable (zdr-storage/benches/pipeline.rs) is $ZDR_BIN when given (nothing is
+# built), else built with `cargo bench -p zdr-storage --bench pipeline --no-run`.
+#
+# Inputs (under $ZDR_BENCH_DIR, default $TMPDIR/zdr-bench; regenerated when missing or of
+# another size):
 #   realistic-1g.txt  SIZE bytes shaped like a pg_dump of the reference database
-#                     (/work/shared/bench/reference-db.sql: docs + pgbench -s 50), written by
+#                     (scripts/bench-reference.sql: docs + pgbench -s 50), written by
 #                     the bench's own deterministic generator (`gen-realistic`); ~3.4:1 with zstd -3
 #   random-1g.bin     SIZE incompressible bytes: an AES-256-CTR keystream with a fixed key,
 #                     i.e. like `head -c 1G /dev/urandom` but the same on every run
@@ -20,12 +25,17 @@
 # read back), their CPU time and their own VmHWM. The fs tier lives in a temporary directory
 # under $ZDR_BENCH_DIR, on the same disk, and OpenDAL fsyncs every artifact.
 #
-# Results: $ZDR_BENCH_DIR/results.tsv (raw) and a markdown table on stdout. The inputs are
-# deleted at the end unless KEEP_DATA=1.
+# The load average (1, 5, 15 minutes) before each measurement is recorded beside it.
+# Results: $ZDR_BENCH_DIR/results.tsv (raw) and $ZDR_BENCH_DIR/results.md (the table, also
+# printed), kept; machine.txt beside them. The inputs and the fs tier's files are deleted at
+# the end unless KEEP_DATA=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DIR=${ZDR_BENCH_DIR:-/tmp/zdr-bench}
+DIR=${ZDR_BENCH_DIR:-${TMPDIR:-/tmp}/zdr-bench}
+# zdr reads ZDR_* variables as config overrides: keep the executable's path out of the way.
+ZDR_BIN_ARG=${ZDR_BIN:-}
+unset ZDR_BIN
 REPS=${REPS:-3}
 SIZE=${SIZE:-1G}
 BIG=${BIG:-4G}
@@ -41,6 +51,9 @@ for t in openssl sha256sum lz4 zstd gzip python3; do
     command -v "$t" >/dev/null || { echo "bench-pipeline.sh: $t is missing" >&2; exit 1; }
 done
 
+if [ -n "$ZDR_BIN_ARG" ]; then
+    BIN=$(realpath "$ZDR_BIN_ARG")
+else
 echo "building the bench (cargo bench -p zdr-storage --bench pipeline --no-run)" >&2
 BIN=$(cargo bench -p zdr-storage --bench pipeline --no-run --message-format=json-render-diagnostics |
     python3 -c '
@@ -49,6 +62,7 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "pipeline" and m.get("executable"):
         print(m["executable"])')
+fi
 [ -x "$BIN" ] || { echo "bench-pipeline.sh: bench executable not found" >&2; exit 1; }
 
 bytes() { numfmt --from=iec "$1"; }
@@ -88,10 +102,11 @@ wait_idle() {
     return 0
 }
 
-# record FILE LABEL STORED SECONDS CPU RSS: append one row to the results.
+# record FILE LABEL STORED SECONDS CPU RSS: append one row to the results, with the load
+# average taken before the measurement's first run.
 record() {
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(basename "$1")" "$2" "$(stat -c %s "$1")" "$3" "$4" \
-        "$5" "$6" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(basename "$1")" "$2" "$(stat -c %s "$1")" "$3" "$4" \
+        "$5" "$6" "$LOAD" >>"$RESULTS"
     echo "  $2: ${4}s wall, ${5}s CPU, peak RSS ${6} KiB" >&2
 }
 min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }'; }
@@ -101,6 +116,7 @@ anchor() {
     local label=$1 file=$2
     shift 2
     local best="" cpu="" rss=0 stored="-" t0 t1 m
+    LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     for _ in $(seq "$REPS"); do
         cat "$file" >/dev/null
         wait_idle
@@ -123,6 +139,7 @@ zdr() {
     local label=$1 file=$2 mode=$3
     shift 3
     local best="" cpu="" rss=0 stored="" line m
+    LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     for _ in $(seq "$REPS"); do
         cat "$file" >/dev/null
         wait_idle
@@ -147,7 +164,7 @@ zdr() {
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$DIR/machine.txt" >&2
 
-printf 'file\tlabel\tinput_bytes\tstored_bytes\tseconds\tcpu_seconds\tpeak_rss_kib\n' >"$RESULTS"
+printf 'file\tlabel\tinput_bytes\tstored_bytes\tseconds\tcpu_seconds\tpeak_rss_kib\tload_before\n' >"$RESULTS"
 for f in "$REAL" "$RAND"; do
     echo "== $(basename "$f")" >&2
     cat "$f" >/dev/null
@@ -174,15 +191,15 @@ cat "$BIGF" >/dev/null
 zdr "zdr hash-zstd" "$BIGF" hash-zstd
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$DIR/machine.txt" >&2
 
-python3 - "$RESULTS" <<'EOF'
+python3 - "$RESULTS" <<'EOF' | tee "$DIR/results.md"
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 files = []
 for r in rows:
     if r["file"] not in files:
         files.append(r["file"])
-print("| input | run | seconds | MB/s | CPU s | stored bytes (ratio) | peak RSS MiB | throughput vs `openssl dgst -sha256` |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+print("| input | run | seconds | MB/s | CPU s | stored bytes (ratio) | peak RSS MiB | throughput vs `openssl dgst -sha256` | load average before |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---|")
 base = {}
 for r in rows:
     if r["label"] == "openssl dgst -sha256":
@@ -194,7 +211,7 @@ for r in rows:
     b = base.get(r["file"])
     ratio = f"{b / s:.2f}x" if b else "-"
     label = r["label"].replace("|", "\\|")
-    print(f"| {r['file']} | {label} | {s:.3f} | {n / 1e6 / s:,.0f} | {float(r['cpu_seconds']):.2f} | {st} | {int(r['peak_rss_kib']) / 1024:.1f} | {ratio} |")
+    print(f"| {r['file']} | {label} | {s:.3f} | {n / 1e6 / s:,.0f} | {float(r['cpu_seconds']):.2f} | {st} | {int(r['peak_rss_kib']) / 1024:.1f} | {ratio} | {r['load_before']} |")
 print()
 for f in files:
     b = base.get(f)
@@ -210,5 +227,5 @@ if mem:
 EOF
 
 if [ "$KEEP_DATA" != 1 ]; then
-    rm -f "$REAL" "$RAND" "$BIGF" "$DIR/.rss"
+    rm -f "$REAL" "$RAND" "$BIGF" "$DIR/.rss" "$DIR/dd-copy"
 fi

@@ -9,13 +9,16 @@
 #   KEEP=1 ... then STEPS="segments base" ...     # rerun a subset on the kept cluster
 #
 # What it does:
-# - builds the release `zdr` with CARGO_TARGET_DIR=/work/target-bench (ZDR_BIN defaults to
-#   /work/target-bench/release/zdr; setting ZDR_BIN skips the build); installs pgbackrest with
-#   apt if it is missing;
-# - one PostgreSQL 15 cluster under $ROOT (default /tmp/zdr-walbench), initdb as the `postgres`
+# - the `zdr` binary: $ZDR_BIN when given (nothing is built), else `cargo build --release
+#   -p zdr-cli` into the checkout's target dir ($CARGO_TARGET_DIR when set); installs
+#   pgbackrest with apt if it is missing;
+# - one PostgreSQL 15 cluster under $ROOT (default $TMPDIR/zdr-walbench), initdb as the `postgres`
 #   OS user, a free port, scram-sha-256 over TCP, shared_buffers=1GB, max_wal_size=8GB,
 #   checkpoint_timeout=30min, fsync on, wal_level=replica, archive_mode=on, archive_command
-#   `true` while loading; database `bench` = `pgbench -i -s 50` + reference-db.sql (>= 1.5 GB);
+#   `true` while loading; database `bench` = `pgbench -i -s 50` + $REFERENCE (default
+#   scripts/bench-reference.sql; >= 1.5 GB). A fingerprint of the data (row counts and sums) is
+#   kept with the cluster: a kept cluster (KEEP=1) whose data changed (the segments step writes
+#   to it) is dropped and loaded again, so every run measures the same database;
 # - segments: write load (`pgbench -c 1` beside 100k-row UPDATEs of docs) until SEGMENTS+2
 #   segments were written, then the first SEGMENTS completed segments are copied out of pg_wal
 #   into $ROOT/segs. Each one is then pushed, as the `postgres` OS user with one process per segment as archive_command does,
@@ -39,19 +42,20 @@
 #   streamed) as a reference;
 # - PITR: `zdr pitr postgres --target latest --discard` after zdr's base backup; its RTO line.
 #
-# Raw results: $ROOT/results.tsv and $ROOT/segments.tsv (kept); markdown table on stdout.
-# The cluster is stopped and the data removed at the end unless KEEP=1.
+# Each timed command records `/proc/loadavg` (1, 5, 15 minutes) before it, beside its figure.
+# Raw results: $ROOT/results.tsv and $ROOT/segments.tsv, the table in $ROOT/results.md (also
+# printed), kept. The cluster is stopped and everything else removed at the end unless KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROOT=${ZDR_WALBENCH_DIR:-/tmp/zdr-walbench}
+ROOT=${ZDR_WALBENCH_DIR:-${TMPDIR:-/tmp}/zdr-walbench}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 SCALE=${SCALE:-50}
 SEGMENTS=${SEGMENTS:-40}
 REPS=${REPS:-1}
 KEEP=${KEEP:-0}
 STEPS=${STEPS:-"load segments base"}
-REFERENCE=${REFERENCE:-/work/shared/bench/reference-db.sql}
+REFERENCE=${REFERENCE:-scripts/bench-reference.sql}
 PW=bench-pw-$$
 # zdr reads ZDR_* environment variables as config keys: ZDR_BIN would be an unknown key `bin`
 # and every zdr command (archive_command too: the server inherits this environment) would fail.
@@ -96,14 +100,17 @@ cleanup() {
         [ -f "$d/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
     done
     rm -rf "$ROOT/pg" "$ROOT/tier" "$ROOT/files" "$ROOT/segs" "$ROOT/scratch" "$ROOT/recovery" \
-        "$ROOT/pgbr" "$ROOT/zdr.toml" "$ROOT/pgbackrest.conf" "$STATE"
+        "$ROOT/pgbr" "$ROOT/zdr.toml" "$ROOT/zdr-noprefetch.toml" "$ROOT/pgbackrest.conf" \
+        "$ROOT/segloop.sh" "$ROOT/segloop.err" "$ROOT/time.out" "$STATE"
     log "stopped the cluster, removed its data (results kept in $RESULTS, $SEGTSV)"
 }
 trap cleanup EXIT
 
-if [ -f "$STATE" ] && ! has_step load; then
+if [ -f "$STATE" ] && [ -d "$PGDATA" ]; then
     # shellcheck disable=SC1090
     source "$STATE"
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1 ||
+        as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$ROOT/pg/log" -w -t 60 start >/dev/null
 else
     for d in "$ROOT"/pg/data; do
         [ -d "$d" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
@@ -138,22 +145,39 @@ export ZDR_COMPONENTS__POSTGRES__PASSWORD=$PW
 PSQL=("$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1)
 sql() { "${PSQL[@]}" -t -A -d "${2:-postgres}" -c "$1"; }
 
+# Row counts and sums of the tables of `bench`: they change as soon as anything writes to it.
+fingerprint() {
+    sql "SELECT concat_ws(',', (SELECT count(*) FROM pgbench_accounts), (SELECT sum(abalance) FROM pgbench_accounts),
+        (SELECT count(*) FROM pgbench_history), (SELECT count(*) FROM docs), (SELECT sum(n) FROM docs))" bench 2>/dev/null || echo none
+}
+load=0
 if has_step load; then
+    load=1
+elif [ "$(fingerprint)" != "${FINGERPRINT:-}" ]; then
+    log "the kept database bench is missing or has changed since it was loaded: loading it again"
+    load=1
+fi
+if [ "$load" = 1 ]; then
     log "loading: pgbench -i -s $SCALE, then $REFERENCE"
+    sql "DROP DATABASE IF EXISTS bench WITH (FORCE)"
     sql "CREATE DATABASE bench"
     "$PGBENCH" -i -s "$SCALE" -q bench >/dev/null 2>&1
     "${PSQL[@]}" -d bench -f "$REFERENCE" >/dev/null
     sql "VACUUM ANALYZE" bench
+    FINGERPRINT=$(fingerprint)
+    printf 'PORT=%s\nPW=%s\nFINGERPRINT=%s\n' "$PORT" "$PW" "$FINGERPRINT" >"$STATE"
 fi
 SIZE=$(sql "SELECT pg_database_size('bench')")
 log "database bench: $(numfmt --to=iec "$SIZE") ($SIZE bytes)"
 [ "$SIZE" -ge "${MIN_SIZE:-1500000000}" ] || { echo "bench-wal.sh: bench is only $SIZE bytes" >&2; exit 1; }
 
-if [ -z "$ZDR_BIN_ARG" ]; then
-    log "building the release zdr (CARGO_TARGET_DIR=/work/target-bench cargo build --release -p zdr-cli)"
-    CARGO_TARGET_DIR=/work/target-bench cargo build --release -q -p zdr-cli
+if [ -n "$ZDR_BIN_ARG" ]; then
+    ZDR=$(realpath "$ZDR_BIN_ARG")
+else
+    log "building the release zdr (cargo build --release -p zdr-cli)"
+    cargo build --release -q --locked -p zdr-cli
+    ZDR=$(realpath "${CARGO_TARGET_DIR:-target}/release/zdr")
 fi
-ZDR=${ZDR_BIN_ARG:-/work/target-bench/release/zdr}
 [ -x "$ZDR" ] || { echo "bench-wal.sh: no zdr binary at $ZDR" >&2; exit 1; }
 
 # --- zdr and pgBackRest configuration ---------------------------------------------------------
@@ -277,7 +301,7 @@ if has_step segments; then
     log "copied $n segments ($(ls "$ROOT/segs" | head -1) .. $(ls "$ROOT/segs" | tail -1)); lz4 -1 ratio of the first: $(lz4 -1 -c "$ROOT/segs/$(ls "$ROOT/segs" | head -1)" | wc -c) / 16777216 bytes"
     cat "$ROOT"/segs/* >/dev/null
     sync
-    LOAD=$(cut -d' ' -f1 /proc/loadavg)
+    LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     printf 'load_before_segments\t%s\n' "$LOAD" >>"$RESULTS"
     log "timing push and fetch of $n segments, one process each (load $LOAD)"
     cat >"$ROOT/segloop.sh" <<'EOF'
@@ -370,7 +394,7 @@ settle() {
 timed() {
     local name=$1 cmd=$2
     settle
-    LOAD=$(cut -d' ' -f1 /proc/loadavg)
+    LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     log "$name (load $LOAD): $cmd"
     /usr/bin/time -f "%e %M" -o "$ROOT/time.out" bash -o pipefail -c "$cmd" >"$ROOT/files/$name.out" 2>"$ROOT/files/$name.err" || {
         echo "bench-wal.sh: $name failed:" >&2
@@ -416,7 +440,7 @@ if has_step base; then
 fi
 
 # --- report -----------------------------------------------------------------------------------
-echo
+{
 if [ -s "$SEGTSV" ]; then
     echo "| per segment (16 MiB, one process each) | n | mean ms | median ms | zdr in-process ms (median) |"
     echo "| --- | ---: | ---: | ---: | ---: |"
@@ -441,7 +465,10 @@ r("zdr_fetch", "pgbr_fetch", None)
 EOF
     echo
 fi
-echo "| step | wall s | peak RSS MiB | load before |"
-echo "| --- | ---: | ---: | ---: |"
+echo "| step | wall s | peak RSS MiB | load average before (1, 5, 15 min) |"
+echo "| --- | ---: | ---: | --- |"
 awk -F'\t' 'NF == 4 { printf "| %s | %s | %.0f | %s |\n", $1, $2, $3 / 1024, $4 }' "$RESULTS"
-grep -v -P '\t.*\t' "$RESULTS" | sed 's/^/    /'
+grep -v -P '\t.*\t.*\t' "$RESULTS" | sed 's/^/    /'
+} >"$ROOT/results.md"
+echo
+cat "$ROOT/results.md"

@@ -123,6 +123,10 @@ pub(crate) enum Command {
         /// rollback). Needs --yes-destroy-live.
         #[arg(long)]
         in_place: bool,
+        /// postgres: parallel pg_restore jobs (default: the component's `jobs`, else the
+        /// number of cores).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        jobs: Option<u32>,
         /// Confirm that --in-place may destroy the live database.
         #[arg(long, requires = "in_place")]
         yes_destroy_live: bool,

@@ -12,7 +12,7 @@ pub(crate) fn for_cli(e: Error) -> Error {
     } else if message.contains("a target name (database or collection)") {
         Some("--database names the target database (postgres) or collection (qdrant)")
     } else if message.contains("apply to postgres components") {
-        Some("--database, --table, --as and --in-place apply to postgres components")
+        Some("--database, --table, --as, --jobs and --in-place apply to postgres components")
     } else if message.contains("apply to redis components") {
         Some("--match, --db and --no-replace apply to redis components")
     } else if message.contains("apply to vault components") {

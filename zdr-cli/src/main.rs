@@ -242,6 +242,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             table,
             as_name,
             in_place,
+            jobs,
             yes_destroy_live,
             logical,
             force,
@@ -270,6 +271,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                     },
                     table: table.clone(),
                     table_as: as_name.clone(),
+                    jobs: *jobs,
                 },
                 redis: zdr::redis::RestoreOptions {
                     replace: !*no_replace,

@@ -184,7 +184,8 @@ pub trait Restorer: Send + Sync {
     fn component(&self) -> &Component;
 
     /// Restore `backup`, reading its artifacts from `from`, into `target`. The storage layer
-    /// has verified every artifact's checksum before calling this.
+    /// has verified every artifact's checksum before calling this, unless
+    /// [`Restorer::verifies_while_reading`] says the restorer does it itself.
     async fn restore(
         &self,
         backup: &Manifest,
@@ -192,6 +193,15 @@ pub trait Restorer: Send + Sync {
         target: &RestoreTarget,
         progress: &Progress,
     ) -> Result<RestoreOutcome>;
+
+    /// True when this restore reads each artifact it uses to its end (where the stream checks
+    /// size and SHA-256) before anything it changed becomes visible, and leaves the target
+    /// untouched when that check fails: the storage layer then checks only the sidecars up
+    /// front and skips its full checksum pass, so each artifact is read once — one download
+    /// from a remote tier instead of two. Default `false`.
+    fn verifies_while_reading(&self) -> bool {
+        false
+    }
 }
 
 /// A restorer whose restores take options of their own per call (a restore mode, a single
@@ -204,6 +214,12 @@ pub trait RestoreWithOptions: Send + Sync {
 
     /// The component restored.
     fn restored_component(&self) -> &Component;
+
+    /// As [`Restorer::verifies_while_reading`], for a restore with `options`.
+    fn verifies_while_reading_with(&self, options: &Self::Options) -> bool {
+        let _ = options;
+        false
+    }
 
     /// Restore `backup` with `options` (see [`Restorer::restore`]).
     async fn restore_with_options(
@@ -251,6 +267,10 @@ impl<R: RestoreWithOptions + std::fmt::Debug> Restorer for RestoreCall<'_, R> {
         self.restorer
             .restore_with_options(&self.options, backup, from, target, progress)
             .await
+    }
+
+    fn verifies_while_reading(&self) -> bool {
+        self.restorer.verifies_while_reading_with(&self.options)
     }
 }
 

@@ -1,21 +1,50 @@
-//! The directory format (`pg_dump -Fd -j N`): pg_dump cannot stream it, so it is written
-//! into a spool directory on disk, which is then streamed as one tar artifact; a restore
-//! unpacks the artifact into a spool directory and runs `pg_restore -j N` on it. Spools are
-//! private (0700) temporary directories, removed when done, on failure, and when the
-//! future owning them is dropped.
+//! Spools: private (0700) temporary directories on disk under [`PgConfig::spool_dir`].
+//!
+//! The directory format (`pg_dump -Fd -j N`) cannot stream, so it is written into a spool,
+//! which is then streamed as one tar artifact; its restore unpacks the artifact into a spool
+//! and runs `pg_restore -j N` on it. A custom-format restore copies the decoded artifact
+//! into a spool file once (the stream checks the stored bytes' size and SHA-256 at its end,
+//! so the copy is the verification pass) and runs `pg_restore -j N` on that file.
+//!
+//! Spools are removed when done, on failure, and when the future owning them is dropped.
+//! Each holds an exclusive lock on its `.lock` file for its lifetime; a spool whose lock is
+//! free belongs to a run that was killed, and the next spool created in the same directory
+//! removes it.
 
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Component as PathPart, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio_util::io::SyncIoBridge;
-use zdr_core::{ArtifactWrite, BoxRead, Error, ErrorKind, Result};
+use zdr_core::{ArtifactWrite, BoxRead, Error, ErrorKind, Progress, Result};
 
 use crate::PgConfig;
 
 /// Buffer between tar and the async pipeline (one pipeline chunk).
 const BUF: usize = 1 << 20;
+
+/// The name prefix of every spool directory.
+const PREFIX: &str = "zdr-pg-spool-";
+
+/// The lock file inside a spool, held by its owner.
+const LOCK: &str = ".lock";
+
+/// A spool whose lock is free is removed once it is this old (the owner takes its lock
+/// right after creating it; the margin keeps a spool being born from being taken for a
+/// dead one).
+const DEAD_AFTER: Duration = Duration::from_secs(60);
+
+/// A spool without a lock file (left by an older zdr) is removed once it is this old.
+const UNLOCKED_AFTER: Duration = Duration::from_secs(3600);
+
+/// The directory and the lock that marks it as in use.
+struct Owned {
+    dir: tempfile::TempDir,
+    _lock: File,
+}
 
 /// A private temporary directory under the configured spool directory.
 ///
@@ -24,14 +53,14 @@ const BUF: usize = 1 << 20;
 /// also tells that thread to stop at its next read or write, so nothing writes into the
 /// spool after it is deleted.
 pub(crate) struct Spool {
-    dir: Option<Arc<tempfile::TempDir>>,
+    dir: Option<Arc<Owned>>,
     cancel: Arc<AtomicBool>,
 }
 
 /// What the blocking thread holds of a [`Spool`].
 #[derive(Clone)]
 struct Hold {
-    _dir: Option<Arc<tempfile::TempDir>>,
+    _dir: Option<Arc<Owned>>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -48,25 +77,38 @@ impl Hold {
     }
 }
 
+/// The directory spools are created in.
+pub(crate) fn spool_parent(config: &PgConfig) -> PathBuf {
+    config.spool_dir.clone().unwrap_or_else(std::env::temp_dir)
+}
+
 impl Spool {
-    /// Create `zdr-pg-spool-*` in `config.spool_dir` (default: the system temp dir).
-    pub(crate) fn create(config: &PgConfig) -> Result<Self> {
-        let parent = config.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    /// Create `zdr-pg-spool-*` in `config.spool_dir` (default: the system temp dir), after
+    /// removing the spools of killed runs there (each named in a warning).
+    pub(crate) fn create(config: &PgConfig, progress: &Progress) -> Result<Self> {
+        let parent = spool_parent(config);
+        for (dead, bytes) in sweep(&parent) {
+            progress.warn(format!(
+                "removed {} ({bytes} bytes), a spool left by an interrupted run",
+                dead.display()
+            ));
+        }
+        let cannot = |e: io::Error| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot create a spool directory in {}", parent.display()),
+            )
+            .with_source(e)
+            .with_hint("set `spool_dir` to a directory with room for one uncompressed dump")
+        };
         let dir = tempfile::Builder::new()
-            .prefix("zdr-pg-spool-")
+            .prefix(PREFIX)
             .tempdir_in(&parent)
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    format!("cannot create a spool directory in {}", parent.display()),
-                )
-                .with_source(e)
-                .with_hint(
-                    "the directory format needs `spool_dir` with room for one uncompressed dump",
-                )
-            })?;
+            .map_err(cannot)?;
+        let lock = File::create(dir.path().join(LOCK)).map_err(cannot)?;
+        lock.try_lock().map_err(|e| cannot(io::Error::other(e)))?;
         Ok(Self {
-            dir: Some(Arc::new(dir)),
+            dir: Some(Arc::new(Owned { dir, _lock: lock })),
             cancel: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -78,19 +120,28 @@ impl Spool {
         }
     }
 
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map_or_else(PathBuf::new, |d| d.dir.path().join(name))
+    }
+
     /// Where pg_dump writes / pg_restore reads (inside the spool; created by them or by
     /// [`unpack`]).
     pub(crate) fn dump_dir(&self) -> PathBuf {
-        self.dir
-            .as_ref()
-            .map_or_else(PathBuf::new, |d| d.path().join("dump"))
+        self.path("dump")
+    }
+
+    /// The spool file of a custom-format restore ([`copy_in`]).
+    pub(crate) fn dump_file(&self) -> PathBuf {
+        self.path("dump.file")
     }
 
     /// Remove the spool off the async threads (a dump is large).
     pub(crate) async fn remove(mut self) {
         if let Some(d) = self.dir.take() {
             let _ = tokio::task::spawn_blocking(move || match Arc::try_unwrap(d) {
-                Ok(d) => d.close(),
+                Ok(o) => o.dir.close(),
                 Err(d) => {
                     drop(d);
                     Ok(())
@@ -108,6 +159,126 @@ impl Drop for Spool {
         self.cancel.store(true, Ordering::Relaxed);
         drop(self.dir.take());
     }
+}
+
+/// Remove the spools of killed runs in `parent`: those whose lock nobody holds (older than
+/// [`DEAD_AFTER`]) and those without a lock file older than [`UNLOCKED_AFTER`]. Returns
+/// what was removed and its size. Best effort: what cannot be read is left alone.
+fn sweep(parent: &Path) -> Vec<(PathBuf, u64)> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let named = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(PREFIX));
+        if !named || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let age = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        let dead = match File::open(path.join(LOCK)) {
+            // Locked by its owner: in use. Free: its owner is gone (the kernel releases the
+            // lock of a killed process).
+            Ok(f) => f.try_lock().is_ok() && age >= DEAD_AFTER,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => age >= UNLOCKED_AFTER,
+            Err(_) => false,
+        };
+        if dead {
+            let bytes = size_of_tree(&path);
+            if std::fs::remove_dir_all(&path).is_ok() {
+                removed.push((path, bytes));
+            }
+        }
+    }
+    removed
+}
+
+fn size_of_tree(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => size_of_tree(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}
+
+/// Check that `dir` has room for `needed` bytes (the decoded size of what is spooled),
+/// before anything is written there.
+///
+/// # Errors
+/// [`ErrorKind::Io`] naming the directory and both sizes when it has not.
+pub(crate) fn check_room(dir: &Path, needed: u64) -> Result<()> {
+    let st = rustix::fs::statvfs(dir).map_err(|e| {
+        Error::from_io(
+            io::Error::from(e),
+            format!("cannot read the free space of {}", dir.display()),
+        )
+    })?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < needed {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "not enough free space in the spool directory {}: the restore spools {needed} \
+                 bytes (the backup's uncompressed size), {free} bytes are free",
+                dir.display()
+            ),
+        )
+        .with_context("path", dir.display())
+        .with_hint(
+            "free space there, or set `spool_dir` to a directory with room for one \
+             uncompressed dump",
+        ));
+    }
+    Ok(())
+}
+
+/// Copy the decoded artifact `from` into the spool's [`Spool::dump_file`], to its end: the
+/// stream checks the stored bytes' size and SHA-256 there, so a copy that returns `Ok` is of
+/// a verified artifact. Returns the bytes written.
+pub(crate) async fn copy_in(from: BoxRead, spool: &Spool) -> Result<u64> {
+    let bridge = SyncIoBridge::new(from);
+    let dest = spool.dump_file();
+    let hold = spool.hold();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)
+            .map_err(|e| Error::from_io(e, format!("cannot create {}", dest.display())))?;
+        let mut input = CountingReader {
+            inner: BufReader::with_capacity(BUF, bridge),
+            n: 0,
+            hold,
+        };
+        let mut out = BufWriter::with_capacity(BUF, file);
+        let copied = io::copy(&mut input, &mut out);
+        let copied = copied.and_then(|n| out.flush().map(|()| n));
+        copied.map_err(|e| {
+            let e = Error::from_io(e, "spooling the backup");
+            // A read error carries the artifact's own error (Integrity, Storage) as is.
+            if e.kind() == ErrorKind::Io {
+                e.with_context("path", dest.display())
+            } else {
+                e
+            }
+        })?;
+        Ok(input.n)
+    })
+    .await
+    .map_err(|e| Error::unexpected("the spooling task failed").with_source(e))?
 }
 
 /// The files of a directory dump, `toc.dat` first, then by name. pg_dump writes a flat
@@ -263,6 +434,65 @@ impl<R: Read> Read for CountingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn age(path: &Path, secs: u64) {
+        let t = std::time::SystemTime::now() - Duration::from_secs(secs);
+        let f = File::open(path).unwrap_or_else(|_| unreachable!());
+        f.set_modified(t).unwrap_or_else(|_| unreachable!());
+    }
+
+    #[test]
+    fn spools_of_killed_runs_are_swept_and_live_ones_kept() {
+        let parent = tempfile::tempdir().unwrap_or_else(|_| unreachable!());
+        let mut config = PgConfig::new("h", 5432, "u", "d");
+        config.spool_dir = Some(parent.path().to_path_buf());
+        // A live spool of this process (made old below, but locked).
+        let live = Spool::create(&config, &Progress::none()).unwrap_or_else(|_| unreachable!());
+        let live_dir = live
+            .dump_file()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        // A killed run: its lock file is there, nobody holds it.
+        let dead = parent.path().join(format!("{PREFIX}dead"));
+        std::fs::create_dir(&dead).unwrap_or_else(|_| unreachable!());
+        std::fs::write(dead.join(LOCK), b"").unwrap_or_else(|_| unreachable!());
+        std::fs::write(dead.join("dump.file"), [7u8; 1000]).unwrap_or_else(|_| unreachable!());
+        age(&dead, 120);
+        // A killed run a moment ago (it may be one being born): kept for now.
+        let young = parent.path().join(format!("{PREFIX}young"));
+        std::fs::create_dir(&young).unwrap_or_else(|_| unreachable!());
+        std::fs::write(young.join(LOCK), b"").unwrap_or_else(|_| unreachable!());
+        // An old spool without a lock file (an older zdr), and something else.
+        let unlocked = parent.path().join(format!("{PREFIX}old"));
+        std::fs::create_dir(&unlocked).unwrap_or_else(|_| unreachable!());
+        age(&unlocked, 7200);
+        let other = parent.path().join("not-a-spool");
+        std::fs::create_dir(&other).unwrap_or_else(|_| unreachable!());
+        age(&other, 7200);
+        age(&live_dir, 7200);
+
+        let mut removed: Vec<_> = sweep(parent.path()).into_iter().collect();
+        removed.sort();
+        assert_eq!(removed, vec![(dead, 1000), (unlocked, 0)]);
+        assert!(young.exists() && other.exists() && live_dir.exists());
+        drop(live);
+        assert!(!live_dir.exists());
+    }
+
+    #[test]
+    fn room_is_checked_before_spooling() {
+        let dir = std::env::temp_dir();
+        assert!(check_room(&dir, 1).is_ok());
+        let e = check_room(&dir, u64::MAX)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("not enough free space") && e.contains(&dir.display().to_string()),
+            "{e}"
+        );
+    }
 
     #[test]
     fn only_flat_names_are_accepted() {

@@ -35,15 +35,24 @@
 //! ```
 //!
 //! ## Rules
-//! - The dump is never held in memory. Plain and custom formats are never written to a
-//!   temporary file either: `pg_dump`'s stdout is copied into the artifact writer; a restore
-//!   copies the decoded artifact into `psql`/`pg_restore`'s stdin.
+//! - The dump is never held in memory. A plain or custom-format backup is never written to
+//!   a temporary file: `pg_dump`'s stdout is copied into the artifact writer.
+//! - Restores read each artifact once (the storage layer checks only the sidecars first,
+//!   see [`zdr_core::Restorer::verifies_while_reading`]) and run in parallel by default.
+//!   A custom-format artifact is copied once into a private spool file under
+//!   [`PgConfig::spool_dir`] — the copy is the checksum pass: a mismatch stops the restore
+//!   before any database is created — then loaded with `pg_restore -j N`
+//!   ([`PgConfig::jobs`], default the number of cores). A plain-format artifact (which
+//!   `psql` can only load in one stream) streams into `psql --single-transaction` on the
+//!   side database, which is dropped, never swapped in, if the checksum at the stream's end
+//!   fails; an in-place restore spools it first, since it drops the live database.
 //! - The directory format ([`DumpFormat::Directory`], `pg_dump -Fd -j N`) cannot stream: it
 //!   is dumped into a private spool directory under [`PgConfig::spool_dir`] (disk space for
 //!   one uncompressed dump), streamed as one tar artifact (`.dir.tar`), and the spool is
 //!   removed (also on failure). Its restore unpacks the verified artifact into a spool
 //!   (only flat regular files: `..`, absolute paths and links are refused), then runs
-//!   `pg_restore -j N` on it into the side database; verification and swap are the same.
+//!   `pg_restore -j N` ([`PgConfig::jobs`]) on it into the side database; verification and
+//!   swap are the same.
 //! - The password reaches the tools only through `PGPASSWORD` in their environment; it is
 //!   scrubbed from captured stderr and never shown by `Debug`.
 //! - Tools run through a [`zdr_core::CommandRunner`] (local processes by default; a
@@ -100,16 +109,26 @@ pub enum DumpFormat {
     /// pg_dump's directory format with `jobs` parallel workers (`pg_dump -Fd -j N`), for
     /// large databases: dumped into a spool directory on disk ([`PgConfig::spool_dir`],
     /// room for one uncompressed dump), stored as one tar artifact (`.dir.tar`), and
-    /// restored with `pg_restore -j N` from an unpacked spool. By hand:
+    /// restored with `pg_restore -j` ([`PgConfig::jobs`]) from an unpacked spool. By hand:
     /// `mkdir d && zstd -dc x.dir.tar.zst | tar -x -C d && pg_restore -j 4 -d DB d`.
     Directory {
-        /// Parallel jobs of `pg_dump` and `pg_restore` (at least 1).
+        /// Parallel jobs of `pg_dump` (at least 1); restores use [`PgConfig::jobs`].
         jobs: u32,
     },
 }
 
 /// The default number of jobs of [`DumpFormat::Directory`] when none is given.
 pub const DEFAULT_JOBS: u32 = 2;
+
+/// The default number of parallel `pg_restore` jobs: the number of cores.
+#[must_use]
+pub fn default_restore_jobs() -> u32 {
+    std::thread::available_parallelism()
+        .ok()
+        .and_then(|n| u32::try_from(n.get()).ok())
+        .unwrap_or(1)
+        .clamp(1, 256)
+}
 
 impl DumpFormat {
     /// The artifact's extension.
@@ -190,11 +209,15 @@ pub struct PgConfig {
     pub row_counts: bool,
     /// Record an md5 over each table's rows (reads every row once more).
     pub checksums: bool,
-    /// Where [`DumpFormat::Directory`] dumps and restores are spooled (default: the system
-    /// temp dir). It needs free **disk** space for one uncompressed dump (about the size of
-    /// the data without indexes); memory use does not grow with it. With a container
-    /// runner, the tools must see this directory at the same path (a bind mount).
+    /// Where restores of custom- and directory-format backups, and directory-format dumps,
+    /// are spooled (default: the system temp dir). It needs free **disk** space for one
+    /// uncompressed dump (about the size of the data without indexes; a restore checks it
+    /// first); memory use does not grow with it. With a container runner, the tools must see
+    /// this directory at the same path (a bind mount).
     pub spool_dir: Option<PathBuf>,
+    /// Parallel `pg_restore` jobs of a restore (default: the number of cores,
+    /// [`default_restore_jobs`]); [`RestoreOptions::jobs`] overrides it for one call.
+    pub jobs: u32,
     /// How long a restore or rollback waits for another one of the same database (its
     /// advisory lock) before failing with a conflict; a run killed a moment ago can still
     /// hold it while its last server command finishes (default 30 s).
@@ -223,6 +246,7 @@ impl PgConfig {
             row_counts: true,
             checksums: false,
             spool_dir: None,
+            jobs: default_restore_jobs(),
             lock_wait: std::time::Duration::from_secs(30),
         }
     }
@@ -268,6 +292,7 @@ impl fmt::Debug for PgConfig {
             .field("row_counts", &self.row_counts)
             .field("checksums", &self.checksums)
             .field("spool_dir", &self.spool_dir)
+            .field("jobs", &self.jobs)
             .finish()
     }
 }
@@ -301,6 +326,8 @@ pub struct RestoreOptions {
     pub table: Option<String>,
     /// With `table`: restore it under this name (in the same schema) instead of replacing it.
     pub table_as: Option<String>,
+    /// Parallel `pg_restore` jobs for this call (default: [`PgConfig::jobs`]).
+    pub jobs: Option<u32>,
 }
 
 /// Backs up, restores and verifies one PostgreSQL database.
@@ -415,7 +442,7 @@ impl PostgresComponent {
             format!("--snapshot={snapshot}"),
         ]);
         let (dumped, observed) = if let DumpFormat::Directory { jobs } = c.format {
-            let spool = dir::Spool::create(c)?;
+            let spool = dir::Spool::create(c, progress)?;
             let res = async {
                 let mut spec = spec.args([
                     format!("--jobs={}", jobs.max(1)),
@@ -592,6 +619,10 @@ impl Restorer for PostgresComponent {
         &self.component
     }
 
+    fn verifies_while_reading(&self) -> bool {
+        self.verifies_while_reading_with(&RestoreOptions::default())
+    }
+
     /// Restore into `target.name` (default: the backup's database) with the default
     /// [`RestoreOptions`] (the safe restore); see the crate docs and
     /// [`PostgresComponent::restore_with`].
@@ -616,6 +647,14 @@ impl RestoreWithOptions for PostgresComponent {
 
     fn restored_component(&self) -> &Component {
         &self.component
+    }
+
+    /// Every PostgreSQL restore reads its artifact once and checks it on the way: custom
+    /// and directory formats into a spool before any database is created, plain format
+    /// into a side database that is only swapped in after the check (in place: spooled
+    /// first).
+    fn verifies_while_reading_with(&self, _options: &RestoreOptions) -> bool {
+        true
     }
 
     /// As [`Restorer::restore`], with `options` for this call.

@@ -181,15 +181,37 @@ async fn create_db(
         .map_err(|e| e.with_context("database", name))
 }
 
-/// Stream the dump artifact into `database`.
-async fn load(
+/// A backup made ready to load: its artifact either spooled on local disk (read once, its
+/// checksum verified while spooling), or — plain format into a side database — still to be
+/// streamed (verified at the end of the stream, before psql commits).
+pub(crate) struct Prepared<'a> {
+    record: &'a zdr_core::ArtifactRecord,
+    format: DumpFormat,
+    spool: Option<dir::Spool>,
+}
+
+impl Prepared<'_> {
+    /// Remove the spool, if any.
+    pub(crate) async fn remove(self) {
+        if let Some(s) = self.spool {
+            s.remove().await;
+        }
+    }
+}
+
+/// Check the tools, then spool the dump artifact when it is loaded from a file: custom and
+/// directory formats always (`pg_restore -j` needs a file it can seek), plain format when
+/// `spool_plain` (an in-place restore, which must not drop the live database before the
+/// backup is known to be intact). Nothing is created in the database server here: a corrupt
+/// artifact is refused before any database exists.
+pub(crate) async fn prepare<'a>(
     c: &PostgresComponent,
-    backup: &Manifest,
+    backup: &'a Manifest,
     facts: &PgFacts,
     from: &dyn ArtifactReader,
-    database: &str,
+    spool_plain: bool,
     progress: &Progress,
-) -> Result<u64> {
+) -> Result<Prepared<'a>> {
     let record = backup.artifact(&facts.artifact).ok_or_else(|| {
         Error::integrity(format!(
             "backup {} has no artifact named {}",
@@ -213,93 +235,124 @@ async fn load(
         &facts.server_version,
     )
     .await?;
-    if let DumpFormat::Directory { jobs: dumped_with } = facts.dump_format {
-        // The configured jobs when this component uses the directory format, else the
-        // backup's.
-        let jobs = match cfg.format {
-            DumpFormat::Directory { jobs } => jobs,
-            _ => dumped_with,
-        }
-        .max(1);
-        return load_directory(c, from, record, database, jobs, progress).await;
+    let format = facts.dump_format;
+    if format == DumpFormat::Plain && !spool_plain {
+        return Ok(Prepared {
+            record,
+            format,
+            spool: None,
+        });
     }
-    let spec = match facts.dump_format {
-        DumpFormat::Plain => tools::spec(cfg, "psql", database)
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "--single-transaction",
-                "-f",
-                "-",
-            ])
-            .with_stdin(),
-        DumpFormat::Custom | DumpFormat::Directory { .. } => {
-            tools::spec(cfg, "pg_restore", database)
-                .args(["--exit-on-error", "--single-transaction", "-d", database])
-                .with_stdin()
-        }
-    };
-    let mut spec = spec;
-    spec.stdout = false;
-    let mut stream = from
+    dir::check_room(&dir::spool_parent(cfg), record.raw_size)?;
+    let spool = dir::Spool::create(cfg, progress)?;
+    let stream = from
         .open(record)
         .await
         .map_err(|e| e.with_context("key", &record.key))?;
-    let task = format!("{tool} {database}");
+    let task = format!("spool {}", record.key);
     progress.start(&task, Some(record.raw_size));
-    let (run, tail) = tools::spawn(c.runner.as_ref(), cfg, &spec).await?;
-    let n = tools::feed(run, tail, &mut stream, b"", cfg, tool)
-        .await
-        .map_err(|e| e.with_context("key", &record.key))?;
+    let copied = match format {
+        DumpFormat::Directory { .. } => dir::unpack(stream, &spool).await,
+        DumpFormat::Custom | DumpFormat::Plain => dir::copy_in(stream, &spool).await,
+    };
     progress.finish(&task);
-    Ok(n)
+    match copied {
+        Ok(_) => Ok(Prepared {
+            record,
+            format,
+            spool: Some(spool),
+        }),
+        Err(e) => {
+            spool.remove().await;
+            Err(e.with_context("key", &record.key))
+        }
+    }
 }
 
-/// Unpack a directory-format artifact into a spool, then `pg_restore -j` it into
-/// `database`. The spool is removed in every case.
-async fn load_directory(
+/// Load a prepared backup into `database` (created, empty): `pg_restore -j jobs` from the
+/// spool, `psql -f` of a spooled plain dump, or the plain artifact streamed into
+/// `psql --single-transaction` (killed before it commits when the stream fails its
+/// checksum). Returns the bytes loaded.
+pub(crate) async fn apply(
     c: &PostgresComponent,
+    prepared: &Prepared<'_>,
     from: &dyn ArtifactReader,
-    record: &zdr_core::ArtifactRecord,
     database: &str,
     jobs: u32,
     progress: &Progress,
 ) -> Result<u64> {
     let cfg = &c.config;
-    let spool = dir::Spool::create(cfg)?;
-    let res = async {
-        let stream = from
+    let record = prepared.record;
+    let psql = || {
+        tools::spec(cfg, "psql", database).args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+        ])
+    };
+    let Some(spool) = &prepared.spool else {
+        let mut spec = psql().args(["-f", "-"]).with_stdin();
+        spec.stdout = false;
+        let mut stream = from
             .open(record)
             .await
             .map_err(|e| e.with_context("key", &record.key))?;
-        let task = format!("unpack {}", record.key);
+        let task = format!("psql {database}");
         progress.start(&task, Some(record.raw_size));
-        let n = dir::unpack(stream, &spool)
+        let (run, tail) = tools::spawn(c.runner.as_ref(), cfg, &spec).await?;
+        let n = tools::feed(run, tail, &mut stream, b"", cfg, "psql")
             .await
             .map_err(|e| e.with_context("key", &record.key))?;
         progress.finish(&task);
-        let task = format!("pg_restore -j {jobs} {database}");
-        progress.start(&task, None);
-        // No --single-transaction (pg_restore refuses it with -j): the target is a side,
-        // scratch or freshly created database that is dropped if anything fails.
-        let mut spec = tools::spec(cfg, "pg_restore", database).args([
-            "--exit-on-error".to_owned(),
-            format!("--jobs={jobs}"),
-            "-d".to_owned(),
-            database.to_owned(),
-            spool.dump_dir().display().to_string(),
-        ]);
-        spec.stdout = false;
-        let (run, tail) = tools::spawn(c.runner.as_ref(), cfg, &spec).await?;
-        tools::finish(run, tail, cfg, "pg_restore").await?;
-        progress.finish(&task);
-        Ok(n)
-    }
-    .await;
-    spool.remove().await;
-    res
+        return Ok(n);
+    };
+    let jobs = jobs.max(1);
+    let (mut spec, what) = match prepared.format {
+        DumpFormat::Plain => (
+            psql().args(["-f".to_owned(), spool.dump_file().display().to_string()]),
+            format!("psql {database}"),
+        ),
+        DumpFormat::Custom | DumpFormat::Directory { .. } => {
+            let input = if prepared.format == DumpFormat::Custom {
+                spool.dump_file()
+            } else {
+                spool.dump_dir()
+            };
+            let mut spec = tools::spec(cfg, "pg_restore", database)
+                .args(["--exit-on-error".to_owned(), format!("--jobs={jobs}")]);
+            if jobs == 1 {
+                // pg_restore refuses it with -j > 1; the target is a side, scratch or
+                // freshly created database that is dropped if anything fails.
+                spec = spec.args(["--single-transaction"]);
+            }
+            (
+                spec.args([
+                    "-d".to_owned(),
+                    database.to_owned(),
+                    input.display().to_string(),
+                ]),
+                format!("pg_restore -j {jobs} {database}"),
+            )
+        }
+    };
+    spec.stdout = false;
+    progress.start(&what, None);
+    let (run, tail) = tools::spawn(c.runner.as_ref(), cfg, &spec).await?;
+    let tool = if prepared.format == DumpFormat::Plain {
+        "psql"
+    } else {
+        "pg_restore"
+    };
+    tools::finish(run, tail, cfg, tool).await?;
+    progress.finish(&what);
+    Ok(record.raw_size)
+}
+
+/// The `pg_restore` jobs of a restore with `opts`.
+fn jobs_of(c: &PostgresComponent, opts: &RestoreOptions) -> u32 {
+    opts.jobs.unwrap_or(c.config.jobs).max(1)
 }
 
 /// Compare `database` with the facts.
@@ -374,14 +427,21 @@ async fn full(
             "confirm the in-place restore, or use the default safe restore (side database + swap)",
         )),
         RestoreMode::InPlace { confirmed: true } => {
-            if live_exists {
-                progress.warn(format!(
-                    "dropping the live database {db} (in-place restore)"
-                ));
-                drop_db(admin, c, db).await?;
+            // The backup is spooled and verified before the live database goes.
+            let prepared = prepare(c, backup, facts, from, true, progress).await?;
+            let loaded = async {
+                if live_exists {
+                    progress.warn(format!(
+                        "dropping the live database {db} (in-place restore)"
+                    ));
+                    drop_db(admin, c, db).await?;
+                }
+                create_db(admin, c, db, &cfg_template(c)).await?;
+                apply(c, &prepared, from, db, jobs_of(c, opts), progress).await
             }
-            create_db(admin, c, db, &cfg_template(c)).await?;
-            let bytes = load(c, backup, facts, from, db, progress).await?;
+            .await;
+            prepared.remove().await;
+            let bytes = loaded?;
             let report = verify_db(c, facts, db).await?;
             if !report.is_ok() {
                 return Err(mismatch(&report));
@@ -410,10 +470,19 @@ async fn full(
             } else {
                 cfg_template(c)
             };
-            create_db(admin, c, &side, &like).await?;
+            let t0 = std::time::Instant::now();
+            // Custom and directory formats: spooled and verified before the side database
+            // exists. Plain: verified at the end of the stream, before psql commits.
+            let prepared = prepare(c, backup, facts, from, false, progress).await?;
+            let spooled = t0.elapsed();
+            if let Err(e) = create_db(admin, c, &side, &like).await {
+                prepared.remove().await;
+                return Err(e);
+            }
             let attempt = async {
-                let t0 = std::time::Instant::now();
-                let bytes = load(c, backup, facts, from, &side, progress).await?;
+                let loaded = apply(c, &prepared, from, &side, jobs_of(c, opts), progress).await;
+                prepared.remove().await;
+                let bytes = loaded?;
                 let t1 = std::time::Instant::now();
                 let report = verify_db(c, facts, &side).await?;
                 if !report.is_ok() {
@@ -422,8 +491,9 @@ async fn full(
                     ));
                 }
                 let timing = format!(
-                    "load {:.2}s, verification {:.2}s",
-                    (t1 - t0).as_secs_f64(),
+                    "spool {:.2}s, load {:.2}s, verification {:.2}s",
+                    spooled.as_secs_f64(),
+                    (t1 - t0 - spooled).as_secs_f64(),
                     t1.elapsed().as_secs_f64()
                 );
                 progress.info(format!("{side}: {timing}"));
@@ -739,9 +809,15 @@ async fn restore_table(
         lock(&mut admin, c, db).await?;
         clean_leftovers(&mut admin, c, db, progress).await?;
         let side = derived(db, &format!("__zdr_restore_{}", backup.id));
-        create_db(&mut admin, c, &side, db).await?;
+        let prepared = prepare(c, backup, facts, from, false, progress).await?;
+        if let Err(e) = create_db(&mut admin, c, &side, db).await {
+            prepared.remove().await;
+            return Err(e);
+        }
         let copied = async {
-            load(c, backup, facts, from, &side, progress).await?;
+            let loaded = apply(c, &prepared, from, &side, jobs_of(c, opts), progress).await;
+            prepared.remove().await;
+            loaded?;
             let mut sc = pg::connect(cfg, &side).await?;
             let src = if let Some(new) = &opts.table_as {
                 pg::exec(

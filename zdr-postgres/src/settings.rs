@@ -45,10 +45,13 @@ pub struct PostgresSettings {
     /// Per-table md5 of the rows in the facts (default false).
     #[serde(default)]
     pub checksums: Option<bool>,
-    /// Where directory-format dumps and restores are spooled (default: the system temp dir);
-    /// needs disk space for one uncompressed dump.
+    /// Where restores (custom and directory formats) and directory-format dumps are spooled
+    /// (default: the system temp dir); needs disk space for one uncompressed dump.
     #[serde(default)]
     pub spool_dir: Option<PathBuf>,
+    /// Parallel `pg_restore` jobs of a restore (default: the number of cores).
+    #[serde(default)]
+    pub jobs: Option<u32>,
     /// Seconds a restore or rollback waits for another one of the same database before
     /// failing with a conflict (default 30).
     #[serde(default)]
@@ -106,7 +109,7 @@ impl PostgresSettings {
     /// The library's config, with `database` overriding the configured one.
     ///
     /// # Errors
-    /// An unknown dump format.
+    /// An unknown dump format; `jobs` outside 1 to 256.
     pub fn to_pg(&self, database: Option<&str>) -> Result<PgConfig> {
         let mut c = PgConfig::new(
             self.host.clone(),
@@ -127,6 +130,14 @@ impl PostgresSettings {
         c.checksums = self.checksums.unwrap_or(false);
         if let Some(dir) = &self.spool_dir {
             c.spool_dir = Some(dir.clone());
+        }
+        if let Some(jobs) = self.jobs {
+            if !(1..=256).contains(&jobs) {
+                return Err(zdr_core::Error::bad_input(format!(
+                    "invalid number of restore jobs {jobs}: use 1 to 256"
+                )));
+            }
+            c.jobs = jobs;
         }
         if let Some(secs) = self.lock_wait_secs {
             c.lock_wait = std::time::Duration::from_secs(secs);

@@ -96,6 +96,7 @@ impl Env {
         c.checksums = true;
         c.bin_dir = Some(PG_BIN.into());
         c.spool_dir = Some(self.spool_dir.path().to_path_buf());
+        c.jobs = 2;
         c
     }
 
@@ -495,12 +496,15 @@ async fn flipped_byte_is_refused_before_the_target_is_touched() -> Result<()> {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(e.to_string().contains("checksum mismatch"), "{e}");
     assert_eq!(env.digest("app"), live);
     assert_eq!(
         env.cluster.databases(),
         dbs,
         "a database was created or dropped"
     );
+    // The spool that was the checksum pass is gone too.
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
     Ok(())
 }
 
@@ -1153,4 +1157,266 @@ fn dump_format_names() {
         serde_json::to_string(&DumpFormat::Custom).unwrap(),
         r#""custom""#
     );
+}
+
+#[tokio::test]
+async fn custom_format_restores_with_parallel_jobs_from_a_spool_removed_every_time() -> Result<()> {
+    skip();
+    let env = Env::new();
+    let (pg, m) = backup_events(&env, DumpFormat::Custom).await;
+    let runner = Arc::new(Recording {
+        inner: zdr_core::LocalRunner::with_bin_dir(PG_BIN),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let mut config = pg.config().clone();
+    config.jobs = 3;
+    let pg = PostgresComponent::new(pg.component().clone(), config).with_runner(runner.clone());
+    let before = env.digest("app");
+    env.cluster.psql("app", "DELETE FROM events WHERE id > 10");
+
+    // The configured jobs: pg_restore -j 3 reads a spool file, not a stream.
+    env.repo
+        .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert_eq!(env.digest("app"), before);
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    let restores: Vec<_> = runner
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.program == "pg_restore" && s.args != ["--version"])
+        .cloned()
+        .collect();
+    assert_eq!(restores.len(), 1, "{restores:?}");
+    let r = &restores[0];
+    assert!(r.args.iter().any(|a| a == "--jobs=3"), "{r:?}");
+    assert!(!r.args.iter().any(|a| a == "--single-transaction"), "{r:?}");
+    assert!(!r.stdin, "{r:?}");
+    let file = r.args.last().unwrap();
+    assert!(
+        file.starts_with(&env.spool_dir.path().display().to_string()),
+        "{r:?}"
+    );
+
+    // Jobs for one call override the config.
+    runner.seen.lock().unwrap().clear();
+    env.cluster.psql("app", "DELETE FROM events WHERE id > 10");
+    let two = pg.restore_with(RestoreOptions {
+        jobs: Some(2),
+        ..RestoreOptions::default()
+    });
+    env.repo
+        .restore(&two, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert_eq!(env.digest("app"), before);
+    assert!(
+        runner
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.program == "pg_restore" && s.args.iter().any(|a| a == "--jobs=2")),
+    );
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+
+    // The stream failing midway: refused before any database is created, spool removed.
+    env.cluster.psql("app", "DELETE FROM events WHERE id > 10");
+    let live = env.digest("app");
+    let dbs = env.cluster.databases();
+    let broken = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::ZERO,
+        fail_after: Some(64 * 1024),
+    };
+    let e = pg
+        .restore(&m, &broken, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert_eq!(env.digest("app"), live);
+    assert_eq!(env.cluster.databases(), dbs);
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+
+    // pg_restore ran, the facts do not match: side database dropped, spool removed.
+    let mut lying = m.clone();
+    let mut facts = PgFacts::from_manifest(&m)?;
+    facts
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "events")
+        .unwrap()
+        .rows = Some(1);
+    lying.facts = serde_json::to_value(&facts).unwrap();
+    let e = env
+        .repo
+        .restore(&pg, &lying, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert_eq!(env.digest("app"), live);
+    assert_eq!(env.cluster.databases(), dbs);
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+
+    // A restore killed while spooling leaves no spool either (dropped future).
+    let slow = SlowReader {
+        repo: env.repo.clone(),
+        delay: Duration::from_millis(20),
+        fail_after: None,
+    };
+    let killed = tokio::time::timeout(
+        Duration::from_millis(500),
+        pg.restore(&m, &slow, &RestoreTarget::default(), &Progress::none()),
+    )
+    .await;
+    assert!(killed.is_err(), "the restore finished before it was killed");
+    for _ in 0..50 {
+        if env.spool_left().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    assert_eq!(env.cluster.databases(), dbs);
+
+    // Not enough room in the spool directory: refused before anything, naming it.
+    let mut huge = m.clone();
+    huge.artifacts[0].raw_size = u64::MAX;
+    let e = pg
+        .restore(&huge, &broken, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    let spool = env.spool_dir.path().display().to_string();
+    assert!(
+        e.to_string().contains("not enough free space") && e.to_string().contains(&spool),
+        "{e}"
+    );
+    assert_eq!(env.cluster.databases(), dbs);
+    Ok(())
+}
+
+/// A tier that counts the reads of each key (every `reader` call and the bytes it served).
+struct CountingTier {
+    inner: Arc<dyn zdr_core::StorageTier>,
+    reads: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>>,
+}
+
+struct CountingRead {
+    inner: BoxRead,
+    key: String,
+    reads: Arc<std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>>,
+}
+
+impl AsyncRead for CountingRead {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            let key = self.key.clone();
+            self.reads.lock().unwrap().entry(key).or_default().1 += n;
+        }
+        res
+    }
+}
+
+#[async_trait]
+impl zdr_core::StorageTier for CountingTier {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn writer(&self, key: &str) -> Result<zdr_core::BoxWrite> {
+        self.inner.writer(key).await
+    }
+    async fn reader(&self, key: &str) -> Result<BoxRead> {
+        self.reads
+            .lock()
+            .unwrap()
+            .entry(key.to_owned())
+            .or_default()
+            .0 += 1;
+        Ok(Box::new(CountingRead {
+            inner: self.inner.reader(key).await?,
+            key: key.to_owned(),
+            reads: self.reads.clone(),
+        }))
+    }
+    async fn read_all(&self, key: &str) -> Result<Vec<u8>> {
+        self.inner.read_all(key).await
+    }
+    async fn write_all(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.inner.write_all(key, bytes).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<zdr_core::Entry>> {
+        self.inner.list(prefix).await
+    }
+    async fn stat(&self, key: &str) -> Result<Option<zdr_core::Entry>> {
+        self.inner.stat(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+}
+
+#[tokio::test]
+async fn restore_from_the_s3_tier_reads_each_artifact_once() -> Result<()> {
+    skip();
+    let env = Env::new();
+    env.seed("app");
+    let s3 = zdr_tests::seaweed::SeaweedFs::start()
+        .await
+        .expect("SeaweedFS must start (scripts/install-test-deps.sh)");
+    let tier = open_tier(
+        "minio",
+        &TierConfig::S3(zdr_tests::fixtures::s3_config(&s3)),
+    )?;
+    let reads = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let counting = Arc::new(CountingTier {
+        inner: tier,
+        reads: reads.clone(),
+    });
+    let repo = Repository::new(counting, PipelineOptions::default());
+    for format in [DumpFormat::Custom, DumpFormat::Plain, DIR2] {
+        let pg = env.pg("app", format);
+        let m = repo.backup(&pg, "daily", &Progress::none()).await?;
+        let before = env.digest("app");
+        env.cluster.psql("app", "DELETE FROM events");
+        reads.lock().unwrap().clear();
+        repo.restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+            .await?;
+        assert_eq!(env.digest("app"), before, "{format:?}");
+        let dump = &m.artifacts[0];
+        let seen = reads.lock().unwrap().clone();
+        assert_eq!(
+            seen.get(&dump.key),
+            Some(&(1, dump.size)),
+            "{format:?}: the dump artifact must be read once, whole: {seen:?}"
+        );
+        // The globals artifact is not used by the restore, and not read.
+        assert!(seen.keys().all(|k| k == &dump.key), "{format:?}: {seen:?}");
+        assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    }
+
+    // A flipped byte on the S3 tier: refused during the one read, nothing created.
+    let pg = env.pg("app", DumpFormat::Custom);
+    let m = repo.backup(&pg, "daily", &Progress::none()).await?;
+    let op = s3.operator().unwrap();
+    let key = format!("zdr/{}", m.artifacts[0].key);
+    let mut bytes = op.read(&key).await.unwrap().to_vec();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    op.write(&key, bytes).await.unwrap();
+    let dbs = env.cluster.databases();
+    let e = repo
+        .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert_eq!(env.cluster.databases(), dbs);
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    Ok(())
 }

@@ -57,7 +57,9 @@ mod tier;
 pub use inflight::{Abandoned, abandon_in_flight};
 pub use keys::AgeKeys;
 pub use object::{Found, find_object, object_key, put_object};
-pub use pipeline::{CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_stored};
+pub use pipeline::{
+    CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_sidecar, verify_stored,
+};
 pub use replicate::{ReplicationReport, replicate};
 pub use repo::{DEFAULT_SWEEP_GRACE, Repository};
 pub use retry::RetryPolicy;

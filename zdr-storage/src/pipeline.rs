@@ -634,6 +634,17 @@ pub async fn verify_stored(
         progress.advance(&record.key, n as u64);
     }
     check_digest(&name, record, size, &hex::encode(hasher.finalize()))?;
+    verify_sidecar(tier, record).await
+}
+
+/// Check an artifact's `.sha256` sidecar against the record, without reading the artifact
+/// (a restore that checks the artifact's bytes while it reads them does this up front).
+///
+/// # Errors
+/// [`ErrorKind::Integrity`] naming the tier and the sidecar's key when it is missing or
+/// disagrees; storage errors when it cannot be read.
+pub async fn verify_sidecar(tier: &dyn StorageTier, record: &ArtifactRecord) -> Result<()> {
+    let name = tier.name().to_owned();
     let sidecar_key = layout::sidecar_key(&record.key);
     let sidecar = tier.read_all(&sidecar_key).await.map_err(|e| {
         if e.kind() == ErrorKind::NotFound {

@@ -12,7 +12,9 @@ use zdr_core::{
     Progress, RestoreOutcome, RestoreTarget, Restorer, Result, StorageTier, ZDR_VERSION, layout,
 };
 
-use crate::pipeline::{FailureSlot, PipelineOptions, PipelineWriter, open_artifact, verify_stored};
+use crate::pipeline::{
+    FailureSlot, PipelineOptions, PipelineWriter, open_artifact, verify_sidecar, verify_stored,
+};
 
 /// A tier with the options used to write to it and the keys to read from it.
 #[derive(Clone)]
@@ -243,6 +245,18 @@ impl Repository {
         Ok(())
     }
 
+    /// Check the `.sha256` sidecar of every artifact of `manifest` against the manifest
+    /// (small reads; the artifacts themselves are not read).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Integrity`] for the first sidecar that is missing or disagrees.
+    pub async fn verify_sidecars(&self, manifest: &Manifest) -> Result<()> {
+        for a in &manifest.artifacts {
+            verify_sidecar(self.tier.as_ref(), a).await?;
+        }
+        Ok(())
+    }
+
     /// Open one artifact for reading its raw bytes.
     ///
     /// # Errors
@@ -252,7 +266,10 @@ impl Repository {
     }
 
     /// Restore `manifest` with `restorer` into `target`. Every artifact's checksum is verified
-    /// first: a corrupt backup is refused before the target is touched.
+    /// first: a corrupt backup is refused before the target is touched. A restorer that
+    /// checks each artifact while it reads it, before anything it changed is visible
+    /// ([`Restorer::verifies_while_reading`]), gets the sidecars checked first and the
+    /// artifacts read once, by itself.
     ///
     /// # Errors
     /// Integrity errors from the check, or the restorer's errors.
@@ -271,9 +288,12 @@ impl Repository {
                 restorer.component()
             )));
         }
-        self.verify(manifest, false, progress)
-            .await
-            .map_err(|e| e.with_context("component", &manifest.component))?;
+        let checked = if restorer.verifies_while_reading() {
+            self.verify_sidecars(manifest).await
+        } else {
+            self.verify(manifest, false, progress).await
+        };
+        checked.map_err(|e| e.with_context("component", &manifest.component))?;
         let reader = RepoReader {
             repo: self.clone(),
             progress: progress.clone(),

@@ -270,7 +270,7 @@ impl Adapter {
         let component = Component::new(name)?;
         if options.postgres_used() && ty != ComponentType::Postgres {
             return Err(not_for(
-                "table, table_as and the in-place mode",
+                "table, table_as, jobs and the in-place mode",
                 "postgres",
                 name,
                 ty,
