@@ -39,6 +39,7 @@ pub struct DockerExecRunner {
     docker: Docker,
     container: String,
     user: Option<String>,
+    env: Vec<(String, String)>,
     found: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -50,6 +51,7 @@ impl DockerExecRunner {
             docker,
             container: container.into(),
             user: None,
+            env: Vec::new(),
             found: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -58,6 +60,15 @@ impl DockerExecRunner {
     #[must_use]
     pub fn with_user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
+        self
+    }
+
+    /// Set `key` to `value` in every command's environment, in place of the value the
+    /// [`CommandSpec`] gives: what differs inside the container, such as `PGHOST` and
+    /// `PGPORT` when the host reaches the server through a published port.
+    #[must_use]
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -134,6 +145,8 @@ impl DockerExecRunner {
             .env
             .iter()
             .chain(&spec.secret_env)
+            .filter(|(k, _)| !self.env.iter().any(|(o, _)| o == k))
+            .chain(&self.env)
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let options = CreateExecOptions {

@@ -297,6 +297,21 @@ async fn exec_runner_streams_sql_in_and_a_dump_out() -> Result<()> {
     assert!(out.starts_with("p|s3cr3t-value|/tmp\n"), "{out}");
     assert_eq!(out.matches("s3cr3t-value").count(), 1, "{out}");
 
+    // Runner-level variables replace the spec's (PGHOST inside the container).
+    let inner = runner.clone().with_env("PLAIN", "inside");
+    let (code, out, _) = run(
+        &inner,
+        CommandSpec::new("sh")
+            .args(["-c", "printf %s \"$PLAIN\""])
+            .env("PLAIN", "host"),
+        None,
+    )
+    .await?;
+    assert_eq!(
+        (code, String::from_utf8_lossy(&out).as_ref()),
+        (Some(0), "inside")
+    );
+
     // A program the container lacks is NotFound at spawn, naming it.
     let e = runner
         .spawn(&CommandSpec::new("pg_no_such_tool"))
