@@ -188,6 +188,29 @@ fn not_for(options: &str, ty: &str, name: &str, actual: ComponentType) -> Error 
 }
 
 impl Adapter {
+    /// The same adapter with its client tools run by `runner` (inside a container), when
+    /// given; adapters without client tools are unchanged.
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "redis")),
+        allow(unused_variables)
+    )]
+    pub(crate) fn with_runner(
+        self,
+        runner: Option<std::sync::Arc<dyn zdr_core::CommandRunner>>,
+    ) -> Self {
+        let Some(runner) = runner else {
+            return self;
+        };
+        match self {
+            #[cfg(feature = "postgres")]
+            Self::Postgres(p, o) => Self::Postgres(p.with_runner(runner), o),
+            #[cfg(feature = "redis")]
+            Self::Redis(r, o) => Self::Redis(r.with_runner(runner), o),
+            #[allow(unreachable_patterns)]
+            other => other,
+        }
+    }
+
     /// The adapter for a backup with `options`.
     pub(crate) fn for_backup(
         name: &str,

@@ -29,6 +29,7 @@ const TOP_LEVEL: &[&str] = &[
     "tiers",
     "components",
     "vault",
+    "docker",
 ];
 
 /// The whole configuration.
@@ -57,6 +58,160 @@ pub struct Config {
     /// `[vault]`: where `password = "vault:<mount>/<path>#<field>"` references are resolved.
     #[serde(default)]
     pub vault: Option<VaultRefConfig>,
+    /// `[docker]`: the engine and the compose project of components whose tools run in a
+    /// container.
+    #[serde(default)]
+    pub docker: DockerConfig,
+    /// Where each component's client tools run, by component name (the `runner`, `container`,
+    /// `service`, `exec_user`, `container_host` and `container_port` keys of its table);
+    /// components not listed run them as local processes.
+    #[serde(skip)]
+    pub runners: BTreeMap<String, RunnerConfig>,
+}
+
+/// `[docker]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// The engine: a socket path, `unix://PATH` or `tcp://HOST:PORT` (default: `DOCKER_HOST`,
+    /// then `/var/run/docker.sock`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The compose project whose containers `service = "..."` names.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// Where a component's client tools (`pg_dump`, `pg_restore`, `psql`) run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerConfig {
+    /// Inside a container, through the engine's exec API (`runner = "docker"`): the host
+    /// needs no client tools.
+    Docker {
+        /// The container: by name, or by compose service of `[docker] project`.
+        container: zdr_docker::ContainerRef,
+        /// The user the tools run as (`exec_user`; default: the container's).
+        user: Option<String>,
+        /// The server's address as the tools see it inside the container (`container_host`,
+        /// default `127.0.0.1`); the component's `host` stays the one zdr itself connects to.
+        host: String,
+        /// The server's port inside the container (`container_port`, default 5432).
+        port: u16,
+    },
+}
+
+/// The keys of a component table that say where its tools run (not the adapter's settings).
+const RUNNER_KEYS: &[&str] = &[
+    "runner",
+    "container",
+    "service",
+    "exec_user",
+    "container_host",
+    "container_port",
+];
+
+/// Takes the runner keys out of each component table.
+fn take_runners(table: &mut toml::Table) -> Result<BTreeMap<String, RunnerConfig>> {
+    let project = table
+        .get("docker")
+        .and_then(|d| d.get("project"))
+        .and_then(|p| p.as_str())
+        .map(str::to_owned);
+    let mut runners = BTreeMap::new();
+    let Some(toml::Value::Table(components)) = table.get_mut("components") else {
+        return Ok(runners);
+    };
+    for (name, value) in components.iter_mut() {
+        let toml::Value::Table(c) = value else {
+            continue;
+        };
+        let mut keys = BTreeMap::new();
+        for k in RUNNER_KEYS {
+            if let Some(v) = c.remove(*k) {
+                keys.insert(*k, v);
+            }
+        }
+        if keys.is_empty() {
+            continue;
+        }
+        let text = |k: &str| -> Result<Option<String>> {
+            match keys.get(k) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(
+                    Error::bad_input(format!("components.{name}.{k} must be a string"))
+                        .with_context("component", name),
+                ),
+            }
+        };
+        let runner = text("runner")?.unwrap_or_else(|| "local".to_owned());
+        if runner == "local" {
+            if let Some(k) = keys.keys().find(|k| **k != "runner") {
+                return Err(Error::bad_input(format!(
+                    "components.{name}.{k} applies to runner = \"docker\" only"
+                ))
+                .with_context("component", name));
+            }
+            continue;
+        }
+        if runner != "docker" {
+            return Err(Error::bad_input(format!(
+                "unknown runner {runner:?} for component {name}: local or docker"
+            ))
+            .with_context("component", name));
+        }
+        let ty = c.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+        if ty != "postgres" {
+            return Err(Error::bad_input(format!(
+                "runner = \"docker\" applies to postgres components; {name} is a {ty} component"
+            ))
+            .with_context("component", name));
+        }
+        let container = match (text("container")?, text("service")?) {
+            (Some(c), None) => zdr_docker::ContainerRef::Name(c),
+            (None, Some(service)) => zdr_docker::ContainerRef::Service {
+                project: project.clone().ok_or_else(|| {
+                    Error::bad_input(format!(
+                        "component {name} names compose service {service:?} but [docker] has no project"
+                    ))
+                    .with_context("component", name)
+                    .with_hint("set project = \"...\" in [docker], or name the container")
+                })?,
+                service,
+            },
+            _ => {
+                return Err(Error::bad_input(format!(
+                    "component {name} with runner = \"docker\" needs exactly one of container = \"NAME\" or service = \"SERVICE\""
+                ))
+                .with_context("component", name));
+            }
+        };
+        let port = match keys.get("container_port") {
+            None => 5432,
+            Some(toml::Value::Integer(p)) => u16::try_from(*p).map_err(|_| {
+                Error::bad_input(format!(
+                    "components.{name}.container_port {p} is not a port"
+                ))
+                .with_context("component", name)
+            })?,
+            Some(_) => {
+                return Err(Error::bad_input(format!(
+                    "components.{name}.container_port must be a number"
+                ))
+                .with_context("component", name));
+            }
+        };
+        runners.insert(
+            name.clone(),
+            RunnerConfig::Docker {
+                container,
+                user: text("exec_user")?,
+                host: text("container_host")?.unwrap_or_else(|| "127.0.0.1".to_owned()),
+                port,
+            },
+        );
+    }
+    Ok(runners)
 }
 
 fn default_schedule() -> String {
@@ -231,6 +386,8 @@ impl Config {
             tiers,
             components: BTreeMap::new(),
             vault: None,
+            docker: DockerConfig::default(),
+            runners: BTreeMap::new(),
         }
     }
 
@@ -248,6 +405,13 @@ impl Config {
     #[must_use]
     pub fn with_component(mut self, name: impl Into<String>, component: ComponentConfig) -> Self {
         self.components.insert(name.into(), component);
+        self
+    }
+
+    /// Run the client tools of component `name` where `runner` says (inside a container).
+    #[must_use]
+    pub fn with_runner(mut self, name: impl Into<String>, runner: RunnerConfig) -> Self {
+        self.runners.insert(name.into(), runner);
         self
     }
 
@@ -306,9 +470,11 @@ impl Config {
             }
             apply_override(&mut table, &name, rest, &value)?;
         }
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+        let runners = take_runners(&mut table)?;
+        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| {
             Error::bad_input(format!("invalid config {origin}: {}", e.message().trim()))
         })?;
+        config.runners = runners;
         config.check()?;
         Ok(config)
     }

@@ -59,7 +59,10 @@ pub mod postgres;
 mod stack;
 
 pub use adapter::{BackupOptions, ComponentType, RestoreOptions};
-pub use config::{ComponentConfig, Config, EncryptionConfig, PipelineConfig, VaultRefConfig};
+pub use config::{
+    ComponentConfig, Config, DockerConfig, EncryptionConfig, PipelineConfig, RunnerConfig,
+    VaultRefConfig,
+};
 pub use stack::{
     BackupReport, Problem, ReplicationPair, ReplicationRun, RestoreReport, ScratchRestoreReport,
     SkippedTier, Stack, TierListing, VerifyRun,
@@ -71,6 +74,8 @@ pub use zdr_core::{
 };
 pub use zdr_storage::{self as storage, PipelineOptions, TierConfig};
 
+/// The Docker engine (containers, specs, volumes, `docker exec` runner).
+pub use zdr_docker as docker;
 #[cfg(feature = "files")]
 pub use zdr_files as files;
 #[cfg(feature = "postgres")]

@@ -338,7 +338,8 @@ impl Stack {
             }
         }
         let pipeline = self.pipeline()?;
-        let adapter = Adapter::for_backup(name, config, options)?;
+        let adapter =
+            Adapter::for_backup(name, config, options)?.with_runner(self.runner_for(name).await?);
         let repo = self.repository_on(self.tier(&self.config.primary)?, pipeline);
         let started = Instant::now();
         let m = repo
@@ -475,7 +476,8 @@ impl Stack {
     ) -> Result<RestoreReport> {
         let config = self.config.component(name)?;
         let ty = ComponentType::of(config);
-        let adapter = Adapter::for_restore(name, config, options)?;
+        let adapter =
+            Adapter::for_restore(name, config, options)?.with_runner(self.runner_for(name).await?);
         let mut target = options.target.clone();
         if target.path.is_none() {
             target.path = adapter::default_target(config);
@@ -690,8 +692,11 @@ impl Stack {
         progress: &Progress,
     ) -> Result<zdr_postgres::RollbackOutcome> {
         let pg = self.postgres_settings(name)?;
-        let component =
+        let mut component =
             zdr_postgres::PostgresComponent::new(Component::new(name)?, pg.to_pg(None)?);
+        if let Some(runner) = self.runner_for(name).await? {
+            component = component.with_runner(runner);
+        }
         let db = database.unwrap_or(&pg.database).to_owned();
         component.rollback(&db, progress).await
     }
@@ -717,7 +722,7 @@ impl Stack {
             ))
             .with_context("component", name));
         }
-        let adapter = Adapter::scratch(name, config)?;
+        let adapter = Adapter::scratch(name, config)?.with_runner(self.runner_for(name).await?);
         let tier = tier.unwrap_or(&self.config.primary).to_owned();
         let repo = self.repository(&tier)?;
         let comp = Component::new(name)?;
@@ -761,9 +766,47 @@ impl Stack {
         }
     }
 
-    pub(crate) fn adapter_for_drill(&self, name: &str) -> Result<(Adapter, ComponentType)> {
+    pub(crate) async fn adapter_for_drill(&self, name: &str) -> Result<(Adapter, ComponentType)> {
         let config = self.config.component(name)?;
-        Ok((Adapter::scratch(name, config)?, ComponentType::of(config)))
+        let adapter = Adapter::scratch(name, config)?.with_runner(self.runner_for(name).await?);
+        Ok((adapter, ComponentType::of(config)))
+    }
+
+    /// The runner of component `name`'s client tools when the config puts them in a
+    /// container (connects to the engine and finds the container); `None` for local tools.
+    ///
+    /// # Errors
+    /// The engine unreachable, the container or compose service unknown, each named.
+    pub(crate) async fn runner_for(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<dyn zdr_core::CommandRunner>>> {
+        let Some(crate::config::RunnerConfig::Docker {
+            container,
+            user,
+            host,
+            port,
+        }) = self.config.runners.get(name)
+        else {
+            return Ok(None);
+        };
+        let docker = match &self.config.docker.host {
+            Some(h) => zdr_docker::Docker::connect_to(h).await,
+            None => zdr_docker::Docker::connect().await,
+        }
+        .map_err(|e| e.with_context("component", name))?;
+        let container = docker
+            .resolve(container)
+            .await
+            .map_err(|e| e.with_context("component", name))?;
+        let mut runner = docker
+            .exec_runner(container)
+            .with_env("PGHOST", host)
+            .with_env("PGPORT", port.to_string());
+        if let Some(u) = user {
+            runner = runner.with_user(u);
+        }
+        Ok(Some(Arc::new(runner)))
     }
 }
 

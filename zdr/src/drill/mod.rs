@@ -366,7 +366,7 @@ impl Stack {
     /// A component type without a scratch target (vault, qdrant); no backup; the restore's
     /// errors.
     pub async fn drill(&self, name: &str, progress: &Progress) -> Result<DrillReport> {
-        let (adapter, ty) = self.adapter_for_drill(name)?;
+        let (adapter, ty) = self.adapter_for_drill(name).await?;
         let tier = self.config().primary.clone();
         let repo = self.repository(&tier)?;
         let comp = Component::new(name)?;

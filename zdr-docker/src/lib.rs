@@ -1,0 +1,35 @@
+//! zdr on the Docker Engine API, through [bollard] (no `docker` CLI subprocesses).
+//!
+//! - [`Docker`]: the connection (`DOCKER_HOST` or `/var/run/docker.sock`, API version
+//!   negotiated with the engine — Docker 20.10 speaks API 1.41 at most), containers of a compose
+//!   project found by their labels, inspect / stop / start / restart / kill / remove.
+//! - [`ContainerSpec`]: what a container is made of (image, command, env, mounts, networks with
+//!   aliases, ports, labels, healthcheck, restart policy, ...), captured from `inspect`, stored as
+//!   JSON, and used by [`Docker::recreate`] to make the container again on a fresh or existing
+//!   volume. Environment variables whose names look secret are recorded by name only.
+//! - [`Docker::wait_healthy`]: a new start (`State.StartedAt` later than a given instant) and a
+//!   passing health probe after it — a container can still read "healthy" right after a crash.
+//! - volumes: create, remove, copy and rename-by-copy through a helper container, export as a
+//!   tar stream (forensics).
+//! - [`DockerExecRunner`]: a [`zdr_core::CommandRunner`] running tools (`pg_dump`, `psql`,
+//!   `redis-cli`, ...) inside a container through `exec`, streams and exit code passed through.
+//!
+//! Every error is a [`zdr_core::Error`] naming the container, volume or socket involved.
+
+mod client;
+mod exec;
+mod health;
+mod spec;
+mod volume;
+
+pub use client::{
+    ContainerInfo, ContainerRef, ContainerStatus, Docker, LABEL_PROJECT, LABEL_SERVICE,
+};
+pub use exec::DockerExecRunner;
+pub use spec::{
+    ContainerSpec, EnvVar, HealthcheckSpec, MountKind, MountSpec, NetworkSpec, PortSpec,
+    RecreateOptions, RestartSpec, VolumeChoice, is_secret_env_name,
+};
+
+/// The bollard crate, for callers that need an engine call this crate does not wrap.
+pub use bollard;
