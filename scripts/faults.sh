@@ -94,6 +94,12 @@ start_command = [$REDIS_START]
 EOF
 
 zdr() { "$ZDR_BIN" --config "$WORK/zdr.toml" --no-progress "$@"; }
+# Start zdr in the background; BGPID is the zdr process itself (a function run with `&` would
+# be a subshell, and killing that would leave zdr running).
+zdr_bg() {
+    "$ZDR_BIN" --config "$WORK/zdr.toml" --no-progress "$@" >/dev/null 2>&1 &
+    BGPID=$!
+}
 # The rows of the live database. A connection made while the server still finishes the
 # killed run's last command (a rename waiting for sessions to end) can be refused once: the
 # check retries for a few seconds, as any client would.
@@ -151,8 +157,8 @@ done
 for rep in $(seq 1 $((15 * REPS))); do
     for comp in configs postgres; do
         delay=$(python3 -c "import random; print(round(random.uniform(0.02, 0.6), 3))")
-        zdr backup "$comp" >/dev/null 2>&1 &
-        pid=$!
+        zdr_bg backup "$comp"
+        pid=$BGPID
         sleep "$delay"
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
@@ -190,8 +196,8 @@ done
 for rep in $(seq 1 $((15 * REPS))); do
     live=$(fingerprint)
     delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.5), 3))")
-    zdr restore postgres >/dev/null 2>&1 &
-    pid=$!
+    zdr_bg restore postgres
+    pid=$BGPID
     sleep "$delay"
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -224,8 +230,8 @@ zdr rollback postgres >/dev/null
 for rep in $(seq 1 $((10 * REPS))); do
     zdr backup configs >/dev/null
     delay=$(python3 -c "import random; print(round(random.uniform(0.01, 0.4), 3))")
-    zdr replicate >/dev/null 2>&1 &
-    pid=$!
+    zdr_bg replicate
+    pid=$BGPID
     sleep "$delay"
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -415,8 +421,8 @@ for rep in $(seq 1 $((4 * REPS))); do
         for i in 1 2 3 4 5; do echo "changed $rep $RANDOM" >"$WORK/live/nginx/site_$i.conf"; done
         if [[ $point == random ]]; then
             delay=$(python3 -c "import random; print(round(random.uniform(0.01, 0.3), 3))")
-            zdr restore configs --to "$WORK/live" --overwrite >/dev/null 2>&1 &
-            pid=$!
+            zdr_bg restore configs --to "$WORK/live" --overwrite
+            pid=$BGPID
             sleep "$delay"
             kill -9 "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -469,8 +475,8 @@ for rep in $(seq 1 $((4 * REPS))); do
     for point in pitr-after-start random; do
         if [[ $point == random ]]; then
             delay=$(python3 -c "import random; print(round(random.uniform(0.2, 2.5), 3))")
-            zdr pitr pg2 --target latest --discard >/dev/null 2>&1 &
-            pid=$!
+            zdr_bg pitr pg2 --target latest --discard
+            pid=$BGPID
             sleep "$delay"
             kill -9 "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -571,8 +577,8 @@ PY
         for rep in $(seq 1 $((5 * REPS))); do
             zdr backup configs >/dev/null
             delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.2), 3))")
-            zdr replicate >/dev/null 2>&1 &
-            pid=$!
+            zdr_bg replicate
+            pid=$BGPID
             sleep "$delay"
             stop_weed
             wait "$pid" 2>/dev/null || true

@@ -382,10 +382,7 @@ impl Stack {
                 Ok(c) => c,
                 Err(e) => {
                     out.push(TierListing {
-                        error: Some(Problem {
-                            tier: Some(t.clone()),
-                            ..Problem::new(&e)
-                        }),
+                        error: Some(Problem::on_tier(&e, &t)),
                         tier: t,
                         backups: Vec::new(),
                         problems: Vec::new(),
