@@ -432,8 +432,9 @@ impl Stack {
         let data_dir = match &request.data_dir {
             Some(d) => d.clone(),
             None => default_parent.join(format!(
-                "zdr-pitr-{name}-{}",
-                Utc::now().format("%Y%m%d_%H%M%S")
+                "zdr-pitr-{name}-{}-{:04x}",
+                Utc::now().format("%Y%m%d_%H%M%S"),
+                rand::random::<u16>()
             )),
         };
         let run_as = if is_root() {
