@@ -176,6 +176,13 @@ pub trait CommandRunner: Send + Sync {
     /// [`ErrorKind::NotFound`] when the program does not exist (context `program`), and
     /// [`ErrorKind::Io`] when it cannot be started.
     async fn spawn(&self, spec: &CommandSpec) -> Result<RunningCommand>;
+
+    /// True when the commands see this host's files, so a path zdr writes (a spool file) can
+    /// be handed to them; `false` for a runner that executes elsewhere (inside a container),
+    /// whose commands are then fed through stdin instead.
+    fn shares_host_files(&self) -> bool {
+        true
+    }
 }
 
 /// Runs commands as local processes with `tokio::process`. A relative program name is

@@ -271,6 +271,10 @@ impl CommandRunner for DockerExecRunner {
         format!("docker exec {}", self.container)
     }
 
+    fn shares_host_files(&self) -> bool {
+        false
+    }
+
     async fn spawn(&self, spec: &CommandSpec) -> Result<RunningCommand> {
         self.check_program(spec).await?;
         self.start(spec).await

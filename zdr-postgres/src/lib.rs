@@ -653,8 +653,10 @@ impl RestoreWithOptions for PostgresComponent {
     /// and directory formats into a spool before any database is created, plain format
     /// into a side database that is only swapped in after the check (in place: spooled
     /// first).
-    fn verifies_while_reading_with(&self, _options: &RestoreOptions) -> bool {
-        true
+    fn verifies_while_reading_with(&self, options: &RestoreOptions) -> bool {
+        // In place with a runner that cannot read a spool on this host, the live database
+        // goes before the stream ends: the storage layer checks the artifact in full first.
+        self.runner.shares_host_files() || !matches!(options.mode, RestoreMode::InPlace { .. })
     }
 
     /// As [`Restorer::restore`], with `options` for this call.

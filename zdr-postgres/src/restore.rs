@@ -236,7 +236,12 @@ pub(crate) async fn prepare<'a>(
     )
     .await?;
     let format = facts.dump_format;
-    if format == DumpFormat::Plain && !spool_plain {
+    // A runner that executes elsewhere (a container) cannot open a spool on this host: a
+    // custom-format dump is streamed into `pg_restore` through stdin instead (one job; the
+    // target is a side or scratch database swapped in only after the stream's checksum
+    // matched, or — in place — a backup the storage layer verified in full first).
+    let streamed = format == DumpFormat::Custom && !c.runner.shares_host_files();
+    if (format == DumpFormat::Plain && !spool_plain) || streamed {
         return Ok(Prepared {
             record,
             format,
@@ -293,16 +298,25 @@ pub(crate) async fn apply(
         ])
     };
     let Some(spool) = &prepared.spool else {
-        let mut spec = psql().args(["-f", "-"]).with_stdin();
+        let (mut spec, tool) = if prepared.format == DumpFormat::Custom {
+            (
+                tools::spec(cfg, "pg_restore", database)
+                    .args(["--exit-on-error", "--single-transaction", "-d", database])
+                    .with_stdin(),
+                "pg_restore",
+            )
+        } else {
+            (psql().args(["-f", "-"]).with_stdin(), "psql")
+        };
         spec.stdout = false;
         let mut stream = from
             .open(record)
             .await
             .map_err(|e| e.with_context("key", &record.key))?;
-        let task = format!("psql {database}");
+        let task = format!("{tool} {database}");
         progress.start(&task, Some(record.raw_size));
         let (run, tail) = tools::spawn(c.runner.as_ref(), cfg, &spec).await?;
-        let n = tools::feed(run, tail, &mut stream, b"", cfg, "psql")
+        let n = tools::feed(run, tail, &mut stream, b"", cfg, tool)
             .await
             .map_err(|e| e.with_context("key", &record.key))?;
         progress.finish(&task);
