@@ -568,6 +568,7 @@ while True:
 import re, sys
 p, port, key, secret = sys.argv[1:]
 t = open(p).read()
+t = t.replace('replicate_to = []', 'replicate_to = ["replica"]')
 t = re.sub(r'\[tiers\.replica\]\n(?:[a-z_]+ = .*\n)+',
            f'[tiers.replica]\ntype = "s3"\nbucket = "zdr-faults"\nendpoint = "http://127.0.0.1:{port}"\n'
            f'root = "/zdr"\naccess_key_id = "{key}"\nsecret_access_key = "{secret}"\n', t)

@@ -331,8 +331,19 @@ async fn exec_runner_streams_sql_in_and_a_dump_out() -> Result<()> {
         "-c",
         "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done",
     ]);
-    let (_, out, _) = run(&runner, ps.clone(), None).await?;
-    assert!(String::from_utf8_lossy(&out).contains(marker));
+    // The exec'd process shows up once the engine has started it.
+    let start = Instant::now();
+    loop {
+        let (_, out, _) = run(&runner, ps.clone(), None).await?;
+        if String::from_utf8_lossy(&out).contains(marker) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(running);
     let start = Instant::now();
     loop {
