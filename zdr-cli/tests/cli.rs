@@ -576,8 +576,13 @@ fn an_unreachable_tier_is_reported_and_the_others_still_shown() {
 /// 5 MiB that do not compress: more than one 2 MiB write buffer of a local-disk tier, so
 /// the temporary file exists on disk before the artifact is committed.
 fn add_blob(env: &Env) {
+    write_blob(env, 5 << 20);
+}
+
+/// `len` pseudo-random bytes that do not compress, as `blob.bin` in the live tree.
+fn write_blob(env: &Env, len: usize) {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let blob: Vec<u8> = (0..5 << 20)
+    let blob: Vec<u8> = (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -708,16 +713,7 @@ async fn unfinished_s3_uploads_are_aborted_by_the_interrupted_run_or_swept_by_th
     );
     std::fs::write(&env.config, text).unwrap();
     // 20 MiB that do not compress: parts of 8 MiB reach the server before the commit.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let blob: Vec<u8> = (0..20 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
-    std::fs::write(env.live.join("blob.bin"), blob).unwrap();
+    write_blob(&env, 20 << 20);
     let tier = zdr::TierConfig::S3(zdr::storage::S3Config {
         bucket: s3.bucket().to_owned(),
         endpoint: Some(s3.endpoint()),
@@ -800,6 +796,23 @@ async fn unfinished_s3_uploads_are_aborted_by_the_interrupted_run_or_swept_by_th
 /// Unmounts a tmpfs when dropped.
 struct Mounted(PathBuf);
 
+/// A tmpfs of `size` mounted at `dir` (created), unmounted when the guard drops; `None`
+/// (the test skipped) where mounting needs a root this run does not have.
+fn small_tier(dir: &Path, size: &str) -> Option<Mounted> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        // A small tmpfs needs root (CI runs as root).
+        eprintln!("cannot mount a tmpfs here: skipping");
+        return None;
+    }
+    Some(Mounted(dir.to_path_buf()))
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -813,18 +826,9 @@ impl Drop for Mounted {
 fn a_full_disk_fails_the_backup_cleanly_and_leaves_no_temporary_file() {
     let env = Env::new("");
     let tier = env.tier("local");
-    std::fs::create_dir_all(&tier).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
-        .arg(&tier)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        // A small tmpfs needs root (CI runs as root).
-        eprintln!("cannot mount a tmpfs here: skipping");
+    let Some(_guard) = small_tier(&tier, "3m") else {
         return;
-    }
-    let _guard = Mounted(tier.clone());
+    };
     add_blob(&env);
     let out = env.zdr(&["backup", "configs"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -848,18 +852,9 @@ fn a_full_disk_fails_the_backup_cleanly_and_leaves_no_temporary_file() {
 fn a_backup_that_cannot_fit_is_refused_before_writing() {
     let env = Env::new("");
     let tier = env.tier("local");
-    std::fs::create_dir_all(&tier).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs"])
-        .arg(&tier)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        // A small tmpfs needs root (CI runs as root).
-        eprintln!("cannot mount a tmpfs here: skipping");
+    let Some(_guard) = small_tier(&tier, "12m") else {
         return;
-    }
-    let _guard = Mounted(tier.clone());
+    };
     add_blob(&env);
     let out = env.zdr(&["backup", "configs"]);
     assert!(out.status.success(), "{}", stderr(&out));

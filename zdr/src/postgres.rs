@@ -443,9 +443,9 @@ impl Stack {
             None
         };
         // Instances that killed recoveries left running go first.
+        let live = pg.to_pg(None)?;
         let mut cleaned = Vec::new();
         {
-            let live = pg.to_pg(None)?;
             let runner = LocalRunner::shared(live.bin_dir.as_deref());
             let mut parents = vec![default_parent];
             if let Some(p) = data_dir.parent()
@@ -478,7 +478,6 @@ impl Stack {
             run_as,
             timeout: Duration::from_secs(pg.wal.recovery_timeout_secs.unwrap_or(3600)),
         };
-        let live = pg.to_pg(None)?;
         let tiers = match &request.tier {
             Some(t) => vec![self.config().tier(t).map(|_| t.clone())?],
             None => self.tier_order(),
