@@ -532,7 +532,7 @@ while True:
             -s3.config="$S3DIR/s3.json" -bucket=zdr-faults -s3.autoCreateBucket=false -webdav=false \
             -admin.ui=false -master.telemetry=false -master.resumeState=false \
             -filer.localSocket="$S3DIR/filer.sock" -s3.localSocket="$S3DIR/s3.sock" \
-            -s3.port.iceberg=0 -s3.port.lance=0 \
+            -s3.port.iceberg=0 -s3.port.lance=0 -master.volumeSizeLimitMB=64 -volume.max=32 \
             -master.port="${WP[0]}" -master.port.grpc=$((WP[0] + 10000)) \
             -volume.port="${WP[1]}" -volume.port.grpc=$((WP[1] + 10000)) \
             -filer.port="${WP[2]}" -filer.port.grpc=$((WP[2] + 10000)) \

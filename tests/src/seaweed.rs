@@ -62,6 +62,10 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// SeaweedFS convention: gRPC port = HTTP port + 10000.
 const GRPC_OFFSET: u16 = 10_000;
+/// Size limit of one SeaweedFS volume (MiB); see [`SeaweedFs::args`].
+const VOLUME_SIZE_MB: u32 = 64;
+/// Number of volumes the volume server may hold.
+const VOLUME_COUNT: u32 = 32;
 /// HTTP ports are picked in `[PORT_MIN, PORT_MAX]`, so that both a port and its
 /// gRPC twin stay below the kernel's ephemeral range (32768+), where outgoing
 /// connections could grab them between the pick and the bind.
@@ -355,6 +359,12 @@ impl SeaweedFs {
             // Extra listeners that default to fixed ports: off.
             "-s3.port.iceberg=0".to_string(),
             "-s3.port.lance=0".to_string(),
+            // Small volumes, a fixed number of them: left to itself `weed mini` sizes its
+            // volumes from the free disk space (up to 1 GiB each) and creates none at all when
+            // less than one volume's worth is free, refusing every upload. The tests store at
+            // most a few hundred MiB per server; volume files grow as written.
+            format!("-master.volumeSizeLimitMB={VOLUME_SIZE_MB}"),
+            format!("-volume.max={VOLUME_COUNT}"),
         ];
         for (name, port) in [
             ("master", p.master),
