@@ -250,6 +250,38 @@ pub(crate) enum Command {
         #[arg(required_unless_present = "sandbox")]
         component: Option<String>,
     },
+    /// The runbook's recovery scenarios, each one command (`--dry-run` prints the plan).
+    Recover {
+        #[command(subcommand)]
+        scenario: RecoverScenario,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RecoverScenario {
+    /// Single container failure: remove the failed container, keep its volumes aside,
+    /// recreate it from its spec on fresh volumes, wait until healthy, restore the newest
+    /// usable backup and verify it, restart the containers that depend on it, take a fresh
+    /// backup; the report is printed and stored under reports/ on the primary tier.
+    Container {
+        /// The component (with runner = "docker").
+        component: String,
+        /// Print the plan (steps, preconditions, verifications, timeouts) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove the failed volumes instead of keeping them as <volume>-failed-<time>.
+        #[arg(long)]
+        discard_volume: bool,
+        /// No fresh backup after the recovery.
+        #[arg(long)]
+        no_backup: bool,
+        /// Read the backup from this tier only.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Seconds the container and each dependent may take to become healthy.
+        #[arg(long, default_value_t = 120)]
+        health_timeout: u64,
+    },
 }
 
 #[derive(Subcommand)]

@@ -18,7 +18,7 @@ use zdr::{
     RestoreTarget, Result, Stack,
 };
 
-use crate::args::{Cli, Command, WalAction};
+use crate::args::{Cli, Command, RecoverScenario, WalAction};
 use crate::output::CliProgress;
 use crate::render::Outcome;
 
@@ -361,6 +361,34 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             let name = component.as_deref().unwrap_or_default();
             Ok(render::drill(&stack.drill(name, progress).await?))
         }
+        Command::Recover { scenario } => match scenario {
+            RecoverScenario::Container {
+                component,
+                dry_run,
+                discard_volume,
+                no_backup,
+                tier,
+                health_timeout,
+            } => {
+                let options = zdr::recover::ContainerRecoveryOptions {
+                    discard_volume: *discard_volume,
+                    no_backup: *no_backup,
+                    health_timeout: Duration::from_secs(*health_timeout),
+                    tier: tier.clone(),
+                };
+                if *dry_run {
+                    Ok(render::recovery_plan(
+                        &stack.plan_container_recovery(component, &options).await?,
+                    ))
+                } else {
+                    Ok(render::recovery(
+                        &stack
+                            .recover_container(component, &options, progress)
+                            .await?,
+                    ))
+                }
+            }
+        },
     }
 }
 

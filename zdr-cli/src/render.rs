@@ -619,3 +619,31 @@ pub(crate) fn drill(r: &DrillReport) -> Outcome {
 pub(crate) fn sandbox(r: &SandboxReport) -> Outcome {
     Outcome::ok(r.steps.clone(), r.details.clone()).with_code(!r.ok, EXIT_VERIFY)
 }
+
+pub(crate) fn recovery_plan(plan: &zdr::recover::RecoveryPlan) -> Outcome {
+    Outcome::ok(
+        plan.to_text().lines().map(str::to_owned).collect(),
+        json!({"ok": true, "dry_run": true, "plan": plan}),
+    )
+}
+
+pub(crate) fn recovery(r: &zdr::recover::RecoveryReport) -> Outcome {
+    let mut text: Vec<String> = r.to_markdown().lines().map(str::to_owned).collect();
+    if !r.stored.is_empty() {
+        text.push(String::new());
+        text.push(format!("(report stored as {})", r.stored.join(" and ")));
+    }
+    let failed_verification = r.restored.as_ref().is_some_and(|x| !x.problems.is_empty());
+    let mut out = Outcome::ok(text, json!({"ok": r.ok, "report": r}));
+    if !r.ok {
+        out.code = if failed_verification {
+            EXIT_VERIFY
+        } else {
+            EXIT_FAILED
+        };
+        if let Some(e) = &r.error {
+            out.errors.push(e.clone());
+        }
+    }
+    out
+}

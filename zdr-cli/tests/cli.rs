@@ -938,3 +938,41 @@ fn a_files_restore_killed_midway_is_completed_by_the_next_run() {
         assert_eq!(std::fs::read_to_string(app).unwrap(), "changed\n");
     }
 }
+
+#[test]
+fn recover_container_refuses_before_touching_anything() {
+    let env = Env::new(
+        "[components.db]\ntype = \"postgres\"\ndatabase = \"app\"\nrunner = \"docker\"\n\
+         container = \"zdrt-cli-no-such-container-4f1e\"\n",
+    );
+    // A component outside a container.
+    let out = env.zdr(&["recover", "container", "configs", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("runner = \"docker\""),
+        "{}",
+        stderr(&out)
+    );
+    // An unknown component.
+    let out = env.zdr(&["recover", "container", "ghost"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown component \"ghost\""),
+        "{}",
+        stderr(&out)
+    );
+    // No backup to recover the container with: named, nothing written to the tier.
+    let files = |p: &Path| if p.exists() { snapshot(p) } else { Vec::new() };
+    let before = files(&env.tier("local"));
+    let (code, v) = env.json(&["recover", "container", "db"]);
+    assert_eq!(code, 2, "{v}");
+    assert_eq!(v["error"]["kind"], "not_found", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no usable backup of db"),
+        "{v}"
+    );
+    assert_eq!(files(&env.tier("local")), before);
+}

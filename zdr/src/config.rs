@@ -97,6 +97,10 @@ pub enum RunnerConfig {
         host: String,
         /// The server's port inside the container (`container_port`, default 5432).
         port: u16,
+        /// The containers that depend on this one (`dependents`: compose service names of
+        /// `[docker] project`, or container names), restarted after the container is
+        /// recovered. Compose's own `com.docker.compose.depends_on` labels are read too.
+        dependents: Vec<String>,
     },
 }
 
@@ -108,6 +112,7 @@ const RUNNER_KEYS: &[&str] = &[
     "exec_user",
     "container_host",
     "container_port",
+    "dependents",
 ];
 
 /// Takes the runner keys out of each component table.
@@ -201,6 +206,26 @@ fn take_runners(table: &mut toml::Table) -> Result<BTreeMap<String, RunnerConfig
                 .with_context("component", name));
             }
         };
+        let dependents = match keys.get("dependents") {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        Error::bad_input(format!(
+                            "components.{name}.dependents must be a list of container or service names"
+                        ))
+                        .with_context("component", name)
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            Some(_) => {
+                return Err(Error::bad_input(format!(
+                    "components.{name}.dependents must be a list of container or service names"
+                ))
+                .with_context("component", name));
+            }
+        };
         runners.insert(
             name.clone(),
             RunnerConfig::Docker {
@@ -208,6 +233,7 @@ fn take_runners(table: &mut toml::Table) -> Result<BTreeMap<String, RunnerConfig
                 user: text("exec_user")?,
                 host: text("container_host")?.unwrap_or_else(|| "127.0.0.1".to_owned()),
                 port,
+                dependents,
             },
         );
     }

@@ -56,6 +56,7 @@ mod config;
 pub mod drill;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod recover;
 mod stack;
 
 pub use adapter::{BackupOptions, ComponentType, RestoreOptions};

@@ -338,17 +338,26 @@ impl Stack {
             }
         }
         let pipeline = self.pipeline()?;
-        let adapter =
-            Adapter::for_backup(name, config, options)?.with_runner(self.runner_for(name).await?);
+        let (runner, spec) = match self.docker_runner(name).await? {
+            Some((runner, spec)) => (
+                Some(Arc::new(runner) as Arc<dyn zdr_core::CommandRunner>),
+                Some(spec),
+            ),
+            None => (None, None),
+        };
+        let adapter = Adapter::for_backup(name, config, options)?.with_runner(runner);
         let repo = self.repository_on(self.tier(&self.config.primary)?, pipeline);
         let started = Instant::now();
-        let m = repo
-            .backup(
-                adapter.source(),
-                options.schedule.as_deref().unwrap_or(&self.config.schedule),
-                progress,
-            )
-            .await?;
+        let schedule = options.schedule.as_deref().unwrap_or(&self.config.schedule);
+        let m = match spec {
+            // The container's spec goes into the manifest's facts, so the container can be
+            // made again when the compose file is gone (secrets by name only).
+            Some(spec) => {
+                let source = crate::recover::WithContainerSpec::new(adapter.source(), &spec)?;
+                repo.backup(&source, schedule, progress).await?
+            }
+            None => repo.backup(adapter.source(), schedule, progress).await?,
+        };
         let mut report = BackupReport {
             backup: m,
             tier: self.config.primary.clone(),
@@ -769,6 +778,43 @@ impl Stack {
         Ok((adapter, ComponentType::of(config)))
     }
 
+    /// The engine and the container of component `name` when the config puts its tools in
+    /// a container (`runner = "docker"`); `None` for local tools.
+    ///
+    /// # Errors
+    /// The engine unreachable, the container or compose service unknown, each named.
+    pub(crate) async fn docker_container(
+        &self,
+        name: &str,
+    ) -> Result<Option<(zdr_docker::Docker, String)>> {
+        let Some(crate::config::RunnerConfig::Docker { container, .. }) =
+            self.config.runners.get(name)
+        else {
+            return Ok(None);
+        };
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| e.with_context("component", name))?;
+        let container = docker
+            .resolve(container)
+            .await
+            .map_err(|e| e.with_context("component", name))?;
+        Ok(Some((docker, container)))
+    }
+
+    /// A connection to the engine of `[docker] host` (default: `DOCKER_HOST`, then the
+    /// local socket).
+    ///
+    /// # Errors
+    /// The engine unreachable, naming the endpoint.
+    pub(crate) async fn docker(&self) -> Result<zdr_docker::Docker> {
+        match &self.config.docker.host {
+            Some(h) => zdr_docker::Docker::connect_to(h).await,
+            None => zdr_docker::Docker::connect().await,
+        }
+    }
+
     /// The runner of component `name`'s client tools when the config puts them in a
     /// container (connects to the engine and finds the container); `None` for local tools.
     ///
@@ -778,22 +824,29 @@ impl Stack {
         &self,
         name: &str,
     ) -> Result<Option<Arc<dyn zdr_core::CommandRunner>>> {
+        Ok(self
+            .docker_runner(name)
+            .await?
+            .map(|(runner, _)| Arc::new(runner) as Arc<dyn zdr_core::CommandRunner>))
+    }
+
+    /// The exec runner of component `name`'s tools and the spec of its container (recorded
+    /// in its backups), when the config puts the tools in a container.
+    async fn docker_runner(
+        &self,
+        name: &str,
+    ) -> Result<Option<(zdr_docker::DockerExecRunner, zdr_docker::ContainerSpec)>> {
         let Some(crate::config::RunnerConfig::Docker {
-            container,
-            user,
-            host,
-            port,
+            user, host, port, ..
         }) = self.config.runners.get(name)
         else {
             return Ok(None);
         };
-        let docker = match &self.config.docker.host {
-            Some(h) => zdr_docker::Docker::connect_to(h).await,
-            None => zdr_docker::Docker::connect().await,
-        }
-        .map_err(|e| e.with_context("component", name))?;
-        let container = docker
-            .resolve(container)
+        let Some((docker, container)) = self.docker_container(name).await? else {
+            return Ok(None);
+        };
+        let spec = docker
+            .spec(&container)
             .await
             .map_err(|e| e.with_context("component", name))?;
         let mut runner = docker
@@ -803,7 +856,7 @@ impl Stack {
         if let Some(u) = user {
             runner = runner.with_user(u);
         }
-        Ok(Some(Arc::new(runner)))
+        Ok(Some((runner, spec)))
     }
 }
 

@@ -186,6 +186,7 @@ async fn postgres_in_a_container_backed_up_and_restored_with_tools_inside_it() -
             user: None,
             host: "127.0.0.1".to_owned(),
             port: 5432,
+            dependents: Vec::new(),
         })
     );
     let stack = Stack::open(docker_config).await?;
@@ -259,6 +260,7 @@ fn runner_keys_are_checked() {
             user: Some("postgres".to_owned()),
             host: "/var/run/postgresql".to_owned(),
             port: 5432,
+            dependents: Vec::new(),
         })
     );
 }

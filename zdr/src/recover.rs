@@ -1,0 +1,1073 @@
+//! Recovery plans as data, and the runbook's "single container failure" scenario as one call.
+//!
+//! [`Stack::plan_container_recovery`] looks at the engine, the config and the catalogs and
+//! returns a [`RecoveryPlan`]: ordered steps, each with its precondition, action,
+//! verification and timeout. It changes nothing (`zdr recover container --dry-run` prints it).
+//! [`Stack::recover_container`] runs the same plan, records each step (start, duration,
+//! outcome) and ends with a [`RecoveryReport`] — also when a step fails: the report then names
+//! the step, what was already done, and what was kept aside. The report is stored on the
+//! primary tier as JSON and as a markdown incident report in the runbook's template:
+//!
+//! ```text
+//! reports/<recovery-id>.json
+//! reports/<recovery-id>.md
+//! ```
+//!
+//! Nothing is touched before every input is known: the container's spec (from the live
+//! container, else from the newest backup that recorded it), the values of its secret
+//! environment variables, the backup to restore and the tier holding it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use zdr_core::{
+    ArtifactSink, BackupRequest, BackupSelector, BackupSource, Component, Error, ErrorKind,
+    Manifest, Progress, Result, Secret, SourceFacts,
+};
+use zdr_docker::{ContainerSpec, Docker, MountKind, RecreateOptions, VolumeChoice};
+
+use crate::adapter::{self, BackupOptions, ComponentType, RestoreOptions};
+use crate::config::{ComponentConfig, RunnerConfig};
+use crate::stack::{Stack, select_for};
+
+/// The key of the container spec in a backup manifest's facts.
+pub const CONTAINER_FACT: &str = "container";
+
+/// Where recovery reports are stored on the primary tier.
+pub const REPORTS_PREFIX: &str = "reports/";
+
+/// The container spec a backup recorded (facts key [`CONTAINER_FACT`]), if any.
+#[must_use]
+pub fn container_spec_of(manifest: &Manifest) -> Option<ContainerSpec> {
+    manifest
+        .facts
+        .get(CONTAINER_FACT)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// A backup source that adds the spec of the component's container to the facts.
+pub(crate) struct WithContainerSpec<'a> {
+    inner: &'a dyn BackupSource,
+    spec: serde_json::Value,
+}
+
+impl<'a> WithContainerSpec<'a> {
+    /// Wraps `inner`; `spec` is recorded as it is (secret values were never captured).
+    pub(crate) fn new(inner: &'a dyn BackupSource, spec: &ContainerSpec) -> Result<Self> {
+        let spec = serde_json::to_value(spec)
+            .map_err(|e| Error::unexpected("cannot record the container spec").with_source(e))?;
+        Ok(Self { inner, spec })
+    }
+}
+
+#[async_trait]
+impl BackupSource for WithContainerSpec<'_> {
+    fn component(&self) -> &Component {
+        self.inner.component()
+    }
+
+    async fn backup(
+        &self,
+        req: &BackupRequest,
+        sink: &mut dyn ArtifactSink,
+        progress: &Progress,
+    ) -> Result<SourceFacts> {
+        let mut facts = self.inner.backup(req, sink, progress).await?;
+        match &mut facts.facts {
+            serde_json::Value::Object(map) => {
+                map.insert(CONTAINER_FACT.to_owned(), self.spec.clone());
+            }
+            serde_json::Value::Null => {
+                facts.facts = serde_json::json!({ CONTAINER_FACT: self.spec.clone() });
+            }
+            // A source whose facts are not an object keeps them as they are.
+            _ => {}
+        }
+        Ok(facts)
+    }
+}
+
+/// Options of [`Stack::recover_container`].
+#[derive(Debug, Clone)]
+pub struct ContainerRecoveryOptions {
+    /// Remove the failed container's volumes instead of keeping them aside (copied to
+    /// `<volume>-failed-<time>`) for forensics.
+    pub discard_volume: bool,
+    /// Skip the fresh backup of what was restored (the runbook's post-recovery step 1).
+    pub no_backup: bool,
+    /// How long the recreated container and each dependent may take to become healthy.
+    pub health_timeout: Duration,
+    /// Read the backup from this tier only (default: the primary, then each replica).
+    pub tier: Option<String>,
+}
+
+impl Default for ContainerRecoveryOptions {
+    fn default() -> Self {
+        Self {
+            discard_volume: false,
+            no_backup: false,
+            health_timeout: Duration::from_secs(120),
+            tier: None,
+        }
+    }
+}
+
+/// One step of a recovery plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanStep {
+    /// Short name (`remove-failed`, `restore`, ...).
+    pub id: String,
+    /// What the step does.
+    pub action: String,
+    /// What must hold before it runs.
+    pub precondition: String,
+    /// How its success is checked.
+    pub verification: String,
+    /// The most it may take.
+    pub timeout_secs: u64,
+}
+
+/// The backup a plan restores.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedBackup {
+    /// The backup's id.
+    pub id: String,
+    /// The tier it is read from first.
+    pub tier: String,
+    /// `logical`, `physical`, ...
+    pub kind: String,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A recovery plan: what will be done, in order, and with what.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryPlan {
+    /// `container`.
+    pub scenario: String,
+    /// The component recovered.
+    pub component: String,
+    /// The container's name.
+    pub container: String,
+    /// Whether the container exists now (`false`: it is recreated from the spec a backup
+    /// recorded).
+    pub container_exists: bool,
+    /// The image it is recreated from.
+    pub image: String,
+    /// Where the spec comes from: `live container` or `backup <id>`.
+    pub spec_from: String,
+    /// The container's named volumes (replaced by fresh ones).
+    pub volumes: Vec<String>,
+    /// The backup restored.
+    pub backup: PlannedBackup,
+    /// The containers restarted afterwards.
+    pub dependents: Vec<String>,
+    /// The steps, in order.
+    pub steps: Vec<PlanStep>,
+}
+
+impl RecoveryPlan {
+    /// The plan as text, one numbered step per line group.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "Recovery plan: {} {} (container {}, image {}; spec from {})\n\
+             Backup: {} ({}, finished {}) from tier {}\n",
+            self.scenario,
+            self.component,
+            self.container,
+            self.image,
+            self.spec_from,
+            self.backup.id,
+            self.backup.kind,
+            self.backup
+                .finished_at
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            self.backup.tier,
+        );
+        for (i, s) in self.steps.iter().enumerate() {
+            out.push_str(&format!(
+                "{:>2}. {:<15} {}\n    precondition: {}\n    verification: {}\n    timeout: {} s\n",
+                i + 1,
+                s.id,
+                s.action,
+                s.precondition,
+                s.verification,
+                s.timeout_secs
+            ));
+        }
+        out
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// Done and verified.
+    Done,
+    /// Failed: the recovery stopped here.
+    Failed,
+    /// Not run (an earlier step failed, or it was not needed).
+    NotRun,
+}
+
+/// One step as it ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    /// The plan step's id.
+    pub id: String,
+    /// What it does.
+    pub action: String,
+    /// How it ended.
+    pub status: StepStatus,
+    /// When it started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// How long it took.
+    pub seconds: f64,
+    /// What it did, or why it failed.
+    pub detail: String,
+}
+
+/// Something a recovery kept instead of destroying it (a rollback brings it back).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptAside {
+    /// `volume`.
+    pub what: String,
+    /// Its original name.
+    pub original: String,
+    /// The name it is kept under.
+    pub kept_as: String,
+}
+
+/// A dependent container restarted after the recovery.
+#[derive(Debug, Clone, Serialize)]
+pub struct DependentRecord {
+    /// The container.
+    pub name: String,
+    /// Its status after the restart (`running`, health when it has a check).
+    pub status: String,
+}
+
+/// What a restore step restored.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoredRecord {
+    /// The backup's id.
+    pub backup: String,
+    /// The tier it was read from.
+    pub tier: String,
+    /// `logical`, ...
+    pub kind: String,
+    /// When the backup finished: the moment the data was restored to.
+    pub finished_at: DateTime<Utc>,
+    /// Items restored (tables, keys, files).
+    pub items: u64,
+    /// Items verified against the manifest's facts.
+    pub verified: u64,
+    /// Verification problems (empty when it passed).
+    pub problems: Vec<String>,
+}
+
+/// What a recovery did, step by step: stored on the primary tier as JSON and markdown.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveryReport {
+    /// The recovery's id (`recovery-<component>-<time>`).
+    pub id: String,
+    /// `container`.
+    pub scenario: String,
+    /// The component recovered.
+    pub component: String,
+    /// The container.
+    pub container: String,
+    /// When the recovery started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// Seconds from start to the last step (the recovery time achieved).
+    pub rto_seconds: f64,
+    /// True when every step was done.
+    pub ok: bool,
+    /// The failed step's error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Every planned step, with its outcome.
+    pub steps: Vec<StepRecord>,
+    /// What was restored, from which backup and tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored: Option<RestoredRecord>,
+    /// What was kept aside.
+    pub kept_aside: Vec<KeptAside>,
+    /// Dependents restarted.
+    pub dependents: Vec<DependentRecord>,
+    /// The backup taken after the recovery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_backup: Option<String>,
+    /// The keys the report was stored under on the primary tier (empty if storing failed).
+    pub stored: Vec<String>,
+}
+
+impl RecoveryReport {
+    /// The failed step, if any.
+    #[must_use]
+    pub fn failed_step(&self) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| s.status == StepStatus::Failed)
+    }
+
+    /// The report as a markdown incident report (the runbook's template: timeline, recovery
+    /// time per step and in total, what was restored, verification, and the sections an
+    /// operator fills in).
+    #[must_use]
+    pub fn to_markdown(&self) -> String {
+        let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let mut md = format!(
+            "# Incident report: {} recovery of {}\n\n\
+             - Recovery: `{}`\n- Container: `{}`\n- Outcome: **{}**\n\n\
+             ## Timeline\n\n\
+             | Event | Time (UTC) |\n|---|---|\n\
+             | Failure detected | _fill in_ |\n\
+             | Recovery started | {} |\n\
+             | Recovery {} | {} |\n\n\
+             Recovery time achieved: **{:.1} s** (runbook objective for a single container: 30 min).\n\n\
+             ## Steps\n\n| # | Step | Status | Seconds | Detail |\n|---|---|---|---|---|\n",
+            self.scenario,
+            self.component,
+            self.id,
+            self.container,
+            if self.ok { "recovered" } else { "FAILED" },
+            ts(&self.started_at),
+            if self.ok { "completed" } else { "stopped" },
+            ts(&self.finished_at),
+            self.rto_seconds,
+        );
+        for (i, s) in self.steps.iter().enumerate() {
+            let status = match s.status {
+                StepStatus::Done => "done",
+                StepStatus::Failed => "FAILED",
+                StepStatus::NotRun => "not run",
+            };
+            md.push_str(&format!(
+                "| {} | {} | {status} | {:.1} | {} |\n",
+                i + 1,
+                s.id,
+                s.seconds,
+                s.detail.replace('|', "\\|").replace('\n', " ")
+            ));
+        }
+        md.push_str("\n## What was restored\n\n");
+        match &self.restored {
+            Some(r) => md.push_str(&format!(
+                "- Backup `{}` ({}, finished {}) from tier `{}`: {} items\n\
+                 - Verification: {} item(s) checked against the manifest's facts, {}\n",
+                r.backup,
+                r.kind,
+                ts(&r.finished_at),
+                r.tier,
+                r.items,
+                r.verified,
+                if r.problems.is_empty() {
+                    "passed".to_owned()
+                } else {
+                    format!("{} problem(s): {}", r.problems.len(), r.problems.join("; "))
+                }
+            )),
+            None => md.push_str("- Nothing was restored.\n"),
+        }
+        if let Some(b) = &self.post_backup {
+            md.push_str(&format!("- Fresh backup after the recovery: `{b}`\n"));
+        }
+        if !self.kept_aside.is_empty() {
+            md.push_str("\n## Kept aside (forensics, rollback)\n\n");
+            for k in &self.kept_aside {
+                md.push_str(&format!(
+                    "- {} `{}` kept as `{}`\n",
+                    k.what, k.original, k.kept_as
+                ));
+            }
+        }
+        if !self.dependents.is_empty() {
+            md.push_str("\n## Dependent services\n\n");
+            for d in &self.dependents {
+                md.push_str(&format!("- `{}`: {}\n", d.name, d.status));
+            }
+        }
+        if let Some(e) = &self.error {
+            md.push_str(&format!("\n## Error\n\n```\n{e}\n```\n"));
+        }
+        md.push_str(
+            "\n## Root cause\n\n_fill in_\n\n## Prevention\n\n_fill in_\n\n## Testing improvements\n\n_fill in_\n",
+        );
+        md
+    }
+}
+
+/// Everything a container recovery needs, found before anything is touched.
+struct Prepared {
+    docker: Docker,
+    spec: ContainerSpec,
+    secrets: BTreeMap<String, Secret>,
+    live: Option<String>,
+    plan: RecoveryPlan,
+}
+
+const STEP_REMOVE: &str = "remove-failed";
+const STEP_VOLUMES: &str = "keep-volumes";
+const STEP_RECREATE: &str = "recreate";
+const STEP_HEALTHY: &str = "wait-healthy";
+const STEP_RESTORE: &str = "restore";
+const STEP_DEPENDENTS: &str = "dependents";
+const STEP_BACKUP: &str = "backup";
+
+impl Stack {
+    /// The plan [`Stack::recover_container`] would run for component `name`, without
+    /// touching anything.
+    ///
+    /// # Errors
+    /// A component whose tools do not run in a container (`runner = "docker"`); the engine
+    /// unreachable; no spec for a container that no longer exists; no usable backup on any
+    /// tier; a secret environment variable whose value cannot be found — each named.
+    pub async fn plan_container_recovery(
+        &self,
+        name: &str,
+        options: &ContainerRecoveryOptions,
+    ) -> Result<RecoveryPlan> {
+        Ok(self.prepare_container_recovery(name, options).await?.plan)
+    }
+
+    async fn prepare_container_recovery(
+        &self,
+        name: &str,
+        options: &ContainerRecoveryOptions,
+    ) -> Result<Prepared> {
+        let config = self.config().component(name)?;
+        let ty = ComponentType::of(config);
+        let Some(RunnerConfig::Docker {
+            container,
+            dependents,
+            ..
+        }) = self.config().runners.get(name)
+        else {
+            return Err(Error::bad_input(format!(
+                "component {name} does not run in a container: container recovery needs runner = \"docker\" and its container or service"
+            ))
+            .with_context("component", name));
+        };
+        let docker = self
+            .docker()
+            .await
+            .map_err(|e| e.with_context("component", name))?;
+        let live = match docker.resolve(container).await {
+            Ok(c) => Some(c),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(e.with_context("component", name)),
+        };
+
+        // The backup to restore: the newest usable one, on the first tier holding it.
+        let comp = Component::new(name)?;
+        let tiers = match &options.tier {
+            Some(t) => vec![self.config().tier(t).map(|_| t.clone())?],
+            None => self.tier_order(),
+        };
+        let pipeline = self.pipeline()?;
+        let restore_options = RestoreOptions::default();
+        let mut chosen: Option<(String, Manifest)> = None;
+        let mut recorded_spec: Option<(String, ContainerSpec)> = None;
+        let mut reasons = Vec::new();
+        for t in &tiers {
+            let catalog = match zdr_storage::Repository::new(self.tier(t)?, pipeline.clone())
+                .catalog()
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    reasons.push(format!("tier {t}: {e}"));
+                    continue;
+                }
+            };
+            if recorded_spec.is_none() {
+                recorded_spec = catalog
+                    .list(Some(&comp))
+                    .into_iter()
+                    .rev()
+                    .find_map(|m| container_spec_of(m).map(|s| (m.id.to_string(), s)));
+            }
+            if chosen.is_none() {
+                match select_for(&catalog, &comp, &BackupSelector::Latest, |m| {
+                    adapter::accepts(ty, &restore_options, m)
+                }) {
+                    Ok(m) => chosen = Some((t.clone(), m)),
+                    Err(e) => reasons.push(format!("tier {t}: {e}")),
+                }
+            }
+        }
+        let Some((tier, backup)) = chosen else {
+            return Err(Error::not_found(format!(
+                "no usable backup of {name} to recover the container with ({})",
+                reasons.join("; ")
+            ))
+            .with_context("component", name)
+            .with_hint(format!("back it up first: zdr backup {name}")));
+        };
+
+        let (spec, spec_from) = match &live {
+            Some(c) => (
+                docker
+                    .spec(c)
+                    .await
+                    .map_err(|e| e.with_context("component", name))?,
+                "live container".to_owned(),
+            ),
+            None => match recorded_spec {
+                Some((id, spec)) => (spec, format!("backup {id}")),
+                None => {
+                    return Err(Error::not_found(format!(
+                        "the container of {name} ({container}) does not exist and no backup of {name} recorded its spec"
+                    ))
+                    .with_context("component", name)
+                    .with_hint("create the container again (docker-compose up -d), then restore with zdr restore"));
+                }
+            },
+        };
+        let secrets = self
+            .secret_values(name, config, &docker, live.as_deref(), &spec)
+            .await?;
+
+        let mut dependent_names = Vec::new();
+        for d in dependents {
+            let found = match &self.config().docker.project {
+                Some(project) => docker
+                    .compose_containers(project, Some(d))
+                    .await?
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect::<Vec<_>>(),
+                None => Vec::new(),
+            };
+            if found.is_empty() {
+                let c = docker
+                    .resolve(&zdr_docker::ContainerRef::Name(d.clone()))
+                    .await
+                    .map_err(|e| {
+                        e.with_context("component", name)
+                            .with_hint("components.<name>.dependents names containers, or compose services of [docker] project")
+                    })?;
+                dependent_names.push(c);
+            } else {
+                dependent_names.extend(found);
+            }
+        }
+        // Compose (v2) records `depends_on` in a label of each dependent container.
+        if let (Some(project), Some(service)) = (
+            spec.labels.get(zdr_docker::LABEL_PROJECT),
+            spec.labels.get(zdr_docker::LABEL_SERVICE),
+        ) {
+            for c in docker.compose_containers(project, None).await? {
+                let depends = c
+                    .labels
+                    .get("com.docker.compose.depends_on")
+                    .is_some_and(|v| {
+                        v.split(',')
+                            .any(|d| d.split(':').next() == Some(service.as_str()))
+                    });
+                if depends && c.name != spec.name && !dependent_names.contains(&c.name) {
+                    dependent_names.push(c.name);
+                }
+            }
+        }
+
+        let volumes: Vec<String> = spec
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume)
+            .filter_map(|m| m.source.clone())
+            .collect();
+        let health = options.health_timeout.as_secs();
+        let mut steps = Vec::new();
+        let step = |id: &str, action: String, pre: &str, verify: &str, timeout: u64| PlanStep {
+            id: id.to_owned(),
+            action,
+            precondition: pre.to_owned(),
+            verification: verify.to_owned(),
+            timeout_secs: timeout,
+        };
+        steps.push(step(
+            STEP_REMOVE,
+            match &live {
+                Some(c) => format!("stop and remove the failed container {c}"),
+                None => format!("nothing to remove: container {} is gone", spec.name),
+            },
+            "the container's spec and secret values are known; a usable backup exists",
+            "the container no longer exists",
+            60,
+        ));
+        steps.push(step(
+            STEP_VOLUMES,
+            if volumes.is_empty() {
+                "no named volumes".to_owned()
+            } else if options.discard_volume {
+                format!("remove the failed volume(s) {}", volumes.join(", "))
+            } else {
+                format!(
+                    "keep the failed volume(s) {} aside as <volume>-failed-<time> (forensics, rollback)",
+                    volumes.join(", ")
+                )
+            },
+            "no container uses the volumes",
+            "the copies exist; the original names are free",
+            600,
+        ));
+        steps.push(step(
+            STEP_RECREATE,
+            format!(
+                "create {} from its spec (image {}) on fresh volume(s) and start it",
+                spec.name, spec.image
+            ),
+            "the image exists locally; the name is free",
+            "the container runs",
+            60,
+        ));
+        steps.push(step(
+            STEP_HEALTHY,
+            format!("wait until {} is healthy", spec.name),
+            "the container started",
+            "a health probe begun after this start passed (running, without a healthcheck)",
+            health,
+        ));
+        steps.push(step(
+            STEP_RESTORE,
+            format!(
+                "restore backup {} from tier {} and verify it",
+                backup.id, tier
+            ),
+            "the datastore answers",
+            "the restored data matches the manifest's facts",
+            3600,
+        ));
+        steps.push(step(
+            STEP_DEPENDENTS,
+            if dependent_names.is_empty() {
+                "no dependent containers".to_owned()
+            } else {
+                format!("restart {}", dependent_names.join(", "))
+            },
+            "the datastore is restored and verified",
+            "each dependent started again and is healthy",
+            health.saturating_mul(u64::try_from(dependent_names.len().max(1)).unwrap_or(1)),
+        ));
+        steps.push(step(
+            STEP_BACKUP,
+            if options.no_backup {
+                "no fresh backup (asked not to)".to_owned()
+            } else {
+                format!("a fresh backup of {name} (schedule post-recovery)")
+            },
+            "the recovery succeeded",
+            "the backup's manifest is written",
+            3600,
+        ));
+        let plan = RecoveryPlan {
+            scenario: "container".to_owned(),
+            component: name.to_owned(),
+            container: spec.name.clone(),
+            container_exists: live.is_some(),
+            image: spec.image.clone(),
+            spec_from,
+            volumes,
+            backup: PlannedBackup {
+                id: backup.id.to_string(),
+                tier,
+                kind: format!("{:?}", backup.kind).to_lowercase(),
+                finished_at: backup.finished_at,
+            },
+            dependents: dependent_names,
+            steps,
+        };
+        Ok(Prepared {
+            docker,
+            spec,
+            secrets,
+            live,
+            plan,
+        })
+    }
+
+    /// The values of the spec's secret environment variables: from the live container, else
+    /// from this process's environment (the same names, as compose reads them from `.env`),
+    /// else — for a PostgreSQL image's `POSTGRES_PASSWORD` — the component's own password.
+    async fn secret_values(
+        &self,
+        name: &str,
+        config: &ComponentConfig,
+        docker: &Docker,
+        live: Option<&str>,
+        spec: &ContainerSpec,
+    ) -> Result<BTreeMap<String, Secret>> {
+        let mut values = match live {
+            Some(c) => docker.secrets_from(c, spec).await?,
+            None => BTreeMap::new(),
+        };
+        for var in spec.secret_names() {
+            if values.contains_key(var) {
+                continue;
+            }
+            if let Ok(v) = std::env::var(var) {
+                values.insert(var.to_owned(), Secret::new(v));
+                continue;
+            }
+            #[cfg(feature = "postgres")]
+            if var == "POSTGRES_PASSWORD"
+                && let ComponentConfig::Postgres(pg) = config
+                && let Some(p) = &pg.password
+            {
+                values.insert(var.to_owned(), p.clone());
+                continue;
+            }
+            let _ = config;
+            return Err(Error::bad_input(format!(
+                "the container of {name} needs the secret environment variable {var}, whose value is not recorded anywhere zdr can read it"
+            ))
+            .with_context("component", name)
+            .with_context("variable", var)
+            .with_hint(format!("export {var} in zdr's environment (as compose reads it from .env)")));
+        }
+        Ok(values)
+    }
+
+    /// The runbook's single-container scenario for component `name`: remove the failed
+    /// container, keep its volumes aside (or discard them), recreate it from its spec on fresh
+    /// volumes, wait until healthy, restore the newest usable backup and verify it, restart
+    /// the dependent containers, take a fresh backup, and store the report.
+    ///
+    /// A failing step stops the recovery; the returned report names it and what was done
+    /// before ([`RecoveryReport::ok`] is false).
+    ///
+    /// # Errors
+    /// As [`Stack::plan_container_recovery`], before anything is touched.
+    pub async fn recover_container(
+        &self,
+        name: &str,
+        options: &ContainerRecoveryOptions,
+        progress: &Progress,
+    ) -> Result<RecoveryReport> {
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let prepared = self.prepare_container_recovery(name, options).await?;
+        let Prepared {
+            docker,
+            spec,
+            secrets,
+            live,
+            plan,
+        } = prepared;
+        let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
+        let mut run = Run::new(&plan, progress);
+        let mut report = RecoveryReport {
+            id: format!("recovery-{name}-{stamp}"),
+            scenario: plan.scenario.clone(),
+            component: name.to_owned(),
+            container: spec.name.clone(),
+            started_at,
+            finished_at: started_at,
+            rto_seconds: 0.0,
+            ok: false,
+            error: None,
+            steps: Vec::new(),
+            restored: None,
+            kept_aside: Vec::new(),
+            dependents: Vec::new(),
+            post_backup: None,
+            stored: Vec::new(),
+        };
+
+        let result: Result<()> = async {
+            // 1. The failed container goes (its spec and secrets are in hand).
+            run.step(STEP_REMOVE, async {
+                match &live {
+                    Some(c) => {
+                        docker.remove(c, true).await?;
+                        Ok(format!("removed {c}"))
+                    }
+                    None => Ok("container already gone".to_owned()),
+                }
+            })
+            .await?;
+
+            // 2. Its volumes: kept aside under a new name (copy), or discarded.
+            let mut kept = Vec::new();
+            let step = run
+                .step(STEP_VOLUMES, async {
+                    let mut done = Vec::new();
+                    for v in &plan.volumes {
+                        if !docker.volume_exists(v).await? {
+                            done.push(format!("{v} was lost"));
+                            continue;
+                        }
+                        if options.discard_volume {
+                            docker.remove_volume(v).await?;
+                            done.push(format!("{v} removed"));
+                        } else {
+                            let aside = format!("{v}-failed-{stamp}");
+                            docker.rename_volume(v, &aside, &spec.image).await?;
+                            done.push(format!("{v} kept as {aside}"));
+                            kept.push(KeptAside {
+                                what: "volume".to_owned(),
+                                original: v.clone(),
+                                kept_as: aside,
+                            });
+                        }
+                    }
+                    Ok(if done.is_empty() {
+                        "no named volumes".to_owned()
+                    } else {
+                        done.join(", ")
+                    })
+                })
+                .await;
+            report.kept_aside.append(&mut kept);
+            step?;
+
+            // 3. The container again, from its spec, on fresh volumes.
+            run.step(STEP_RECREATE, async {
+                let mut opts = RecreateOptions::new().secrets(secrets.clone());
+                for m in &spec.mounts {
+                    if m.kind == MountKind::Volume
+                        && let Some(v) = &m.source
+                    {
+                        opts = opts.volume(m.target.clone(), VolumeChoice::Fresh(v.clone()));
+                    }
+                }
+                let id = docker.recreate(&spec, &opts).await?;
+                Ok(format!(
+                    "created {} ({}) from {}",
+                    spec.name,
+                    id.chars().take(12).collect::<String>(),
+                    spec.image
+                ))
+            })
+            .await?;
+
+            // 4. Healthy.
+            run.step(STEP_HEALTHY, async {
+                let s = docker
+                    .wait_healthy(&spec.name, None, options.health_timeout)
+                    .await?;
+                Ok(format!(
+                    "{} {}{}",
+                    s.name,
+                    s.status,
+                    s.health.map(|h| format!(", {h}")).unwrap_or_default()
+                ))
+            })
+            .await?;
+
+            // 5. Restore and verify.
+            let mut restored = None;
+            let step = run
+                .step(STEP_RESTORE, async {
+                    let restore = RestoreOptions {
+                        tier: options.tier.clone(),
+                        ..RestoreOptions::default()
+                    };
+                    let r = self.restore(name, &restore, progress).await?;
+                    let record = RestoredRecord {
+                        backup: r.backup.id.to_string(),
+                        tier: r.tier.clone(),
+                        kind: format!("{:?}", r.backup.kind).to_lowercase(),
+                        finished_at: r.backup.finished_at,
+                        items: r.outcome.items,
+                        verified: r.verify.checked,
+                        problems: r.verify.problems.iter().map(ToString::to_string).collect(),
+                    };
+                    let ok = r.verify.is_ok();
+                    let detail = format!(
+                        "backup {} from tier {}: {} item(s), {} verified",
+                        record.backup, record.tier, record.items, record.verified
+                    );
+                    restored = Some(record);
+                    if ok {
+                        Ok(detail)
+                    } else {
+                        Err(Error::new(
+                            ErrorKind::Integrity,
+                            format!("{detail}; verification failed"),
+                        ))
+                    }
+                })
+                .await;
+            report.restored = restored;
+            step?;
+
+            // 6. Dependents restarted, each healthy again.
+            let mut deps = Vec::new();
+            let step = run
+                .step(STEP_DEPENDENTS, async {
+                    for d in &plan.dependents {
+                        let before = docker.status(d).await?.started_at;
+                        docker.restart(d, Some(Duration::from_secs(10))).await?;
+                        let s = docker
+                            .wait_healthy(d, before, options.health_timeout)
+                            .await?;
+                        deps.push(DependentRecord {
+                            name: d.clone(),
+                            status: format!(
+                                "{}{}",
+                                s.status,
+                                s.health.map(|h| format!(", {h}")).unwrap_or_default()
+                            ),
+                        });
+                    }
+                    Ok(if plan.dependents.is_empty() {
+                        "no dependent containers".to_owned()
+                    } else {
+                        format!("restarted {}", plan.dependents.join(", "))
+                    })
+                })
+                .await;
+            report.dependents = deps;
+            step?;
+
+            // 7. A fresh backup of what was restored.
+            let mut post = None;
+            let step = run
+                .step(STEP_BACKUP, async {
+                    if options.no_backup {
+                        return Ok("skipped (asked not to)".to_owned());
+                    }
+                    let b = self
+                        .backup(
+                            name,
+                            &BackupOptions {
+                                schedule: Some("post-recovery".to_owned()),
+                                ..BackupOptions::default()
+                            },
+                            progress,
+                        )
+                        .await?;
+                    post = Some(b.backup.id.to_string());
+                    Ok(format!("backup {} on tier {}", b.backup.id, b.tier))
+                })
+                .await;
+            report.post_backup = post;
+            step
+        }
+        .await;
+
+        report.steps = run.finish();
+        report.ok = result.is_ok();
+        report.error = result.err().map(|e| e.to_string());
+        report.finished_at = Utc::now();
+        report.rto_seconds = started.elapsed().as_secs_f64();
+        self.store_report(&mut report, progress).await;
+        Ok(report)
+    }
+
+    /// Stores the report on the primary tier (JSON and markdown); a failure is a warning —
+    /// the report is still returned.
+    async fn store_report(&self, report: &mut RecoveryReport, progress: &Progress) {
+        let stored = async {
+            let tier = self.tier(&self.config().primary)?;
+            let json_key = format!("{REPORTS_PREFIX}{}.json", report.id);
+            let md_key = format!("{REPORTS_PREFIX}{}.md", report.id);
+            let mut with_keys = report.clone();
+            with_keys.stored = vec![json_key.clone(), md_key.clone()];
+            let mut json = serde_json::to_vec_pretty(&with_keys)
+                .map_err(|e| Error::unexpected("cannot serialize the report").with_source(e))?;
+            json.push(b'\n');
+            tier.write_all(&json_key, json).await?;
+            tier.write_all(&md_key, with_keys.to_markdown().into_bytes())
+                .await?;
+            Ok::<_, Error>(with_keys.stored)
+        }
+        .await;
+        match stored {
+            Ok(keys) => report.stored = keys,
+            Err(e) => progress.warn(format!(
+                "the recovery report could not be stored on tier {}: {e}",
+                self.config().primary
+            )),
+        }
+    }
+}
+
+/// The steps of a running plan, recorded as they run.
+struct Run<'a> {
+    records: Vec<StepRecord>,
+    timeouts: BTreeMap<String, u64>,
+    progress: &'a Progress,
+}
+
+impl<'a> Run<'a> {
+    fn new(plan: &RecoveryPlan, progress: &'a Progress) -> Self {
+        Self {
+            records: plan
+                .steps
+                .iter()
+                .map(|s| StepRecord {
+                    id: s.id.clone(),
+                    action: s.action.clone(),
+                    status: StepStatus::NotRun,
+                    started_at: None,
+                    seconds: 0.0,
+                    detail: String::new(),
+                })
+                .collect(),
+            timeouts: plan
+                .steps
+                .iter()
+                .map(|s| (s.id.clone(), s.timeout_secs))
+                .collect(),
+            progress,
+        }
+    }
+
+    /// Runs one step within its timeout and records how it ended.
+    async fn step(
+        &mut self,
+        id: &str,
+        body: impl std::future::Future<Output = Result<String>>,
+    ) -> Result<()> {
+        let timeout = Duration::from_secs(self.timeouts.get(id).copied().unwrap_or(3600));
+        let index = self.records.iter().position(|r| r.id == id);
+        let action = index
+            .and_then(|i| self.records.get(i))
+            .map(|r| r.action.clone())
+            .unwrap_or_default();
+        self.progress.info(format!("step {id}: {action}"));
+        let started_at = Utc::now();
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, body).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::Source,
+                format!("step {id} did not finish within {} s", timeout.as_secs()),
+            )),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let (status, detail) = match &result {
+            Ok(d) => (StepStatus::Done, d.clone()),
+            Err(e) => (StepStatus::Failed, e.to_string()),
+        };
+        match &result {
+            Ok(d) => self
+                .progress
+                .info(format!("step {id} done in {seconds:.1} s: {d}")),
+            Err(e) => self
+                .progress
+                .warn(format!("step {id} failed after {seconds:.1} s: {e}")),
+        }
+        if let Some(r) = index.and_then(|i| self.records.get_mut(i)) {
+            r.status = status;
+            r.started_at = Some(started_at);
+            r.seconds = seconds;
+            r.detail = detail;
+        }
+        result.map(|_| ()).map_err(|e| e.with_context("step", id))
+    }
+
+    fn finish(self) -> Vec<StepRecord> {
+        self.records
+    }
+}

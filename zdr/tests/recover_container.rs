@@ -1,0 +1,424 @@
+//! The runbook's "single container failure" scenario against the real engine: a PostgreSQL
+//! container (the image of `scripts/build-test-images.sh`) with its data on a named volume
+//! and an app container that depends on it. The container is killed and removed and its
+//! volume lost; `Stack::recover_container` brings it back from the spec its backup recorded,
+//! restores and verifies the data, restarts the app and stores the report. A second failure,
+//! with the container still there, keeps the failed volume aside. Refusals (no backup yet, a
+//! component outside a container) change nothing, and a step that fails (a health timeout)
+//! stops the recovery with a report, after which a second run completes it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use zdr::docker::bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use zdr::docker::bollard::query_parameters::CreateContainerOptionsBuilder;
+use zdr::docker::{Docker, DockerExecRunner};
+use zdr::recover::{ContainerRecoveryOptions, StepStatus, container_spec_of};
+use zdr::{BackupOptions, Config, Progress, Stack};
+use zdr_core::{CommandRunner, CommandSpec, Error, ErrorKind, Result};
+
+const PG_IMAGE: &str = "zdr-test/postgres:current";
+const BASE_IMAGE: &str = "zdr-test/base:current";
+const PASSWORD: &str = "pw-recover-container-test-31f9";
+
+/// Removes the test's containers and every volume whose name starts with the prefix, on
+/// failure too.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let prefix = self.0.clone();
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(docker) = Docker::connect().await else {
+                    return;
+                };
+                for c in [prefix.clone(), format!("{prefix}-app")] {
+                    let _ = docker.remove(&c, true).await;
+                }
+                if let Ok(list) = docker
+                    .client()
+                    .list_volumes(
+                        None::<zdr::docker::bollard::query_parameters::ListVolumesOptions>,
+                    )
+                    .await
+                {
+                    for v in list.volumes.unwrap_or_default() {
+                        if v.name.starts_with(&prefix) {
+                            let _ = docker.remove_volume(&v.name).await;
+                        }
+                    }
+                }
+            });
+        });
+        let _ = thread.join();
+    }
+}
+
+async fn sql(runner: &dyn CommandRunner, statement: &str) -> Result<String> {
+    let spec = CommandSpec::new("psql").args([
+        "-X",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-U",
+        "postgres",
+        "-d",
+        "app",
+        "-c",
+        statement,
+    ]);
+    let mut run = runner.spawn(&spec).await?;
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = run.stdout.take() {
+        o.read_to_string(&mut out)
+            .await
+            .map_err(|e| Error::from_io(e, "psql stdout"))?;
+    }
+    if let Some(mut e) = run.stderr.take() {
+        e.read_to_string(&mut err)
+            .await
+            .map_err(|e| Error::from_io(e, "psql stderr"))?;
+    }
+    let exit = run.handle.wait().await?;
+    if !exit.success() {
+        return Err(Error::unexpected(format!(
+            "psql {statement}: {exit}: {err}"
+        )));
+    }
+    Ok(out.trim().to_owned())
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::from_io(e, "bind"))?;
+    Ok(l.local_addr()
+        .map_err(|e| Error::from_io(e, "addr"))?
+        .port())
+}
+
+async fn create(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<()> {
+    docker
+        .client()
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(name).build()),
+            body,
+        )
+        .await
+        .map_err(|e| Error::unexpected(format!("create {name}: {e}")))?;
+    docker.start(name).await
+}
+
+fn config(dir: &std::path::Path, port: u16, runner: &str) -> Result<Config> {
+    let text = format!(
+        r#"
+primary = "local"
+
+[tiers.local]
+type = "fs"
+root = "{root}/tiers/local"
+
+[components.db]
+type = "postgres"
+host = "127.0.0.1"
+port = {port}
+user = "postgres"
+database = "app"
+bin_dir = "/nonexistent/zdr-no-host-client-tools"
+{runner}
+"#,
+        root = dir.display()
+    );
+    Config::parse(
+        &text,
+        "test",
+        [(
+            "ZDR_COMPONENTS__DB__PASSWORD".to_owned(),
+            PASSWORD.to_owned(),
+        )]
+        .into_iter(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_dependents_restarted()
+-> Result<()> {
+    let docker = Docker::connect().await?;
+    for image in [PG_IMAGE, BASE_IMAGE] {
+        if docker.client().inspect_image(image).await.is_err() {
+            return Err(Error::not_found(format!(
+                "test image {image} is missing: run scripts/build-test-images.sh first"
+            )));
+        }
+    }
+    let name = format!("zdrt-recover-{:08x}", rand::random::<u32>());
+    let app = format!("{name}-app");
+    let volume = format!("{name}-data");
+    let _cleanup = Cleanup(name.clone());
+    let port = free_port()?;
+    create(
+        &docker,
+        &name,
+        ContainerCreateBody {
+            image: Some(PG_IMAGE.to_owned()),
+            env: Some(vec![
+                format!("POSTGRES_PASSWORD={PASSWORD}"),
+                "POSTGRES_DB=app".to_owned(),
+            ]),
+            exposed_ports: Some(vec!["5432/tcp".to_owned()]),
+            labels: Some(HashMap::from([(
+                "org.example.role".to_owned(),
+                "database".to_owned(),
+            )])),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{volume}:/var/lib/postgresql/data")]),
+                port_bindings: Some(HashMap::from([(
+                    "5432/tcp".to_owned(),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".to_owned()),
+                        host_port: Some(port.to_string()),
+                    }]),
+                )])),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        },
+    )
+    .await?;
+    create(
+        &docker,
+        &app,
+        ContainerCreateBody {
+            image: Some(BASE_IMAGE.to_owned()),
+            cmd: Some(
+                [
+                    "sh",
+                    "-c",
+                    "trap 'exit 0' TERM; while :; do sleep 0.2; done",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            ),
+            ..ContainerCreateBody::default()
+        },
+    )
+    .await?;
+    docker
+        .wait_healthy(&name, None, Duration::from_secs(120))
+        .await?;
+    let inside = DockerExecRunner::new(docker.clone(), &name);
+    sql(
+        &inside,
+        "CREATE TABLE orders (id int PRIMARY KEY, item text);
+         INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 2000) g;",
+    )
+    .await?;
+
+    let dir = tempfile::tempdir().map_err(|e| Error::from_io(e, "tempdir"))?;
+    let runner = format!("runner = \"docker\"\ncontainer = \"{name}\"\ndependents = [\"{app}\"]");
+    let stack = Stack::open(config(dir.path(), port, &runner)?).await?;
+    let options = ContainerRecoveryOptions {
+        health_timeout: Duration::from_secs(120),
+        ..ContainerRecoveryOptions::default()
+    };
+
+    // No backup yet: refused before anything is touched.
+    let before = docker.status(&name).await?;
+    let e = stack
+        .recover_container("db", &options, &Progress::none())
+        .await
+        .err()
+        .ok_or_else(|| Error::unexpected("recovered without any backup"))?;
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("no usable backup of db"), "{e}");
+    let after = docker.status(&name).await?;
+    assert!(after.running);
+    assert_eq!(after.started_at, before.started_at);
+
+    // A component whose tools run on the host has no container to recover.
+    let local = Stack::open(config(dir.path(), port, "")?).await?;
+    let e = local
+        .plan_container_recovery("db", &options)
+        .await
+        .err()
+        .ok_or_else(|| Error::unexpected("planned a container recovery without a container"))?;
+    assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+    assert!(e.to_string().contains("runner = \"docker\""), "{e}");
+
+    // The backup records the container's spec, the password by name only.
+    let backup = stack
+        .backup("db", &BackupOptions::default(), &Progress::none())
+        .await?;
+    let spec = container_spec_of(&backup.backup)
+        .ok_or_else(|| Error::unexpected("the backup did not record the container spec"))?;
+    assert_eq!(spec.name, name);
+    assert_eq!(spec.image, PG_IMAGE);
+    assert!(
+        spec.env
+            .iter()
+            .any(|v| v.name == "POSTGRES_PASSWORD" && v.secret && v.value.is_none()),
+        "{:?}",
+        spec.env
+    );
+    let manifest_text = String::from_utf8_lossy(&backup.backup.to_json()?).into_owned();
+    assert!(
+        !manifest_text.contains(PASSWORD),
+        "the password leaked into the manifest"
+    );
+
+    // The plan, without touching anything.
+    let plan = stack.plan_container_recovery("db", &options).await?;
+    let ids: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "remove-failed",
+            "keep-volumes",
+            "recreate",
+            "wait-healthy",
+            "restore",
+            "dependents",
+            "backup"
+        ]
+    );
+    assert_eq!(plan.backup.id, backup.backup.id.to_string());
+    assert_eq!(plan.volumes, std::slice::from_ref(&volume));
+    assert_eq!(plan.dependents, std::slice::from_ref(&app));
+    assert!(plan.container_exists);
+    assert!(plan.to_text().contains("wait-healthy"));
+    assert_eq!(docker.status(&name).await?.started_at, before.started_at);
+
+    // The failure: the container killed and removed, its volume lost.
+    docker.kill(&name, "SIGKILL").await?;
+    docker.remove(&name, true).await?;
+    docker.remove_volume(&volume).await?;
+    let app_before = docker.status(&app).await?.started_at;
+
+    let sink = std::sync::Arc::new(zdr_core::RecordingSink::default());
+    let progress = Progress::new(sink.clone());
+    let report = stack.recover_container("db", &options, &progress).await?;
+    assert!(report.ok, "{:#?}", report);
+    assert!(
+        report.steps.iter().all(|s| s.status == StepStatus::Done),
+        "{:#?}",
+        report.steps
+    );
+    let restored = report
+        .restored
+        .clone()
+        .ok_or_else(|| Error::unexpected("nothing restored"))?;
+    assert_eq!(restored.backup, backup.backup.id.to_string());
+    assert!(
+        restored.problems.is_empty() && restored.verified > 0,
+        "{restored:?}"
+    );
+    assert!(
+        report.kept_aside.is_empty(),
+        "a lost volume has nothing to keep"
+    );
+    let inside = DockerExecRunner::new(docker.clone(), &name);
+    assert_eq!(
+        sql(&inside, "SELECT count(*), sum(id) FROM orders").await?,
+        "2000|2001000"
+    );
+    // Recreated from the recorded spec: same image, labels, published port, and the
+    // password from the component's config.
+    let recreated = docker.spec(&name).await?;
+    assert_eq!(
+        recreated.labels.get("org.example.role").map(String::as_str),
+        Some("database")
+    );
+    assert_eq!(recreated.ports, spec.ports);
+    // The dependent was restarted after the restore.
+    let app_after = docker.status(&app).await?;
+    assert!(app_after.running);
+    assert!(
+        app_after.started_at > app_before,
+        "{app_after:?} vs {app_before:?}"
+    );
+    assert_eq!(report.dependents.len(), 1);
+    // A fresh backup, and the report on the primary tier (JSON and markdown).
+    let post = report
+        .post_backup
+        .clone()
+        .ok_or_else(|| Error::unexpected("no fresh backup"))?;
+    assert!(
+        dir.path()
+            .join("tiers/local/manifests/db")
+            .join(format!("{post}.json"))
+            .exists()
+    );
+    assert_eq!(report.stored.len(), 2, "{:?}", report.stored);
+    let md = std::fs::read_to_string(dir.path().join("tiers/local").join(&report.stored[1]))
+        .map_err(|e| Error::from_io(e, "report"))?;
+    assert!(
+        md.contains("## Timeline") && md.contains("Root cause"),
+        "{md}"
+    );
+    assert!(md.contains(&backup.backup.id.to_string()), "{md}");
+    assert!(!md.contains(PASSWORD));
+    let json = std::fs::read_to_string(dir.path().join("tiers/local").join(&report.stored[0]))
+        .map_err(|e| Error::from_io(e, "report"))?;
+    assert!(!json.contains(PASSWORD));
+    assert!(
+        sink.messages(zdr_core::Level::Info)
+            .iter()
+            .any(|m| m.contains("step restore done")),
+        "{:?}",
+        sink.messages(zdr_core::Level::Info)
+    );
+
+    // A second failure, the container still there: a step that fails (no time to become
+    // healthy) stops the recovery with a report naming it and what was kept aside ...
+    sql(&inside, "DELETE FROM orders WHERE id > 5").await?;
+    docker.kill(&name, "SIGKILL").await?;
+    let hurried = ContainerRecoveryOptions {
+        health_timeout: Duration::from_millis(1),
+        no_backup: true,
+        ..ContainerRecoveryOptions::default()
+    };
+    let failed = stack
+        .recover_container("db", &hurried, &Progress::none())
+        .await?;
+    assert!(!failed.ok);
+    let step = failed
+        .failed_step()
+        .ok_or_else(|| Error::unexpected("no failed step"))?;
+    assert_eq!(step.id, "wait-healthy", "{:#?}", failed.steps);
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("healthy"),
+        "{failed:?}"
+    );
+    assert_eq!(failed.kept_aside.len(), 1, "{failed:?}");
+    let aside = failed.kept_aside[0].kept_as.clone();
+    assert!(docker.volume_exists(&aside).await?, "{aside} was not kept");
+    assert!(
+        failed
+            .steps
+            .iter()
+            .skip_while(|s| s.id != "wait-healthy")
+            .skip(1)
+            .all(|s| s.status == StepStatus::NotRun)
+    );
+    assert!(failed.to_markdown().contains("FAILED"));
+
+    // ... and running it again completes it.
+    let report = stack
+        .recover_container("db", &options, &Progress::none())
+        .await?;
+    assert!(report.ok, "{report:#?}");
+    let inside = DockerExecRunner::new(docker.clone(), &name);
+    assert_eq!(sql(&inside, "SELECT count(*) FROM orders").await?, "2000");
+    Ok(())
+}
