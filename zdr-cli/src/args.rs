@@ -282,6 +282,16 @@ pub(crate) enum RecoverScenario {
         #[arg(long, default_value_t = 120)]
         health_timeout: u64,
     },
+    /// Undo a container recovery: put the volumes it kept aside back under their names (the
+    /// recovered ones are kept aside in turn), recreate the container on them, wait until
+    /// healthy, restart the dependents.
+    Rollback {
+        /// The recovery's id (`recovery-<component>-<time>`, under reports/ on the primary tier).
+        recovery: String,
+        /// Seconds the container and each dependent may take to become healthy.
+        #[arg(long, default_value_t = 120)]
+        health_timeout: u64,
+    },
 }
 
 #[derive(Subcommand)]

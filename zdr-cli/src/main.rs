@@ -388,6 +388,20 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                     ))
                 }
             }
+            RecoverScenario::Rollback {
+                recovery,
+                health_timeout,
+            } => {
+                let options = zdr::recover::ContainerRecoveryOptions {
+                    health_timeout: Duration::from_secs(*health_timeout),
+                    ..zdr::recover::ContainerRecoveryOptions::default()
+                };
+                Ok(render::recovery_rollback(
+                    &stack
+                        .rollback_recovery(recovery, &options, progress)
+                        .await?,
+                ))
+            }
         },
     }
 }

@@ -647,3 +647,34 @@ pub(crate) fn recovery(r: &zdr::recover::RecoveryReport) -> Outcome {
     }
     out
 }
+
+pub(crate) fn recovery_rollback(r: &zdr::recover::RecoveryRollback) -> Outcome {
+    let mut text = vec![format!(
+        "rollback of {} ({} {}): {} in {:.1}s",
+        r.recovery,
+        r.component,
+        r.container,
+        if r.ok { "done" } else { "FAILED" },
+        r.seconds
+    )];
+    for s in &r.steps {
+        text.push(format!("  {:<15} {:?}: {}", s.id, s.status, s.detail));
+    }
+    for k in &r.restored {
+        text.push(format!("  volume {} is back as {}", k.kept_as, k.original));
+    }
+    for k in &r.displaced {
+        text.push(format!(
+            "  recovered volume {} kept as {}",
+            k.original, k.kept_as
+        ));
+    }
+    let mut out = Outcome::ok(text, json!({"ok": r.ok, "rollback": r}));
+    if !r.ok {
+        out.code = EXIT_FAILED;
+        if let Some(e) = &r.error {
+            out.errors.push(e.clone());
+        }
+    }
+    out
+}

@@ -13,6 +13,41 @@ use crate::Docker;
 const HELPER_LABEL: &str = "io.zdr.helper";
 
 impl Docker {
+    /// Removes the helper containers (of [`Docker::copy_volume`], [`Docker::export_volume`])
+    /// that a killed run left holding `volume`, so it can be removed or copied again. Returns
+    /// how many were removed.
+    ///
+    /// # Errors
+    /// When the engine cannot be asked or a helper cannot be removed.
+    pub async fn remove_abandoned_helpers(&self, volume: &str) -> Result<usize> {
+        let mut filters = HashMap::new();
+        filters.insert("label", vec![HELPER_LABEL.to_owned()]);
+        filters.insert("volume", vec![volume.to_owned()]);
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .client()
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| {
+                self.err(
+                    e,
+                    format!("cannot list the helper containers of volume {volume}"),
+                )
+                .with_context("volume", volume)
+            })?;
+        let mut removed = 0;
+        for c in list {
+            if let Some(id) = c.id {
+                self.remove(&id, true).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// True when the volume exists.
     ///
     /// # Errors

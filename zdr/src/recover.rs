@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zdr_core::{
     ArtifactSink, BackupRequest, BackupSelector, BackupSource, Component, Error, ErrorKind,
     Manifest, Progress, Result, Secret, SourceFacts,
@@ -116,7 +116,7 @@ impl Default for ContainerRecoveryOptions {
 }
 
 /// One step of a recovery plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanStep {
     /// Short name (`remove-failed`, `restore`, ...).
     pub id: String,
@@ -131,7 +131,7 @@ pub struct PlanStep {
 }
 
 /// The backup a plan restores.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannedBackup {
     /// The backup's id.
     pub id: String,
@@ -144,7 +144,7 @@ pub struct PlannedBackup {
 }
 
 /// A recovery plan: what will be done, in order, and with what.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecoveryPlan {
     /// `container`.
     pub scenario: String,
@@ -204,7 +204,7 @@ impl RecoveryPlan {
 }
 
 /// How a step ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepStatus {
     /// Done and verified.
@@ -216,7 +216,7 @@ pub enum StepStatus {
 }
 
 /// One step as it ran.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     /// The plan step's id.
     pub id: String,
@@ -234,7 +234,7 @@ pub struct StepRecord {
 }
 
 /// Something a recovery kept instead of destroying it (a rollback brings it back).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeptAside {
     /// `volume`.
     pub what: String,
@@ -245,7 +245,7 @@ pub struct KeptAside {
 }
 
 /// A dependent container restarted after the recovery.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DependentRecord {
     /// The container.
     pub name: String,
@@ -254,7 +254,7 @@ pub struct DependentRecord {
 }
 
 /// What a restore step restored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoredRecord {
     /// The backup's id.
     pub backup: String,
@@ -273,7 +273,7 @@ pub struct RestoredRecord {
 }
 
 /// What a recovery did, step by step: stored on the primary tier as JSON and markdown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecoveryReport {
     /// The recovery's id (`recovery-<component>-<time>`).
     pub id: String,
@@ -763,7 +763,7 @@ impl Stack {
             plan,
         } = prepared;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
-        let mut run = Run::new(&plan, progress);
+        let mut run = Run::new(&plan.steps, progress);
         let mut report = RecoveryReport {
             id: format!("recovery-{name}-{stamp}"),
             scenario: plan.scenario.clone(),
@@ -801,6 +801,13 @@ impl Stack {
                 .step(STEP_VOLUMES, async {
                     let mut done = Vec::new();
                     for v in &plan.volumes {
+                        // A run killed while copying left its helper holding the volume.
+                        let helpers = docker.remove_abandoned_helpers(v).await?;
+                        if helpers > 0 {
+                            done.push(format!(
+                                "{helpers} helper container(s) of an interrupted run removed"
+                            ));
+                        }
                         if !docker.volume_exists(v).await? {
                             done.push(format!("{v} was lost"));
                             continue;
@@ -992,6 +999,262 @@ impl Stack {
     }
 }
 
+/// What [`Stack::rollback_recovery`] did: the volumes a recovery kept aside put back under
+/// their names, the recovered ones kept aside in turn (so the rollback can be undone).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoveryRollback {
+    /// The rollback's id (`<recovery-id>-rollback-<time>`).
+    pub id: String,
+    /// The recovery rolled back.
+    pub recovery: String,
+    /// The component.
+    pub component: String,
+    /// The container.
+    pub container: String,
+    /// True when every step was done.
+    pub ok: bool,
+    /// The failed step's error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The steps, with their outcomes.
+    pub steps: Vec<StepRecord>,
+    /// Volumes put back: `kept_as` (the recovery's copy) is now `original` again.
+    pub restored: Vec<KeptAside>,
+    /// The volumes the recovery had made, kept aside now under `kept_as`.
+    pub displaced: Vec<KeptAside>,
+    /// Seconds from start to end.
+    pub seconds: f64,
+    /// The keys it was stored under on the primary tier.
+    pub stored: Vec<String>,
+}
+
+const STEP_SWAP: &str = "swap-volumes";
+
+impl Stack {
+    /// A stored recovery report (`reports/<id>.json` on the primary tier).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] naming the id; a report that cannot be parsed.
+    pub async fn recovery_report(&self, id: &str) -> Result<RecoveryReport> {
+        if id.is_empty() || id.contains('/') || id.contains("..") {
+            return Err(Error::bad_input(format!("invalid recovery id {id:?}")));
+        }
+        let tier = self.tier(&self.config().primary)?;
+        let key = format!("{REPORTS_PREFIX}{id}.json");
+        if tier.stat(&key).await?.is_none() {
+            return Err(Error::not_found(format!(
+                "no recovery {id} on tier {} ({key} does not exist)",
+                self.config().primary
+            ))
+            .with_context("recovery", id)
+            .with_hint("the ids are the names under reports/ on the primary tier"));
+        }
+        let bytes = tier.read_all(&key).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::integrity(format!("recovery report {key} cannot be read"))
+                .with_source(e)
+                .with_context("recovery", id)
+        })
+    }
+
+    /// Undo the container recovery `id`: remove the container it made, keep its volumes
+    /// aside (`<volume>-rolledback-<time>`), put the volumes the recovery kept aside back
+    /// under their names, recreate the container on them, wait until healthy, restart the
+    /// dependents. The report is stored as `reports/<id>-rollback-<time>.json`.
+    ///
+    /// # Errors
+    /// Before anything is touched: an unknown recovery, one that kept nothing aside (its
+    /// volumes were lost or discarded), a kept volume that no longer exists, and the
+    /// preconditions of [`Stack::plan_container_recovery`].
+    pub async fn rollback_recovery(
+        &self,
+        id: &str,
+        options: &ContainerRecoveryOptions,
+        progress: &Progress,
+    ) -> Result<RecoveryRollback> {
+        let started = Instant::now();
+        let recovery = self.recovery_report(id).await?;
+        if recovery.kept_aside.is_empty() {
+            return Err(Error::bad_input(format!(
+                "recovery {id} kept nothing aside (its volumes were lost or discarded): nothing to roll back to"
+            ))
+            .with_context("recovery", id));
+        }
+        let prepared = self
+            .prepare_container_recovery(&recovery.component, options)
+            .await?;
+        let Prepared {
+            docker,
+            spec,
+            secrets,
+            live,
+            plan,
+        } = prepared;
+        for k in &recovery.kept_aside {
+            // A rollback killed after putting a volume back finds it under its name.
+            if !docker.volume_exists(&k.kept_as).await?
+                && !docker.volume_exists(&k.original).await?
+            {
+                return Err(Error::not_found(format!(
+                    "volume {} kept aside by recovery {id} no longer exists",
+                    k.kept_as
+                ))
+                .with_context("recovery", id)
+                .with_context("volume", &k.kept_as));
+            }
+        }
+        let stamp = Utc::now().format("%Y%m%dt%H%M%S%3fz").to_string();
+        let step = |sid: &str, action: String, timeout: u64| PlanStep {
+            id: sid.to_owned(),
+            action,
+            precondition: String::new(),
+            verification: String::new(),
+            timeout_secs: timeout,
+        };
+        let health = options.health_timeout.as_secs();
+        let steps = vec![
+            step(
+                STEP_REMOVE,
+                format!("remove the container {}", spec.name),
+                60,
+            ),
+            step(
+                STEP_SWAP,
+                format!(
+                    "keep the recovered volume(s) aside and put {} back",
+                    recovery
+                        .kept_aside
+                        .iter()
+                        .map(|k| k.kept_as.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                1200,
+            ),
+            step(STEP_RECREATE, format!("create {} on them", spec.name), 60),
+            step(
+                STEP_HEALTHY,
+                format!("wait until {} is healthy", spec.name),
+                health,
+            ),
+            step(
+                STEP_DEPENDENTS,
+                format!("restart {}", plan.dependents.join(", ")),
+                health.saturating_mul(u64::try_from(plan.dependents.len().max(1)).unwrap_or(1)),
+            ),
+        ];
+        let mut run = Run::new(&steps, progress);
+        let mut restored = Vec::new();
+        let mut displaced = Vec::new();
+        let result: Result<()> = async {
+            run.step(STEP_REMOVE, async {
+                match &live {
+                    Some(c) => {
+                        docker.remove(c, true).await?;
+                        Ok(format!("removed {c}"))
+                    }
+                    None => Ok("container already gone".to_owned()),
+                }
+            })
+            .await?;
+            run.step(STEP_SWAP, async {
+                let mut done = Vec::new();
+                for k in &recovery.kept_aside {
+                    docker.remove_abandoned_helpers(&k.original).await?;
+                    docker.remove_abandoned_helpers(&k.kept_as).await?;
+                    if !docker.volume_exists(&k.kept_as).await? {
+                        done.push(format!("{} is back already", k.original));
+                        continue;
+                    }
+                    if docker.volume_exists(&k.original).await? {
+                        let aside = format!("{}-rolledback-{stamp}", k.original);
+                        docker
+                            .rename_volume(&k.original, &aside, &spec.image)
+                            .await?;
+                        done.push(format!("{} kept as {aside}", k.original));
+                        displaced.push(KeptAside {
+                            what: "volume".to_owned(),
+                            original: k.original.clone(),
+                            kept_as: aside,
+                        });
+                    }
+                    docker
+                        .rename_volume(&k.kept_as, &k.original, &spec.image)
+                        .await?;
+                    done.push(format!("{} back as {}", k.kept_as, k.original));
+                    restored.push(k.clone());
+                }
+                Ok(done.join(", "))
+            })
+            .await?;
+            run.step(STEP_RECREATE, async {
+                let mut opts = RecreateOptions::new().secrets(secrets.clone());
+                for m in &spec.mounts {
+                    if m.kind == MountKind::Volume
+                        && let Some(v) = &m.source
+                    {
+                        opts = opts.volume(m.target.clone(), VolumeChoice::Existing(v.clone()));
+                    }
+                }
+                docker.recreate(&spec, &opts).await?;
+                Ok(format!("created {} from {}", spec.name, spec.image))
+            })
+            .await?;
+            run.step(STEP_HEALTHY, async {
+                let s = docker
+                    .wait_healthy(&spec.name, None, options.health_timeout)
+                    .await?;
+                Ok(format!("{} {}", s.name, s.status))
+            })
+            .await?;
+            run.step(STEP_DEPENDENTS, async {
+                for d in &plan.dependents {
+                    let before = docker.status(d).await?.started_at;
+                    docker.restart(d, Some(Duration::from_secs(10))).await?;
+                    docker
+                        .wait_healthy(d, before, options.health_timeout)
+                        .await?;
+                }
+                Ok(if plan.dependents.is_empty() {
+                    "no dependent containers".to_owned()
+                } else {
+                    format!("restarted {}", plan.dependents.join(", "))
+                })
+            })
+            .await
+        }
+        .await;
+        let mut report = RecoveryRollback {
+            id: format!("{id}-rollback-{stamp}"),
+            recovery: id.to_owned(),
+            component: recovery.component.clone(),
+            container: spec.name.clone(),
+            ok: result.is_ok(),
+            error: result.err().map(|e| e.to_string()),
+            steps: run.finish(),
+            restored,
+            displaced,
+            seconds: started.elapsed().as_secs_f64(),
+            stored: Vec::new(),
+        };
+        let key = format!("{REPORTS_PREFIX}{}.json", report.id);
+        let stored = async {
+            let mut json = serde_json::to_vec_pretty(&report)
+                .map_err(|e| Error::unexpected("cannot serialize the report").with_source(e))?;
+            json.push(b'\n');
+            self.tier(&self.config().primary)?
+                .write_all(&key, json)
+                .await
+        }
+        .await;
+        match stored {
+            Ok(()) => report.stored = vec![key],
+            Err(e) => progress.warn(format!("the rollback report could not be stored: {e}")),
+        }
+        Ok(report)
+    }
+}
+
 /// The steps of a running plan, recorded as they run.
 struct Run<'a> {
     records: Vec<StepRecord>,
@@ -1000,10 +1263,9 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(plan: &RecoveryPlan, progress: &'a Progress) -> Self {
+    fn new(steps: &[PlanStep], progress: &'a Progress) -> Self {
         Self {
-            records: plan
-                .steps
+            records: steps
                 .iter()
                 .map(|s| StepRecord {
                     id: s.id.clone(),
@@ -1014,8 +1276,7 @@ impl<'a> Run<'a> {
                     detail: String::new(),
                 })
                 .collect(),
-            timeouts: plan
-                .steps
+            timeouts: steps
                 .iter()
                 .map(|s| (s.id.clone(), s.timeout_secs))
                 .collect(),
@@ -1046,6 +1307,10 @@ impl<'a> Run<'a> {
             )),
         };
         let seconds = started.elapsed().as_secs_f64();
+        if result.is_ok() {
+            // The fault suite kills the process here: a second run must continue.
+            zdr_core::failpoint(&format!("recover-after-{id}"));
+        }
         let (status, detail) = match &result {
             Ok(d) => (StepStatus::Done, d.clone()),
             Err(e) => (StepStatus::Failed, e.to_string()),

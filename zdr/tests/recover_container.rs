@@ -7,114 +7,14 @@
 //! component outside a container) change nothing, and a step that fails (a health timeout)
 //! stops the recovery with a report, after which a second run completes it.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use zdr::docker::bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use zdr::docker::bollard::query_parameters::CreateContainerOptionsBuilder;
-use zdr::docker::{Docker, DockerExecRunner};
 use zdr::recover::{ContainerRecoveryOptions, StepStatus, container_spec_of};
 use zdr::{BackupOptions, Config, Progress, Stack};
-use zdr_core::{CommandRunner, CommandSpec, Error, ErrorKind, Result};
+use zdr_core::{Error, ErrorKind, Result};
+use zdr_tests::containers::{PG_IMAGE, PgStack};
 
-const PG_IMAGE: &str = "zdr-test/postgres:current";
-const BASE_IMAGE: &str = "zdr-test/base:current";
 const PASSWORD: &str = "pw-recover-container-test-31f9";
-
-/// Removes the test's containers and every volume whose name starts with the prefix, on
-/// failure too.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let prefix = self.0.clone();
-        let thread = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let Ok(docker) = Docker::connect().await else {
-                    return;
-                };
-                for c in [prefix.clone(), format!("{prefix}-app")] {
-                    let _ = docker.remove(&c, true).await;
-                }
-                if let Ok(list) = docker
-                    .client()
-                    .list_volumes(
-                        None::<zdr::docker::bollard::query_parameters::ListVolumesOptions>,
-                    )
-                    .await
-                {
-                    for v in list.volumes.unwrap_or_default() {
-                        if v.name.starts_with(&prefix) {
-                            let _ = docker.remove_volume(&v.name).await;
-                        }
-                    }
-                }
-            });
-        });
-        let _ = thread.join();
-    }
-}
-
-async fn sql(runner: &dyn CommandRunner, statement: &str) -> Result<String> {
-    let spec = CommandSpec::new("psql").args([
-        "-X",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "postgres",
-        "-d",
-        "app",
-        "-c",
-        statement,
-    ]);
-    let mut run = runner.spawn(&spec).await?;
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut o) = run.stdout.take() {
-        o.read_to_string(&mut out)
-            .await
-            .map_err(|e| Error::from_io(e, "psql stdout"))?;
-    }
-    if let Some(mut e) = run.stderr.take() {
-        e.read_to_string(&mut err)
-            .await
-            .map_err(|e| Error::from_io(e, "psql stderr"))?;
-    }
-    let exit = run.handle.wait().await?;
-    if !exit.success() {
-        return Err(Error::unexpected(format!(
-            "psql {statement}: {exit}: {err}"
-        )));
-    }
-    Ok(out.trim().to_owned())
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::from_io(e, "bind"))?;
-    Ok(l.local_addr()
-        .map_err(|e| Error::from_io(e, "addr"))?
-        .port())
-}
-
-async fn create(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<()> {
-    docker
-        .client()
-        .create_container(
-            Some(CreateContainerOptionsBuilder::new().name(name).build()),
-            body,
-        )
-        .await
-        .map_err(|e| Error::unexpected(format!("create {name}: {e}")))?;
-    docker.start(name).await
-}
 
 fn config(dir: &std::path::Path, port: u16, runner: &str) -> Result<Config> {
     let text = format!(
@@ -150,72 +50,15 @@ bin_dir = "/nonexistent/zdr-no-host-client-tools"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_dependents_restarted()
 -> Result<()> {
-    let docker = Docker::connect().await?;
-    for image in [PG_IMAGE, BASE_IMAGE] {
-        if docker.client().inspect_image(image).await.is_err() {
-            return Err(Error::not_found(format!(
-                "test image {image} is missing: run scripts/build-test-images.sh first"
-            )));
-        }
-    }
-    let name = format!("zdrt-recover-{:08x}", rand::random::<u32>());
-    let app = format!("{name}-app");
-    let volume = format!("{name}-data");
-    let _cleanup = Cleanup(name.clone());
-    let port = free_port()?;
-    create(
-        &docker,
-        &name,
-        ContainerCreateBody {
-            image: Some(PG_IMAGE.to_owned()),
-            env: Some(vec![
-                format!("POSTGRES_PASSWORD={PASSWORD}"),
-                "POSTGRES_DB=app".to_owned(),
-            ]),
-            exposed_ports: Some(vec!["5432/tcp".to_owned()]),
-            labels: Some(HashMap::from([(
-                "org.example.role".to_owned(),
-                "database".to_owned(),
-            )])),
-            host_config: Some(HostConfig {
-                binds: Some(vec![format!("{volume}:/var/lib/postgresql/data")]),
-                port_bindings: Some(HashMap::from([(
-                    "5432/tcp".to_owned(),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".to_owned()),
-                        host_port: Some(port.to_string()),
-                    }]),
-                )])),
-                ..HostConfig::default()
-            }),
-            ..ContainerCreateBody::default()
-        },
-    )
-    .await?;
-    create(
-        &docker,
-        &app,
-        ContainerCreateBody {
-            image: Some(BASE_IMAGE.to_owned()),
-            cmd: Some(
-                [
-                    "sh",
-                    "-c",
-                    "trap 'exit 0' TERM; while :; do sleep 0.2; done",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ),
-            ..ContainerCreateBody::default()
-        },
-    )
-    .await?;
-    docker
-        .wait_healthy(&name, None, Duration::from_secs(120))
-        .await?;
-    let inside = DockerExecRunner::new(docker.clone(), &name);
-    sql(
-        &inside,
+    let pg = PgStack::start("zdrt-recover", PASSWORD).await?;
+    let (docker, name, app, volume, port) = (
+        pg.docker.clone(),
+        pg.name.clone(),
+        pg.app.clone(),
+        pg.volume.clone(),
+        pg.port,
+    );
+    pg.sql(
         "CREATE TABLE orders (id int PRIMARY KEY, item text);
          INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 2000) g;",
     )
@@ -296,15 +139,14 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
     assert_eq!(docker.status(&name).await?.started_at, before.started_at);
 
     // The failure: the container killed and removed, its volume lost.
-    docker.kill(&name, "SIGKILL").await?;
-    docker.remove(&name, true).await?;
-    docker.remove_volume(&volume).await?;
+    pg.lose_container_and_volume().await?;
     let app_before = docker.status(&app).await?.started_at;
 
     let sink = std::sync::Arc::new(zdr_core::RecordingSink::default());
     let progress = Progress::new(sink.clone());
     let report = stack.recover_container("db", &options, &progress).await?;
     assert!(report.ok, "{:#?}", report);
+    let first = report.clone();
     assert!(
         report.steps.iter().all(|s| s.status == StepStatus::Done),
         "{:#?}",
@@ -323,9 +165,8 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
         report.kept_aside.is_empty(),
         "a lost volume has nothing to keep"
     );
-    let inside = DockerExecRunner::new(docker.clone(), &name);
     assert_eq!(
-        sql(&inside, "SELECT count(*), sum(id) FROM orders").await?,
+        pg.sql("SELECT count(*), sum(id) FROM orders").await?,
         "2000|2001000"
     );
     // Recreated from the recorded spec: same image, labels, published port, and the
@@ -377,7 +218,7 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
 
     // A second failure, the container still there: a step that fails (no time to become
     // healthy) stops the recovery with a report naming it and what was kept aside ...
-    sql(&inside, "DELETE FROM orders WHERE id > 5").await?;
+    pg.sql("DELETE FROM orders WHERE id > 5").await?;
     docker.kill(&name, "SIGKILL").await?;
     let hurried = ContainerRecoveryOptions {
         health_timeout: Duration::from_millis(1),
@@ -418,7 +259,38 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
         .recover_container("db", &options, &Progress::none())
         .await?;
     assert!(report.ok, "{report:#?}");
-    let inside = DockerExecRunner::new(docker.clone(), &name);
-    assert_eq!(sql(&inside, "SELECT count(*) FROM orders").await?, "2000");
+    assert_eq!(pg.sql("SELECT count(*) FROM orders").await?, "2000");
+
+    // Rollback: the volume the failed recovery kept aside (the damaged data, 5 rows) comes
+    // back under its name; the recovered one is kept aside in turn.
+    let e = stack
+        .rollback_recovery(
+            "recovery-db-19700101t000000000z",
+            &options,
+            &Progress::none(),
+        )
+        .await
+        .err()
+        .ok_or_else(|| Error::unexpected("rolled back an unknown recovery"))?;
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = stack
+        .rollback_recovery(&first.id, &options, &Progress::none())
+        .await
+        .err()
+        .ok_or_else(|| Error::unexpected("rolled back a recovery that kept nothing"))?;
+    assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+    assert!(e.to_string().contains("kept nothing aside"), "{e}");
+    let back = stack
+        .rollback_recovery(&failed.id, &options, &Progress::none())
+        .await?;
+    assert!(back.ok, "{back:#?}");
+    assert_eq!(back.restored.len(), 1);
+    assert_eq!(back.displaced.len(), 1);
+    assert_eq!(pg.sql("SELECT count(*) FROM orders").await?, "5");
+    assert!(docker.volume_exists(&back.displaced[0].kept_as).await?);
+    assert!(
+        !docker.volume_exists(&aside).await?,
+        "the kept volume is back under its name"
+    );
     Ok(())
 }

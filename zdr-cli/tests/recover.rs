@@ -1,0 +1,190 @@
+//! `zdr recover container` as an operator runs it, against the real Docker engine: the plan
+//! with `--dry-run` (text and JSON) changes nothing; a recovery killed (abort, as `kill -9`) right
+//! after recreating the container, and again right after keeping the volumes aside, is
+//! completed by the next run: data back, the report printed and stored.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use zdr_tests::containers::PgStack;
+
+const PASSWORD: &str = "pw-cli-recover-7d2c";
+
+fn zdr(config: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zdr"));
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--no-progress")
+        .args(args)
+        .env("ZDR_COMPONENTS__DB__PASSWORD", PASSWORD)
+        .env_remove("ZDR_FAILPOINT");
+    if let Some(f) = failpoint {
+        cmd.env("ZDR_FAILPOINT", f);
+    }
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_recovery_is_completed_by_the_next_run() {
+    let pg = PgStack::start("zdrt-cli-recover", PASSWORD).await.unwrap();
+    pg.sql(
+        "CREATE TABLE items (id int PRIMARY KEY, v text);
+         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 3000) g;",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zdr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{root}/tier\"\n\
+             [components.db]\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             user = \"postgres\"\ndatabase = \"app\"\nbin_dir = \"/nonexistent/zdr-no-client-tools\"\n\
+             runner = \"docker\"\ncontainer = \"{name}\"\ndependents = [\"{app}\"]\n",
+            root = dir.path().display(),
+            port = pg.port,
+            name = pg.name,
+            app = pg.app,
+        ),
+    )
+    .unwrap();
+    let out = zdr(&config, &["backup", "db"], None);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The plan, as text and JSON; the container keeps running as it was.
+    let started = pg.docker.status(&pg.name).await.unwrap().started_at;
+    let out = zdr(&config, &["recover", "container", "db", "--dry-run"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    for step in [
+        "remove-failed",
+        "keep-volumes",
+        "recreate",
+        "wait-healthy",
+        "restore",
+        "dependents",
+        "backup",
+    ] {
+        assert!(plan.contains(step), "{step} missing from\n{plan}");
+    }
+    assert!(plan.contains(&pg.volume), "{plan}");
+    let out = zdr(
+        &config,
+        &["--json", "recover", "container", "db", "--dry-run"],
+        None,
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["plan"]["steps"].as_array().map(Vec::len), Some(7), "{v}");
+    assert_eq!(v["plan"]["container_exists"], true, "{v}");
+    assert_eq!(
+        pg.docker.status(&pg.name).await.unwrap().started_at,
+        started
+    );
+    assert!(!dir.path().join("tier/reports").exists());
+
+    // The failure, then a recovery killed right after recreating the container ...
+    pg.lose_container_and_volume().await.unwrap();
+    let out = zdr(
+        &config,
+        &["recover", "container", "db"],
+        Some("recover-after-recreate"),
+    );
+    assert_eq!(out.status.code(), None, "not killed: {}", text(&out));
+    assert!(
+        pg.docker.status(&pg.name).await.is_ok(),
+        "no container recreated"
+    );
+    // ... and the next run killed right after keeping the (new, empty) volume aside.
+    let out = zdr(
+        &config,
+        &["recover", "container", "db"],
+        Some("recover-after-keep-volumes"),
+    );
+    assert_eq!(out.status.code(), None, "not killed: {}", text(&out));
+    assert!(
+        pg.docker.status(&pg.name).await.is_err(),
+        "container still there"
+    );
+    let volumes = pg.volumes().await.unwrap();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.starts_with(&format!("{}-failed-", pg.volume))),
+        "{volumes:?}"
+    );
+    assert!(!volumes.contains(&pg.volume), "{volumes:?}");
+
+    // The next run completes it: from the spec the backup recorded (the container is gone).
+    let out = zdr(&config, &["--json", "recover", "container", "db"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        v["report"]["restored"]["problems"],
+        serde_json::json!([]),
+        "{v}"
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM items").await.unwrap(), "3000");
+    let stored = v["report"]["stored"].as_array().unwrap();
+    assert_eq!(stored.len(), 2, "{v}");
+    for key in stored {
+        let path = dir.path().join("tier").join(key.as_str().unwrap());
+        let body = std::fs::read_to_string(&path).unwrap();
+        assert!(!body.contains(PASSWORD), "{}", path.display());
+    }
+    // Text output is the incident report.
+    pg.docker.kill(&pg.name, "SIGKILL").await.unwrap();
+    let out = zdr(
+        &config,
+        &[
+            "recover",
+            "container",
+            "db",
+            "--no-backup",
+            "--discard-volume",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let md = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        md.starts_with("# Incident report: container recovery of db"),
+        "{md}"
+    );
+    assert!(md.contains("| restore | done |"), "{md}");
+    assert!(md.contains("Recovery time achieved"), "{md}");
+    // Rolling back a recovery that does not exist, or one that kept nothing aside: exit 2.
+    let out = zdr(
+        &config,
+        &["recover", "rollback", "recovery-db-19700101t000000000z"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no recovery recovery-db-19700101t000000000z"),
+        "{}",
+        text(&out)
+    );
+    let id = v["report"]["id"].as_str().unwrap();
+    let out = zdr(&config, &["recover", "rollback", id], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("kept nothing aside"), "{}", text(&out));
+}
