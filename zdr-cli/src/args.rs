@@ -249,6 +249,32 @@ pub(crate) enum Command {
         /// The component to drill.
         #[arg(required_unless_present = "sandbox")]
         component: Option<String>,
+        /// `container`: the single-container recovery against a throwaway copy of the
+        /// component's container (its own name, fresh volumes, free ports, no network
+        /// aliases), restored, verified and removed; the live container is never touched.
+        #[arg(long, value_parser = ["container"], conflicts_with = "sandbox")]
+        scenario: Option<String>,
+        /// With --scenario: seconds the copy may take to become healthy.
+        #[arg(long, default_value_t = 120, requires = "scenario")]
+        health_timeout: u64,
+    },
+    /// Write a starter config (the --config path, default ./zdr.toml) from a docker-compose
+    /// file: datastores recognised by image, PostgreSQL's tools in its container, dependents
+    /// from depends_on, MinIO as an S3 tier, bind-mounted config directories as files
+    /// components; password variables named, never copied.
+    Init {
+        /// The compose file.
+        #[arg(long)]
+        compose: PathBuf,
+        /// The compose project name (default: the file's `name:`, else its directory's).
+        #[arg(long)]
+        project: Option<String>,
+        /// The local tier's directory (default /var/backups/zdr).
+        #[arg(long)]
+        backup_root: Option<PathBuf>,
+        /// Print the config instead of writing it.
+        #[arg(long)]
+        stdout: bool,
     },
     /// The runbook's recovery scenarios, each one command (`--dry-run` prints the plan).
     Recover {

@@ -157,6 +157,15 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             &zdr::drill::sandbox(&options, progress).await?,
         ));
     }
+    if let Command::Init {
+        compose,
+        project,
+        backup_root,
+        stdout,
+    } = &cli.command
+    {
+        return init(cli, compose, project, backup_root, *stdout);
+    }
     let config = Config::load(&cli.config, std::env::vars())
         .map_err(|e| e.with_hint("pass --config PATH or set ZDR_CONFIG"))?;
     // Commands that need no component credentials do not contact Vault for `vault:`
@@ -357,10 +366,26 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
         Command::Status { component } => {
             Ok(render::status(&stack.status(component.as_deref()).await?))
         }
-        Command::Drill { component, .. } => {
+        Command::Drill {
+            component,
+            scenario,
+            health_timeout,
+            ..
+        } => {
             let name = component.as_deref().unwrap_or_default();
+            if scenario.is_some() {
+                let options = zdr::recover::ContainerRecoveryOptions {
+                    health_timeout: Duration::from_secs(*health_timeout),
+                    ..zdr::recover::ContainerRecoveryOptions::default()
+                };
+                return Ok(render::recovery(
+                    &stack.drill_container(name, &options, progress).await?,
+                ));
+            }
             Ok(render::drill(&stack.drill(name, progress).await?))
         }
+        // Handled before the config is read.
+        Command::Init { .. } => Err(Error::unexpected("zdr init reads no config")),
         Command::Recover { scenario } => match scenario {
             RecoverScenario::Container {
                 component,
@@ -404,6 +429,77 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             }
         },
     }
+}
+
+/// `zdr init --compose`: the config made from the compose file, written to --config (never
+/// over an existing file) or printed.
+fn init(
+    cli: &Cli,
+    compose: &std::path::Path,
+    project: &Option<String>,
+    backup_root: &Option<std::path::PathBuf>,
+    stdout: bool,
+) -> Result<Outcome> {
+    let text = std::fs::read_to_string(compose).map_err(|e| {
+        Error::from_io(
+            e,
+            format!("cannot read the compose file {}", compose.display()),
+        )
+    })?;
+    let options = zdr::init::ComposeInit {
+        project: project.clone(),
+        backup_root: backup_root.clone(),
+    };
+    let report = zdr::init::config_from_compose(&text, compose, &options)?;
+    let mut lines = Vec::new();
+    if stdout {
+        lines.extend(report.toml.lines().map(str::to_owned));
+    } else {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&cli.config)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::new(
+                        ErrorKind::Conflict,
+                        format!("{} exists: not overwriting it", cli.config.display()),
+                    )
+                    .with_hint("pass another --config path, or --stdout")
+                } else {
+                    Error::from_io(e, format!("cannot create {}", cli.config.display()))
+                }
+            })?;
+        file.write_all(report.toml.as_bytes())
+            .map_err(|e| Error::from_io(e, format!("cannot write {}", cli.config.display())))?;
+        lines.push(format!(
+            "wrote {} for compose project {}",
+            cli.config.display(),
+            report.project
+        ));
+        for d in &report.detected {
+            lines.push(format!(
+                "  {:<9} {} (service {})",
+                d.kind, d.name, d.service
+            ));
+        }
+        for (s, why) in &report.skipped {
+            lines.push(format!("  skipped   {s}: {why}"));
+        }
+        if !report.secrets.is_empty() {
+            lines.push("export before running zdr:".to_owned());
+            for (var, from) in &report.secrets {
+                lines.push(format!("  {var}   ({from})"));
+            }
+        }
+    }
+    Ok(Outcome::ok(
+        lines,
+        json!({"ok": true, "config": if stdout { None } else { Some(cli.config.display().to_string()) },
+               "project": report.project, "detected": report.detected, "skipped": report.skipped,
+               "secrets": report.secrets, "toml": report.toml}),
+    ))
 }
 
 async fn wal(stack: &Stack, cli: &Cli, action: &WalAction, progress: &Progress) -> Result<Outcome> {

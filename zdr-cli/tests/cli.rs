@@ -976,3 +976,74 @@ fn recover_container_refuses_before_touching_anything() {
     );
     assert_eq!(files(&env.tier("local")), before);
 }
+
+#[test]
+fn init_writes_a_config_from_a_compose_file_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = dir.path().join("zentoria");
+    std::fs::create_dir_all(stack.join("config/nginx")).unwrap();
+    std::fs::write(
+        stack.join("config/nginx/site.conf"),
+        "server { listen 80; }\n",
+    )
+    .unwrap();
+    let compose = stack.join("docker-compose.yml");
+    std::fs::write(
+        &compose,
+        "services:\n  db:\n    image: postgres:15\n    environment:\n      POSTGRES_PASSWORD: ${DB_PASSWORD}\n      POSTGRES_DB: main\n    ports: ['127.0.0.1:15432:5432']\n  \
+         web:\n    image: nginx\n    depends_on: [db]\n    volumes: ['./config/nginx:/etc/nginx/conf.d:ro']\n",
+    )
+    .unwrap();
+    let config = dir.path().join("zdr.toml");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_zdr"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "init",
+        "--compose",
+        compose.to_str().unwrap(),
+        "--backup-root",
+        dir.path().join("backups").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("ZDR_COMPONENTS__DB__PASSWORD   (${DB_PASSWORD})"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("project = \"zentoria\""), "{text}");
+    assert!(
+        text.contains("service = \"db\"\ndependents = [\"web\"]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[components.files_web_etc_nginx_conf_d]"),
+        "{text}"
+    );
+    // The written config is one zdr reads: its files component backs up.
+    let out = run(&["backup", "files_web_etc_nginx_conf_d"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Never over an existing file; a file that is not YAML is named with its line.
+    let out = run(&["init", "--compose", compose.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exists: not overwriting it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+    std::fs::write(&compose, "services:\n  db: [\n").unwrap();
+    let out = run(&["init", "--compose", compose.to_str().unwrap(), "--stdout"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("docker-compose.yml is not a compose file at line"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -99,6 +99,20 @@ async fn a_killed_recovery_is_completed_by_the_next_run() {
         started
     );
     assert!(!dir.path().join("tier/reports").exists());
+    // The drill of the scenario, against a throwaway copy.
+    let out = zdr(&config, &["drill", "--scenario", "container", "db"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let md = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(md.starts_with("# Drill report"), "{md}");
+    assert!(md.contains("| teardown | done |"), "{md}");
+    assert_eq!(
+        pg.docker.status(&pg.name).await.unwrap().started_at,
+        started
+    );
+    assert_eq!(
+        pg.volumes().await.unwrap(),
+        std::slice::from_ref(&pg.volume)
+    );
 
     // The failure, then a recovery killed right after recreating the container ...
     pg.lose_container_and_volume().await.unwrap();

@@ -41,7 +41,7 @@ impl Docker {
         let mut removed = 0;
         for c in list {
             if let Some(id) = c.id {
-                self.remove(&id, true).await?;
+                self.remove_helper(&id).await?;
                 removed += 1;
             }
         }
@@ -202,7 +202,7 @@ impl Docker {
                 }
             }
             drop(tx);
-            let _ = docker.remove(&id, true).await;
+            let _ = docker.remove_helper(&id).await;
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -210,6 +210,19 @@ impl Docker {
         Ok(Box::new(tokio_util::io::StreamReader::new(Box::pin(
             stream,
         ))))
+    }
+
+    /// Removes a helper container with the anonymous volumes its image declared (a helper
+    /// made from a datastore's image gets one for the image's `VOLUME`).
+    async fn remove_helper(&self, id: &str) -> Result<()> {
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        self.client()
+            .remove_container(id, Some(opts))
+            .await
+            .map_err(|e| self.err(e, format!("cannot remove helper container {id}")))
     }
 
     /// Creates a helper container (no network, labelled) with `volumes` mounted.
@@ -293,7 +306,7 @@ impl Docker {
             Ok(())
         }
         .await;
-        let _ = self.remove(&id, true).await;
+        let _ = self.remove_helper(&id).await;
         result
     }
 

@@ -33,7 +33,7 @@ const TOP_LEVEL: &[&str] = &[
 ];
 
 /// The whole configuration.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The tier backups are written to.
@@ -245,7 +245,7 @@ fn default_schedule() -> String {
 }
 
 /// `[pipeline]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
     /// none, gzip, lz4 or zstd.
@@ -264,7 +264,7 @@ pub struct PipelineConfig {
 }
 
 /// `[encryption]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptionConfig {
     /// X25519 recipients (`age1...`) new artifacts are encrypted to.

@@ -54,6 +54,7 @@ compile_error!("zdr needs at least one adapter feature: files, postgres, redis, 
 mod adapter;
 mod config;
 pub mod drill;
+pub mod init;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod recover;

@@ -323,8 +323,13 @@ impl RecoveryReport {
     #[must_use]
     pub fn to_markdown(&self) -> String {
         let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let title = if self.scenario.ends_with("drill") {
+            "Drill report"
+        } else {
+            "Incident report"
+        };
         let mut md = format!(
-            "# Incident report: {} recovery of {}\n\n\
+            "# {title}: {} recovery of {}\n\n\
              - Recovery: `{}`\n- Container: `{}`\n- Outcome: **{}**\n\n\
              ## Timeline\n\n\
              | Event | Time (UTC) |\n|---|---|\n\
@@ -1252,6 +1257,231 @@ impl Stack {
             Err(e) => progress.warn(format!("the rollback report could not be stored: {e}")),
         }
         Ok(report)
+    }
+}
+
+const STEP_TEARDOWN: &str = "teardown";
+
+/// The label on a drill's throwaway container (value: the component).
+pub const DRILL_LABEL: &str = "io.zdr.drill";
+
+impl Stack {
+    /// The single-container scenario as a drill against a throwaway copy — never the live
+    /// container: a container made from the same spec under another name
+    /// (`<container>-zdr-drill-<time>`), on fresh volumes, its ports published on free host
+    /// ports, no network aliases (it never answers for the service) and no compose labels;
+    /// waited healthy, the newest usable backup restored into it and verified, then removed
+    /// with its volumes (also when a step failed). Each step's time is recorded; the report
+    /// is stored as `reports/drill-<component>-<time>.json` and `.md`.
+    ///
+    /// # Errors
+    /// As [`Stack::plan_container_recovery`], before anything is created.
+    pub async fn drill_container(
+        &self,
+        name: &str,
+        options: &ContainerRecoveryOptions,
+        progress: &Progress,
+    ) -> Result<RecoveryReport> {
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let Prepared {
+            docker,
+            spec,
+            secrets,
+            plan,
+            ..
+        } = self.prepare_container_recovery(name, options).await?;
+        let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
+        let copy_name = format!("{}-zdr-drill-{stamp}", spec.name);
+        let mut copy = spec.clone();
+        copy.name.clone_from(&copy_name);
+        copy.labels
+            .retain(|k, _| !k.starts_with("com.docker.compose."));
+        copy.labels.insert(DRILL_LABEL.to_owned(), name.to_owned());
+        for p in &mut copy.ports {
+            p.host_port.clear();
+        }
+        for n in &mut copy.networks {
+            n.aliases.clear();
+        }
+        copy.restart_policy = None;
+        let mut volumes = Vec::new();
+        let mut recreate = RecreateOptions::new().secrets(secrets);
+        for m in &copy.mounts {
+            if m.kind == MountKind::Volume {
+                let v = format!(
+                    "{}-zdr-drill-{stamp}",
+                    m.source.as_deref().unwrap_or("volume")
+                );
+                recreate = recreate.volume(m.target.clone(), VolumeChoice::Fresh(v.clone()));
+                volumes.push(v);
+            }
+        }
+        let health = options.health_timeout.as_secs();
+        let step = |id: &str, action: String, timeout: u64| PlanStep {
+            id: id.to_owned(),
+            action,
+            precondition: String::new(),
+            verification: String::new(),
+            timeout_secs: timeout,
+        };
+        let steps = vec![
+            step(
+                STEP_RECREATE,
+                format!(
+                    "create the throwaway copy {copy_name} from the spec of {} on fresh volume(s)",
+                    spec.name
+                ),
+                60,
+            ),
+            step(
+                STEP_HEALTHY,
+                format!("wait until {copy_name} is healthy"),
+                health,
+            ),
+            step(
+                STEP_RESTORE,
+                format!(
+                    "restore backup {} from tier {} into it and verify",
+                    plan.backup.id, plan.backup.tier
+                ),
+                3600,
+            ),
+            step(
+                STEP_TEARDOWN,
+                format!("remove {copy_name} and its volume(s)"),
+                120,
+            ),
+        ];
+        let mut run = Run::new(&steps, progress);
+        let mut restored = None;
+        let result: Result<()> = async {
+            run.step(STEP_RECREATE, async {
+                docker.recreate(&copy, &recreate).await?;
+                Ok(format!("created {copy_name} from {}", copy.image))
+            })
+            .await?;
+            run.step(STEP_HEALTHY, async {
+                let s = docker
+                    .wait_healthy(&copy_name, None, options.health_timeout)
+                    .await?;
+                Ok(format!("{} {}", s.name, s.status))
+            })
+            .await?;
+            run.step(STEP_RESTORE, async {
+                let drill = self.drill_stack(name, &docker, &copy_name).await?;
+                let r = drill
+                    .restore(
+                        name,
+                        &RestoreOptions {
+                            tier: options.tier.clone(),
+                            ..RestoreOptions::default()
+                        },
+                        progress,
+                    )
+                    .await?;
+                let record = RestoredRecord {
+                    backup: r.backup.id.to_string(),
+                    tier: r.tier.clone(),
+                    kind: format!("{:?}", r.backup.kind).to_lowercase(),
+                    finished_at: r.backup.finished_at,
+                    items: r.outcome.items,
+                    verified: r.verify.checked,
+                    problems: r.verify.problems.iter().map(ToString::to_string).collect(),
+                };
+                let ok = r.verify.is_ok();
+                let detail = format!(
+                    "backup {} from tier {}: {} item(s), {} verified",
+                    record.backup, record.tier, record.items, record.verified
+                );
+                restored = Some(record);
+                if ok {
+                    Ok(detail)
+                } else {
+                    Err(Error::new(
+                        ErrorKind::Integrity,
+                        format!("{detail}; verification failed"),
+                    ))
+                }
+            })
+            .await
+        }
+        .await;
+        // The copy goes whatever happened.
+        let teardown = run
+            .step(STEP_TEARDOWN, async {
+                match docker.remove(&copy_name, true).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                for v in &volumes {
+                    docker.remove_abandoned_helpers(v).await?;
+                    if docker.volume_exists(v).await? {
+                        docker.remove_volume(v).await?;
+                    }
+                }
+                Ok(format!("removed {copy_name} and {}", volumes.join(", ")))
+            })
+            .await;
+        let result = result.and(teardown);
+        let mut report = RecoveryReport {
+            id: format!("drill-{name}-{stamp}"),
+            scenario: "container drill".to_owned(),
+            component: name.to_owned(),
+            container: copy_name,
+            started_at,
+            finished_at: Utc::now(),
+            rto_seconds: started.elapsed().as_secs_f64(),
+            ok: result.is_ok(),
+            error: result.err().map(|e| e.to_string()),
+            steps: run.finish(),
+            restored,
+            kept_aside: Vec::new(),
+            dependents: Vec::new(),
+            post_backup: None,
+            stored: Vec::new(),
+        };
+        self.store_report(&mut report, progress).await;
+        Ok(report)
+    }
+
+    /// This stack with component `name` pointed at the drill's copy: its tools run in the
+    /// copy, and zdr connects to the copy's published port.
+    async fn drill_stack(&self, name: &str, docker: &Docker, copy: &str) -> Result<Stack> {
+        let mut config = self.config().clone();
+        let c = docker.inspect(copy).await?;
+        let published = |container_port: u16| {
+            c.network_settings
+                .as_ref()
+                .and_then(|n| n.ports.as_ref())
+                .and_then(|p| p.get(&format!("{container_port}/tcp")).cloned().flatten())
+                .and_then(|b| b.first().and_then(|b| b.host_port.clone()))
+                .and_then(|p| p.parse::<u16>().ok())
+        };
+        if let Some(RunnerConfig::Docker {
+            container,
+            port,
+            dependents,
+            ..
+        }) = config.runners.get_mut(name)
+        {
+            let inner = *port;
+            *container = zdr_docker::ContainerRef::Name(copy.to_owned());
+            dependents.clear();
+            #[cfg(feature = "postgres")]
+            if let Some(ComponentConfig::Postgres(pg)) = config.components.get_mut(name) {
+                pg.port = published(inner).ok_or_else(|| {
+                    Error::bad_input(format!(
+                        "the container of {name} publishes no host port for {inner}/tcp: a drill copy cannot be reached"
+                    ))
+                    .with_context("component", name)
+                })?;
+            }
+            let _ = inner;
+        }
+        let _ = published;
+        Ok(Stack::open_unresolved(config))
     }
 }
 

@@ -138,6 +138,45 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
     assert!(plan.to_text().contains("wait-healthy"));
     assert_eq!(docker.status(&name).await?.started_at, before.started_at);
 
+    // A drill of the scenario against a throwaway copy: restored and verified, then removed;
+    // the live container and its volume untouched.
+    let drill = stack
+        .drill_container("db", &options, &Progress::none())
+        .await?;
+    assert!(drill.ok, "{drill:#?}");
+    assert!(
+        drill.container.contains("-zdr-drill-"),
+        "{}",
+        drill.container
+    );
+    assert!(
+        drill.steps.iter().all(|s| s.status == StepStatus::Done),
+        "{:#?}",
+        drill.steps
+    );
+    let drilled = drill
+        .restored
+        .clone()
+        .ok_or_else(|| Error::unexpected("drill restored nothing"))?;
+    assert!(
+        drilled.problems.is_empty() && drilled.verified > 0,
+        "{drilled:?}"
+    );
+    assert_eq!(
+        docker
+            .status(&drill.container)
+            .await
+            .err()
+            .map(|e| e.kind()),
+        Some(ErrorKind::NotFound),
+        "the drill copy was not removed"
+    );
+    assert_eq!(pg.volumes().await?, std::slice::from_ref(&volume));
+    assert_eq!(docker.status(&name).await?.started_at, before.started_at);
+    assert_eq!(pg.sql("SELECT count(*) FROM orders").await?, "2000");
+    assert!(drill.to_markdown().starts_with("# Drill report"));
+    assert_eq!(drill.stored.len(), 2);
+
     // The failure: the container killed and removed, its volume lost.
     pg.lose_container_and_volume().await?;
     let app_before = docker.status(&app).await?.started_at;
