@@ -307,6 +307,32 @@ pub(crate) enum RecoverScenario {
         /// Seconds the container and each dependent may take to become healthy.
         #[arg(long, default_value_t = 120)]
         health_timeout: u64,
+        /// Recover a container that runs and is healthy (refused by default).
+        #[arg(long)]
+        force: bool,
+        /// latest, previous, before:TIME, or a backup id.
+        #[arg(long, default_value = "latest")]
+        backup: String,
+    },
+    /// Full system disaster: every component back from one tier (the offsite copy). The
+    /// chosen backups are copied once onto the primary tier (checked while copied), then the
+    /// data tier comes back in dependency order — vault, postgres, redis, qdrant, config files —
+    /// containers recreated from their recorded specs, each restore verified; fresh backups
+    /// at the end; the report is printed and stored under reports/.
+    System {
+        /// The tier to recover from.
+        #[arg(long)]
+        from: String,
+        /// Recover each component to its newest backup finished at or before this time
+        /// (`2026-01-16 14:29:59`, RFC 3339; plain times are UTC).
+        #[arg(long)]
+        at: Option<String>,
+        /// No fresh backups after the recovery.
+        #[arg(long)]
+        no_backup: bool,
+        /// Seconds each container and dependent may take to become healthy.
+        #[arg(long, default_value_t = 120)]
+        health_timeout: u64,
     },
     /// Undo a container recovery: put the volumes it kept aside back under their names (the
     /// recovered ones are kept aside in turn), recreate the container on them, wait until

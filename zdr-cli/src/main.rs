@@ -394,12 +394,16 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 no_backup,
                 tier,
                 health_timeout,
+                force,
+                backup,
             } => {
                 let options = zdr::recover::ContainerRecoveryOptions {
                     discard_volume: *discard_volume,
                     no_backup: *no_backup,
                     health_timeout: Duration::from_secs(*health_timeout),
                     tier: tier.clone(),
+                    force: *force,
+                    backup: backup.parse()?,
                 };
                 if *dry_run {
                     Ok(render::recovery_plan(
@@ -412,6 +416,22 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                             .await?,
                     ))
                 }
+            }
+            RecoverScenario::System {
+                from,
+                at,
+                no_backup,
+                health_timeout,
+            } => {
+                let options = zdr::recover::SystemRecoveryOptions {
+                    from: from.clone(),
+                    at: at.as_deref().map(zdr::core::parse_time).transpose()?,
+                    no_backup: *no_backup,
+                    health_timeout: Duration::from_secs(*health_timeout),
+                };
+                Ok(render::system_recovery(
+                    &stack.recover_system(&options, progress).await?,
+                ))
             }
             RecoverScenario::Rollback {
                 recovery,

@@ -678,3 +678,27 @@ pub(crate) fn recovery_rollback(r: &zdr::recover::RecoveryRollback) -> Outcome {
     }
     out
 }
+
+pub(crate) fn system_recovery(r: &zdr::recover::SystemRecoveryReport) -> Outcome {
+    let mut text: Vec<String> = r.to_markdown().lines().map(str::to_owned).collect();
+    if !r.stored.is_empty() {
+        text.push(String::new());
+        text.push(format!("(report stored as {})", r.stored.join(" and ")));
+    }
+    let failed_verification = r
+        .components
+        .iter()
+        .any(|c| c.restored.as_ref().is_some_and(|x| !x.problems.is_empty()));
+    let mut out = Outcome::ok(text, json!({"ok": r.ok, "report": r}));
+    if !r.ok {
+        out.code = if failed_verification {
+            EXIT_VERIFY
+        } else {
+            EXIT_FAILED
+        };
+        if let Some(e) = &r.error {
+            out.errors.push(e.clone());
+        }
+    }
+    out
+}

@@ -975,6 +975,32 @@ fn recover_container_refuses_before_touching_anything() {
         "{v}"
     );
     assert_eq!(files(&env.tier("local")), before);
+    // The full-system scenario: an unknown tier, a malformed time, a tier without backups.
+    let out = env.zdr(&["recover", "system", "--from", "ghost"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown tier \"ghost\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.zdr(&[
+        "recover",
+        "system",
+        "--from",
+        "replica",
+        "--at",
+        "yesterday",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("yesterday"), "{}", stderr(&out));
+    let out = env.zdr(&["recover", "system", "--from", "replica"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no usable backup of db on tier replica"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(files(&env.tier("local")), before);
 }
 
 #[test]

@@ -86,6 +86,14 @@ async fn a_killed_recovery_is_completed_by_the_next_run() {
         assert!(plan.contains(step), "{step} missing from\n{plan}");
     }
     assert!(plan.contains(&pg.volume), "{plan}");
+    assert!(plan.contains("Refused now: container"), "{plan}");
+    let out = zdr(&config, &["recover", "container", "db"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is running and healthy"),
+        "{}",
+        text(&out)
+    );
     let out = zdr(
         &config,
         &["--json", "recover", "container", "db", "--dry-run"],

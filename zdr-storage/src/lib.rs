@@ -60,7 +60,7 @@ pub use object::{Found, find_object, object_key, put_object};
 pub use pipeline::{
     CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_sidecar, verify_stored,
 };
-pub use replicate::{ReplicationReport, replicate};
+pub use replicate::{ReplicationReport, replicate, replicate_backup};
 pub use repo::{DEFAULT_SWEEP_GRACE, Repository};
 pub use retry::RetryPolicy;
 pub use tier::{OpendalTier, S3Config, TierConfig, open_tier};

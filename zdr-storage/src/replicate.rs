@@ -107,6 +107,23 @@ fn destination_failed(e: &Error, to: &dyn StorageTier) -> bool {
     e.kind() == ErrorKind::Storage && e.context_value("tier") == Some(to.name())
 }
 
+/// Copy one backup from `from` to `to` as [`replicate`] copies each: every artifact read once
+/// from the source and checked against its record while it is written, then the manifest.
+/// Returns the bytes copied.
+///
+/// # Errors
+/// A damaged source artifact ([`ErrorKind::Integrity`]), either tier's storage errors after
+/// the retries; a partial copy is removed by the attempt that made it.
+pub async fn replicate_backup(
+    from: &Arc<dyn StorageTier>,
+    to: &Arc<dyn StorageTier>,
+    backup: &Manifest,
+    policy: &RetryPolicy,
+    progress: &Progress,
+) -> Result<u64> {
+    copy_backup(from, to, backup, policy, progress).await
+}
+
 async fn copy_backup(
     from: &Arc<dyn StorageTier>,
     to: &Arc<dyn StorageTier>,

@@ -33,11 +33,18 @@ use crate::adapter::{self, BackupOptions, ComponentType, RestoreOptions};
 use crate::config::{ComponentConfig, RunnerConfig};
 use crate::stack::{Stack, select_for};
 
+mod system;
+pub use system::{ComponentRecovery, SystemRecoveryOptions, SystemRecoveryReport};
+
 /// The key of the container spec in a backup manifest's facts.
 pub const CONTAINER_FACT: &str = "container";
 
 /// Where recovery reports are stored on the primary tier.
 pub const REPORTS_PREFIX: &str = "reports/";
+
+/// Where a running (or interrupted) recovery marks itself:
+/// `reports/unfinished/<component>/<recovery-id>`.
+pub const UNFINISHED_PREFIX: &str = "reports/unfinished/";
 
 /// The container spec a backup recorded (facts key [`CONTAINER_FACT`]), if any.
 #[must_use]
@@ -102,15 +109,22 @@ pub struct ContainerRecoveryOptions {
     pub health_timeout: Duration,
     /// Read the backup from this tier only (default: the primary, then each replica).
     pub tier: Option<String>,
+    /// Recover a container that runs and is healthy (by default that is refused: nothing
+    /// failed, and its data would be replaced by the backup's).
+    pub force: bool,
+    /// Which backup: the newest usable one (default), or a selector (`Before(time)`, an id).
+    pub backup: BackupSelector,
 }
 
 impl Default for ContainerRecoveryOptions {
     fn default() -> Self {
         Self {
+            backup: BackupSelector::Latest,
             discard_volume: false,
             no_backup: false,
             health_timeout: Duration::from_secs(120),
             tier: None,
+            force: false,
         }
     }
 }
@@ -167,6 +181,14 @@ pub struct RecoveryPlan {
     pub dependents: Vec<String>,
     /// The steps, in order.
     pub steps: Vec<PlanStep>,
+    /// Why running the plan would be refused now (a container that runs and is healthy,
+    /// without `force`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Recoveries of this component that did not finish (markers on the primary tier): this
+    /// run continues their work.
+    #[serde(default)]
+    pub unfinished: Vec<String>,
 }
 
 impl RecoveryPlan {
@@ -188,6 +210,12 @@ impl RecoveryPlan {
                 .to_rfc3339_opts(SecondsFormat::Secs, true),
             self.backup.tier,
         );
+        if let Some(r) = &self.refused {
+            out.push_str(&format!("Refused now: {r}\n"));
+        }
+        for u in &self.unfinished {
+            out.push_str(&format!("Continues the unfinished recovery {u}\n"));
+        }
         for (i, s) in self.steps.iter().enumerate() {
             out.push_str(&format!(
                 "{:>2}. {:<15} {}\n    precondition: {}\n    verification: {}\n    timeout: {} s\n",
@@ -270,6 +298,22 @@ pub struct RestoredRecord {
     pub verified: u64,
     /// Verification problems (empty when it passed).
     pub problems: Vec<String>,
+}
+
+impl RestoredRecord {
+    /// The record of a restore.
+    #[must_use]
+    pub fn of(r: &crate::RestoreReport) -> Self {
+        Self {
+            backup: r.backup.id.to_string(),
+            tier: r.tier.clone(),
+            kind: format!("{:?}", r.backup.kind).to_lowercase(),
+            finished_at: r.backup.finished_at,
+            items: r.outcome.items,
+            verified: r.verify.checked,
+            problems: r.verify.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 /// What a recovery did, step by step: stored on the primary tier as JSON and markdown.
@@ -409,8 +453,39 @@ impl RecoveryReport {
     }
 }
 
+/// A container that runs and is healthy has not failed: recovering it would replace its data
+/// with the backup's. Refused unless forced.
+async fn refuse_healthy(
+    prepared: &Prepared,
+    options: &ContainerRecoveryOptions,
+    unfinished: &[String],
+) -> Result<()> {
+    let Some(live) = &prepared.live else {
+        return Ok(());
+    };
+    // A container made by a recovery that did not finish (killed, or a step failed) is the
+    // half-done work of that recovery, which this run continues.
+    if options.force || !unfinished.is_empty() {
+        return Ok(());
+    }
+    let status = prepared.docker.status(live).await?;
+    if status.running && status.health.as_deref().is_none_or(|h| h == "healthy") {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "container {live} is running{}: nothing failed, and a recovery would replace its data with backup {}",
+                if status.health.is_some() { " and healthy" } else { "" },
+                prepared.plan.backup.id
+            ),
+        )
+        .with_context("container", live)
+        .with_hint("to bring back data in a running server use zdr restore; to replace the container anyway pass --force"));
+    }
+    Ok(())
+}
+
 /// Everything a container recovery needs, found before anything is touched.
-struct Prepared {
+pub(crate) struct Prepared {
     docker: Docker,
     spec: ContainerSpec,
     secrets: BTreeMap<String, Secret>,
@@ -439,7 +514,14 @@ impl Stack {
         name: &str,
         options: &ContainerRecoveryOptions,
     ) -> Result<RecoveryPlan> {
-        Ok(self.prepare_container_recovery(name, options).await?.plan)
+        let mut prepared = self.prepare_container_recovery(name, options).await?;
+        let unfinished = self.unfinished_recoveries(name).await?;
+        prepared.plan.refused = refuse_healthy(&prepared, options, &unfinished)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        prepared.plan.unfinished = unfinished;
+        Ok(prepared.plan)
     }
 
     async fn prepare_container_recovery(
@@ -500,7 +582,7 @@ impl Stack {
                     .find_map(|m| container_spec_of(m).map(|s| (m.id.to_string(), s)));
             }
             if chosen.is_none() {
-                match select_for(&catalog, &comp, &BackupSelector::Latest, |m| {
+                match select_for(&catalog, &comp, &options.backup, |m| {
                     adapter::accepts(ty, &restore_options, m)
                 }) {
                     Ok(m) => chosen = Some((t.clone(), m)),
@@ -689,6 +771,8 @@ impl Stack {
             },
             dependents: dependent_names,
             steps,
+            refused: None,
+            unfinished: Vec::new(),
         };
         Ok(Prepared {
             docker,
@@ -760,6 +844,8 @@ impl Stack {
         let started = Instant::now();
         let started_at = Utc::now();
         let prepared = self.prepare_container_recovery(name, options).await?;
+        let unfinished = self.unfinished_recoveries(name).await?;
+        refuse_healthy(&prepared, options, &unfinished).await?;
         let Prepared {
             docker,
             spec,
@@ -768,9 +854,20 @@ impl Stack {
             plan,
         } = prepared;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
+        let id = format!("recovery-{name}-{stamp}");
+        // Written before anything is touched, removed once a recovery of this component
+        // succeeds: a run killed or failed halfway is continued by the next without --force.
+        let primary = self.tier(&self.config().primary)?;
+        let marker = format!("{UNFINISHED_PREFIX}{name}/{id}");
+        primary
+            .write_all(&marker, started_at.to_rfc3339().into_bytes())
+            .await
+            .map_err(|e| {
+                e.with_hint("the recovery marks itself on the primary tier before it starts")
+            })?;
         let mut run = Run::new(&plan.steps, progress);
         let mut report = RecoveryReport {
-            id: format!("recovery-{name}-{stamp}"),
+            id,
             scenario: plan.scenario.clone(),
             component: name.to_owned(),
             container: spec.name.clone(),
@@ -881,18 +978,11 @@ impl Stack {
                 .step(STEP_RESTORE, async {
                     let restore = RestoreOptions {
                         tier: options.tier.clone(),
+                        backup: options.backup.clone(),
                         ..RestoreOptions::default()
                     };
                     let r = self.restore(name, &restore, progress).await?;
-                    let record = RestoredRecord {
-                        backup: r.backup.id.to_string(),
-                        tier: r.tier.clone(),
-                        kind: format!("{:?}", r.backup.kind).to_lowercase(),
-                        finished_at: r.backup.finished_at,
-                        items: r.outcome.items,
-                        verified: r.verify.checked,
-                        problems: r.verify.problems.iter().map(ToString::to_string).collect(),
-                    };
+                    let record = RestoredRecord::of(&r);
                     let ok = r.verify.is_ok();
                     let detail = format!(
                         "backup {} from tier {}: {} item(s), {} verified",
@@ -973,12 +1063,33 @@ impl Stack {
         report.finished_at = Utc::now();
         report.rto_seconds = started.elapsed().as_secs_f64();
         self.store_report(&mut report, progress).await;
+        if report.ok {
+            for m in unfinished.iter().chain(std::iter::once(&marker)) {
+                if let Err(e) = primary.delete(m).await {
+                    progress.warn(format!("the recovery marker {m} could not be removed: {e}"));
+                }
+            }
+        }
         Ok(report)
+    }
+
+    /// The markers of recoveries of component `name` that did not finish (keys under
+    /// `reports/unfinished/<name>/`).
+    async fn unfinished_recoveries(&self, name: &str) -> Result<Vec<String>> {
+        let tier = self.tier(&self.config().primary)?;
+        let mut keys: Vec<String> = tier
+            .list(&format!("{UNFINISHED_PREFIX}{name}/"))
+            .await?
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        keys.sort();
+        Ok(keys)
     }
 
     /// Stores the report on the primary tier (JSON and markdown); a failure is a warning —
     /// the report is still returned.
-    async fn store_report(&self, report: &mut RecoveryReport, progress: &Progress) {
+    pub(crate) async fn store_report(&self, report: &mut RecoveryReport, progress: &Progress) {
         let stored = async {
             let tier = self.tier(&self.config().primary)?;
             let json_key = format!("{REPORTS_PREFIX}{}.json", report.id);
@@ -1375,20 +1486,13 @@ impl Stack {
                         name,
                         &RestoreOptions {
                             tier: options.tier.clone(),
+                            backup: options.backup.clone(),
                             ..RestoreOptions::default()
                         },
                         progress,
                     )
                     .await?;
-                let record = RestoredRecord {
-                    backup: r.backup.id.to_string(),
-                    tier: r.tier.clone(),
-                    kind: format!("{:?}", r.backup.kind).to_lowercase(),
-                    finished_at: r.backup.finished_at,
-                    items: r.outcome.items,
-                    verified: r.verify.checked,
-                    problems: r.verify.problems.iter().map(ToString::to_string).collect(),
-                };
+                let record = RestoredRecord::of(&r);
                 let ok = r.verify.is_ok();
                 let detail = format!(
                     "backup {} from tier {}: {} item(s), {} verified",
@@ -1486,14 +1590,14 @@ impl Stack {
 }
 
 /// The steps of a running plan, recorded as they run.
-struct Run<'a> {
+pub(crate) struct Run<'a> {
     records: Vec<StepRecord>,
     timeouts: BTreeMap<String, u64>,
     progress: &'a Progress,
 }
 
 impl<'a> Run<'a> {
-    fn new(steps: &[PlanStep], progress: &'a Progress) -> Self {
+    pub(crate) fn new(steps: &[PlanStep], progress: &'a Progress) -> Self {
         Self {
             records: steps
                 .iter()
@@ -1515,7 +1619,7 @@ impl<'a> Run<'a> {
     }
 
     /// Runs one step within its timeout and records how it ended.
-    async fn step(
+    pub(crate) async fn step(
         &mut self,
         id: &str,
         body: impl std::future::Future<Output = Result<String>>,
@@ -1562,7 +1666,7 @@ impl<'a> Run<'a> {
         result.map(|_| ()).map_err(|e| e.with_context("step", id))
     }
 
-    fn finish(self) -> Vec<StepRecord> {
+    pub(crate) fn finish(self) -> Vec<StepRecord> {
         self.records
     }
 }

@@ -136,6 +136,21 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
     assert_eq!(plan.dependents, std::slice::from_ref(&app));
     assert!(plan.container_exists);
     assert!(plan.to_text().contains("wait-healthy"));
+    // The container runs and is healthy: the plan says a recovery would be refused, and it is.
+    assert!(
+        plan.refused
+            .as_deref()
+            .unwrap_or_default()
+            .contains("is running and healthy"),
+        "{plan:?}"
+    );
+    let e = stack
+        .recover_container("db", &options, &Progress::none())
+        .await
+        .err()
+        .ok_or_else(|| Error::unexpected("recovered a healthy container"))?;
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(e.to_string().contains(&name), "{e}");
     assert_eq!(docker.status(&name).await?.started_at, before.started_at);
 
     // A drill of the scenario against a throwaway copy: restored and verified, then removed;
@@ -292,6 +307,18 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
             .all(|s| s.status == StepStatus::NotRun)
     );
     assert!(failed.to_markdown().contains("FAILED"));
+    // The failed recovery stays marked unfinished, so the next run continues it even though
+    // the container it made may be healthy by then.
+    let unfinished = dir.path().join("tiers/local/reports/unfinished/db");
+    let marked = || {
+        std::fs::read_dir(&unfinished)
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(marked(), 1);
+    let plan = stack.plan_container_recovery("db", &options).await?;
+    assert!(plan.refused.is_none(), "{plan:?}");
+    assert_eq!(plan.unfinished.len(), 1, "{plan:?}");
 
     // ... and running it again completes it.
     let report = stack
@@ -299,6 +326,7 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
         .await?;
     assert!(report.ok, "{report:#?}");
     assert_eq!(pg.sql("SELECT count(*) FROM orders").await?, "2000");
+    assert_eq!(marked(), 0, "the markers stay after a successful recovery");
 
     // Rollback: the volume the failed recovery kept aside (the damaged data, 5 rows) comes
     // back under its name; the recovered one is kept aside in turn.

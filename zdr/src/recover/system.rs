@@ -1,0 +1,464 @@
+//! The runbook's "full system disaster" scenario: every component back from one tier.
+//!
+//! [`Stack::recover_system`] reads the catalog of the chosen tier (the offsite copy when the
+//! host and its local disk are gone), chooses one backup per component (the newest, or the
+//! newest finished at or before a time), copies each chosen backup once onto the primary tier
+//! — every artifact checked while it is copied, so the restores read local data and nothing is
+//! downloaded twice — then brings the data tier back in dependency order (vault, postgres,
+//! redis, qdrant, config files): a component in a container through the single-container
+//! recovery (container recreated from its recorded spec when it is gone, dependents restarted),
+//! any other through its restore, each verified. It ends with a fresh backup of every
+//! component (unless told not to) and a report: per component the backup, the moment restored
+//! to and its distance from the target time.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use zdr_core::{
+    BackupSelector, Component, Error, ErrorKind, Manifest, Progress, RestoreTarget, Result,
+};
+use zdr_storage::{Repository, RetryPolicy};
+
+use super::{
+    ContainerRecoveryOptions, PlanStep, REPORTS_PREFIX, RestoredRecord, Run, StepRecord, StepStatus,
+};
+use crate::adapter::{self, BackupOptions, ComponentType, RestoreOptions};
+use crate::config::RunnerConfig;
+use crate::stack::{Stack, select_for};
+
+/// Options of [`Stack::recover_system`].
+#[derive(Debug, Clone)]
+pub struct SystemRecoveryOptions {
+    /// The tier to recover from (the offsite copy); its backups are copied to the primary.
+    pub from: String,
+    /// Recover each component to its newest backup finished at or before this time.
+    pub at: Option<DateTime<Utc>>,
+    /// Skip the fresh backup of every component at the end.
+    pub no_backup: bool,
+    /// How long each container and dependent may take to become healthy.
+    pub health_timeout: Duration,
+}
+
+impl SystemRecoveryOptions {
+    /// Recover from tier `from`, to the newest backups.
+    #[must_use]
+    pub fn from_tier(from: impl Into<String>) -> Self {
+        Self {
+            from: from.into(),
+            at: None,
+            no_backup: false,
+            health_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// One component as the system recovery brought it back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComponentRecovery {
+    /// The component.
+    pub component: String,
+    /// `postgres`, `redis`, ...
+    pub component_type: String,
+    /// The backup chosen on the source tier.
+    pub backup: String,
+    /// The moment it restores to (the backup's end).
+    pub restored_to: DateTime<Utc>,
+    /// Seconds between the target time and that moment (`None` without a target time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skew_seconds: Option<i64>,
+    /// Bytes copied from the source tier (0 when the primary already held it).
+    pub fetched_bytes: u64,
+    /// What the restore restored and verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored: Option<RestoredRecord>,
+    /// The container recovery of a component in a container (its report id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_recovery: Option<String>,
+}
+
+/// What [`Stack::recover_system`] did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SystemRecoveryReport {
+    /// `system-<time>`.
+    pub id: String,
+    /// The tier recovered from.
+    pub from: String,
+    /// The target time, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// Seconds from start to end.
+    pub rto_seconds: f64,
+    /// True when every step was done.
+    pub ok: bool,
+    /// The failed step's error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The steps, in order (`fetch`, `restore-<component>` in dependency order, `backup`).
+    pub steps: Vec<StepRecord>,
+    /// Per component: backup, moment restored to, skew, verification.
+    pub components: Vec<ComponentRecovery>,
+    /// The keys the report was stored under on the primary tier.
+    pub stored: Vec<String>,
+}
+
+impl SystemRecoveryReport {
+    /// The report as a markdown incident report.
+    #[must_use]
+    pub fn to_markdown(&self) -> String {
+        let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let mut md = format!(
+            "# Incident report: full system recovery from {}\n\n- Recovery: `{}`\n- Outcome: **{}**\n{}\n\
+             ## Timeline\n\n| Event | Time (UTC) |\n|---|---|\n| Failure detected | _fill in_ |\n\
+             | Recovery started | {} |\n| Recovery {} | {} |\n\n\
+             Recovery time achieved: **{:.1} s** (runbook objective for a full system: 24 h).\n\n\
+             ## Steps\n\n| # | Step | Status | Seconds | Detail |\n|---|---|---|---|---|\n",
+            self.from,
+            self.id,
+            if self.ok { "recovered" } else { "FAILED" },
+            self.at
+                .map(|t| format!("- Target time: {}\n", ts(&t)))
+                .unwrap_or_default(),
+            ts(&self.started_at),
+            if self.ok { "completed" } else { "stopped" },
+            ts(&self.finished_at),
+            self.rto_seconds
+        );
+        for (i, s) in self.steps.iter().enumerate() {
+            let status = match s.status {
+                StepStatus::Done => "done",
+                StepStatus::Failed => "FAILED",
+                StepStatus::NotRun => "not run",
+            };
+            md.push_str(&format!(
+                "| {} | {} | {status} | {:.1} | {} |\n",
+                i + 1,
+                s.id,
+                s.seconds,
+                s.detail.replace('|', "\\|").replace('\n', " ")
+            ));
+        }
+        md.push_str("\n## What was restored\n\n| Component | Backup | Restored to | Skew from target | Verification |\n|---|---|---|---|---|\n");
+        for c in &self.components {
+            md.push_str(&format!(
+                "| {} ({}) | `{}` | {} | {} | {} |\n",
+                c.component,
+                c.component_type,
+                c.backup,
+                ts(&c.restored_to),
+                c.skew_seconds
+                    .map(|s| format!("{s} s"))
+                    .unwrap_or_else(|| "-".to_owned()),
+                match &c.restored {
+                    Some(r) if r.problems.is_empty() =>
+                        format!("{} item(s) checked, passed", r.verified),
+                    Some(r) => format!("{} problem(s)", r.problems.len()),
+                    None => "not restored".to_owned(),
+                }
+            ));
+        }
+        if let Some(e) = &self.error {
+            md.push_str(&format!("\n## Error\n\n```\n{e}\n```\n"));
+        }
+        md.push_str(
+            "\n## Root cause\n\n_fill in_\n\n## Prevention\n\n_fill in_\n\n## Testing improvements\n\n_fill in_\n",
+        );
+        md
+    }
+}
+
+/// The order the data tier comes back in: secrets first (the others may need them), then the
+/// databases, the caches, the vector store, and the config files last.
+fn rank(ty: ComponentType) -> u8 {
+    match ty {
+        ComponentType::Vault => 0,
+        ComponentType::Postgres => 1,
+        ComponentType::Redis => 2,
+        ComponentType::Qdrant => 3,
+        ComponentType::Files => 5,
+    }
+}
+
+impl Stack {
+    /// The runbook's full-system scenario: every component back from tier `options.from`
+    /// (see the module documentation).
+    ///
+    /// # Errors
+    /// Before anything is touched: an unknown tier, a source catalog that cannot be read, a
+    /// component without a usable backup there (or none before the target time), each named.
+    /// A step failing later ends the recovery with a report ([`SystemRecoveryReport::ok`] is
+    /// false) naming it.
+    pub async fn recover_system(
+        &self,
+        options: &SystemRecoveryOptions,
+        progress: &Progress,
+    ) -> Result<SystemRecoveryReport> {
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let from = self.tier(&options.from)?;
+        let primary_name = self.config().primary.clone();
+        let source = Repository::new(from.clone(), self.pipeline()?)
+            .catalog()
+            .await
+            .map_err(|e| e.with_context("tier", &options.from))?;
+
+        // One backup per component, chosen before anything is touched.
+        let mut names: Vec<(String, ComponentType)> = self
+            .config()
+            .components
+            .keys()
+            .map(|n| Ok((n.clone(), self.component_type(n)?)))
+            .collect::<Result<_>>()?;
+        names.sort_by_key(|(n, ty)| (rank(*ty), n.clone()));
+        let selector = options
+            .at
+            .map_or(BackupSelector::Latest, BackupSelector::Before);
+        let mut chosen: Vec<(String, ComponentType, Manifest)> = Vec::new();
+        for (name, ty) in &names {
+            let comp = Component::new(name)?;
+            let m = select_for(&source, &comp, &selector, |m| {
+                adapter::accepts(*ty, &RestoreOptions::default(), m)
+            })
+            .map_err(|e| {
+                let when = options
+                    .at
+                    .map(|t| {
+                        format!(
+                            " finished at or before {}",
+                            t.to_rfc3339_opts(SecondsFormat::Secs, true)
+                        )
+                    })
+                    .unwrap_or_default();
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "no usable backup of {name} on tier {}{when}: {e}",
+                        options.from
+                    ),
+                )
+                .with_context("component", name)
+                .with_context("tier", &options.from)
+            })?;
+            chosen.push((name.clone(), *ty, m));
+        }
+
+        // Opened (an fs tier's root made) only once every input is known.
+        let primary = self.tier(&primary_name)?;
+        let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
+        let mut steps = vec![PlanStep {
+            id: "fetch".to_owned(),
+            action: format!(
+                "copy the {} chosen backup(s) from tier {} to tier {primary_name}, each artifact checked",
+                chosen.len(),
+                options.from
+            ),
+            precondition: String::new(),
+            verification: String::new(),
+            timeout_secs: 6 * 3600,
+        }];
+        for (name, ty, m) in &chosen {
+            steps.push(PlanStep {
+                id: format!("restore-{name}"),
+                action: format!("{ty} {name}: backup {} and verify it", m.id),
+                precondition: String::new(),
+                verification: String::new(),
+                timeout_secs: 6 * 3600,
+            });
+        }
+        steps.push(PlanStep {
+            id: "backup".to_owned(),
+            action: if options.no_backup {
+                "no fresh backups (asked not to)".to_owned()
+            } else {
+                "a fresh backup of every component (schedule post-recovery)".to_owned()
+            },
+            precondition: String::new(),
+            verification: String::new(),
+            timeout_secs: 6 * 3600,
+        });
+        let mut run = Run::new(&steps, progress);
+        let mut components: Vec<ComponentRecovery> = chosen
+            .iter()
+            .map(|(name, ty, m)| ComponentRecovery {
+                component: name.clone(),
+                component_type: ty.to_string(),
+                backup: m.id.to_string(),
+                restored_to: m.finished_at,
+                skew_seconds: options.at.map(|t| (t - m.finished_at).num_seconds()),
+                fetched_bytes: 0,
+                restored: None,
+                container_recovery: None,
+            })
+            .collect();
+
+        let result: Result<()> = async {
+            let mut fetched = vec![0u64; chosen.len()];
+            run.step("fetch", async {
+                if options.from == primary_name {
+                    return Ok("the backups are on the primary tier already".to_owned());
+                }
+                let mut total = 0u64;
+                for (i, (_, _, m)) in chosen.iter().enumerate() {
+                    let key = zdr_core::layout::manifest_key(&m.component, &m.id);
+                    if primary.stat(&key).await?.is_some() {
+                        continue;
+                    }
+                    let bytes = zdr_storage::replicate_backup(
+                        &from,
+                        &primary,
+                        m,
+                        &RetryPolicy::default(),
+                        progress,
+                    )
+                    .await?;
+                    if let Some(f) = fetched.get_mut(i) {
+                        *f = bytes;
+                    }
+                    total += bytes;
+                }
+                Ok(format!(
+                    "{} from tier {} to tier {primary_name}",
+                    crate::human_bytes(total),
+                    options.from
+                ))
+            })
+            .await?;
+            for (c, f) in components.iter_mut().zip(&fetched) {
+                c.fetched_bytes = *f;
+            }
+
+            for (i, (name, _, m)) in chosen.iter().enumerate() {
+                let mut record = None;
+                let mut container = None;
+                let step = run
+                    .step(&format!("restore-{name}"), async {
+                        let in_container = matches!(
+                            self.config().runners.get(name),
+                            Some(RunnerConfig::Docker { .. })
+                        );
+                        if in_container {
+                            let opts = ContainerRecoveryOptions {
+                                tier: Some(primary_name.clone()),
+                                backup: BackupSelector::Id(m.id.clone()),
+                                no_backup: true,
+                                force: true,
+                                health_timeout: options.health_timeout,
+                                ..ContainerRecoveryOptions::default()
+                            };
+                            let r = self.recover_container(name, &opts, progress).await?;
+                            container = Some(r.id.clone());
+                            record = r.restored.clone();
+                            if !r.ok {
+                                return Err(Error::new(
+                                    ErrorKind::Source,
+                                    format!(
+                                        "the container recovery {} of {name} failed: {}",
+                                        r.id,
+                                        r.error.unwrap_or_default()
+                                    ),
+                                ));
+                            }
+                            return Ok(format!(
+                                "container recovered ({}), backup {} restored and verified",
+                                r.id, m.id
+                            ));
+                        }
+                        let restore = RestoreOptions {
+                            tier: Some(primary_name.clone()),
+                            backup: BackupSelector::Id(m.id.clone()),
+                            target: RestoreTarget {
+                                overwrite: true,
+                                ..RestoreTarget::default()
+                            },
+                            ..RestoreOptions::default()
+                        };
+                        let r = self.restore(name, &restore, progress).await?;
+                        let rec = RestoredRecord::of(&r);
+                        let ok = r.is_ok();
+                        let detail = format!(
+                            "backup {} restored, {} item(s), {} verified",
+                            rec.backup, rec.items, rec.verified
+                        );
+                        record = Some(rec);
+                        if ok {
+                            Ok(detail)
+                        } else {
+                            Err(Error::new(
+                                ErrorKind::Integrity,
+                                format!("{detail}; verification failed"),
+                            ))
+                        }
+                    })
+                    .await;
+                if let Some(c) = components.get_mut(i) {
+                    c.restored = record;
+                    c.container_recovery = container;
+                }
+                step?;
+            }
+
+            run.step("backup", async {
+                if options.no_backup {
+                    return Ok("skipped (asked not to)".to_owned());
+                }
+                let mut made = Vec::new();
+                for (name, _, _) in &chosen {
+                    let b = self
+                        .backup(
+                            name,
+                            &BackupOptions {
+                                schedule: Some("post-recovery".to_owned()),
+                                ..BackupOptions::default()
+                            },
+                            progress,
+                        )
+                        .await?;
+                    made.push(format!("{name} {}", b.backup.id));
+                }
+                Ok(made.join(", "))
+            })
+            .await
+        }
+        .await;
+
+        let mut report = SystemRecoveryReport {
+            id: format!("system-{stamp}"),
+            from: options.from.clone(),
+            at: options.at,
+            started_at,
+            finished_at: Utc::now(),
+            rto_seconds: started.elapsed().as_secs_f64(),
+            ok: result.is_ok(),
+            error: result.err().map(|e| e.to_string()),
+            steps: run.finish(),
+            components,
+            stored: Vec::new(),
+        };
+        let json_key = format!("{REPORTS_PREFIX}{}.json", report.id);
+        let md_key = format!("{REPORTS_PREFIX}{}.md", report.id);
+        let stored = async {
+            let mut with_keys = report.clone();
+            with_keys.stored = vec![json_key.clone(), md_key.clone()];
+            let mut json = serde_json::to_vec_pretty(&with_keys)
+                .map_err(|e| Error::unexpected("cannot serialize the report").with_source(e))?;
+            json.push(b'\n');
+            primary.write_all(&json_key, json).await?;
+            primary
+                .write_all(&md_key, with_keys.to_markdown().into_bytes())
+                .await?;
+            Ok::<_, Error>(with_keys.stored)
+        }
+        .await;
+        match stored {
+            Ok(keys) => report.stored = keys,
+            Err(e) => progress.warn(format!(
+                "the recovery report could not be stored on tier {primary_name}: {e}"
+            )),
+        }
+        Ok(report)
+    }
+}
