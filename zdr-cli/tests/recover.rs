@@ -172,11 +172,19 @@ async fn a_killed_recovery_is_completed_by_the_next_run() {
         let body = std::fs::read_to_string(&path).unwrap();
         assert!(!body.contains(PASSWORD), "{}", path.display());
     }
-    // Text output is the incident report.
+    // It carries over what the interrupted run kept aside (the volume the first one made).
+    assert_eq!(
+        v["report"]["kept_aside"].as_array().map(Vec::len),
+        Some(1),
+        "{v}"
+    );
+    // The incident report, printed and stored; a recovery that discarded the volume keeps
+    // nothing, so it cannot be rolled back (exit 2), nor can one that does not exist.
     pg.docker.kill(&pg.name, "SIGKILL").await.unwrap();
     let out = zdr(
         &config,
         &[
+            "--json",
             "recover",
             "container",
             "db",
@@ -186,14 +194,15 @@ async fn a_killed_recovery_is_completed_by_the_next_run() {
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let md = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let md_key = v["report"]["stored"][1].as_str().unwrap();
+    let md = std::fs::read_to_string(dir.path().join("tier").join(md_key)).unwrap();
     assert!(
         md.starts_with("# Incident report: container recovery of db"),
         "{md}"
     );
     assert!(md.contains("| restore | done |"), "{md}");
     assert!(md.contains("Recovery time achieved"), "{md}");
-    // Rolling back a recovery that does not exist, or one that kept nothing aside: exit 2.
     let out = zdr(
         &config,
         &["recover", "rollback", "recovery-db-19700101t000000000z"],

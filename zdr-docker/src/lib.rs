@@ -28,7 +28,7 @@ pub use client::{
 pub use exec::DockerExecRunner;
 pub use spec::{
     ContainerSpec, EnvVar, HealthcheckSpec, MountKind, MountSpec, NetworkSpec, PortSpec,
-    RecreateOptions, RestartSpec, VolumeChoice, is_secret_env_name,
+    RecreateOptions, RestartSpec, VolumeChoice, has_url_credentials, is_secret_env_name,
 };
 
 /// The bollard crate, for callers that need an engine call this crate does not wrap.

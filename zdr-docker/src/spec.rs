@@ -27,6 +27,17 @@ pub fn is_secret_env_name(name: &str) -> bool {
         .any(|w| upper.contains(w))
 }
 
+/// Whether a value carries credentials in a URL (`postgres://user:password@host/db`).
+#[must_use]
+pub fn has_url_credentials(value: &str) -> bool {
+    value.split("://").skip(1).any(|rest| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
+}
+
 /// One environment variable of a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvVar {
@@ -196,7 +207,8 @@ impl ContainerSpec {
                     Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
                     None => (kv, None),
                 };
-                let secret = is_secret_env_name(&name);
+                let secret =
+                    is_secret_env_name(&name) || value.as_deref().is_some_and(has_url_credentials);
                 EnvVar {
                     value: if secret { None } else { value },
                     name,
@@ -665,6 +677,16 @@ impl Docker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_with_credentials_are_secret_values() {
+        assert!(has_url_credentials("postgres://app:s3cret@db:5432/main"));
+        assert!(has_url_credentials("redis://:pw@cache:6379/0"));
+        assert!(!has_url_credentials("postgres://app@db/main"));
+        assert!(!has_url_credentials("http://qdrant:6333"));
+        assert!(!has_url_credentials("mailto:someone@example.org"));
+        assert!(!has_url_credentials("https://example.org/a@b:c"));
+    }
 
     #[test]
     fn secret_names() {

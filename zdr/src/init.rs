@@ -239,8 +239,8 @@ fn key_name(s: &str) -> String {
     }
 }
 
-/// docker-compose's default project name: the directory's name, lower case, letters and
-/// digits only.
+/// Compose's default project name: the directory's name in lower case, letters, digits, `-`
+/// and `_` kept (as Docker Compose v2 derives it).
 fn default_project(dir: &Path) -> String {
     let base = dir
         .file_name()
@@ -248,7 +248,7 @@ fn default_project(dir: &Path) -> String {
         .unwrap_or_default();
     let p: String = base
         .chars()
-        .filter(char::is_ascii_alphanumeric)
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .map(|c| c.to_ascii_lowercase())
         .collect();
     if p.is_empty() {
@@ -479,11 +479,16 @@ pub fn config_from_compose(
                 ));
             }
         }
-        // Config directories bind-mounted from beside the compose file.
+        // Config directories bind-mounted from beside the compose file — not a datastore's
+        // own (its data directory is backed up through the datastore, never as files).
+        let datastore = detected.last().is_some_and(|d| d.service == s.name);
         for (source, target) in &s.binds {
+            if datastore || !source.starts_with('.') {
+                continue;
+            }
             let p = dir.join(source);
             let p = std::fs::canonicalize(&p).unwrap_or(p);
-            if !p.is_dir() {
+            if !p.is_dir() || !p.starts_with(&dir) {
                 continue;
             }
             let cname = key_name(&format!("{}_{}", s.name, target.trim_start_matches('/')));

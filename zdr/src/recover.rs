@@ -42,9 +42,28 @@ pub const CONTAINER_FACT: &str = "container";
 /// Where recovery reports are stored on the primary tier.
 pub const REPORTS_PREFIX: &str = "reports/";
 
+/// The label on a container made by a recovery (value: the recovery's id): a rerun of that
+/// recovery, while it is unfinished, continues on it instead of refusing a healthy container.
+pub const RECOVERY_LABEL: &str = "io.zdr.recovery";
+
 /// Where a running (or interrupted) recovery marks itself:
 /// `reports/unfinished/<component>/<recovery-id>`.
 pub const UNFINISHED_PREFIX: &str = "reports/unfinished/";
+
+/// What an unfinished recovery's marker holds: enough for the next run to continue it — the
+/// container's spec (secrets by name only) and what was kept aside so far.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnfinishedRecovery {
+    /// The recovery's id.
+    pub id: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// The container's spec as that run found it.
+    pub spec: ContainerSpec,
+    /// What it kept aside before it stopped.
+    #[serde(default)]
+    pub kept_aside: Vec<KeptAside>,
+}
 
 /// The container spec a backup recorded (facts key [`CONTAINER_FACT`]), if any.
 #[must_use]
@@ -453,19 +472,38 @@ impl RecoveryReport {
     }
 }
 
+/// Writes an unfinished recovery's marker (JSON; the spec holds no secret values).
+async fn write_marker(
+    tier: &dyn zdr_core::StorageTier,
+    key: &str,
+    state: &UnfinishedRecovery,
+) -> Result<()> {
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|e| Error::unexpected("cannot serialize the recovery marker").with_source(e))?;
+    tier.write_all(key, json).await
+}
+
 /// A container that runs and is healthy has not failed: recovering it would replace its data
 /// with the backup's. Refused unless forced.
-async fn refuse_healthy(
-    prepared: &Prepared,
-    options: &ContainerRecoveryOptions,
-    unfinished: &[String],
-) -> Result<()> {
+async fn refuse_healthy(prepared: &Prepared, options: &ContainerRecoveryOptions) -> Result<()> {
     let Some(live) = &prepared.live else {
         return Ok(());
     };
+    if options.force {
+        return Ok(());
+    }
     // A container made by a recovery that did not finish (killed, or a step failed) is the
     // half-done work of that recovery, which this run continues.
-    if options.force || !unfinished.is_empty() {
+    let made_by = prepared
+        .docker
+        .inspect(live)
+        .await?
+        .config
+        .and_then(|c| c.labels)
+        .and_then(|l| l.get(RECOVERY_LABEL).cloned());
+    if let Some(id) = made_by
+        && prepared.unfinished.iter().any(|(_, u)| u.id == id)
+    {
         return Ok(());
     }
     let status = prepared.docker.status(live).await?;
@@ -491,6 +529,10 @@ pub(crate) struct Prepared {
     secrets: BTreeMap<String, Secret>,
     live: Option<String>,
     plan: RecoveryPlan,
+    /// The backup the plan restores (the restore asks for exactly this one).
+    backup: Manifest,
+    /// Markers of recoveries of this component that did not finish, oldest first.
+    unfinished: Vec<(String, UnfinishedRecovery)>,
 }
 
 const STEP_REMOVE: &str = "remove-failed";
@@ -515,12 +557,15 @@ impl Stack {
         options: &ContainerRecoveryOptions,
     ) -> Result<RecoveryPlan> {
         let mut prepared = self.prepare_container_recovery(name, options).await?;
-        let unfinished = self.unfinished_recoveries(name).await?;
-        prepared.plan.refused = refuse_healthy(&prepared, options, &unfinished)
+        prepared.plan.refused = refuse_healthy(&prepared, options)
             .await
             .err()
             .map(|e| e.to_string());
-        prepared.plan.unfinished = unfinished;
+        prepared.plan.unfinished = prepared
+            .unfinished
+            .iter()
+            .map(|(_, u)| u.id.clone())
+            .collect();
         Ok(prepared.plan)
     }
 
@@ -599,7 +644,8 @@ impl Stack {
             .with_hint(format!("back it up first: zdr backup {name}")));
         };
 
-        let (spec, spec_from) = match &live {
+        let unfinished = self.unfinished_recoveries(name).await?;
+        let (mut spec, spec_from) = match &live {
             Some(c) => (
                 docker
                     .spec(c)
@@ -607,7 +653,15 @@ impl Stack {
                     .map_err(|e| e.with_context("component", name))?,
                 "live container".to_owned(),
             ),
-            None => match recorded_spec {
+            None => match unfinished
+                .last()
+                .map(|(_, u)| u)
+                .map(|u| (u.id.clone(), u.spec.clone()))
+                .or(recorded_spec)
+            {
+                Some((id, spec)) if id.starts_with("recovery-") => {
+                    (spec, format!("unfinished recovery {id}"))
+                }
                 Some((id, spec)) => (spec, format!("backup {id}")),
                 None => {
                     return Err(Error::not_found(format!(
@@ -618,6 +672,8 @@ impl Stack {
                 }
             },
         };
+        // The label of a recovery that made this container is not part of what it is made of.
+        spec.labels.remove(RECOVERY_LABEL);
         let secrets = self
             .secret_values(name, config, &docker, live.as_deref(), &spec)
             .await?;
@@ -671,6 +727,12 @@ impl Stack {
             .filter(|m| m.kind == MountKind::Volume)
             .filter_map(|m| m.source.clone())
             .collect();
+        let binds: Vec<String> = spec
+            .mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Bind)
+            .map(|m| format!("{} at {}", m.source.as_deref().unwrap_or("?"), m.target))
+            .collect();
         let health = options.health_timeout.as_secs();
         let mut steps = Vec::new();
         let step = |id: &str, action: String, pre: &str, verify: &str, timeout: u64| PlanStep {
@@ -704,13 +766,19 @@ impl Stack {
             },
             "no container uses the volumes",
             "the copies exist; the original names are free",
-            600,
+            6 * 3600,
         ));
         steps.push(step(
             STEP_RECREATE,
             format!(
-                "create {} from its spec (image {}) on fresh volume(s) and start it",
-                spec.name, spec.image
+                "create {} from its spec (image {}) on fresh volume(s) and start it{}",
+                spec.name,
+                spec.image,
+                if binds.is_empty() {
+                    String::new()
+                } else {
+                    format!("; host directories stay as they are: {}", binds.join(", "))
+                }
             ),
             "the image exists locally; the name is free",
             "the container runs",
@@ -721,7 +789,7 @@ impl Stack {
             format!("wait until {} is healthy", spec.name),
             "the container started",
             "a health probe begun after this start passed (running, without a healthcheck)",
-            health,
+            health + 10,
         ));
         steps.push(step(
             STEP_RESTORE,
@@ -780,6 +848,8 @@ impl Stack {
             secrets,
             live,
             plan,
+            backup,
+            unfinished,
         })
     }
 
@@ -806,10 +876,19 @@ impl Stack {
                 values.insert(var.to_owned(), Secret::new(v));
                 continue;
             }
+            // The component's own password is the superuser's only when zdr logs in as the
+            // user the image creates.
             #[cfg(feature = "postgres")]
             if var == "POSTGRES_PASSWORD"
                 && let ComponentConfig::Postgres(pg) = config
                 && let Some(p) = &pg.password
+                && spec
+                    .env
+                    .iter()
+                    .find(|v| v.name == "POSTGRES_USER")
+                    .and_then(|v| v.value.as_deref())
+                    .unwrap_or("postgres")
+                    == pg.user
             {
                 values.insert(var.to_owned(), p.clone());
                 continue;
@@ -844,30 +923,41 @@ impl Stack {
         let started = Instant::now();
         let started_at = Utc::now();
         let prepared = self.prepare_container_recovery(name, options).await?;
-        let unfinished = self.unfinished_recoveries(name).await?;
-        refuse_healthy(&prepared, options, &unfinished).await?;
+        refuse_healthy(&prepared, options).await?;
         let Prepared {
             docker,
             spec,
             secrets,
             live,
             plan,
+            backup,
+            unfinished,
         } = prepared;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
         let id = format!("recovery-{name}-{stamp}");
         // Written before anything is touched, removed once a recovery of this component
-        // succeeds: a run killed or failed halfway is continued by the next without --force.
+        // succeeds: a run killed or failed halfway is continued by the next one, which finds
+        // here the spec and what was kept aside.
         let primary = self.tier(&self.config().primary)?;
         let marker = format!("{UNFINISHED_PREFIX}{name}/{id}");
-        primary
-            .write_all(&marker, started_at.to_rfc3339().into_bytes())
+        let mut state = UnfinishedRecovery {
+            id: id.clone(),
+            started_at,
+            spec: spec.clone(),
+            // What interrupted runs kept aside (the failed data itself) comes first.
+            kept_aside: unfinished
+                .iter()
+                .flat_map(|(_, u)| u.kept_aside.iter().cloned())
+                .collect(),
+        };
+        write_marker(primary.as_ref(), &marker, &state)
             .await
             .map_err(|e| {
                 e.with_hint("the recovery marks itself on the primary tier before it starts")
             })?;
         let mut run = Run::new(&plan.steps, progress);
         let mut report = RecoveryReport {
-            id,
+            id: id.clone(),
             scenario: plan.scenario.clone(),
             component: name.to_owned(),
             container: spec.name.clone(),
@@ -878,7 +968,7 @@ impl Stack {
             error: None,
             steps: Vec::new(),
             restored: None,
-            kept_aside: Vec::new(),
+            kept_aside: state.kept_aside.clone(),
             dependents: Vec::new(),
             post_backup: None,
             stored: Vec::new(),
@@ -926,6 +1016,11 @@ impl Stack {
                                 original: v.clone(),
                                 kept_as: aside,
                             });
+                            // Recorded at once: a run killed from here on is continued by
+                            // the next, which reports (and rolls back to) this copy.
+                            let mut now = state.clone();
+                            now.kept_aside.extend(kept.iter().cloned());
+                            write_marker(primary.as_ref(), &marker, &now).await?;
                         }
                     }
                     Ok(if done.is_empty() {
@@ -935,6 +1030,7 @@ impl Stack {
                     })
                 })
                 .await;
+            state.kept_aside.extend(kept.iter().cloned());
             report.kept_aside.append(&mut kept);
             step?;
 
@@ -948,7 +1044,11 @@ impl Stack {
                         opts = opts.volume(m.target.clone(), VolumeChoice::Fresh(v.clone()));
                     }
                 }
-                let id = docker.recreate(&spec, &opts).await?;
+                let mut labelled = spec.clone();
+                labelled
+                    .labels
+                    .insert(RECOVERY_LABEL.to_owned(), id.clone());
+                let id = docker.recreate(&labelled, &opts).await?;
                 Ok(format!(
                     "created {} ({}) from {}",
                     spec.name,
@@ -976,9 +1076,11 @@ impl Stack {
             let mut restored = None;
             let step = run
                 .step(STEP_RESTORE, async {
+                    // Exactly the backup the plan chose (a backup made meanwhile, of the
+                    // empty new container, is never taken for the newest).
                     let restore = RestoreOptions {
                         tier: options.tier.clone(),
-                        backup: options.backup.clone(),
+                        backup: BackupSelector::Id(backup.id.clone()),
                         ..RestoreOptions::default()
                     };
                     let r = self.restore(name, &restore, progress).await?;
@@ -1064,7 +1166,11 @@ impl Stack {
         report.rto_seconds = started.elapsed().as_secs_f64();
         self.store_report(&mut report, progress).await;
         if report.ok {
-            for m in unfinished.iter().chain(std::iter::once(&marker)) {
+            for m in unfinished
+                .iter()
+                .map(|(k, _)| k)
+                .chain(std::iter::once(&marker))
+            {
                 if let Err(e) = primary.delete(m).await {
                     progress.warn(format!("the recovery marker {m} could not be removed: {e}"));
                 }
@@ -1073,9 +1179,9 @@ impl Stack {
         Ok(report)
     }
 
-    /// The markers of recoveries of component `name` that did not finish (keys under
-    /// `reports/unfinished/<name>/`).
-    async fn unfinished_recoveries(&self, name: &str) -> Result<Vec<String>> {
+    /// The markers of recoveries of component `name` that did not finish (under
+    /// `reports/unfinished/<name>/`), oldest first, with what each holds.
+    async fn unfinished_recoveries(&self, name: &str) -> Result<Vec<(String, UnfinishedRecovery)>> {
         let tier = self.tier(&self.config().primary)?;
         let mut keys: Vec<String> = tier
             .list(&format!("{UNFINISHED_PREFIX}{name}/"))
@@ -1084,7 +1190,18 @@ impl Stack {
             .map(|e| e.key)
             .collect();
         keys.sort();
-        Ok(keys)
+        let mut out = Vec::new();
+        for key in keys {
+            let bytes = tier.read_all(&key).await?;
+            let state: UnfinishedRecovery = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::integrity(format!("the recovery marker {key} cannot be read"))
+                    .with_source(e)
+                    .with_context("component", name)
+                    .with_hint("remove it if no recovery of this component is under way")
+            })?;
+            out.push((key, state));
+        }
+        Ok(out)
     }
 
     /// Stores the report on the primary tier (JSON and markdown); a failure is a warning —
@@ -1167,9 +1284,11 @@ impl Stack {
         }
         let bytes = tier.read_all(&key).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            Error::integrity(format!("recovery report {key} cannot be read"))
-                .with_source(e)
-                .with_context("recovery", id)
+            Error::bad_input(format!(
+                "{key} is not the report of a container recovery (a rollback's or a system recovery's report cannot be rolled back)"
+            ))
+            .with_source(e)
+            .with_context("recovery", id)
         })
     }
 
@@ -1205,8 +1324,17 @@ impl Stack {
             secrets,
             live,
             plan,
+            ..
         } = prepared;
+        // Per original volume, the first copy kept aside: the failed data itself (a recovery
+        // that continued an interrupted one also kept aside the volume that one had made).
+        let mut to_restore: Vec<KeptAside> = Vec::new();
         for k in &recovery.kept_aside {
+            if !to_restore.iter().any(|t| t.original == k.original) {
+                to_restore.push(k.clone());
+            }
+        }
+        for k in &to_restore {
             // A rollback killed after putting a volume back finds it under its name.
             if !docker.volume_exists(&k.kept_as).await?
                 && !docker.volume_exists(&k.original).await?
@@ -1238,8 +1366,7 @@ impl Stack {
                 STEP_SWAP,
                 format!(
                     "keep the recovered volume(s) aside and put {} back",
-                    recovery
-                        .kept_aside
+                    to_restore
                         .iter()
                         .map(|k| k.kept_as.as_str())
                         .collect::<Vec<_>>()
@@ -1275,7 +1402,7 @@ impl Stack {
             .await?;
             run.step(STEP_SWAP, async {
                 let mut done = Vec::new();
-                for k in &recovery.kept_aside {
+                for k in &to_restore {
                     docker.remove_abandoned_helpers(&k.original).await?;
                     docker.remove_abandoned_helpers(&k.kept_as).await?;
                     if !docker.volume_exists(&k.kept_as).await? {
@@ -1400,6 +1527,7 @@ impl Stack {
             spec,
             secrets,
             plan,
+            backup,
             ..
         } = self.prepare_container_recovery(name, options).await?;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
@@ -1416,14 +1544,25 @@ impl Stack {
             n.aliases.clear();
         }
         copy.restart_policy = None;
+        // Every volume, and every host directory the container may write to (a data
+        // directory bind-mounted from the host), becomes a fresh volume of the copy: the copy
+        // never shares anything writable with the live container. Read-only binds (config
+        // files) stay.
         let mut volumes = Vec::new();
         let mut recreate = RecreateOptions::new().secrets(secrets);
-        for m in &copy.mounts {
-            if m.kind == MountKind::Volume {
-                let v = format!(
-                    "{}-zdr-drill-{stamp}",
-                    m.source.as_deref().unwrap_or("volume")
-                );
+        for (i, m) in copy.mounts.iter_mut().enumerate() {
+            let writable_bind = m.kind == MountKind::Bind && !m.read_only;
+            if m.kind == MountKind::Volume || writable_bind {
+                let v = if writable_bind {
+                    format!("{copy_name}-bind{i}")
+                } else {
+                    format!(
+                        "{}-zdr-drill-{stamp}",
+                        m.source.as_deref().unwrap_or("volume")
+                    )
+                };
+                m.kind = MountKind::Volume;
+                m.source = Some(v.clone());
                 recreate = recreate.volume(m.target.clone(), VolumeChoice::Fresh(v.clone()));
                 volumes.push(v);
             }
@@ -1486,7 +1625,7 @@ impl Stack {
                         name,
                         &RestoreOptions {
                             tier: options.tier.clone(),
-                            backup: options.backup.clone(),
+                            backup: BackupSelector::Id(backup.id.clone()),
                             ..RestoreOptions::default()
                         },
                         progress,

@@ -845,10 +845,12 @@ impl Stack {
         let Some((docker, container)) = self.docker_container(name).await? else {
             return Ok(None);
         };
-        let spec = docker
+        let mut spec = docker
             .spec(&container)
             .await
             .map_err(|e| e.with_context("component", name))?;
+        // Which recovery made the container is not part of what it is made of.
+        spec.labels.remove(crate::recover::RECOVERY_LABEL);
         let mut runner = docker
             .exec_runner(container)
             .with_env("PGHOST", host)

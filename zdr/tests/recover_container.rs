@@ -292,7 +292,7 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
             .error
             .as_deref()
             .unwrap_or_default()
-            .contains("healthy"),
+            .contains("did not become healthy within"),
         "{failed:?}"
     );
     assert_eq!(failed.kept_aside.len(), 1, "{failed:?}");
@@ -327,6 +327,10 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
     assert!(report.ok, "{report:#?}");
     assert_eq!(pg.sql("SELECT count(*) FROM orders").await?, "2000");
     assert_eq!(marked(), 0, "the markers stay after a successful recovery");
+    // It lists first what the failed run kept aside (the damaged data itself), then the
+    // volume that run had made, kept aside in turn.
+    assert_eq!(report.kept_aside.len(), 2, "{:?}", report.kept_aside);
+    assert_eq!(report.kept_aside[0].kept_as, aside);
 
     // Rollback: the volume the failed recovery kept aside (the damaged data, 5 rows) comes
     // back under its name; the recovered one is kept aside in turn.
@@ -348,7 +352,7 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
     assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
     assert!(e.to_string().contains("kept nothing aside"), "{e}");
     let back = stack
-        .rollback_recovery(&failed.id, &options, &Progress::none())
+        .rollback_recovery(&report.id, &options, &Progress::none())
         .await?;
     assert!(back.ok, "{back:#?}");
     assert_eq!(back.restored.len(), 1);

@@ -341,8 +341,10 @@ impl Stack {
                             Some(RunnerConfig::Docker { .. })
                         );
                         if in_container {
+                            // The fetched copy is read first; a damaged one falls back to
+                            // the other tiers (the source among them) for the same backup.
                             let opts = ContainerRecoveryOptions {
-                                tier: Some(primary_name.clone()),
+                                tier: None,
                                 backup: BackupSelector::Id(m.id.clone()),
                                 no_backup: true,
                                 force: true,
@@ -368,7 +370,7 @@ impl Stack {
                             ));
                         }
                         let restore = RestoreOptions {
-                            tier: Some(primary_name.clone()),
+                            tier: None,
                             backup: BackupSelector::Id(m.id.clone()),
                             target: RestoreTarget {
                                 overwrite: true,

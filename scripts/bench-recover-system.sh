@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Benchmark (not a test) of the runbook's "full system disaster" scenario: `zdr recover system`
+# bringing a PostgreSQL container (>= 1 GB), a Redis server (>= 500 MB) and config files back
+# from an S3 tier (SeaweedFS) after the local tier, the container with its volume, the Redis
+# dataset and the config directory are all gone. Target: <= 5 min on this machine (runbook
+# objective: 24 h).
+#
+#   scripts/bench-recover-system.sh                               # builds the release zdr
+#   ZDR_BIN=target/release/zdr scripts/bench-recover-system.sh    # no build: use this binary
+#   PG_SCALE=70 REDIS_KEYS=500000 REDIS_VALUE=1000 (the defaults)
+#
+# Everything lives under $W (default $TMPDIR/zdr-systembench) and is removed at the end except
+# $W/results.md (printed) and the recovery's report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+W=${W:-${TMPDIR:-/tmp}/zdr-systembench}
+PG_SCALE=${PG_SCALE:-70}
+REDIS_KEYS=${REDIS_KEYS:-500000}
+REDIS_VALUE=${REDIS_VALUE:-1000}
+PG_IMAGE=zdr-test/postgres:current
+BASE_IMAGE=zdr-test/base:current
+PG=zdrs-pg
+APP=zdrs-app
+VOL=zdrs-pg-data
+PW=bench-pw-$$
+ZDR_BIN_ARG=${ZDR_BIN:-}
+unset ZDR_BIN
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+WEED_PID=
+RPORT=$(free_port)
+cleanup() {
+    docker rm -f "$PG" "$APP" >/dev/null 2>&1 || true
+    for v in $(docker volume ls -q | grep "^$VOL" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
+    redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
+    if [ -n "$WEED_PID" ]; then kill -- "-$WEED_PID" 2>/dev/null || true; wait "$WEED_PID" 2>/dev/null || true; fi
+    if [ -f "$W/results.md" ]; then
+        find "$W" -mindepth 1 -maxdepth 1 ! -name results.md ! -name report.md -exec rm -rf {} +
+    else
+        rm -rf "$W"
+    fi
+}
+trap cleanup EXIT
+
+command -v weed >/dev/null || { echo "bench-recover-system.sh: SeaweedFS weed is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
+for image in "$PG_IMAGE" "$BASE_IMAGE"; do
+    docker image inspect "$image" >/dev/null 2>&1 || bash scripts/build-test-images.sh
+done
+if [[ -n $ZDR_BIN_ARG ]]; then
+    ZDR=$(realpath "$ZDR_BIN_ARG")
+else
+    cargo build --release -q --locked -p zdr-cli
+    ZDR=$(realpath "${CARGO_TARGET_DIR:-target}/release/zdr")
+fi
+docker rm -f "$PG" "$APP" >/dev/null 2>&1 || true
+for v in $(docker volume ls -q | grep "^$VOL" || true); do docker volume rm "$v" >/dev/null; done
+rm -rf "$W"; mkdir -p "$W/redis" "$W/s3" "$W/tier" "$W/config"
+
+# PostgreSQL in its container, with an app container depending on it.
+PGPORT=$(free_port)
+docker run -d --name "$PG" -e POSTGRES_PASSWORD="$PW" -e POSTGRES_DB=app \
+    -v "$VOL:/var/lib/postgresql/data" -p "127.0.0.1:$PGPORT:5432" "$PG_IMAGE" >/dev/null
+docker run -d --name "$APP" "$BASE_IMAGE" sh -c "trap 'exit 0' TERM; while :; do sleep 0.2; done" >/dev/null
+until [[ $(docker inspect -f '{{.State.Health.Status}}' "$PG") == healthy ]]; do sleep 0.2; done
+log "loading PostgreSQL: pgbench -i -s $PG_SCALE"
+docker exec "$PG" pgbench -q -i -s "$PG_SCALE" -U postgres app >/dev/null 2>&1
+PG_SIZE=$(docker exec "$PG" psql -X -At -U postgres -d app -c "SELECT pg_size_pretty(pg_database_size('app'))")
+PG_ROWS=$(docker exec "$PG" psql -X -At -U postgres -d app -c "SELECT count(*) FROM pgbench_accounts")
+
+# Redis on the host, its dataset under $W/redis.
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$W/redis" --save "" --appendonly no \
+    --daemonize yes --pidfile "$W/redis/redis.pid" --logfile "$W/redis.log"
+until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
+log "loading Redis: $REDIS_KEYS keys of $REDIS_VALUE bytes"
+python3 scripts/gen-redis.py "$REDIS_KEYS" "$REDIS_VALUE" | redis-cli -p "$RPORT" --pipe >/dev/null
+REDIS_MEM=$(redis-cli -p "$RPORT" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')
+REDIS_KEYS_NOW=$(redis-cli -p "$RPORT" dbsize)
+
+# Config files: a copy of /usr/share/doc (thousands of small files).
+cp -a /usr/share/doc/. "$W/config/"
+CONFIG_FILES=$(find "$W/config" -type f | wc -l)
+(cd "$W/config" && find . -type f -print0 | sort -z | xargs -0 sha256sum) >"$W/config.sums"
+
+# SeaweedFS as the offsite S3 tier.
+read -r P_MASTER P_VOLUME P_FILER P_S3 P_ADMIN < <(python3 - <<'EOF'
+import random, socket
+def free(p):
+    try:
+        s = socket.socket(); s.bind(("127.0.0.1", p)); s.close(); return True
+    except OSError:
+        return False
+got = []
+while len(got) < 5:
+    p = random.randint(20000, 29999)
+    if p not in got and p + 10000 not in got and free(p) and free(p + 10000):
+        got.append(p)
+print(*got)
+EOF
+)
+S3_KEY=ZDRSYS$RANDOM$RANDOM
+S3_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(20))')
+cat >"$W/s3/s3.json" <<EOF
+{"identities": [{"name": "zdr", "credentials": [{"accessKey": "$S3_KEY", "secretKey": "$S3_SECRET"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+EOF
+args=(mini "-dir=$W/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 "-s3.config=$W/s3/s3.json"
+    -bucket=zdr-offsite -s3.autoCreateBucket=false -webdav=false -admin.ui=false
+    -master.telemetry=false "-filer.localSocket=$W/s3/filer.sock" "-s3.localSocket=$W/s3/s3.sock"
+    -s3.port.iceberg=0 -s3.port.lance=0)
+for np in master:$P_MASTER volume:$P_VOLUME filer:$P_FILER s3:$P_S3 admin:$P_ADMIN; do
+    args+=("-${np%%:*}.port=${np#*:}" "-${np%%:*}.port.grpc=$(( ${np#*:} + 10000 ))")
+done
+(cd "$W/s3" && TMPDIR="$W/s3" exec setsid weed "${args[@]}" >"$W/s3/weed.log" 2>&1) &
+WEED_PID=$!
+until curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_KEY:$S3_SECRET" \
+    "http://127.0.0.1:$P_S3/zdr-offsite?list-type=2" 2>/dev/null | grep -q 200; do sleep 0.2; done
+
+cat >"$W/zdr.toml" <<EOF
+primary = "local"
+replicate_to = ["offsite"]
+[pipeline]
+compression = "zstd"
+level = 1
+[tiers.local]
+type = "fs"
+root = "$W/tier"
+[tiers.offsite]
+type = "s3"
+bucket = "zdr-offsite"
+endpoint = "http://127.0.0.1:$P_S3"
+region = "us-east-1"
+root = "/zdr"
+[components.db]
+type = "postgres"
+host = "127.0.0.1"
+port = $PGPORT
+user = "postgres"
+database = "app"
+runner = "docker"
+container = "$PG"
+dependents = ["$APP"]
+[components.cache]
+type = "redis"
+url = "redis://127.0.0.1:$RPORT"
+data_dir = "$W/redis"
+start_command = ["redis-server", "--port", "$RPORT", "--bind", "127.0.0.1", "--dir", "$W/redis", "--save", "", "--appendonly", "no", "--daemonize", "yes", "--pidfile", "$W/redis/redis.pid", "--logfile", "$W/redis.log"]
+[components.configs]
+type = "files"
+path = "$W/config"
+EOF
+export ZDR_COMPONENTS__DB__PASSWORD=$PW ZDR_TIERS__OFFSITE__ACCESS_KEY_ID=$S3_KEY ZDR_TIERS__OFFSITE__SECRET_ACCESS_KEY=$S3_SECRET
+zdr() { "$ZDR" --config "$W/zdr.toml" --no-progress "$@"; }
+log "database $PG_SIZE ($PG_ROWS rows), Redis $REDIS_MEM ($REDIS_KEYS_NOW keys), $CONFIG_FILES config files; backing up and replicating"
+for c in db cache configs; do zdr backup "$c" --replicate >/dev/null; done
+OFFSITE=$(du -sh "$W/s3" | cut -f1)
+
+# The disaster.
+docker kill "$PG" >/dev/null; docker rm -f "$PG" >/dev/null; docker volume rm "$VOL" >/dev/null
+redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
+rm -f "$W/redis/dump.rdb"
+rm -rf "$W/tier" "$W/config"
+log "disaster: local tier, container and volume, Redis dataset and config files gone"
+
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+t0=$(date +%s.%N)
+zdr recover system --from offsite --no-backup >"$W/report.md"
+t1=$(date +%s.%N)
+SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+rows=$(docker exec "$PG" psql -X -At -U postgres -d app -c "SELECT count(*) FROM pgbench_accounts")
+keys=$(redis-cli -p "$RPORT" dbsize)
+[[ $rows == "$PG_ROWS" ]] || { echo "PostgreSQL: $rows rows, not $PG_ROWS" >&2; exit 1; }
+[[ $keys == "$REDIS_KEYS_NOW" ]] || { echo "Redis: $keys keys, not $REDIS_KEYS_NOW" >&2; exit 1; }
+(cd "$W/config" && sha256sum --quiet -c "$W/config.sums") || { echo "config files differ" >&2; exit 1; }
+log "recovered in $SECS s; data checked"
+
+{
+    echo "Full system recovery from the S3 tier (SeaweedFS), local tier wiped; load average before: $load"
+    echo
+    echo "| data | size |"
+    echo "|---|---|"
+    echo "| PostgreSQL in its container (pgbench -s $PG_SCALE) | $PG_SIZE, $PG_ROWS rows in pgbench_accounts |"
+    echo "| Redis on the host | $REDIS_MEM used_memory, $REDIS_KEYS_NOW keys |"
+    echo "| config files | $CONFIG_FILES files |"
+    echo "| on the S3 tier | $OFFSITE |"
+    echo
+    echo "\`zdr recover system --from offsite --no-backup\`: **$SECS s** (target <= 300 s)"
+    echo
+    grep -E '^\| [0-9]+ \|' "$W/report.md" | sed 's/^/    /'
+} >"$W/results.md"
+cat "$W/results.md"
