@@ -333,6 +333,9 @@ pub(crate) enum RecoverScenario {
         /// Seconds each container and dependent may take to become healthy.
         #[arg(long, default_value_t = 120)]
         health_timeout: u64,
+        /// Print the plan (the backup chosen per component, the steps) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Undo a container recovery: put the volumes it kept aside back under their names (the
     /// recovered ones are kept aside in turn), recreate the container on them, wait until

@@ -422,6 +422,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 at,
                 no_backup,
                 health_timeout,
+                dry_run,
             } => {
                 let options = zdr::recover::SystemRecoveryOptions {
                     from: from.clone(),
@@ -429,6 +430,13 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                     no_backup: *no_backup,
                     health_timeout: Duration::from_secs(*health_timeout),
                 };
+                if *dry_run {
+                    let plan = stack.plan_system_recovery(&options).await?;
+                    return Ok(render::Outcome::ok(
+                        plan.to_text().lines().map(str::to_owned).collect(),
+                        json!({"ok": true, "dry_run": true, "plan": plan}),
+                    ));
+                }
                 Ok(render::system_recovery(
                     &stack.recover_system(&options, progress).await?,
                 ))

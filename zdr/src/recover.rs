@@ -34,7 +34,9 @@ use crate::config::{ComponentConfig, RunnerConfig};
 use crate::stack::{Stack, select_for};
 
 mod system;
-pub use system::{ComponentRecovery, SystemRecoveryOptions, SystemRecoveryReport};
+pub use system::{
+    ComponentRecovery, SystemRecoveryOptions, SystemRecoveryPlan, SystemRecoveryReport,
+};
 
 /// The key of the container spec in a backup manifest's facts.
 pub const CONTAINER_FACT: &str = "container";

@@ -143,11 +143,29 @@ path = "{live}"
         .ok_or_else(|| Error::unexpected("recovered from an unknown tier"))?;
     assert!(e.to_string().contains("nowhere"), "{e}");
 
-    // The recovery, to the target time.
+    // The plan, to the target time: the older config backup, nothing touched.
     let options = SystemRecoveryOptions {
         at: Some(target),
         ..SystemRecoveryOptions::from_tier("offsite")
     };
+    let plan = stack.plan_system_recovery(&options).await?;
+    let planned: Vec<(&str, &str)> = plan
+        .components
+        .iter()
+        .map(|c| (c.component.as_str(), c.backup.as_str()))
+        .collect();
+    let (db_id, first_id) = (db_backup.backup.id.to_string(), first.backup.id.to_string());
+    assert_eq!(
+        planned,
+        [("db", db_id.as_str()), ("configs", first_id.as_str())]
+    );
+    assert!(plan.to_text().contains("restore-configs"));
+    assert!(
+        !dir.path().join("tiers/local").exists(),
+        "the plan touched the local tier"
+    );
+
+    // The recovery, to the target time.
     let report = stack.recover_system(&options, &Progress::none()).await?;
     assert!(report.ok, "{report:#?}");
     let order: Vec<&str> = report.steps.iter().map(|s| s.id.as_str()).collect();

@@ -171,6 +171,60 @@ impl SystemRecoveryReport {
     }
 }
 
+/// What a system recovery will do: the backup chosen per component and the steps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SystemRecoveryPlan {
+    /// The tier recovered from.
+    pub from: String,
+    /// The target time, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// The steps, in order.
+    pub steps: Vec<PlanStep>,
+    /// Per component: the backup chosen, the moment it restores to, its skew from the target.
+    pub components: Vec<ComponentRecovery>,
+}
+
+impl SystemRecoveryPlan {
+    /// The plan as text.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let mut out = format!(
+            "Recovery plan: full system from tier {}{}\n",
+            self.from,
+            self.at
+                .map(|t| format!(", to {}", ts(&t)))
+                .unwrap_or_default()
+        );
+        for c in &self.components {
+            out.push_str(&format!(
+                "  {} ({}): backup {}, restores to {}{}\n",
+                c.component,
+                c.component_type,
+                c.backup,
+                ts(&c.restored_to),
+                c.skew_seconds
+                    .map(|s| format!(" ({s} s before the target)"))
+                    .unwrap_or_default()
+            ));
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            out.push_str(&format!("{:>2}. {:<20} {}\n", i + 1, s.id, s.action));
+        }
+        out
+    }
+}
+
+/// Everything a system recovery needs, found before anything is touched.
+struct Planned {
+    from: std::sync::Arc<dyn zdr_core::StorageTier>,
+    primary_name: String,
+    chosen: Vec<(String, ComponentType, Manifest)>,
+    steps: Vec<PlanStep>,
+    components: Vec<ComponentRecovery>,
+}
+
 /// The order the data tier comes back in: secrets first (the others may need them), then the
 /// databases, the caches, the vector store, and the config files last.
 fn rank(ty: ComponentType) -> u8 {
@@ -184,21 +238,25 @@ fn rank(ty: ComponentType) -> u8 {
 }
 
 impl Stack {
-    /// The runbook's full-system scenario: every component back from tier `options.from`
-    /// (see the module documentation).
+    /// What [`Stack::recover_system`] would do, without touching anything: the backup chosen
+    /// per component and the steps (`zdr recover system --dry-run`).
     ///
     /// # Errors
-    /// Before anything is touched: an unknown tier, a source catalog that cannot be read, a
-    /// component without a usable backup there (or none before the target time), each named.
-    /// A step failing later ends the recovery with a report ([`SystemRecoveryReport::ok`] is
-    /// false) naming it.
-    pub async fn recover_system(
+    /// As [`Stack::recover_system`] before anything is touched.
+    pub async fn plan_system_recovery(
         &self,
         options: &SystemRecoveryOptions,
-        progress: &Progress,
-    ) -> Result<SystemRecoveryReport> {
-        let started = Instant::now();
-        let started_at = Utc::now();
+    ) -> Result<SystemRecoveryPlan> {
+        let p = self.prepare_system_recovery(options).await?;
+        Ok(SystemRecoveryPlan {
+            from: options.from.clone(),
+            at: options.at,
+            steps: p.steps,
+            components: p.components,
+        })
+    }
+
+    async fn prepare_system_recovery(&self, options: &SystemRecoveryOptions) -> Result<Planned> {
         let from = self.tier(&options.from)?;
         let primary_name = self.config().primary.clone();
         let source = Repository::new(from.clone(), self.pipeline()?)
@@ -246,9 +304,6 @@ impl Stack {
             chosen.push((name.clone(), *ty, m));
         }
 
-        // Opened (an fs tier's root made) only once every input is known.
-        let primary = self.tier(&primary_name)?;
-        let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
         let mut steps = vec![PlanStep {
             id: "fetch".to_owned(),
             action: format!(
@@ -280,8 +335,7 @@ impl Stack {
             verification: String::new(),
             timeout_secs: 6 * 3600,
         });
-        let mut run = Run::new(&steps, progress);
-        let mut components: Vec<ComponentRecovery> = chosen
+        let components: Vec<ComponentRecovery> = chosen
             .iter()
             .map(|(name, ty, m)| ComponentRecovery {
                 component: name.clone(),
@@ -294,6 +348,41 @@ impl Stack {
                 container_recovery: None,
             })
             .collect();
+        Ok(Planned {
+            from,
+            primary_name,
+            chosen,
+            steps,
+            components,
+        })
+    }
+
+    /// The runbook's full-system scenario: every component back from tier `options.from`
+    /// (see the module documentation).
+    ///
+    /// # Errors
+    /// Before anything is touched: an unknown tier, a source catalog that cannot be read, a
+    /// component without a usable backup there (or none before the target time), each named.
+    /// A step failing later ends the recovery with a report ([`SystemRecoveryReport::ok`] is
+    /// false) naming it.
+    pub async fn recover_system(
+        &self,
+        options: &SystemRecoveryOptions,
+        progress: &Progress,
+    ) -> Result<SystemRecoveryReport> {
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let Planned {
+            from,
+            primary_name,
+            chosen,
+            steps,
+            mut components,
+        } = self.prepare_system_recovery(options).await?;
+        // Opened (an fs tier's root made) only once every input is known.
+        let primary = self.tier(&primary_name)?;
+        let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
+        let mut run = Run::new(&steps, progress);
 
         let result: Result<()> = async {
             let mut fetched = vec![0u64; chosen.len()];
