@@ -474,6 +474,47 @@ impl RecoveryReport {
     }
 }
 
+/// The spec of a drill's throwaway copy of `spec` and the fresh volumes it gets: another name,
+/// no compose labels (compose never takes it for the service), the drill label, ports on free
+/// host ports, no network aliases (it never answers for the service name), no restart policy;
+/// every volume, and every host directory the container may write to (a data directory
+/// bind-mounted from the host), becomes a fresh volume — the copy shares nothing writable with
+/// the live container. Read-only binds (config files) stay.
+fn drill_copy(spec: &ContainerSpec, component: &str, stamp: &str) -> (ContainerSpec, Vec<String>) {
+    let copy_name = format!("{}-zdr-drill-{stamp}", spec.name);
+    let mut copy = spec.clone();
+    copy.name.clone_from(&copy_name);
+    copy.labels
+        .retain(|k, _| !k.starts_with("com.docker.compose.") && k != RECOVERY_LABEL);
+    copy.labels
+        .insert(DRILL_LABEL.to_owned(), component.to_owned());
+    for p in &mut copy.ports {
+        p.host_port.clear();
+    }
+    for n in &mut copy.networks {
+        n.aliases.clear();
+    }
+    copy.restart_policy = None;
+    let mut volumes = Vec::new();
+    for (i, m) in copy.mounts.iter_mut().enumerate() {
+        let writable_bind = m.kind == MountKind::Bind && !m.read_only;
+        if m.kind == MountKind::Volume || writable_bind {
+            let v = if writable_bind {
+                format!("{copy_name}-bind{i}")
+            } else {
+                format!(
+                    "{}-zdr-drill-{stamp}",
+                    m.source.as_deref().unwrap_or("volume")
+                )
+            };
+            m.kind = MountKind::Volume;
+            m.source = Some(v.clone());
+            volumes.push(v);
+        }
+    }
+    (copy, volumes)
+}
+
 /// Writes an unfinished recovery's marker (JSON; the spec holds no secret values).
 async fn write_marker(
     tier: &dyn zdr_core::StorageTier,
@@ -1533,40 +1574,12 @@ impl Stack {
             ..
         } = self.prepare_container_recovery(name, options).await?;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
-        let copy_name = format!("{}-zdr-drill-{stamp}", spec.name);
-        let mut copy = spec.clone();
-        copy.name.clone_from(&copy_name);
-        copy.labels
-            .retain(|k, _| !k.starts_with("com.docker.compose."));
-        copy.labels.insert(DRILL_LABEL.to_owned(), name.to_owned());
-        for p in &mut copy.ports {
-            p.host_port.clear();
-        }
-        for n in &mut copy.networks {
-            n.aliases.clear();
-        }
-        copy.restart_policy = None;
-        // Every volume, and every host directory the container may write to (a data
-        // directory bind-mounted from the host), becomes a fresh volume of the copy: the copy
-        // never shares anything writable with the live container. Read-only binds (config
-        // files) stay.
-        let mut volumes = Vec::new();
+        let (copy, volumes) = drill_copy(&spec, name, &stamp);
+        let copy_name = copy.name.clone();
         let mut recreate = RecreateOptions::new().secrets(secrets);
-        for (i, m) in copy.mounts.iter_mut().enumerate() {
-            let writable_bind = m.kind == MountKind::Bind && !m.read_only;
-            if m.kind == MountKind::Volume || writable_bind {
-                let v = if writable_bind {
-                    format!("{copy_name}-bind{i}")
-                } else {
-                    format!(
-                        "{}-zdr-drill-{stamp}",
-                        m.source.as_deref().unwrap_or("volume")
-                    )
-                };
-                m.kind = MountKind::Volume;
-                m.source = Some(v.clone());
+        for m in &copy.mounts {
+            if let Some(v) = m.source.as_ref().filter(|v| volumes.contains(v)) {
                 recreate = recreate.volume(m.target.clone(), VolumeChoice::Fresh(v.clone()));
-                volumes.push(v);
             }
         }
         let health = options.health_timeout.as_secs();
@@ -1809,5 +1822,77 @@ impl<'a> Run<'a> {
 
     pub(crate) fn finish(self) -> Vec<StepRecord> {
         self.records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zdr_docker::{MountSpec, NetworkSpec, PortSpec};
+
+    #[test]
+    fn a_drill_copy_shares_nothing_writable_and_never_answers_for_the_service() {
+        let json = serde_json::json!({
+            "name": "zentoria-db",
+            "image": "postgres:15",
+            "env": [],
+            "mounts": [],
+            "networks": [],
+            "exposed_ports": [],
+            "ports": [],
+            "labels": {"com.docker.compose.project": "zentoria", "com.docker.compose.service": "db",
+                       "io.zdr.recovery": "recovery-db-1", "org.example": "kept"},
+            "restart_policy": {"name": "always"}
+        });
+        let mut spec: ContainerSpec =
+            serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        spec.mounts = vec![
+            MountSpec {
+                kind: MountKind::Volume,
+                source: Some("pgdata".into()),
+                target: "/var/lib/postgresql/data".into(),
+                read_only: false,
+            },
+            MountSpec {
+                kind: MountKind::Bind,
+                source: Some("/srv/db/wal".into()),
+                target: "/wal".into(),
+                read_only: false,
+            },
+            MountSpec {
+                kind: MountKind::Bind,
+                source: Some("/srv/db/conf".into()),
+                target: "/etc/pg".into(),
+                read_only: true,
+            },
+        ];
+        spec.networks = vec![NetworkSpec {
+            name: "zentoria_default".into(),
+            aliases: vec!["db".into()],
+        }];
+        spec.ports = vec![PortSpec {
+            container_port: "5432/tcp".into(),
+            host_ip: "127.0.0.1".into(),
+            host_port: "5432".into(),
+        }];
+        let (copy, volumes) = drill_copy(&spec, "postgres", "s1");
+        assert_eq!(copy.name, "zentoria-db-zdr-drill-s1");
+        assert_eq!(
+            volumes,
+            ["pgdata-zdr-drill-s1", "zentoria-db-zdr-drill-s1-bind1"]
+        );
+        assert!(
+            copy.mounts
+                .iter()
+                .all(|m| m.source.as_deref() != Some("pgdata")
+                    && m.source.as_deref() != Some("/srv/db/wal"))
+        );
+        assert_eq!(copy.mounts[2].source.as_deref(), Some("/srv/db/conf"));
+        assert_eq!(copy.mounts[2].kind, MountKind::Bind);
+        assert!(copy.networks[0].aliases.is_empty());
+        assert_eq!(copy.ports[0].host_port, "");
+        assert!(copy.restart_policy.is_none());
+        let labels: Vec<&str> = copy.labels.keys().map(String::as_str).collect();
+        assert_eq!(labels, [DRILL_LABEL, "org.example"]);
     }
 }

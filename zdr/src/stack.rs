@@ -338,10 +338,10 @@ impl Stack {
             }
         }
         let pipeline = self.pipeline()?;
-        let (runner, spec) = match self.docker_runner(name).await? {
+        let (runner, spec) = match self.docker_runner(name, true).await? {
             Some((runner, spec)) => (
                 Some(Arc::new(runner) as Arc<dyn zdr_core::CommandRunner>),
-                Some(spec),
+                spec,
             ),
             None => (None, None),
         };
@@ -825,17 +825,23 @@ impl Stack {
         name: &str,
     ) -> Result<Option<Arc<dyn zdr_core::CommandRunner>>> {
         Ok(self
-            .docker_runner(name)
+            .docker_runner(name, false)
             .await?
             .map(|(runner, _)| Arc::new(runner) as Arc<dyn zdr_core::CommandRunner>))
     }
 
-    /// The exec runner of component `name`'s tools and the spec of its container (recorded
-    /// in its backups), when the config puts the tools in a container.
+    /// The exec runner of component `name`'s tools and, with `with_spec`, the spec of its
+    /// container (recorded in its backups), when the config puts the tools in a container.
     async fn docker_runner(
         &self,
         name: &str,
-    ) -> Result<Option<(zdr_docker::DockerExecRunner, zdr_docker::ContainerSpec)>> {
+        with_spec: bool,
+    ) -> Result<
+        Option<(
+            zdr_docker::DockerExecRunner,
+            Option<zdr_docker::ContainerSpec>,
+        )>,
+    > {
         let Some(crate::config::RunnerConfig::Docker {
             user, host, port, ..
         }) = self.config.runners.get(name)
@@ -845,12 +851,17 @@ impl Stack {
         let Some((docker, container)) = self.docker_container(name).await? else {
             return Ok(None);
         };
-        let mut spec = docker
-            .spec(&container)
-            .await
-            .map_err(|e| e.with_context("component", name))?;
-        // Which recovery made the container is not part of what it is made of.
-        spec.labels.remove(crate::recover::RECOVERY_LABEL);
+        let spec = if with_spec {
+            let mut spec = docker
+                .spec(&container)
+                .await
+                .map_err(|e| e.with_context("component", name))?;
+            // Which recovery made the container is not part of what it is made of.
+            spec.labels.remove(crate::recover::RECOVERY_LABEL);
+            Some(spec)
+        } else {
+            None
+        };
         let mut runner = docker
             .exec_runner(container)
             .with_env("PGHOST", host)
