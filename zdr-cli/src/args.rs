@@ -336,6 +336,9 @@ pub(crate) enum RecoverScenario {
         /// Print the plan (the backup chosen per component, the steps) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Replace containers that run and are healthy too (refused by default).
+        #[arg(long)]
+        force: bool,
     },
     /// Undo a container recovery: put the volumes it kept aside back under their names (the
     /// recovered ones are kept aside in turn), recreate the container on them, wait until

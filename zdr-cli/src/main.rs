@@ -423,12 +423,14 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 no_backup,
                 health_timeout,
                 dry_run,
+                force,
             } => {
                 let options = zdr::recover::SystemRecoveryOptions {
                     from: from.clone(),
                     at: at.as_deref().map(zdr::core::parse_time).transpose()?,
                     no_backup: *no_backup,
                     health_timeout: Duration::from_secs(*health_timeout),
+                    force: *force,
                 };
                 if *dry_run {
                     let plan = stack.plan_system_recovery(&options).await?;

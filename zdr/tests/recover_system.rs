@@ -103,6 +103,16 @@ path = "{live}"
         .backup("configs", &replicate, &Progress::none())
         .await?;
 
+    // Nothing has failed yet: a system recovery would replace the running, healthy database
+    // container, so it is refused before anything is touched.
+    let e = stack
+        .plan_system_recovery(&SystemRecoveryOptions::from_tier("offsite"))
+        .await
+        .err()
+        .ok_or_else(|| Error::unexpected("planned to replace a healthy container"))?;
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(e.to_string().contains("is running and healthy"), "{e}");
+
     // The disaster: the local tier, the container with its volume and the config files gone.
     std::fs::remove_dir_all(dir.path().join("tiers/local"))
         .map_err(|e| Error::from_io(e, "wipe local tier"))?;

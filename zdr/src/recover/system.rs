@@ -38,6 +38,9 @@ pub struct SystemRecoveryOptions {
     pub no_backup: bool,
     /// How long each container and dependent may take to become healthy.
     pub health_timeout: Duration,
+    /// Replace containers that run and are healthy too (by default the recovery is refused
+    /// before anything is touched when one does: nothing failed there).
+    pub force: bool,
 }
 
 impl SystemRecoveryOptions {
@@ -49,6 +52,7 @@ impl SystemRecoveryOptions {
             at: None,
             no_backup: false,
             health_timeout: Duration::from_secs(120),
+            force: false,
         }
     }
 }
@@ -301,6 +305,31 @@ impl Stack {
                 .with_context("component", name)
                 .with_context("tier", &options.from)
             })?;
+            // A container that runs and is healthy has not failed: refused unless forced.
+            let exists = || async {
+                match self.docker_container(name).await {
+                    Ok(found) => Ok(found.is_some()),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(e),
+                }
+            };
+            if !options.force
+                && matches!(
+                    self.config().runners.get(name),
+                    Some(RunnerConfig::Docker { .. })
+                )
+                && exists().await?
+            {
+                let probe = ContainerRecoveryOptions {
+                    backup: BackupSelector::Id(m.id.clone()),
+                    ..ContainerRecoveryOptions::default()
+                };
+                if let Some(why) = self.plan_container_recovery(name, &probe).await?.refused {
+                    return Err(Error::new(ErrorKind::Conflict, why)
+                        .with_context("component", name)
+                        .with_hint("a full-system recovery replaces every component; pass --force to replace running ones too"));
+                }
+            }
             chosen.push((name.clone(), *ty, m));
         }
 
@@ -436,6 +465,7 @@ impl Stack {
                                 tier: None,
                                 backup: BackupSelector::Id(m.id.clone()),
                                 no_backup: true,
+                                // Checked for the whole system before anything was touched.
                                 force: true,
                                 health_timeout: options.health_timeout,
                                 ..ContainerRecoveryOptions::default()
