@@ -600,6 +600,106 @@ else
     echo "(no SeaweedFS 'weed' on PATH: the S3 injections are skipped)"
 fi
 
+# --- 15. container recoveries killed at every step and at random instants -------------------
+# A PostgreSQL container (the image of scripts/build-test-images.sh) with an app container
+# depending on it, under its own config. Each injection: the container crashes (SIGKILL),
+# `zdr recover container` is killed at a step's failpoint or at a random instant, then run
+# again: it must succeed, the rows must be those backed up, no recovery marker, copy helper or
+# drill copy may be left, and the app container must run.
+if command -v docker >/dev/null && docker image inspect zdr-test/postgres:current >/dev/null 2>&1 &&
+    docker image inspect zdr-test/base:current >/dev/null 2>&1; then
+    DK=zdrf-$RANDOM$RANDOM
+    DKPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    docker_cleanup() {
+        docker rm -f "$DK" "$DK-app" >/dev/null 2>&1 || true
+        for v in $(docker volume ls -q | grep "^$DK" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
+    }
+    trap 'docker_cleanup; cleanup' EXIT
+    docker run -d --name "$DK" -e POSTGRES_PASSWORD=faults-pw -e POSTGRES_DB=app \
+        -v "$DK-data:/var/lib/postgresql/data" -p "127.0.0.1:$DKPORT:5432" zdr-test/postgres:current >/dev/null
+    docker run -d --name "$DK-app" zdr-test/base:current sh -c "trap 'exit 0' TERM; while :; do sleep 0.2; done" >/dev/null
+    until [[ $(docker inspect -f '{{.State.Health.Status}}' "$DK") == healthy ]]; do sleep 0.2; done
+    docker exec "$DK" psql -X -q -U postgres -d app -c "CREATE TABLE orders (id int PRIMARY KEY, item text);
+        INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 5000) g;"
+    dk_rows() { docker exec "$DK" psql -X -At -U postgres -d app -c "SELECT count(*) || ':' || md5(string_agg(item, ',' ORDER BY id)) FROM orders" 2>/dev/null; }
+    DK_WANT=$(dk_rows)
+    cat >"$WORK/docker.toml" <<EOF
+primary = "local"
+[tiers.local]
+type = "fs"
+root = "$WORK/tiers/docker"
+[components.db]
+type = "postgres"
+host = "127.0.0.1"
+port = $DKPORT
+user = "postgres"
+database = "app"
+runner = "docker"
+container = "$DK"
+dependents = ["$DK-app"]
+EOF
+    zdk() { ZDR_COMPONENTS__DB__PASSWORD=faults-pw "$ZDR_BIN" --config "$WORK/docker.toml" --no-progress "$@"; }
+    zdk backup db >/dev/null
+    dk_check() {
+        local res=ok note=""
+        if ! zdk recover container db --no-backup >"$WORK/err" 2>&1; then
+            res=FAIL; note="the next recovery failed: $(tail -c 300 "$WORK/err" | tr '\n' ' ')"
+        fi
+        [[ $(dk_rows) == "$DK_WANT" ]] || { res=FAIL; note="$note; rows differ"; }
+        local markers helpers drills
+        markers=$(find "$WORK/tiers/docker/reports/unfinished" -type f 2>/dev/null | wc -l)
+        helpers=$(docker ps -aq --filter label=io.zdr.helper --filter "volume=$DK-data" | wc -l)
+        drills=$(docker ps -aq --filter label=io.zdr.drill --filter "name=$DK-zdr-drill" | wc -l)
+        [[ $markers -eq 0 ]] || { res=FAIL; note="$note; $markers recovery marker(s) left"; }
+        [[ $helpers -eq 0 ]] || { res=FAIL; note="$note; $helpers copy helper(s) left"; }
+        [[ $drills -eq 0 ]] || { res=FAIL; note="$note; $drills drill copies left"; }
+        [[ $(docker inspect -f '{{.State.Running}}' "$DK-app") == true ]] || { res=FAIL; note="$note; the app container does not run"; }
+        # The volumes kept aside by the runs: forensics copies, removed here to keep the disk.
+        for v in $(docker volume ls -q | grep "^$DK-data-failed-" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
+        echo "$res|$note"
+    }
+    for rep in $(seq 1 "$REPS"); do
+        for step in remove-failed keep-volumes recreate wait-healthy restore dependents; do
+            docker kill "$DK" >/dev/null
+            ZDR_FAILPOINT=recover-after-$step zdk recover container db --no-backup >/dev/null 2>&1 || true
+            IFS='|' read -r res note < <(dk_check)
+            record container "recover killed after $step" "$res" "$note"
+        done
+        for delay in 0.3 1.2 2.5 4; do
+            docker kill "$DK" >/dev/null
+            ZDR_COMPONENTS__DB__PASSWORD=faults-pw "$ZDR_BIN" --config "$WORK/docker.toml" --no-progress \
+                recover container db --no-backup >/dev/null 2>&1 &
+            BGPID=$!
+            sleep "$delay"
+            kill -9 "$BGPID" 2>/dev/null || true
+            wait "$BGPID" 2>/dev/null || true
+            IFS='|' read -r res note < <(dk_check)
+            record container "recover SIGKILL after ${delay}s" "$res" "$note"
+        done
+        # A drill killed midway leaves its copy; the next drill still passes and the live
+        # container was never touched.
+        started=$(docker inspect -f '{{.State.StartedAt}}' "$DK")
+        ZDR_COMPONENTS__DB__PASSWORD=faults-pw "$ZDR_BIN" --config "$WORK/docker.toml" --no-progress \
+            drill --scenario container db >/dev/null 2>&1 &
+        BGPID=$!
+        sleep 2
+        kill -9 "$BGPID" 2>/dev/null || true
+        wait "$BGPID" 2>/dev/null || true
+        res=ok note=""
+        zdk drill --scenario container db >/dev/null 2>"$WORK/err" || { res=FAIL; note="the next drill failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
+        [[ $(docker inspect -f '{{.State.StartedAt}}' "$DK") == "$started" ]] || { res=FAIL; note="$note; the live container was restarted"; }
+        [[ $(dk_rows) == "$DK_WANT" ]] || { res=FAIL; note="$note; live rows differ"; }
+        left=$(docker ps -aq --filter label=io.zdr.drill --filter "name=$DK-zdr-drill" | wc -l)
+        [[ $left -eq 0 ]] || { res=FAIL; note="$note; $left drill copies left after the next drill"; }
+        vols=$(docker volume ls -q | grep -c -- "^$DK-data-zdr-drill-" || true)
+        [[ $vols -eq 0 ]] || { res=FAIL; note="$note; $vols drill volume(s) left after the next drill"; }
+        record container "drill SIGKILL after 2s, then a drill" "$res" "$note"
+    done
+    docker_cleanup
+else
+    echo "(no Docker engine or test images: the container injections are skipped; scripts/build-test-images.sh builds them)"
+fi
+
 # --- leftovers -------------------------------------------------------------------------------
 left=$(find "$WORK/tiers/local/.zdr-tmp" -type f 2>/dev/null | wc -l)
 ZDR_PIPELINE__SWEEP_GRACE_SECS=0 zdr backup configs >/dev/null 2>&1 || true

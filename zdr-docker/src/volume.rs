@@ -48,6 +48,49 @@ impl Docker {
         Ok(removed)
     }
 
+    /// The containers (running or not) carrying `label` = `value`, each with the named
+    /// volumes it mounts.
+    ///
+    /// # Errors
+    /// When the engine cannot be asked.
+    pub async fn labelled(&self, label: &str, value: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let mut filters = HashMap::new();
+        filters.insert("label", vec![format!("{label}={value}")]);
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .client()
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| {
+                self.err(
+                    e,
+                    format!("cannot list the containers labelled {label}={value}"),
+                )
+            })?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let name = c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .or(c.id)
+                    .unwrap_or_default();
+                let volumes = c
+                    .mounts
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|m| m.name)
+                    .collect();
+                (name, volumes)
+            })
+            .collect())
+    }
+
     /// True when the volume exists.
     ///
     /// # Errors

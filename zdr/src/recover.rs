@@ -1574,6 +1574,19 @@ impl Stack {
             ..
         } = self.prepare_container_recovery(name, options).await?;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
+        // Copies left by a drill that was killed are removed first, with their volumes.
+        for (c, vols) in docker.labelled(DRILL_LABEL, name).await? {
+            docker.remove(&c, true).await?;
+            for v in vols.iter().filter(|v| v.contains("-zdr-drill-")) {
+                docker.remove_abandoned_helpers(v).await?;
+                if docker.volume_exists(v).await? {
+                    docker.remove_volume(v).await?;
+                }
+            }
+            progress.info(format!(
+                "removed the drill copy {c} left by an interrupted drill"
+            ));
+        }
         let (copy, volumes) = drill_copy(&spec, name, &stamp);
         let copy_name = copy.name.clone();
         let mut recreate = RecreateOptions::new().secrets(secrets);
