@@ -112,10 +112,17 @@ fn parse_service(name: &str, v: &Value) -> Service {
                 other => {
                     if let Some(s) = text_of(other) {
                         let s = s.split('/').next().unwrap_or_default();
-                        let parts: Vec<&str> = s.split(':').collect();
-                        let parsed = match parts.as_slice() {
-                            [h, c] => Some((String::new(), *h, *c)),
-                            [ip, h, c] => Some(((*ip).to_owned(), *h, *c)),
+                        // `[::1]:5432:5432`: an IPv6 host address in brackets.
+                        let (ip, rest) = match s.strip_prefix('[').and_then(|r| r.split_once("]:"))
+                        {
+                            Some((ip, rest)) => (Some(ip.to_owned()), rest),
+                            None => (None, s),
+                        };
+                        let parts: Vec<&str> = rest.split(':').collect();
+                        let parsed = match (ip, parts.as_slice()) {
+                            (Some(ip), [h, c]) => Some((ip, *h, *c)),
+                            (None, [h, c]) => Some((String::new(), *h, *c)),
+                            (None, [ip, h, c]) => Some(((*ip).to_owned(), *h, *c)),
                             _ => None,
                         };
                         if let Some((ip, h, c)) = parsed
@@ -218,6 +225,15 @@ fn compose_source(service: &Service, names: &[&str]) -> String {
             }
         })
         .unwrap_or_else(|| "the service's password".to_owned())
+}
+
+/// A host as a URL carries it: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
 }
 
 /// A config key: lower case letters, digits and `_`.
@@ -337,17 +353,24 @@ pub fn config_from_compose(
             .iter()
             .find(|(_, _, c)| *c == container)
             .map(|(ip, h, _)| {
-                let ip = if ip.is_empty() || ip == "0.0.0.0" {
-                    "127.0.0.1".to_owned()
-                } else {
-                    ip.clone()
+                let ip = match ip.as_str() {
+                    "" | "0.0.0.0" => "127.0.0.1".to_owned(),
+                    "::" => "::1".to_owned(),
+                    _ => ip.clone(),
                 };
                 (ip, *h)
             })
     };
     for s in &services {
         let kind = image_name(&s.image);
-        let name = key_name(&s.name);
+        // Two services whose names differ only in punctuation (`a-b`, `a_b`) get distinct keys.
+        let mut name = key_name(&s.name);
+        let base = name.clone();
+        let mut n = 2;
+        while detected.iter().any(|d: &Detected| d.name == name) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
         let upper = name.to_ascii_uppercase();
         match kind.as_str() {
             "postgres" | "postgis" | "timescaledb" | "timescaledb-ha" | "pgvector" => {
@@ -397,7 +420,7 @@ pub fn config_from_compose(
                 let _ = writeln!(
                     components,
                     "\n[components.{name}]\ntype = \"redis\"\nurl = {}",
-                    toml_str(&format!("redis://{host}:{port}"))
+                    toml_str(&format!("redis://{}:{port}", url_host(&host)))
                 );
                 if s.command.contains("requirepass") || s.env.contains_key("REDIS_PASSWORD") {
                     let from = referenced(&s.command);
@@ -421,7 +444,7 @@ pub fn config_from_compose(
                 let _ = writeln!(
                     components,
                     "\n[components.{name}]\ntype = \"qdrant\"\nurl = {}",
-                    toml_str(&format!("http://{host}:{port}"))
+                    toml_str(&format!("http://{}:{port}", url_host(&host)))
                 );
                 detected.push(Detected {
                     name,
@@ -434,7 +457,7 @@ pub fn config_from_compose(
                 let _ = writeln!(
                     components,
                     "\n[components.{name}]\ntype = \"vault\"\naddress = {}\nmounts = [\"secret\"]",
-                    toml_str(&format!("http://{host}:{port}"))
+                    toml_str(&format!("http://{}:{port}", url_host(&host)))
                 );
                 secrets.push((
                     format!("ZDR_COMPONENTS__{upper}__TOKEN"),
@@ -451,7 +474,7 @@ pub fn config_from_compose(
                 let _ = writeln!(
                     tiers,
                     "\n[tiers.{name}]\ntype = \"s3\"\nbucket = \"zdr-backups\"\nendpoint = {}",
-                    toml_str(&format!("http://{host}:{port}"))
+                    toml_str(&format!("http://{}:{port}", url_host(&host)))
                 );
                 secrets.push((
                     format!("ZDR_TIERS__{upper}__ACCESS_KEY_ID"),
@@ -688,6 +711,28 @@ volumes:
         .map(|e| e.to_string())
         .unwrap_or_default();
         assert!(e.contains("has no services"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_ports_and_clashing_names() -> Result<()> {
+        let r = config_from_compose(
+            "services:\n  cache-a:\n    image: redis\n    ports: ['[::1]:16379:6379']\n  cache_a:\n    image: valkey/valkey\n    ports: ['[::]:26379:6379']\n",
+            Path::new("/nonexistent/s/compose.yml"),
+            &ComposeInit::default(),
+        )?;
+        let names: Vec<&str> = r.detected.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["cache_a", "cache_a_2"]);
+        assert!(
+            r.toml.contains("url = \"redis://[::1]:16379\""),
+            "{}",
+            r.toml
+        );
+        assert!(
+            r.toml.contains("url = \"redis://[::1]:26379\""),
+            "{}",
+            r.toml
+        );
+        Ok(())
     }
 
     #[test]
