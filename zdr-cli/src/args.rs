@@ -247,12 +247,14 @@ pub(crate) enum Command {
         #[arg(long, conflicts_with = "component")]
         sandbox: bool,
         /// The component to drill.
-        #[arg(required_unless_present = "sandbox")]
+        #[arg(required_unless_present_any = ["sandbox", "scenario"])]
         component: Option<String>,
         /// `container`: the single-container recovery against a throwaway copy of the
         /// component's container (its own name, fresh volumes, free ports, no network
         /// aliases), restored, verified and removed; the live container is never touched.
-        #[arg(long, value_parser = ["container"], conflicts_with = "sandbox")]
+        /// `system`: every component, in recovery order, restored into a scratch target
+        /// (a throwaway container copy, a scratch directory, database or server) and verified.
+        #[arg(long, value_parser = ["container", "system"], conflicts_with = "sandbox")]
         scenario: Option<String>,
         /// With --scenario: seconds the copy may take to become healthy.
         #[arg(long, default_value_t = 120, requires = "scenario")]

@@ -373,14 +373,33 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             ..
         } => {
             let name = component.as_deref().unwrap_or_default();
-            if scenario.is_some() {
-                let options = zdr::recover::ContainerRecoveryOptions {
-                    health_timeout: Duration::from_secs(*health_timeout),
-                    ..zdr::recover::ContainerRecoveryOptions::default()
-                };
-                return Ok(render::recovery(
-                    &stack.drill_container(name, &options, progress).await?,
-                ));
+            let options = zdr::recover::ContainerRecoveryOptions {
+                health_timeout: Duration::from_secs(*health_timeout),
+                ..zdr::recover::ContainerRecoveryOptions::default()
+            };
+            match scenario.as_deref() {
+                Some("system") => {
+                    let r = stack.drill_system(&options, progress).await?;
+                    let mut out = render::Outcome::ok(
+                        r.to_markdown().lines().map(str::to_owned).collect(),
+                        json!({"ok": r.ok, "report": r}),
+                    );
+                    if !r.ok {
+                        out.code = EXIT_VERIFY;
+                    }
+                    return Ok(out);
+                }
+                Some(_) if component.is_none() => {
+                    return Err(Error::bad_input(
+                        "zdr drill --scenario container needs the component",
+                    ));
+                }
+                Some(_) => {
+                    return Ok(render::recovery(
+                        &stack.drill_container(name, &options, progress).await?,
+                    ));
+                }
+                None => {}
             }
             Ok(render::drill(&stack.drill(name, progress).await?))
         }

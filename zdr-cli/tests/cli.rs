@@ -975,6 +975,14 @@ fn recover_container_refuses_before_touching_anything() {
         "{v}"
     );
     assert_eq!(files(&env.tier("local")), before);
+    // A container drill needs its component.
+    let out = env.zdr(&["drill", "--scenario", "container"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("needs the component"),
+        "{}",
+        stderr(&out)
+    );
     // The full-system scenario: an unknown tier, a malformed time, a tier without backups.
     let out = env.zdr(&["recover", "system", "--from", "ghost"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

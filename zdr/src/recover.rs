@@ -35,7 +35,8 @@ use crate::stack::{Stack, select_for};
 
 mod system;
 pub use system::{
-    ComponentRecovery, SystemRecoveryOptions, SystemRecoveryPlan, SystemRecoveryReport,
+    ComponentRecovery, SystemDrillReport, SystemRecoveryOptions, SystemRecoveryPlan,
+    SystemRecoveryReport,
 };
 
 /// The key of the container spec in a backup manifest's facts.
@@ -1831,6 +1832,14 @@ impl<'a> Run<'a> {
             r.detail = detail;
         }
         result.map(|_| ()).map_err(|e| e.with_context("step", id))
+    }
+
+    /// Records a step that is not run, with the reason.
+    pub(crate) fn skip(&mut self, id: &str, reason: String) {
+        self.progress.info(format!("step {id}: {reason}"));
+        if let Some(r) = self.records.iter_mut().find(|r| r.id == id) {
+            r.detail = reason;
+        }
     }
 
     pub(crate) fn finish(self) -> Vec<StepRecord> {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use zdr::recover::SystemRecoveryOptions;
+use zdr::recover::{StepStatus, SystemRecoveryOptions};
 use zdr::{BackupOptions, Config, Progress, Stack};
 use zdr_core::{Error, ErrorKind, Result};
 use zdr_tests::containers::PgStack;
@@ -112,6 +112,38 @@ path = "{live}"
         .ok_or_else(|| Error::unexpected("planned to replace a healthy container"))?;
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     assert!(e.to_string().contains("is running and healthy"), "{e}");
+
+    // The system drill: every component into a scratch target, the live ones untouched.
+    let started = pg.docker.status(&pg.name).await?.started_at;
+    let drill = stack
+        .drill_system(
+            &zdr::recover::ContainerRecoveryOptions::default(),
+            &Progress::none(),
+        )
+        .await?;
+    assert!(drill.ok, "{drill:#?}");
+    let drilled: Vec<(&str, StepStatus)> = drill
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        drilled,
+        [
+            ("drill-db", StepStatus::Done),
+            ("drill-configs", StepStatus::Done)
+        ]
+    );
+    assert_eq!(pg.docker.status(&pg.name).await?.started_at, started);
+    assert_eq!(
+        std::fs::read_to_string(live.join("app.env")).map_err(|e| Error::from_io(e, "read"))?,
+        "MODE=second\n"
+    );
+    assert!(
+        drill
+            .to_markdown()
+            .starts_with("# Drill report: full system")
+    );
 
     // The disaster: the local tier, the container with its volume and the config files gone.
     std::fs::remove_dir_all(dir.path().join("tiers/local"))
