@@ -49,11 +49,15 @@ impl Docker {
     }
 
     /// The containers (running or not) carrying `label` = `value`, each with the named
-    /// volumes it mounts.
+    /// volumes it mounts and all its labels.
     ///
     /// # Errors
     /// When the engine cannot be asked.
-    pub async fn labelled(&self, label: &str, value: &str) -> Result<Vec<(String, Vec<String>)>> {
+    pub async fn labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<(String, Vec<String>, HashMap<String, String>)>> {
         let mut filters = HashMap::new();
         filters.insert("label", vec![format!("{label}={value}")]);
         let opts = bollard::query_parameters::ListContainersOptionsBuilder::new()
@@ -86,7 +90,7 @@ impl Docker {
                     .into_iter()
                     .filter_map(|m| m.name)
                     .collect();
-                (name, volumes)
+                (name, volumes, c.labels.unwrap_or_default())
             })
             .collect())
     }

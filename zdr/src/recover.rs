@@ -489,6 +489,8 @@ fn drill_copy(spec: &ContainerSpec, component: &str, stamp: &str) -> (ContainerS
         .retain(|k, _| !k.starts_with("com.docker.compose.") && k != RECOVERY_LABEL);
     copy.labels
         .insert(DRILL_LABEL.to_owned(), component.to_owned());
+    copy.labels
+        .insert(DRILL_OWNER_LABEL.to_owned(), std::process::id().to_string());
     for p in &mut copy.ports {
         p.host_port.clear();
     }
@@ -1248,31 +1250,71 @@ impl Stack {
         Ok(out)
     }
 
-    /// Stores the report on the primary tier (JSON and markdown); a failure is a warning —
-    /// the report is still returned.
-    pub(crate) async fn store_report(&self, report: &mut RecoveryReport, progress: &Progress) {
+    /// Stores a report on the primary tier (`reports/<id>.json`, and `.md` when it has a
+    /// markdown form) and records the keys in it; a failure is a warning — the report is still
+    /// returned.
+    pub(crate) async fn store_report<R: StoredReport>(&self, report: &mut R, progress: &Progress) {
         let stored = async {
             let tier = self.tier(&self.config().primary)?;
-            let json_key = format!("{REPORTS_PREFIX}{}.json", report.id);
-            let md_key = format!("{REPORTS_PREFIX}{}.md", report.id);
+            let json_key = format!("{REPORTS_PREFIX}{}.json", report.id());
+            let md_key = format!("{REPORTS_PREFIX}{}.md", report.id());
+            let mut keys = vec![json_key.clone()];
+            if report.markdown().is_some() {
+                keys.push(md_key.clone());
+            }
             let mut with_keys = report.clone();
-            with_keys.stored = vec![json_key.clone(), md_key.clone()];
+            with_keys.set_stored(keys.clone());
             let mut json = serde_json::to_vec_pretty(&with_keys)
                 .map_err(|e| Error::unexpected("cannot serialize the report").with_source(e))?;
             json.push(b'\n');
             tier.write_all(&json_key, json).await?;
-            tier.write_all(&md_key, with_keys.to_markdown().into_bytes())
-                .await?;
-            Ok::<_, Error>(with_keys.stored)
+            if let Some(md) = with_keys.markdown() {
+                tier.write_all(&md_key, md.into_bytes()).await?;
+            }
+            Ok::<_, Error>(keys)
         }
         .await;
         match stored {
-            Ok(keys) => report.stored = keys,
+            Ok(keys) => report.set_stored(keys),
             Err(e) => progress.warn(format!(
-                "the recovery report could not be stored on tier {}: {e}",
+                "the report could not be stored on tier {}: {e}",
                 self.config().primary
             )),
         }
+    }
+}
+
+/// A report stored under `reports/` on the primary tier.
+pub(crate) trait StoredReport: Serialize + Clone {
+    /// Its id (the file name without extension).
+    fn id(&self) -> &str;
+    /// Records the keys it was stored under.
+    fn set_stored(&mut self, keys: Vec<String>);
+    /// Its markdown form, if it has one.
+    fn markdown(&self) -> Option<String>;
+}
+
+impl StoredReport for RecoveryReport {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_stored(&mut self, keys: Vec<String>) {
+        self.stored = keys;
+    }
+    fn markdown(&self) -> Option<String> {
+        Some(self.to_markdown())
+    }
+}
+
+impl StoredReport for RecoveryRollback {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_stored(&mut self, keys: Vec<String>) {
+        self.stored = keys;
+    }
+    fn markdown(&self) -> Option<String> {
+        None
     }
 }
 
@@ -1524,20 +1566,7 @@ impl Stack {
             seconds: started.elapsed().as_secs_f64(),
             stored: Vec::new(),
         };
-        let key = format!("{REPORTS_PREFIX}{}.json", report.id);
-        let stored = async {
-            let mut json = serde_json::to_vec_pretty(&report)
-                .map_err(|e| Error::unexpected("cannot serialize the report").with_source(e))?;
-            json.push(b'\n');
-            self.tier(&self.config().primary)?
-                .write_all(&key, json)
-                .await
-        }
-        .await;
-        match stored {
-            Ok(()) => report.stored = vec![key],
-            Err(e) => progress.warn(format!("the rollback report could not be stored: {e}")),
-        }
+        self.store_report(&mut report, progress).await;
         Ok(report)
     }
 }
@@ -1546,6 +1575,10 @@ const STEP_TEARDOWN: &str = "teardown";
 
 /// The label on a drill's throwaway container (value: the component).
 pub const DRILL_LABEL: &str = "io.zdr.drill";
+
+/// The label naming the process (pid on the drill's host) that made a drill copy: a copy whose
+/// process is gone was left by an interrupted drill.
+pub const DRILL_OWNER_LABEL: &str = "io.zdr.drill.pid";
 
 impl Stack {
     /// The single-container scenario as a drill against a throwaway copy — never the live
@@ -1575,8 +1608,17 @@ impl Stack {
             ..
         } = self.prepare_container_recovery(name, options).await?;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
-        // Copies left by a drill that was killed are removed first, with their volumes.
-        for (c, vols) in docker.labelled(DRILL_LABEL, name).await? {
+        // Copies left by a drill that was killed (its process, named in the copy's label, is
+        // gone) are removed first, with their volumes; a drill running beside this one keeps
+        // its copy.
+        for (c, vols, labels) in docker.labelled(DRILL_LABEL, name).await? {
+            let owner_alive = labels
+                .get(DRILL_OWNER_LABEL)
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| std::path::Path::new("/proc").join(pid.to_string()).exists());
+            if owner_alive {
+                continue;
+            }
             docker.remove(&c, true).await?;
             for v in vols.iter().filter(|v| v.contains("-zdr-drill-")) {
                 docker.remove_abandoned_helpers(v).await?;
@@ -1915,6 +1957,10 @@ mod tests {
         assert_eq!(copy.ports[0].host_port, "");
         assert!(copy.restart_policy.is_none());
         let labels: Vec<&str> = copy.labels.keys().map(String::as_str).collect();
-        assert_eq!(labels, [DRILL_LABEL, "org.example"]);
+        assert_eq!(labels, [DRILL_LABEL, DRILL_OWNER_LABEL, "org.example"]);
+        assert_eq!(
+            copy.labels.get(DRILL_OWNER_LABEL),
+            Some(&std::process::id().to_string())
+        );
     }
 }

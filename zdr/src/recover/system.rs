@@ -20,9 +20,7 @@ use zdr_core::{
 };
 use zdr_storage::{Repository, RetryPolicy};
 
-use super::{
-    ContainerRecoveryOptions, PlanStep, REPORTS_PREFIX, RestoredRecord, Run, StepRecord, StepStatus,
-};
+use super::{ContainerRecoveryOptions, PlanStep, RestoredRecord, Run, StepRecord, StepStatus};
 use crate::adapter::{self, BackupOptions, ComponentType, RestoreOptions};
 use crate::config::RunnerConfig;
 use crate::stack::{Stack, select_for};
@@ -559,27 +557,7 @@ impl Stack {
             components,
             stored: Vec::new(),
         };
-        let json_key = format!("{REPORTS_PREFIX}{}.json", report.id);
-        let md_key = format!("{REPORTS_PREFIX}{}.md", report.id);
-        let stored = async {
-            let mut with_keys = report.clone();
-            with_keys.stored = vec![json_key.clone(), md_key.clone()];
-            let mut json = serde_json::to_vec_pretty(&with_keys)
-                .map_err(|e| Error::unexpected("cannot serialize the report").with_source(e))?;
-            json.push(b'\n');
-            primary.write_all(&json_key, json).await?;
-            primary
-                .write_all(&md_key, with_keys.to_markdown().into_bytes())
-                .await?;
-            Ok::<_, Error>(with_keys.stored)
-        }
-        .await;
-        match stored {
-            Ok(keys) => report.stored = keys,
-            Err(e) => progress.warn(format!(
-                "the recovery report could not be stored on tier {primary_name}: {e}"
-            )),
-        }
+        self.store_report(&mut report, progress).await;
         Ok(report)
     }
 }
@@ -729,26 +707,31 @@ impl Stack {
             steps: run.finish(),
             stored: Vec::new(),
         };
-        let json_key = format!("{REPORTS_PREFIX}{}.json", report.id);
-        let md_key = format!("{REPORTS_PREFIX}{}.md", report.id);
-        let stored = async {
-            let primary = self.tier(&self.config().primary)?;
-            let mut with_keys = report.clone();
-            with_keys.stored = vec![json_key.clone(), md_key.clone()];
-            let mut json = serde_json::to_vec_pretty(&with_keys)
-                .map_err(|e| Error::unexpected("cannot serialize the report").with_source(e))?;
-            json.push(b'\n');
-            primary.write_all(&json_key, json).await?;
-            primary
-                .write_all(&md_key, with_keys.to_markdown().into_bytes())
-                .await?;
-            Ok::<_, Error>(with_keys.stored)
-        }
-        .await;
-        match stored {
-            Ok(keys) => report.stored = keys,
-            Err(e) => progress.warn(format!("the drill report could not be stored: {e}")),
-        }
+        self.store_report(&mut report, progress).await;
         Ok(report)
+    }
+}
+
+impl super::StoredReport for SystemRecoveryReport {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_stored(&mut self, keys: Vec<String>) {
+        self.stored = keys;
+    }
+    fn markdown(&self) -> Option<String> {
+        Some(self.to_markdown())
+    }
+}
+
+impl super::StoredReport for SystemDrillReport {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn set_stored(&mut self, keys: Vec<String>) {
+        self.stored = keys;
+    }
+    fn markdown(&self) -> Option<String> {
+        Some(self.to_markdown())
     }
 }
