@@ -769,6 +769,30 @@ impl Stack {
             }
             components.push(status);
         }
+        // Container recoveries that did not finish (killed, or a step failed): the container
+        // may be half made; the next `zdr recover container` continues it.
+        for name in self.config().runners.keys() {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
+            let Ok(unfinished) = self.unfinished_recoveries(name).await else {
+                continue; // the primary tier's problem is reported above
+            };
+            for (key, u) in unfinished {
+                problems.push(crate::Problem {
+                    tier: Some(primary.clone()),
+                    component: Some(name.clone()),
+                    backup: None,
+                    key: Some(key),
+                    kind: "conflict".to_owned(),
+                    error: format!(
+                        "the container recovery {} of {name} (started {}) did not finish: `zdr recover container {name}` continues it",
+                        u.id,
+                        u.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                });
+            }
+        }
         Ok(StatusReport {
             tier: primary,
             now,

@@ -1227,7 +1227,10 @@ impl Stack {
 
     /// The markers of recoveries of component `name` that did not finish (under
     /// `reports/unfinished/<name>/`), oldest first, with what each holds.
-    async fn unfinished_recoveries(&self, name: &str) -> Result<Vec<(String, UnfinishedRecovery)>> {
+    pub(crate) async fn unfinished_recoveries(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(String, UnfinishedRecovery)>> {
         let tier = self.tier(&self.config().primary)?;
         let mut keys: Vec<String> = tier
             .list(&format!("{UNFINISHED_PREFIX}{name}/"))

@@ -316,6 +316,16 @@ async fn a_lost_postgres_container_is_recreated_restored_verified_and_its_depend
             .unwrap_or(0)
     };
     assert_eq!(marked(), 1);
+    let status = stack.status(None).await?;
+    assert!(
+        status
+            .problems
+            .iter()
+            .any(|p| p.error.contains(&format!("{} of db", failed.id))
+                && p.error.contains("did not finish")),
+        "{:?}",
+        status.problems
+    );
     let plan = stack.plan_container_recovery("db", &options).await?;
     assert!(plan.refused.is_none(), "{plan:?}");
     assert_eq!(plan.unfinished.len(), 1, "{plan:?}");
