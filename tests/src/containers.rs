@@ -126,39 +126,11 @@ impl PgStack {
     /// # Errors
     /// psql failing (its stderr in the message).
     pub async fn sql(&self, statement: &str) -> Result<String> {
-        let runner = DockerExecRunner::new(self.docker.clone(), &self.name);
-        let spec = CommandSpec::new("psql").args([
-            "-X",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "postgres",
-            "-d",
-            "app",
-            "-c",
+        psql(
+            &DockerExecRunner::new(self.docker.clone(), &self.name),
             statement,
-        ]);
-        let mut run = runner.spawn(&spec).await?;
-        let mut out = String::new();
-        let mut err = String::new();
-        if let Some(mut o) = run.stdout.take() {
-            o.read_to_string(&mut out)
-                .await
-                .map_err(|e| Error::from_io(e, "psql stdout"))?;
-        }
-        if let Some(mut e) = run.stderr.take() {
-            e.read_to_string(&mut err)
-                .await
-                .map_err(|e| Error::from_io(e, "psql stderr"))?;
-        }
-        let exit = run.handle.wait().await?;
-        if !exit.success() {
-            return Err(Error::unexpected(format!(
-                "psql {statement}: {exit}: {err}"
-            )));
-        }
-        Ok(out.trim().to_owned())
+        )
+        .await
     }
 
     /// The failure of the runbook's scenario: the container killed and removed, its volume
@@ -234,4 +206,44 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()
         .map_err(|e| Error::from_io(e, "addr"))?
         .port())
+}
+
+/// `psql -X -At -v ON_ERROR_STOP=1 -U postgres -d app -c statement` through `runner`; the
+/// output trimmed.
+///
+/// # Errors
+/// psql failing (its stderr in the message).
+pub async fn psql(runner: &dyn CommandRunner, statement: &str) -> Result<String> {
+    let spec = CommandSpec::new("psql").args([
+        "-X",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-U",
+        "postgres",
+        "-d",
+        "app",
+        "-c",
+        statement,
+    ]);
+    let mut run = runner.spawn(&spec).await?;
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = run.stdout.take() {
+        o.read_to_string(&mut out)
+            .await
+            .map_err(|e| Error::from_io(e, "psql stdout"))?;
+    }
+    if let Some(mut e) = run.stderr.take() {
+        e.read_to_string(&mut err)
+            .await
+            .map_err(|e| Error::from_io(e, "psql stderr"))?;
+    }
+    let exit = run.handle.wait().await?;
+    if !exit.success() {
+        return Err(Error::unexpected(format!(
+            "psql {statement}: {exit}: {err}"
+        )));
+    }
+    Ok(out.trim().to_owned())
 }

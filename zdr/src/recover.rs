@@ -338,6 +338,47 @@ impl RestoredRecord {
     }
 }
 
+impl RestoredRecord {
+    /// The record of a restore and the step's outcome: its detail, or an integrity error
+    /// when the verification failed.
+    pub(crate) fn checked(r: &crate::RestoreReport) -> (Self, Result<String>) {
+        let record = Self::of(r);
+        let detail = format!(
+            "backup {} from tier {}: {} item(s), {} verified",
+            record.backup, record.tier, record.items, record.verified
+        );
+        let outcome = if r.verify.is_ok() {
+            Ok(detail)
+        } else {
+            Err(Error::new(
+                ErrorKind::Integrity,
+                format!("{detail}; verification failed"),
+            ))
+        };
+        (record, outcome)
+    }
+}
+
+/// The markdown table rows of recorded steps (`| # | Step | Status | Seconds | Detail |`).
+pub(crate) fn step_rows(steps: &[StepRecord]) -> String {
+    let mut rows = String::new();
+    for (i, s) in steps.iter().enumerate() {
+        let status = match s.status {
+            StepStatus::Done => "done",
+            StepStatus::Failed => "FAILED",
+            StepStatus::NotRun => "not run",
+        };
+        rows.push_str(&format!(
+            "| {} | {} | {status} | {:.1} | {} |\n",
+            i + 1,
+            s.id,
+            s.seconds,
+            s.detail.replace('|', "\\|").replace('\n', " ")
+        ));
+    }
+    rows
+}
+
 /// What a recovery did, step by step: stored on the primary tier as JSON and markdown.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecoveryReport {
@@ -414,20 +455,7 @@ impl RecoveryReport {
             ts(&self.finished_at),
             self.rto_seconds,
         );
-        for (i, s) in self.steps.iter().enumerate() {
-            let status = match s.status {
-                StepStatus::Done => "done",
-                StepStatus::Failed => "FAILED",
-                StepStatus::NotRun => "not run",
-            };
-            md.push_str(&format!(
-                "| {} | {} | {status} | {:.1} | {} |\n",
-                i + 1,
-                s.id,
-                s.seconds,
-                s.detail.replace('|', "\\|").replace('\n', " ")
-            ));
-        }
+        md.push_str(&step_rows(&self.steps));
         md.push_str("\n## What was restored\n\n");
         match &self.restored {
             Some(r) => md.push_str(&format!(
@@ -1130,21 +1158,9 @@ impl Stack {
                         ..RestoreOptions::default()
                     };
                     let r = self.restore(name, &restore, progress).await?;
-                    let record = RestoredRecord::of(&r);
-                    let ok = r.verify.is_ok();
-                    let detail = format!(
-                        "backup {} from tier {}: {} item(s), {} verified",
-                        record.backup, record.tier, record.items, record.verified
-                    );
+                    let (record, outcome) = RestoredRecord::checked(&r);
                     restored = Some(record);
-                    if ok {
-                        Ok(detail)
-                    } else {
-                        Err(Error::new(
-                            ErrorKind::Integrity,
-                            format!("{detail}; verification failed"),
-                        ))
-                    }
+                    outcome
                 })
                 .await;
             report.restored = restored;
@@ -1705,21 +1721,9 @@ impl Stack {
                         progress,
                     )
                     .await?;
-                let record = RestoredRecord::of(&r);
-                let ok = r.verify.is_ok();
-                let detail = format!(
-                    "backup {} from tier {}: {} item(s), {} verified",
-                    record.backup, record.tier, record.items, record.verified
-                );
+                let (record, outcome) = RestoredRecord::checked(&r);
                 restored = Some(record);
-                if ok {
-                    Ok(detail)
-                } else {
-                    Err(Error::new(
-                        ErrorKind::Integrity,
-                        format!("{detail}; verification failed"),
-                    ))
-                }
+                outcome
             })
             .await
         }

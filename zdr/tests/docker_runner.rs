@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use zdr::docker::bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use zdr::docker::bollard::query_parameters::CreateContainerOptionsBuilder;
 use zdr::docker::{ContainerRef, Docker};
 use zdr::{BackupOptions, Config, Progress, RestoreOptions, RunnerConfig, Stack};
-use zdr_core::{CommandRunner, CommandSpec, Error, ErrorKind, Result};
+use zdr_core::{Error, ErrorKind, Result};
+use zdr_tests::containers::psql as sql;
 
 const PG_IMAGE: &str = "zdr-test/postgres:current";
 const PASSWORD: &str = "pw-docker-runner-test";
@@ -39,41 +39,6 @@ impl Drop for Cleanup {
         });
         let _ = thread.join();
     }
-}
-
-async fn sql(runner: &dyn CommandRunner, statement: &str) -> Result<String> {
-    let spec = CommandSpec::new("psql").args([
-        "-X",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "postgres",
-        "-d",
-        "app",
-        "-c",
-        statement,
-    ]);
-    let mut run = runner.spawn(&spec).await?;
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut o) = run.stdout.take() {
-        o.read_to_string(&mut out)
-            .await
-            .map_err(|e| Error::from_io(e, "psql stdout"))?;
-    }
-    if let Some(mut e) = run.stderr.take() {
-        e.read_to_string(&mut err)
-            .await
-            .map_err(|e| Error::from_io(e, "psql stderr"))?;
-    }
-    let exit = run.handle.wait().await?;
-    if !exit.success() {
-        return Err(Error::unexpected(format!(
-            "psql {statement}: {exit}: {err}"
-        )));
-    }
-    Ok(out.trim().to_owned())
 }
 
 fn config(dir: &std::path::Path, port: &str, runner: &str) -> Result<Config> {

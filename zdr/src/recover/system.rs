@@ -20,7 +20,7 @@ use zdr_core::{
 };
 use zdr_storage::{Repository, RetryPolicy};
 
-use super::{ContainerRecoveryOptions, PlanStep, RestoredRecord, Run, StepRecord, StepStatus};
+use super::{ContainerRecoveryOptions, PlanStep, RestoredRecord, Run, StepRecord};
 use crate::adapter::{self, BackupOptions, ComponentType, RestoreOptions};
 use crate::config::RunnerConfig;
 use crate::stack::{Stack, select_for};
@@ -130,20 +130,7 @@ impl SystemRecoveryReport {
             ts(&self.finished_at),
             self.rto_seconds
         );
-        for (i, s) in self.steps.iter().enumerate() {
-            let status = match s.status {
-                StepStatus::Done => "done",
-                StepStatus::Failed => "FAILED",
-                StepStatus::NotRun => "not run",
-            };
-            md.push_str(&format!(
-                "| {} | {} | {status} | {:.1} | {} |\n",
-                i + 1,
-                s.id,
-                s.seconds,
-                s.detail.replace('|', "\\|").replace('\n', " ")
-            ));
-        }
+        md.push_str(&super::step_rows(&self.steps));
         md.push_str("\n## What was restored\n\n| Component | Backup | Restored to | Skew from target | Verification |\n|---|---|---|---|---|\n");
         for c in &self.components {
             md.push_str(&format!(
@@ -496,21 +483,9 @@ impl Stack {
                             ..RestoreOptions::default()
                         };
                         let r = self.restore(name, &restore, progress).await?;
-                        let rec = RestoredRecord::of(&r);
-                        let ok = r.is_ok();
-                        let detail = format!(
-                            "backup {} restored, {} item(s), {} verified",
-                            rec.backup, rec.items, rec.verified
-                        );
+                        let (rec, outcome) = RestoredRecord::checked(&r);
                         record = Some(rec);
-                        if ok {
-                            Ok(detail)
-                        } else {
-                            Err(Error::new(
-                                ErrorKind::Integrity,
-                                format!("{detail}; verification failed"),
-                            ))
-                        }
+                        outcome
                     })
                     .await;
                 if let Some(c) = components.get_mut(i) {
@@ -592,20 +567,7 @@ impl SystemDrillReport {
             self.started_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             self.rto_seconds
         );
-        for (i, s) in self.steps.iter().enumerate() {
-            let status = match s.status {
-                StepStatus::Done => "done",
-                StepStatus::Failed => "FAILED",
-                StepStatus::NotRun => "not run",
-            };
-            md.push_str(&format!(
-                "| {} | {} | {status} | {:.1} | {} |\n",
-                i + 1,
-                s.id,
-                s.seconds,
-                s.detail.replace('|', "\\|").replace('\n', " ")
-            ));
-        }
+        md.push_str(&super::step_rows(&self.steps));
         md
     }
 }
