@@ -1,6 +1,7 @@
 //! `zdr` with a `qdrant` component against the Qdrant **double** (REST + gRPC) of zdr-qdrant's
 //! tests (`zdr-qdrant/tests/support/qdrant_double.rs`): snapshot backup, list, restore under another
-//! collection name, verification; the API key never appears in any output.
+//! collection name, verification, a drill and a verification by restore into scratch
+//! collections; the API key never appears in any output.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -82,11 +83,13 @@ async fn qdrant_snapshot_backup_and_restore_under_another_name() {
             ],
         );
         let wrong = zdr(&cfg, "wrong-key", &["backup", "vectors"]);
-        (backup, restore, wrong)
+        let drill = zdr(&cfg, &k, &["--json", "drill", "vectors"]);
+        let check = zdr(&cfg, &k, &["verify", "vectors", "--restore"]);
+        (backup, restore, wrong, drill, check)
     })
     .await
     .unwrap();
-    let (backup, restore, wrong) = outs;
+    let (backup, restore, wrong, drill, check) = outs;
     let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(backup.status.success(), "{}", err(&backup));
     assert!(restore.status.success(), "{}", err(&restore));
@@ -100,7 +103,37 @@ async fn qdrant_snapshot_backup_and_restore_under_another_name() {
     .unwrap();
     assert_eq!(info["result"]["points_count"], 20, "{info}");
     assert_eq!(wrong.status.code(), Some(2), "{}", err(&wrong));
-    for o in [&backup, &restore, &wrong] {
+    // A drill and a verification by restore go through scratch collections that are gone
+    // afterwards; the live collections and their snapshots are as they were.
+    assert!(drill.status.success(), "{}", err(&drill));
+    let v: Value = serde_json::from_slice(&drill.stdout).unwrap();
+    assert_eq!(v["verify"]["problems"], json!([]), "{v}");
+    assert_eq!(v["verify"]["checked"], 1, "one collection verified: {v}");
+    assert!(check.status.success(), "{}", err(&check));
+    let (u, k) = (url.clone(), key.to_owned());
+    let (names, snaps) = tokio::task::spawn_blocking(move || {
+        let list = curl(&u, &k, "GET", "/collections", Value::Null);
+        let snaps = curl(
+            &u,
+            &k,
+            "GET",
+            "/collections/documents/snapshots",
+            Value::Null,
+        );
+        (list, snaps)
+    })
+    .await
+    .unwrap();
+    let mut names: Vec<String> = names["result"]["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["documents", "documents_copy"]);
+    assert_eq!(snaps["result"], json!([]), "{snaps}");
+    for o in [&backup, &restore, &wrong, &drill, &check] {
         assert!(!err(o).contains(key) && !String::from_utf8_lossy(&o.stdout).contains(key));
     }
 }

@@ -1,5 +1,7 @@
 //! Backup: collection snapshots, the full-storage snapshot and the logical export.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use qdrant_client::qdrant as pb;
 use serde_json::json;
@@ -10,10 +12,14 @@ use zdr_core::{
 };
 
 use crate::client::artifact_name;
+use crate::tarscan::TarScan;
 use crate::{
     AliasFact, BATCH, CollectionFacts, EXPORT_EXT, FULL_SNAPSHOT_ARTIFACT, FullSnapshotFact,
     QdrantComponent, QdrantFacts,
 };
+
+/// How many times a full snapshot is taken when collections go away while it runs.
+const FULL_SNAPSHOT_ATTEMPTS: u32 = 3;
 
 impl QdrantComponent {
     /// Snapshot one collection, stream it into `sink`, check Qdrant's checksum.
@@ -26,10 +32,13 @@ impl QdrantComponent {
         let info = self.existing_info(c).await?;
         let sample = self.sample(c).await?;
         let snap = self
-            .grpc
-            .create_snapshot(c)
-            .await
-            .map_err(|e| self.grpc_err("create snapshot", Some(c), e))?
+            .rpc_within(
+                self.long_timeout(),
+                "create snapshot",
+                Some(c),
+                self.grpc.create_snapshot(c),
+            )
+            .await?
             .snapshot_description
             .unwrap_or_default();
         let name = snap.name;
@@ -51,23 +60,17 @@ impl QdrantComponent {
                 u64::try_from(snap.size).ok().filter(|s| *s > 0),
                 sink,
                 progress,
+                None,
             )
             .await;
-        if self.config.delete_snapshots {
-            let deleted = self
-                .grpc
-                .delete_snapshot(pb::DeleteSnapshotRequest {
-                    collection_name: c.to_string(),
-                    snapshot_name: name.clone(),
-                })
-                .await;
-            if let Err(e) = deleted {
-                let e = self.grpc_err("delete snapshot", Some(c), e);
-                progress.warn(format!(
-                    "snapshot {name} of {c} left on the server: {}",
-                    e.message()
-                ));
-            }
+        // Also after a failed download: the snapshot is never left behind silently.
+        if self.config.delete_snapshots
+            && let Err(e) = self.delete_snapshot_file(c, &name).await
+        {
+            progress.warn(format!(
+                "snapshot {name} of {c} left on the server: {}",
+                e.message()
+            ));
         }
         result?;
         Ok(CollectionFacts {
@@ -84,23 +87,73 @@ impl QdrantComponent {
 
     /// One full-storage snapshot (every collection) streamed into the artifact
     /// [`FULL_SNAPSHOT_ARTIFACT`], with facts for each of `collections`.
+    ///
+    /// Qdrant makes it from one snapshot per collection, which it keeps in each collection's
+    /// snapshots, also when it fails; those made during this call are deleted (with
+    /// [`QdrantConfig::delete_snapshots`](crate::QdrantConfig::delete_snapshots)). A collection
+    /// dropped while the snapshot runs fails it: it is taken again with the collections then
+    /// on the server (three attempts at most).
     pub(crate) async fn backup_full(
         &self,
         collections: &[String],
         sink: &mut dyn ArtifactSink,
         progress: &Progress,
     ) -> Result<(FullSnapshotFact, Vec<CollectionFacts>)> {
-        let mut before = Vec::with_capacity(collections.len());
-        for c in collections {
-            before.push((self.existing_info(c).await?, self.sample(c).await?));
-        }
-        let snap = self
-            .grpc
-            .create_full_snapshot()
-            .await
-            .map_err(|e| self.grpc_err("create full snapshot", None, e))?
-            .snapshot_description
-            .unwrap_or_default();
+        let mut collections = collections.to_vec();
+        let mut attempt = 1;
+        let (snap, before, known) = loop {
+            let mut before = Vec::with_capacity(collections.len());
+            for c in &collections {
+                match self.collection_info(c).await? {
+                    Some(info) => before.push((c.clone(), info, self.sample(c).await?)),
+                    // Every collection was asked for, and this one went since the listing.
+                    None if self.config.collections.is_empty() => {}
+                    None => {
+                        return Err(self.err(
+                            ErrorKind::NotFound,
+                            format!("collection {c} does not exist"),
+                            Some(c),
+                        ));
+                    }
+                }
+            }
+            let known = self.collection_snapshots().await?;
+            let created = self
+                .rpc_within(
+                    self.long_timeout(),
+                    "create full snapshot",
+                    None,
+                    self.grpc.create_full_snapshot(),
+                )
+                .await;
+            match created {
+                Err(e) => {
+                    // Which collection snapshots it made is unknown: every one that appeared
+                    // since the listing goes.
+                    if self.config.delete_snapshots {
+                        self.remove_new_collection_snapshots(&known, progress).await;
+                    }
+                    if e.kind() != ErrorKind::NotFound || attempt >= FULL_SNAPSHOT_ATTEMPTS {
+                        return Err(e);
+                    }
+                    attempt += 1;
+                    progress.warn(format!(
+                        "the full snapshot failed because a collection went away while it ran ({}); taking it again ({attempt} of {FULL_SNAPSHOT_ATTEMPTS})",
+                        e.message()
+                    ));
+                    if self.config.collections.is_empty() {
+                        collections = self.list_collections().await?;
+                    }
+                }
+                Ok(reply) => {
+                    break (
+                        reply.snapshot_description.unwrap_or_default(),
+                        before,
+                        known,
+                    );
+                }
+            }
+        };
         let name = snap.name;
         let checksum = snap.checksum.unwrap_or_default().to_lowercase();
         if name.is_empty() {
@@ -111,6 +164,7 @@ impl QdrantComponent {
             ));
         }
         let size = u64::try_from(snap.size).ok().filter(|s| *s > 0);
+        let mut scan = TarScan::default();
         let result = self
             .download(
                 &format!("/snapshots/{name}"),
@@ -121,17 +175,39 @@ impl QdrantComponent {
                 size,
                 sink,
                 progress,
+                Some(&mut scan),
             )
             .await;
         if self.config.delete_snapshots {
+            // The archive names the collection snapshots it was made of: exactly those go.
+            // Without that list (a download cut short), every one new since the listing.
+            match scan.collection_snapshots() {
+                Some(made) => {
+                    for (c, snapshot) in made {
+                        match self.delete_snapshot_file(&c, &snapshot).await {
+                            Err(e) if e.kind() != ErrorKind::NotFound => progress.warn(format!(
+                                "snapshot {snapshot} of {c} (made for the full snapshot) left on the server: {}",
+                                e.message()
+                            )),
+                            _ => {}
+                        }
+                    }
+                }
+                None => self.remove_new_collection_snapshots(&known, progress).await,
+            }
+        }
+        if self.config.delete_snapshots {
             let deleted = self
-                .grpc
-                .delete_full_snapshot(pb::DeleteFullSnapshotRequest {
-                    snapshot_name: name.clone(),
-                })
+                .rpc(
+                    "delete full snapshot",
+                    None,
+                    self.grpc
+                        .delete_full_snapshot(pb::DeleteFullSnapshotRequest {
+                            snapshot_name: name.clone(),
+                        }),
+                )
                 .await;
             if let Err(e) = deleted {
-                let e = self.grpc_err("delete full snapshot", None, e);
                 progress.warn(format!(
                     "full snapshot {name} left on the server: {}",
                     e.message()
@@ -139,11 +215,10 @@ impl QdrantComponent {
             }
         }
         let total = result?;
-        let facts = collections
-            .iter()
-            .zip(before)
-            .map(|(c, (info, sample))| CollectionFacts {
-                name: c.clone(),
+        let facts = before
+            .into_iter()
+            .map(|(c, info, sample)| CollectionFacts {
+                name: c,
                 points_count: info.points_count,
                 vectors: info.vectors,
                 sparse_vectors: info.sparse_vectors,
@@ -161,6 +236,55 @@ impl QdrantComponent {
             },
             facts,
         ))
+    }
+
+    /// The snapshot names of every collection on the server.
+    async fn collection_snapshots(&self) -> Result<HashMap<String, HashSet<String>>> {
+        let mut known = HashMap::new();
+        for c in self.list_collections().await? {
+            match self.list_snapshots(Some(&c)).await {
+                Ok(list) => {
+                    known.insert(c, list.into_iter().map(|(n, _, _)| n).collect());
+                }
+                // Dropped since it was listed.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(known)
+    }
+
+    /// Delete the collection snapshots that are not in `known` (those a full snapshot made);
+    /// each one that stays is reported.
+    async fn remove_new_collection_snapshots(
+        &self,
+        known: &HashMap<String, HashSet<String>>,
+        progress: &Progress,
+    ) {
+        let now = match self.collection_snapshots().await {
+            Ok(now) => now,
+            Err(e) => {
+                progress.warn(format!(
+                    "the collection snapshots the full snapshot made may be left on the server: {}",
+                    e.message()
+                ));
+                return;
+            }
+        };
+        for (c, names) in now {
+            for name in names {
+                if known.get(&c).is_some_and(|k| k.contains(&name)) {
+                    continue;
+                }
+                match self.delete_snapshot_file(&c, &name).await {
+                    Err(e) if e.kind() != ErrorKind::NotFound => progress.warn(format!(
+                        "snapshot {name} of {c} (made for the full snapshot) left on the server: {}",
+                        e.message()
+                    )),
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Scroll every point of `c` (vectors and payloads) into a JSON-lines artifact whose
@@ -257,11 +381,33 @@ impl BackupSource for QdrantComponent {
         } else {
             let mut facts = Vec::with_capacity(collections.len());
             for c in &collections {
-                facts.push(if self.config.logical {
-                    self.export_collection(c, sink, progress).await?
+                let taken = if self.config.logical {
+                    self.export_collection(c, sink, progress).await
                 } else {
-                    self.backup_collection(c, sink, progress).await?
-                });
+                    self.backup_collection(c, sink, progress).await
+                };
+                match taken {
+                    Ok(f) => facts.push(f),
+                    // Every collection was asked for and this one was dropped since the
+                    // listing: it is not part of the backup.
+                    Err(e)
+                        if self.config.collections.is_empty()
+                            && e.kind() == ErrorKind::NotFound
+                            && self.collection_info(c).await?.is_none() =>
+                    {
+                        progress.warn(format!(
+                            "collection {c} was dropped while the backup ran: not backed up"
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if facts.is_empty() {
+                return Err(self.err(
+                    ErrorKind::NotFound,
+                    "every collection was dropped while the backup ran".into(),
+                    None,
+                ));
             }
             (None, facts)
         };

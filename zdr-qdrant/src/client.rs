@@ -79,6 +79,27 @@ pub(crate) fn enabled_vectors(on: bool) -> Option<pb::WithVectorsSelector> {
     Some(on.into())
 }
 
+/// True when a gRPC status stands for a failed connection rather than an answer: tonic
+/// turns transport errors (connection reset or closed, h2 protocol errors) into `Unknown`
+/// and an abandoned call into `Cancelled`.
+pub(crate) fn is_transport_failure(code: tonic::Code, message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    code == tonic::Code::Cancelled
+        || (code == tonic::Code::Unknown
+            && [
+                "transport error",
+                "connection",
+                "connect",
+                "h2 protocol error",
+                "broken pipe",
+                "stream closed",
+                "error reading",
+                "timed out",
+            ]
+            .iter()
+            .any(|needle| m.contains(needle)))
+}
+
 /// `major.minor` of a version string such as `1.18.2` or `v1.18.2-dev`.
 pub(crate) fn major_minor(version: &str) -> Option<(u64, u64)> {
     let v = version.trim().trim_start_matches('v');
@@ -171,6 +192,57 @@ impl QdrantComponent {
         &self.grpc_url
     }
 
+    /// The stall timeout ([`QdrantConfig::stall_timeout_secs`]).
+    pub(crate) fn stall(&self) -> Duration {
+        Duration::from_secs(self.config.stall_timeout_secs.max(1))
+    }
+
+    /// The limit of one long server-side operation ([`QdrantConfig::timeout_secs`]).
+    pub(crate) fn long_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.timeout_secs.max(1))
+    }
+
+    /// The temporary error of a server that gave no answer (or moved no byte) for `limit`.
+    pub(crate) fn stalled(&self, what: &str, limit: Duration, collection: Option<&str>) -> Error {
+        self.err(
+            ErrorKind::Source,
+            format!(
+                "{what}: qdrant at {} gave no answer for {} s",
+                self.base,
+                limit.as_secs()
+            ),
+            collection,
+        )
+        .temporary()
+        .with_hint(
+            "the server may be overloaded or stopped; the stall timeout is stall_timeout_secs",
+        )
+    }
+
+    /// A gRPC control call, limited by the stall timeout; its failure as a zdr error.
+    pub(crate) async fn rpc<T>(
+        &self,
+        what: &str,
+        collection: Option<&str>,
+        call: impl std::future::Future<Output = std::result::Result<T, QdrantError>>,
+    ) -> Result<T> {
+        self.rpc_within(self.stall(), what, collection, call).await
+    }
+
+    /// A gRPC call limited by `limit`; its failure as a zdr error.
+    pub(crate) async fn rpc_within<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        collection: Option<&str>,
+        call: impl std::future::Future<Output = std::result::Result<T, QdrantError>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(limit, call).await {
+            Ok(r) => r.map_err(|e| self.grpc_err(what, collection, e)),
+            Err(_) => Err(self.stalled(what, limit, collection)),
+        }
+    }
+
     pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(key) = &self.config.api_key {
@@ -202,6 +274,19 @@ impl QdrantComponent {
         let status = match e {
             QdrantError::ResponseError { status }
             | QdrantError::ResourceExhaustedError { status, .. } => status,
+            QdrantError::Io(e) => {
+                return self
+                    .err(
+                        ErrorKind::Source,
+                        format!(
+                            "{what}: the connection to qdrant gRPC at {} failed: {}",
+                            self.grpc_url,
+                            self.redact(&e.to_string())
+                        ),
+                        collection,
+                    )
+                    .temporary();
+            }
             other => {
                 return self.err(
                     ErrorKind::Source,
@@ -219,6 +304,20 @@ impl QdrantComponent {
             }
             code => code,
         };
+        if is_transport_failure(code, status.message()) {
+            // tonic reports a broken connection (reset, closed, refused mid-call) as `Unknown`
+            // or `Cancelled`: not an answer of the server.
+            return self
+                .err(
+                    ErrorKind::Source,
+                    format!(
+                        "{what}: the connection to qdrant gRPC at {} failed: {detail}",
+                        self.grpc_url
+                    ),
+                    collection,
+                )
+                .temporary();
+        }
         match code {
             Code::Unauthenticated | Code::PermissionDenied => self
                 .err(
@@ -265,7 +364,21 @@ impl QdrantComponent {
         what: &str,
         collection: Option<&str>,
     ) -> Result<Response> {
-        let resp = req.send().await.map_err(|e| {
+        self.send_within(self.stall(), req, what, collection).await
+    }
+
+    /// [`Self::send`] with the answer's headers awaited at most `limit`.
+    pub(crate) async fn send_within(
+        &self,
+        limit: Duration,
+        req: RequestBuilder,
+        what: &str,
+        collection: Option<&str>,
+    ) -> Result<Response> {
+        let sent = tokio::time::timeout(limit, req.send())
+            .await
+            .map_err(|_| self.stalled(what, limit, collection))?;
+        let resp = sent.map_err(|e| {
             // reqwest errors carry the URL, never the headers: the API key cannot leak.
             self.err(
                 ErrorKind::Source,
@@ -320,7 +433,9 @@ impl QdrantComponent {
         what: &str,
         collection: Option<&str>,
     ) -> Result<Value> {
-        let resp = self.send(req, what, collection).await?;
+        // Index creation and restores with `wait=true` answer when the work is done.
+        let limit = self.long_timeout();
+        let resp = self.send_within(limit, req, what, collection).await?;
         let mut v: Value = resp.json().await.map_err(|e| {
             self.err(
                 ErrorKind::Source,
@@ -337,10 +452,8 @@ impl QdrantComponent {
     /// Source errors when the server is unreachable, BadInput when the key is refused.
     pub async fn server_version(&self) -> Result<String> {
         let reply = self
-            .grpc
-            .health_check()
-            .await
-            .map_err(|e| self.grpc_err("read the server version", None, e))?;
+            .rpc("read the server version", None, self.grpc.health_check())
+            .await?;
         if reply.version.is_empty() {
             return Err(self.err(
                 ErrorKind::Source,
@@ -357,10 +470,8 @@ impl QdrantComponent {
     /// As [`QdrantComponent::server_version`].
     pub async fn list_collections(&self) -> Result<Vec<String>> {
         let v = self
-            .grpc
-            .list_collections()
-            .await
-            .map_err(|e| self.grpc_err("list collections", None, e))?;
+            .rpc("list collections", None, self.grpc.list_collections())
+            .await?;
         let mut names: Vec<String> = v.collections.into_iter().map(|c| c.name).collect();
         names.sort();
         Ok(names)
@@ -372,10 +483,8 @@ impl QdrantComponent {
     /// As [`QdrantComponent::server_version`].
     pub async fn list_aliases(&self) -> Result<Vec<AliasFact>> {
         let v = self
-            .grpc
-            .list_aliases()
-            .await
-            .map_err(|e| self.grpc_err("list aliases", None, e))?;
+            .rpc("list aliases", None, self.grpc.list_aliases())
+            .await?;
         Ok(v.aliases
             .into_iter()
             .map(|a| AliasFact {
@@ -395,10 +504,15 @@ impl QdrantComponent {
         collection: Option<&str>,
     ) -> Result<Vec<(String, u64, Option<String>)>> {
         let list = match collection {
-            Some(c) => self.grpc.list_snapshots(c).await,
-            None => self.grpc.list_full_snapshots().await,
-        }
-        .map_err(|e| self.grpc_err("list snapshots", collection, e))?;
+            Some(c) => {
+                self.rpc("list snapshots", collection, self.grpc.list_snapshots(c))
+                    .await?
+            }
+            None => {
+                self.rpc("list snapshots", None, self.grpc.list_full_snapshots())
+                    .await?
+            }
+        };
         Ok(list
             .snapshot_descriptions
             .into_iter()
@@ -408,16 +522,17 @@ impl QdrantComponent {
 
     /// Collection info and exact count: `None` when the collection does not exist.
     pub(crate) async fn collection_info(&self, c: &str) -> Result<Option<Info>> {
-        let info = match self.grpc.collection_info(c).await {
+        let info = match self
+            .rpc(
+                "read collection info",
+                Some(c),
+                self.grpc.collection_info(c),
+            )
+            .await
+        {
             Ok(r) => r.result,
-            Err(e) => {
-                let e = self.grpc_err("read collection info", Some(c), e);
-                return if e.kind() == ErrorKind::NotFound {
-                    Ok(None)
-                } else {
-                    Err(e)
-                };
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
         };
         let Some(info) = info else {
             return Err(self.err(
@@ -428,14 +543,16 @@ impl QdrantComponent {
         };
         let params = info.config.as_ref().and_then(|c| c.params.as_ref());
         let count = self
-            .grpc
-            .count(pb::CountPoints {
-                collection_name: c.to_string(),
-                exact: Some(true),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| self.grpc_err("count points", Some(c), e))?;
+            .rpc(
+                "count points",
+                Some(c),
+                self.grpc.count(pb::CountPoints {
+                    collection_name: c.to_string(),
+                    exact: Some(true),
+                    ..Default::default()
+                }),
+            )
+            .await?;
         Ok(Some(Info {
             points_count: count.result.map_or(0, |r| r.count),
             vectors: convert::vectors_config_to_json(
@@ -444,8 +561,53 @@ impl QdrantComponent {
             sparse_vectors: convert::sparse_config_to_json(
                 params.and_then(|p| p.sparse_vectors_config.as_ref()),
             ),
-            payload_schema: convert::payload_schema_to_json(&info.payload_schema),
+            payload_schema: match self.rest_payload_schema(c).await? {
+                Some(schema) => schema,
+                None => convert::payload_schema_to_json(&info.payload_schema),
+            },
         }))
+    }
+
+    /// The payload indexes of `c` as REST shows them, with their parameters (tokenizer,
+    /// `is_tenant`, ...: the shape index creation takes back); `None` when REST does not
+    /// list them.
+    async fn rest_payload_schema(&self, c: &str) -> Result<Option<Value>> {
+        let resp = self
+            .send(
+                self.request(Method::GET, &format!("/collections/{c}")),
+                "read payload indexes",
+                Some(c),
+            )
+            .await?;
+        let v: Value = tokio::time::timeout(self.stall(), resp.json())
+            .await
+            .map_err(|_| self.stalled("read payload indexes", self.stall(), Some(c)))?
+            .map_err(|e| {
+                self.err(
+                    ErrorKind::Source,
+                    format!("read payload indexes: unreadable answer: {e}"),
+                    Some(c),
+                )
+                .temporary()
+            })?;
+        let Some(schema) = v["result"]["payload_schema"].as_object() else {
+            return Ok(None);
+        };
+        Ok(Some(Value::Object(
+            schema
+                .iter()
+                .map(|(field, info)| {
+                    let mut kept = json!({ "data_type": info["data_type"] });
+                    if info["params"].is_object() {
+                        kept["params"] = info["params"].clone();
+                    }
+                    if let Some(points) = info["points"].as_u64() {
+                        kept["points"] = json!(points);
+                    }
+                    (field.clone(), kept)
+                })
+                .collect(),
+        )))
     }
 
     pub(crate) async fn existing_info(&self, c: &str) -> Result<Info> {
@@ -467,17 +629,19 @@ impl QdrantComponent {
         with_vectors: bool,
     ) -> Result<(Vec<Value>, Option<pb::PointId>)> {
         let page = self
-            .grpc
-            .scroll(pb::ScrollPoints {
-                collection_name: c.to_string(),
-                offset,
-                limit: u32::try_from(limit).ok(),
-                with_payload: enabled_payload(true),
-                with_vectors: enabled_vectors(with_vectors),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| self.grpc_err("scroll points", Some(c), e))?;
+            .rpc(
+                "scroll points",
+                Some(c),
+                self.grpc.scroll(pb::ScrollPoints {
+                    collection_name: c.to_string(),
+                    offset,
+                    limit: u32::try_from(limit).ok(),
+                    with_payload: enabled_payload(true),
+                    with_vectors: enabled_vectors(with_vectors),
+                    ..Default::default()
+                }),
+            )
+            .await?;
         let points = page
             .result
             .into_iter()

@@ -22,10 +22,15 @@ pub struct QdrantConfig {
     pub collections: Vec<String>,
     /// Delete each snapshot on the server once it is stored (default `true`).
     pub delete_snapshots: bool,
-    /// Timeout to connect, in seconds (transfers themselves are not limited).
+    /// Timeout to connect, in seconds.
     pub connect_timeout_secs: u64,
-    /// Timeout of one gRPC call, in seconds (snapshot creation of a large collection is one
-    /// call: default one hour).
+    /// Stall timeout, in seconds: a snapshot download or upload that moves no byte for this
+    /// long, and a control call (collection info, counts, scroll, aliases, listing and
+    /// deleting snapshots) that gets no answer for this long, fail with a temporary error
+    /// instead of waiting on a server that stopped answering (default 60).
+    pub stall_timeout_secs: u64,
+    /// Timeout of one long server-side operation, in seconds: snapshot creation, and the
+    /// server's restore of an uploaded or fetched snapshot (default one hour).
     pub timeout_secs: u64,
     /// Back up the whole storage as one full snapshot (every collection and alias) instead
     /// of one snapshot per collection. Restoring it is a server start with
@@ -58,6 +63,7 @@ impl Default for QdrantConfig {
             collections: Vec::new(),
             delete_snapshots: true,
             connect_timeout_secs: 10,
+            stall_timeout_secs: 60,
             timeout_secs: 3600,
             full_snapshot: false,
             recover_from: None,
@@ -76,6 +82,7 @@ impl fmt::Debug for QdrantConfig {
             .field("collections", &self.collections)
             .field("delete_snapshots", &self.delete_snapshots)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("stall_timeout_secs", &self.stall_timeout_secs)
             .field("timeout_secs", &self.timeout_secs)
             .field("full_snapshot", &self.full_snapshot)
             .field("recover_from", &self.recover_from)

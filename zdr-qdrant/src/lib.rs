@@ -66,6 +66,7 @@ mod config;
 mod convert;
 mod facts;
 mod restore;
+mod tarscan;
 mod transfer;
 mod verify;
 
@@ -76,6 +77,7 @@ use zdr_core::Component;
 pub use client::{artifact_name, collection_of_artifact};
 pub use config::QdrantConfig;
 pub use facts::{AliasFact, CollectionFacts, FullSnapshotFact, PointSample, QdrantFacts};
+pub use restore::{RestoreOptions, SCRATCH_PREFIX, host_scratch_prefix};
 
 /// The artifact extension of a collection snapshot.
 pub const SNAPSHOT_EXT: &str = "snapshot";

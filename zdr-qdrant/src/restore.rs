@@ -4,10 +4,11 @@ use async_trait::async_trait;
 use qdrant_client::qdrant as pb;
 use reqwest::Method;
 use serde_json::{Value, json};
+use sha2::Digest;
 use tokio::io::AsyncBufReadExt;
 use zdr_core::{
-    ArtifactReader, Component, Error, ErrorKind, Manifest, Progress, RestoreOutcome, RestoreTarget,
-    Restorer, Result,
+    ArtifactReader, Component, Error, ErrorKind, Manifest, Progress, RestoreCall, RestoreOutcome,
+    RestoreTarget, RestoreWithOptions, Restorer, Result,
 };
 
 use crate::client::artifact_name;
@@ -40,20 +41,24 @@ impl QdrantComponent {
                 ))
             })?;
         if self.collection_info(dest).await?.is_some() {
-            self.grpc
-                .delete_collection(dest)
-                .await
-                .map_err(|e| self.grpc_err("drop the collection to overwrite", Some(dest), e))?;
+            self.rpc(
+                "drop the collection to overwrite",
+                Some(dest),
+                self.grpc.delete_collection(dest),
+            )
+            .await?;
         }
-        self.grpc
-            .create_collection(pb::CreateCollection {
+        self.rpc(
+            "create collection",
+            Some(dest),
+            self.grpc.create_collection(pb::CreateCollection {
                 collection_name: dest.to_string(),
                 vectors_config: Some(vectors_config),
                 sparse_vectors_config: convert::json_to_sparse_config(&header["sparse_vectors"]),
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| self.grpc_err("create collection", Some(dest), e))?;
+            }),
+        )
+        .await?;
         if let Some(schema) = header["payload_schema"].as_object() {
             for (field, info) in schema {
                 let field_schema = if info["params"].is_object() {
@@ -95,15 +100,17 @@ impl QdrantComponent {
                 });
             }
             if batch.len() >= BATCH || (line.is_none() && !batch.is_empty()) {
-                self.grpc
-                    .upsert_points(pb::UpsertPoints {
+                self.rpc(
+                    "upsert points",
+                    Some(dest),
+                    self.grpc.upsert_points(pb::UpsertPoints {
                         collection_name: dest.to_string(),
                         wait: Some(true),
                         points: std::mem::take(&mut batch),
                         ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| self.grpc_err("upsert points", Some(dest), e))?;
+                    }),
+                )
+                .await?;
             }
             if line.is_none() {
                 return Ok(());
@@ -120,100 +127,139 @@ impl QdrantComponent {
             match current.iter().find(|c| c.alias_name == a.alias_name) {
                 Some(c) if c.collection_name == a.collection_name => continue,
                 Some(_) => {
-                    self.grpc
-                        .delete_alias(a.alias_name.as_str())
-                        .await
-                        .map_err(|e| self.grpc_err("recreate aliases", None, e))?;
+                    self.rpc(
+                        "recreate aliases",
+                        None,
+                        self.grpc.delete_alias(a.alias_name.as_str()),
+                    )
+                    .await?;
                 }
                 None => {}
             }
-            self.grpc
-                .create_alias(pb::CreateAlias {
+            self.rpc(
+                "recreate aliases",
+                None,
+                self.grpc.create_alias(pb::CreateAlias {
                     collection_name: a.collection_name.clone(),
                     alias_name: a.alias_name.clone(),
-                })
-                .await
-                .map_err(|e| self.grpc_err("recreate aliases", None, e))?;
+                }),
+            )
+            .await?;
         }
         Ok(())
     }
 }
 
-#[async_trait]
-impl Restorer for QdrantComponent {
-    fn component(&self) -> &Component {
-        &self.component
+/// Options of one restore call ([`QdrantComponent::restore_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Restore every collection into a scratch collection of its own
+    /// ([`SCRATCH_PREFIX`], unique per process), compare each with the backup's facts, then
+    /// delete the scratch collections and the snapshot files the uploads left — also when the
+    /// restore or the comparison failed. Live collections and aliases are never touched; a
+    /// target name does not apply. Scratch collections that an interrupted run of this host
+    /// left behind (its process is gone) are deleted first.
+    pub scratch: bool,
+}
+
+/// The name prefix of scratch collections ([`RestoreOptions::scratch`]).
+pub const SCRATCH_PREFIX: &str = "zdr-scratch-";
+
+/// A short tag of this host, so a run never deletes scratch collections of another host's
+/// drill that shares the server.
+fn host_tag() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(host.trim().as_bytes())[..4])
+}
+
+/// The name prefix of the scratch collections this host makes:
+/// [`SCRATCH_PREFIX`] and a tag of the host name; the pid of the process follows.
+#[must_use]
+pub fn host_scratch_prefix() -> String {
+    format!("{SCRATCH_PREFIX}{}-", host_tag())
+}
+
+/// The scratch collection names of one restore: `zdr-scratch-<host>-<pid>-<nanos>-<i>`.
+fn scratch_names(count: usize) -> Vec<String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let (tag, pid) = (host_tag(), std::process::id());
+    (0..count)
+        .map(|i| format!("{SCRATCH_PREFIX}{tag}-{pid}-{nanos}-{i}"))
+        .collect()
+}
+
+/// The pid of a scratch collection made on this host, `None` for any other name.
+fn scratch_pid_here(name: &str, tag: &str) -> Option<u32> {
+    let rest = name.strip_prefix(SCRATCH_PREFIX)?.strip_prefix(tag)?;
+    rest.strip_prefix('-')?.split('-').next()?.parse().ok()
+}
+
+impl QdrantComponent {
+    /// A restore of this component with `options`, as a [`Restorer`] for the storage layer.
+    #[must_use]
+    pub fn restore_with(&self, options: RestoreOptions) -> RestoreCall<'_, Self> {
+        RestoreCall::new(self, options)
     }
 
-    async fn restore(
+    /// Delete the scratch collections that runs of this host left behind when they were
+    /// killed (their process is gone); returns their names.
+    ///
+    /// # Errors
+    /// As [`QdrantComponent::list_collections`], or when one cannot be deleted.
+    pub async fn remove_abandoned_scratch(&self) -> Result<Vec<String>> {
+        let tag = host_tag();
+        let mut removed = Vec::new();
+        for c in self.list_collections().await? {
+            let Some(pid) = scratch_pid_here(&c, &tag) else {
+                continue;
+            };
+            if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            self.drop_scratch(&c).await?;
+            removed.push(c);
+        }
+        Ok(removed)
+    }
+
+    /// Delete a scratch collection and every snapshot file it holds on the server.
+    async fn drop_scratch(&self, c: &str) -> Result<()> {
+        let snapshots = match self.list_snapshots(Some(c)).await {
+            Ok(list) => list,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for (name, _, _) in snapshots {
+            self.delete_snapshot_file(c, &name).await?;
+        }
+        match self
+            .rpc(
+                "delete the scratch collection",
+                Some(c),
+                self.grpc.delete_collection(c),
+            )
+            .await
+        {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Restore every collection of `facts` into `dests` (same order), checked beforehand.
+    async fn restore_into(
         &self,
         backup: &Manifest,
+        facts: &QdrantFacts,
+        dests: &[String],
         from: &dyn ArtifactReader,
-        target: &RestoreTarget,
         progress: &Progress,
-    ) -> Result<RestoreOutcome> {
-        let facts = QdrantFacts::from_manifest(backup)?;
-        if let Some(full) = &facts.full_snapshot {
-            return Err(self
-                .err(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "backup {} is a full-storage snapshot ({}): Qdrant restores those only when it starts",
-                        backup.id, full.name
-                    ),
-                    None,
-                )
-                .with_hint(
-                    "decode the artifact `storage` (sha256sum -c, then decompress/decrypt as stored), stop Qdrant \
-                     and start it once from that file as its storage snapshot; per-collection backups restore through zdr",
-                ));
-        }
-        let server = self.server_version().await?;
-        match (major_minor(&facts.qdrant_version), major_minor(&server)) {
-            (Some(snap), Some(srv)) if snap > srv && !facts.logical => {
-                return Err(self
-                    .err(
-                        ErrorKind::Unsupported,
-                        format!(
-                            "the snapshots were taken on Qdrant {} and the target server runs {server}: \
-                             Qdrant cannot restore a snapshot from a newer version",
-                            facts.qdrant_version
-                        ),
-                        None,
-                    )
-                    .with_hint(
-                        "restore on a Qdrant at least as new, or use a logical export to cross versions",
-                    ));
-            }
-            _ => {}
-        }
-        if target.name.is_some() && facts.collections.len() != 1 {
-            return Err(self.err(
-                ErrorKind::BadInput,
-                format!(
-                    "a target name needs a backup of one collection; this one has {}",
-                    facts.collections.len()
-                ),
-                None,
-            ));
-        }
-        // Every target is checked before the first upload: no half-restored set.
-        for c in &facts.collections {
-            let dest = target.name.clone().unwrap_or_else(|| c.name.clone());
-            if !target.overwrite && self.collection_info(&dest).await?.is_some() {
-                return Err(self
-                    .err(
-                        ErrorKind::Conflict,
-                        format!("collection {dest} already exists"),
-                        Some(&dest),
-                    )
-                    .with_hint("restore under another name, or overwrite"));
-            }
-        }
-        let mut outcome = RestoreOutcome::default();
-        let mut restored = Vec::new();
-        for c in &facts.collections {
-            let dest = target.name.clone().unwrap_or_else(|| c.name.clone());
+        outcome: &mut RestoreOutcome,
+    ) -> Result<()> {
+        for (c, dest) in facts.collections.iter().zip(dests) {
             let record = backup.artifact(&artifact_name(&c.name)).ok_or_else(|| {
                 self.err(
                     ErrorKind::Integrity,
@@ -232,19 +278,21 @@ impl Restorer for QdrantComponent {
                 let location = template
                     .replace("{collection}", &c.name)
                     .replace("{snapshot}", &c.snapshot);
-                self.recover_snapshot(&dest, &location, Some(&c.checksum))
+                self.recover_snapshot(dest, &location, Some(&c.checksum))
                     .await?;
             } else {
                 let reader = from.open(record).await?;
                 if facts.logical {
-                    self.import_collection(&dest, reader, &task, progress)
+                    self.import_collection(dest, reader, &task, progress)
                         .await?;
                 } else {
-                    self.upload_snapshot(&dest, c, record.raw_size, reader)
-                        .await?;
-                    // Qdrant keeps the uploaded file among the collection's snapshots: a
-                    // full copy per restore unless it is removed. A leftover is reported.
-                    if let Err(e) = self.delete_uploaded_snapshot(&dest, &c.snapshot).await {
+                    let uploaded = self.upload_snapshot(dest, c, record.raw_size, reader).await;
+                    // Qdrant keeps the uploaded file among the collection's snapshots, also
+                    // when its restore failed: a full copy per restore unless it is removed.
+                    // A leftover is reported.
+                    if let Err(e) = self.delete_uploaded_snapshot(dest, &c.snapshot).await
+                        && e.kind() != ErrorKind::NotFound
+                    {
                         let note = format!(
                             "the uploaded snapshot of {dest} was left on the server: {}",
                             e.message()
@@ -252,13 +300,199 @@ impl Restorer for QdrantComponent {
                         progress.warn(note.clone());
                         outcome.notes.push(note);
                     }
+                    uploaded?;
                 }
             }
             progress.finish(&task);
             outcome.items += 1;
             outcome.bytes += record.raw_size;
-            restored.push(dest);
         }
+        Ok(())
+    }
+
+    /// Restore into scratch collections, compare them with the facts, delete them.
+    async fn restore_scratch(
+        &self,
+        backup: &Manifest,
+        facts: &QdrantFacts,
+        from: &dyn ArtifactReader,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        let mut outcome = RestoreOutcome::default();
+        let abandoned = self.remove_abandoned_scratch().await?;
+        if !abandoned.is_empty() {
+            outcome.notes.push(format!(
+                "removed {} scratch collections left by interrupted runs: {}",
+                abandoned.len(),
+                abandoned.join(", ")
+            ));
+        }
+        let dests = scratch_names(facts.collections.len());
+        let restored = self
+            .restore_into(backup, facts, &dests, from, progress, &mut outcome)
+            .await;
+        let verified = match restored {
+            Ok(()) => self.verify_collections(facts, &dests).await,
+            Err(e) => Err(e),
+        };
+        // Always: the scratch collections (and any snapshot in them) go, whatever happened.
+        let mut leftovers = Vec::new();
+        for d in &dests {
+            if let Err(e) = self.drop_scratch(d).await {
+                leftovers.push(format!("{d}: {}", e.message()));
+            }
+        }
+        let report = verified?;
+        if !leftovers.is_empty() {
+            return Err(self
+                .err(
+                    ErrorKind::Source,
+                    format!(
+                        "the scratch restore was verified but its collections could not all be deleted: {}",
+                        leftovers.join("; ")
+                    ),
+                    None,
+                )
+                .temporary()
+                .with_hint("the next scratch restore of this host deletes them"));
+        }
+        if !report.is_ok() {
+            return Err(self
+                .err(
+                    ErrorKind::Integrity,
+                    format!(
+                        "backup {} restored into scratch collections differs from its facts: {}",
+                        backup.id,
+                        report.problems.join("; ")
+                    ),
+                    None,
+                )
+                .with_verify_report(report));
+        }
+        outcome.target = format!("scratch collections {} (deleted)", dests.join(","));
+        outcome.notes.push(format!(
+            "{} collections verified in scratch collections ({} checks), then deleted",
+            dests.len(),
+            report.checked
+        ));
+        Ok(outcome)
+    }
+
+    /// Refuse a backup this server cannot restore: a full-storage snapshot, or snapshots
+    /// from a newer Qdrant.
+    async fn check_restorable(&self, backup: &Manifest, facts: &QdrantFacts) -> Result<()> {
+        if let Some(full) = &facts.full_snapshot {
+            return Err(self
+                .err(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "backup {} is a full-storage snapshot ({}): Qdrant restores those only when it starts",
+                        backup.id, full.name
+                    ),
+                    None,
+                )
+                .with_hint(
+                    "decode the artifact `storage` (sha256sum -c, then decompress/decrypt as stored), stop Qdrant \
+                     and start it once from that file as its storage snapshot; per-collection backups restore through zdr",
+                ));
+        }
+        let server = self.server_version().await?;
+        match (major_minor(&facts.qdrant_version), major_minor(&server)) {
+            (Some(snap), Some(srv)) if snap > srv && !facts.logical => Err(self
+                .err(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "the snapshots were taken on Qdrant {} and the target server runs {server}: \
+                         Qdrant cannot restore a snapshot from a newer version",
+                        facts.qdrant_version
+                    ),
+                    None,
+                )
+                .with_hint(
+                    "restore on a Qdrant at least as new, or use a logical export to cross versions",
+                )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Restorer for QdrantComponent {
+    fn component(&self) -> &Component {
+        &self.component
+    }
+
+    async fn restore(
+        &self,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        self.restore_with_options(&RestoreOptions::default(), backup, from, target, progress)
+            .await
+    }
+}
+
+#[async_trait]
+impl RestoreWithOptions for QdrantComponent {
+    type Options = RestoreOptions;
+
+    fn restored_component(&self) -> &Component {
+        &self.component
+    }
+
+    async fn restore_with_options(
+        &self,
+        options: &RestoreOptions,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        target: &RestoreTarget,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        let facts = QdrantFacts::from_manifest(backup)?;
+        self.check_restorable(backup, &facts).await?;
+        if options.scratch {
+            if target.name.is_some() {
+                return Err(self.err(
+                    ErrorKind::BadInput,
+                    "a scratch restore chooses its own collection names: a target name does not apply"
+                        .into(),
+                    None,
+                ));
+            }
+            return self.restore_scratch(backup, &facts, from, progress).await;
+        }
+        if target.name.is_some() && facts.collections.len() != 1 {
+            return Err(self.err(
+                ErrorKind::BadInput,
+                format!(
+                    "a target name needs a backup of one collection; this one has {}",
+                    facts.collections.len()
+                ),
+                None,
+            ));
+        }
+        let dests: Vec<String> = facts
+            .collections
+            .iter()
+            .map(|c| target.name.clone().unwrap_or_else(|| c.name.clone()))
+            .collect();
+        // Every target is checked before the first upload: no half-restored set.
+        for dest in &dests {
+            if !target.overwrite && self.collection_info(dest).await?.is_some() {
+                return Err(self
+                    .err(
+                        ErrorKind::Conflict,
+                        format!("collection {dest} already exists"),
+                        Some(dest),
+                    )
+                    .with_hint("restore under another name, or overwrite"));
+            }
+        }
+        let mut outcome = RestoreOutcome::default();
+        self.restore_into(backup, &facts, &dests, from, progress, &mut outcome)
+            .await?;
         if target.name.is_none() {
             self.create_aliases(&facts.aliases).await?;
             if !facts.aliases.is_empty() {
@@ -277,7 +511,29 @@ impl Restorer for QdrantComponent {
                 .notes
                 .push("recovered by the server from recover_from".into());
         }
-        outcome.target = restored.join(",");
+        outcome.target = dests.join(",");
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_names_carry_this_host_and_process() {
+        let names = scratch_names(3);
+        let tag = host_tag();
+        assert_eq!(names.len(), 3);
+        for n in &names {
+            assert_eq!(scratch_pid_here(n, &tag), Some(std::process::id()), "{n}");
+        }
+        assert_ne!(names[0], names[1]);
+        assert_eq!(scratch_pid_here(&names[0], "00000000"), None);
+        assert_eq!(scratch_pid_here("documents", &tag), None);
+        assert_eq!(
+            scratch_pid_here(&format!("{SCRATCH_PREFIX}{tag}-x-1-0"), &tag),
+            None
+        );
     }
 }

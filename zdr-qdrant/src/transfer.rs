@@ -1,7 +1,11 @@
 //! Snapshot transfers over HTTP: streamed download, multipart upload, and recover from a
 //! URL the server fetches itself.
 
-use futures::TryStreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -9,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 use zdr_core::{ArtifactSink, Error, ErrorKind, Progress, Result};
 
+use crate::tarscan::TarScan;
 use crate::{CollectionFacts, QdrantComponent, SNAPSHOT_EXT};
 
 impl QdrantComponent {
@@ -25,6 +30,7 @@ impl QdrantComponent {
         size: Option<u64>,
         sink: &mut dyn ArtifactSink,
         progress: &Progress,
+        mut scan: Option<&mut TarScan>,
     ) -> Result<u64> {
         let resp = self
             .send(self.request(Method::GET, path), "download snapshot", c)
@@ -35,15 +41,32 @@ impl QdrantComponent {
         let mut hasher = Sha256::new();
         let mut total = 0u64;
         let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.try_next().await.map_err(|e| {
-            self.err(
-                ErrorKind::Source,
-                format!("download of snapshot {name} interrupted after {total} bytes: {e}"),
-                c,
-            )
-            .temporary()
-        })? {
+        let stall = self.stall();
+        loop {
+            let next = tokio::time::timeout(stall, stream.try_next())
+                .await
+                .map_err(|_| {
+                    self.stalled(
+                        &format!("download of snapshot {name} after {total} bytes"),
+                        stall,
+                        c,
+                    )
+                })?;
+            let Some(chunk) = next.map_err(|e| {
+                self.err(
+                    ErrorKind::Source,
+                    format!("download of snapshot {name} interrupted after {total} bytes: {e}"),
+                    c,
+                )
+                .temporary()
+            })?
+            else {
+                break;
+            };
             hasher.update(&chunk);
+            if let Some(scan) = scan.as_deref_mut() {
+                scan.feed(&chunk);
+            }
             out.write_all(&chunk)
                 .await
                 .map_err(|e| Error::from_io(e, "write the snapshot artifact"))?;
@@ -81,8 +104,10 @@ impl QdrantComponent {
         raw_size: u64,
         reader: zdr_core::BoxRead,
     ) -> Result<()> {
+        let watch = Arc::new(BodyWatch::default());
+        let body = watched(ReaderStream::new(reader), Arc::clone(&watch));
         let part = reqwest::multipart::Part::stream_with_length(
-            reqwest::Body::wrap_stream(ReaderStream::new(reader)),
+            reqwest::Body::wrap_stream(body),
             raw_size,
         )
         .file_name(upload_file_name(&c.snapshot))
@@ -93,27 +118,68 @@ impl QdrantComponent {
         if !c.checksum.is_empty() {
             path.push_str(&format!("&checksum={}", c.checksum));
         }
-        self.call(
+        let upload = self.call(
             self.request(Method::POST, &path).multipart(form),
             "upload snapshot",
             Some(dest),
+        );
+        // The server stops reading when it stalls: the body is then no longer polled.
+        let stall = self.stall();
+        let watchdog = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250).min(stall)).await;
+                if watch.done.load(Ordering::Relaxed) {
+                    // The body is sent; the server's restore is bounded by `call`'s limit.
+                    std::future::pending::<()>().await;
+                }
+                let idle = Duration::from_millis(
+                    watch
+                        .started
+                        .elapsed()
+                        .as_millis()
+                        .saturating_sub(u128::from(watch.last_ms.load(Ordering::Relaxed)))
+                        .try_into()
+                        .unwrap_or(u64::MAX),
+                );
+                if idle >= stall {
+                    return self.stalled(
+                        &format!(
+                            "upload of snapshot {} after {} bytes",
+                            c.snapshot,
+                            watch.bytes.load(Ordering::Relaxed)
+                        ),
+                        stall,
+                        Some(dest),
+                    );
+                }
+            }
+        };
+        tokio::select! {
+            r = upload => r.map(|_| ()),
+            e = watchdog => Err(e),
+        }
+    }
+
+    /// Delete one snapshot file of collection `c` on the server; NotFound when it is gone.
+    pub(crate) async fn delete_snapshot_file(&self, c: &str, name: &str) -> Result<()> {
+        self.rpc(
+            "delete snapshot",
+            Some(c),
+            self.grpc
+                .delete_snapshot(qdrant_client::qdrant::DeleteSnapshotRequest {
+                    collection_name: c.to_owned(),
+                    snapshot_name: name.to_owned(),
+                }),
         )
-        .await?;
-        Ok(())
+        .await
+        .map(|_| ())
     }
 
     /// Delete the file an upload left in the collection's snapshots (Qdrant keeps uploaded
     /// snapshots until deleted). A failure is returned for the caller to report.
     pub(crate) async fn delete_uploaded_snapshot(&self, dest: &str, snapshot: &str) -> Result<()> {
-        let name = upload_file_name(snapshot);
-        self.grpc
-            .delete_snapshot(qdrant_client::qdrant::DeleteSnapshotRequest {
-                collection_name: dest.to_owned(),
-                snapshot_name: name,
-            })
+        self.delete_snapshot_file(dest, &upload_file_name(snapshot))
             .await
-            .map(|_| ())
-            .map_err(|e| self.grpc_err("delete the uploaded snapshot", Some(dest), e))
     }
 
     /// Have the server restore collection `dest` from a snapshot it fetches itself at
@@ -162,4 +228,49 @@ fn upload_file_name(snapshot: &str) -> String {
     } else {
         format!("{snapshot}.snapshot")
     }
+}
+
+/// How far an upload body got: bytes handed to the connection, and when the last were.
+struct BodyWatch {
+    started: Instant,
+    last_ms: AtomicU64,
+    bytes: AtomicU64,
+    done: AtomicBool,
+}
+
+impl Default for BodyWatch {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+        }
+    }
+}
+
+/// `inner`, noting in `watch` each chunk taken and the end.
+fn watched<S, T, E>(
+    inner: S,
+    watch: Arc<BodyWatch>,
+) -> impl Stream<Item = std::result::Result<T, E>>
+where
+    S: Stream<Item = std::result::Result<T, E>> + Unpin,
+    T: AsRef<[u8]>,
+{
+    futures::stream::unfold((inner, watch), |(mut inner, watch)| async move {
+        let item = inner.next().await;
+        match &item {
+            Some(Ok(chunk)) => {
+                watch
+                    .bytes
+                    .fetch_add(chunk.as_ref().len() as u64, Ordering::Relaxed);
+                let ms = u64::try_from(watch.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                watch.last_ms.store(ms, Ordering::Relaxed);
+            }
+            Some(Err(_)) => {}
+            None => watch.done.store(true, Ordering::Relaxed),
+        }
+        item.map(|i| (i, (inner, watch)))
+    })
 }

@@ -25,6 +25,8 @@ use zdr_storage::{PipelineOptions, Repository, TierConfig, open_tier};
 
 const KEY: &str = "double-api-k3y-s3cret";
 
+static BACKUPS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 struct Env {
     url: String,
     grpc_url: Option<String>,
@@ -149,7 +151,28 @@ impl Env {
         }
     }
 
+    /// A backup through the repository. Backups hold [`BACKUPS`] shared: a full-storage
+    /// snapshot that fails deletes every collection snapshot new since it started, which
+    /// would include another test's snapshot in flight (two backups of one server at once).
+    async fn backup(&self, q: &QdrantComponent) -> Result<zdr_core::Manifest> {
+        let _shared = BACKUPS.read().await;
+        self.repo.backup(q, "daily", &Progress::none()).await
+    }
+
+    /// A backup while no other test's backup runs (see [`Env::backup`]).
+    async fn backup_exclusive(&self, q: &QdrantComponent) -> Result<zdr_core::Manifest> {
+        let _alone = BACKUPS.write().await;
+        self.repo.backup(q, "daily", &Progress::none()).await
+    }
+
+    /// Drop a collection of the test, first checking that zdr left none of its snapshots
+    /// on the server (Qdrant keeps a dropped collection's snapshot files).
     async fn drop_collection(&self, c: &str) {
+        assert_eq!(
+            self.snapshots(c).await,
+            0,
+            "snapshots of {c} left on the server"
+        );
         self.req(reqwest::Method::DELETE, &format!("/collections/{c}"), None)
             .await;
     }
@@ -193,7 +216,7 @@ async fn snapshot_round_trip_under_another_name_then_original_with_aliases() -> 
     env.seed(&c, 40, Some(&alias)).await;
     let q = env.qdrant(&[&c]);
 
-    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    let manifest = env.backup(&q).await?;
     let facts = QdrantFacts::from_manifest(&manifest)?;
     assert_eq!(facts.collections.len(), 1);
     assert_eq!(facts.collections[0].points_count, 40);
@@ -269,7 +292,7 @@ async fn verification_reports_changed_points() -> Result<()> {
     let c = unique("verify");
     env.seed(&c, 12, None).await;
     let q = env.qdrant(&[&c]);
-    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    let manifest = env.backup(&q).await?;
     let id = QdrantFacts::from_manifest(&manifest)?.collections[0].sample[0]
         .id
         .clone();
@@ -301,11 +324,7 @@ async fn checksum_mismatch_on_download_is_refused_without_manifest() -> Result<(
     let c = unique("corrupt");
     env.seed(&c, 10, None).await;
     double.corrupt_next_download();
-    let err = env
-        .repo
-        .backup(&env.qdrant(&[&c]), "daily", &Progress::none())
-        .await
-        .unwrap_err();
+    let err = env.backup(&env.qdrant(&[&c])).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
     assert_eq!(err.context_value("collection"), Some(c.as_str()));
     assert_eq!(env.manifests().await, 0);
@@ -323,11 +342,7 @@ async fn server_dropping_the_download_midway_is_a_clear_error_without_manifest()
     let c = unique("drop");
     env.seed(&c, 10, None).await;
     double.die_after(64 * 1024);
-    let err = env
-        .repo
-        .backup(&env.qdrant(&[&c]), "daily", &Progress::none())
-        .await
-        .unwrap_err();
+    let err = env.backup(&env.qdrant(&[&c])).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Source, "{err}");
     assert!(err.message().contains("interrupted"), "{err}");
     assert_eq!(err.context_value("collection"), Some(c.as_str()));
@@ -345,11 +360,7 @@ async fn wrong_or_missing_api_key_is_bad_input_and_never_shown() -> Result<()> {
     let wrong = "wr0ng-k3y-n0t-sh0wn";
     for key in [Some(wrong.to_string()), None] {
         let q = env.component(&[], key);
-        let err = env
-            .repo
-            .backup(&q, "daily", &Progress::none())
-            .await
-            .unwrap_err();
+        let err = env.backup(&q).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
         assert!(
             err.message().contains("gRPC"),
@@ -366,11 +377,7 @@ async fn wrong_or_missing_api_key_is_bad_input_and_never_shown() -> Result<()> {
 async fn unknown_collection_is_not_found_with_its_name() -> Result<()> {
     let env = env().await;
     let c = unique("absent");
-    let err = env
-        .repo
-        .backup(&env.qdrant(&[&c]), "daily", &Progress::none())
-        .await
-        .unwrap_err();
+    let err = env.backup(&env.qdrant(&[&c])).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert_eq!(err.context_value("collection"), Some(c.as_str()));
     assert_eq!(err.context_value("component"), Some("qdrant"));
@@ -388,7 +395,7 @@ async fn snapshot_from_a_newer_qdrant_is_refused_before_upload() -> Result<()> {
     let c = unique("version");
     env.seed(&c, 5, None).await;
     let q = env.qdrant(&[&c]);
-    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    let manifest = env.backup(&q).await?;
     double.set_version("1.17.4");
     let target = RestoreTarget {
         name: Some(format!("{c}_old")),
@@ -424,6 +431,17 @@ async fn logical_export_and_import_round_trip_across_pages() -> Result<()> {
         Some(json!({"field_name": "n", "field_schema": "integer"})),
     )
     .await;
+    // Index parameters beyond the type: a text index's tokenizer and case, a tenant key.
+    let text = json!({"type": "text", "tokenizer": "word", "lowercase": false, "min_token_len": 2});
+    let tenant = json!({"type": "keyword", "is_tenant": true});
+    for (field, schema) in [("doc", &text), ("tenant", &tenant)] {
+        env.req(
+            reqwest::Method::PUT,
+            &format!("/collections/{c}/index?wait=true"),
+            Some(json!({"field_name": field, "field_schema": schema})),
+        )
+        .await;
+    }
     let q = QdrantComponent::new(
         Component::new("qdrant").unwrap(),
         QdrantConfig {
@@ -431,7 +449,7 @@ async fn logical_export_and_import_round_trip_across_pages() -> Result<()> {
             ..env.qdrant(&[&c]).config().clone()
         },
     )?;
-    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    let manifest = env.backup(&q).await?;
     assert_eq!(manifest.kind, zdr_core::BackupKind::Export);
     let facts = QdrantFacts::from_manifest(&manifest)?;
     assert!(facts.logical);
@@ -455,7 +473,18 @@ async fn logical_export_and_import_round_trip_across_pages() -> Result<()> {
     let info = env
         .req(reqwest::Method::GET, &format!("/collections/{copy}"), None)
         .await;
-    assert!(info["result"]["payload_schema"]["n"].is_object(), "{info}");
+    let schema = &info["result"]["payload_schema"];
+    assert!(schema["n"].is_object(), "{info}");
+    // The parameters came back as recorded (the server may fill in defaults beside them).
+    for (field, want) in [("doc", &text), ("tenant", &tenant)] {
+        for (k, v) in want.as_object().unwrap() {
+            assert_eq!(&schema[field]["params"][k], v, "{field}.{k}: {info}");
+        }
+    }
+    assert_eq!(
+        facts.collections[0].payload_schema["tenant"]["params"]["is_tenant"],
+        true
+    );
     let got = env
         .req(
             reqwest::Method::POST,
@@ -485,11 +514,7 @@ async fn wrong_api_key_on_the_rest_side_is_bad_input_without_manifest() -> Resul
     let rest_only = "rest-only-k3y";
     double.set_rest_api_key(rest_only);
     // gRPC (info, snapshot) accepts the key, the REST download refuses it.
-    let err = env
-        .repo
-        .backup(&q, "daily", &Progress::none())
-        .await
-        .unwrap_err();
+    let err = env.backup(&q).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
     assert!(err.message().contains("403"), "{err}");
     assert_eq!(err.context_value("collection"), Some(c.as_str()));
@@ -519,11 +544,7 @@ async fn unreachable_grpc_port_is_a_temporary_source_error() -> Result<()> {
             ..env.qdrant(&[]).config().clone()
         },
     )?;
-    let err = env
-        .repo
-        .backup(&q, "daily", &Progress::none())
-        .await
-        .unwrap_err();
+    let err = env.backup(&q).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Source, "{err}");
     assert!(err.is_temporary(), "{err:?}");
     assert!(err.message().contains(&port.to_string()), "{err}");
@@ -556,7 +577,10 @@ async fn full_storage_snapshot_holds_every_collection_and_is_not_restored_throug
         },
     )?;
     let before = q.list_snapshots(None).await?.len();
-    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    let manifest = env.backup_exclusive(&q).await?;
+    // Qdrant keeps the collection snapshots a full snapshot is made of: zdr deletes them.
+    assert_eq!(env.snapshots(&a).await, 0, "collection snapshots left");
+    assert_eq!(env.snapshots(&b).await, 0, "collection snapshots left");
     assert_eq!(manifest.artifacts.len(), 1);
     assert!(
         manifest.artifacts[0]
@@ -598,21 +622,13 @@ async fn full_storage_snapshot_holds_every_collection_and_is_not_restored_throug
     if let Some(double) = &env.double {
         // A corrupted full download fails the backup: no new manifest, snapshot still deleted.
         double.corrupt_next_download();
-        let err = env
-            .repo
-            .backup(&q, "daily", &Progress::none())
-            .await
-            .unwrap_err();
+        let err = env.backup_exclusive(&q).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
         assert_eq!(env.manifests().await, 1);
         assert_eq!(double.full_snapshot_count(), 0);
         // The server dropping the full download midway: a clear error, no manifest.
         double.die_after(100 * 1024);
-        let err = env
-            .repo
-            .backup(&q, "daily", &Progress::none())
-            .await
-            .unwrap_err();
+        let err = env.backup_exclusive(&q).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Source, "{err}");
         assert!(err.message().contains("interrupted"), "{err}");
         assert_eq!(env.manifests().await, 1);
@@ -642,7 +658,7 @@ async fn restore_by_recover_from_a_url_the_server_fetches() -> Result<()> {
             ..env.qdrant(&[&c]).config().clone()
         },
     )?;
-    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    let manifest = env.backup(&q).await?;
     let facts = QdrantFacts::from_manifest(&manifest)?;
     let snapshot = facts.collections[0].snapshot.clone();
     assert_eq!(env.snapshots(&c).await, 1, "kept on the server");
@@ -723,7 +739,7 @@ async fn collection_names_that_are_not_artifact_names_are_encoded() -> Result<()
     env.seed(&plain, 12, None).await;
     env.seed(&spaced, 7, None).await;
     let q = env.qdrant(&[&plain, &spaced]);
-    let manifest = env.repo.backup(&q, "daily", &Progress::none()).await?;
+    let manifest = env.backup(&q).await?;
     let names: Vec<&str> = manifest.artifacts.iter().map(|a| a.name.as_str()).collect();
     assert!(names.contains(&plain.as_str()), "{names:?}");
     let encoded = zdr_qdrant::artifact_name(&spaced);
@@ -741,5 +757,264 @@ async fn collection_names_that_are_not_artifact_names_are_encoded() -> Result<()
     assert!(report.is_ok(), "{:?}", report.problems);
     env.drop_collection(&plain).await;
     env.drop_collection(&spaced).await;
+    Ok(())
+}
+
+/// A collection dropped while a full-storage snapshot runs fails it on the server (Qdrant
+/// leaves the collection snapshots made so far): the snapshot is taken again with the
+/// collections then on the server, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_storage_snapshot_survives_a_collection_dropped_meanwhile() -> Result<()> {
+    let env = env().await;
+    let Some(double) = &env.double else {
+        eprintln!(
+            "live Qdrant: the drop cannot be timed, skipped (the suite's parallel drops do it)"
+        );
+        return Ok(());
+    };
+    let (a, b, gone) = (unique("keep1"), unique("keep2"), unique("zgone"));
+    for c in [&a, &b, &gone] {
+        env.seed(c, 4, None).await;
+    }
+    // Every collection (none configured), as in a whole-server backup.
+    let q = QdrantComponent::new(
+        Component::new("qdrant").unwrap(),
+        QdrantConfig {
+            full_snapshot: true,
+            ..env.qdrant(&[]).config().clone()
+        },
+    )?;
+    double.drop_during_full_snapshot(&gone);
+    let manifest = env.backup_exclusive(&q).await?;
+    let facts = QdrantFacts::from_manifest(&manifest)?;
+    let names: Vec<&str> = facts.collections.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec![a.as_str(), b.as_str()]);
+    assert_eq!(double.all_snapshot_count(), 0, "collection snapshots left");
+    assert_eq!(double.full_snapshot_count(), 0, "full snapshot left");
+
+    // A configured collection that goes away is an error naming it, and nothing is left.
+    let q = QdrantComponent::new(
+        Component::new("qdrant").unwrap(),
+        QdrantConfig {
+            full_snapshot: true,
+            ..env.qdrant(&[&a, &b]).config().clone()
+        },
+    )?;
+    double.drop_during_full_snapshot(&b);
+    let err = env.backup_exclusive(&q).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(err.context_value("collection"), Some(b.as_str()), "{err:?}");
+    assert_eq!(env.manifests().await, 1);
+    assert_eq!(double.all_snapshot_count(), 0, "collection snapshots left");
+    assert_eq!(double.full_snapshot_count(), 0, "full snapshot left");
+    env.drop_collection(&a).await;
+    Ok(())
+}
+
+/// A scratch restore (drills, `verify --restore`) restores into collections of its own,
+/// compares them with the backup's facts, and deletes them and their snapshot files: the
+/// live collections, aliases and snapshots are never touched.
+#[tokio::test(flavor = "multi_thread")]
+async fn scratch_restore_verifies_and_leaves_nothing_behind() -> Result<()> {
+    let env = env().await;
+    let (c, d) = (unique("scr1"), unique("scr2"));
+    let alias = format!("{c}_alias");
+    env.seed(&c, 30, Some(&alias)).await;
+    env.seed(&d, 9, None).await;
+    let q = env.qdrant(&[&c, &d]);
+    let manifest = env.backup(&q).await?;
+    let collections_before = q.list_collections().await?;
+    let aliases_before = env.aliases().await;
+    let scratch = q.restore_with(zdr_qdrant::RestoreOptions { scratch: true });
+    let out = env
+        .repo
+        .restore(
+            &scratch,
+            &manifest,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await?;
+    assert_eq!(out.items, 2, "{out:?}");
+    assert!(out.notes.iter().any(|n| n.contains("verified")), "{out:?}");
+    assert!(out.target.contains(zdr_qdrant::SCRATCH_PREFIX), "{out:?}");
+    let ours = |names: Vec<String>| -> Vec<String> {
+        names
+            .into_iter()
+            .filter(|n| {
+                !n.starts_with(zdr_qdrant::SCRATCH_PREFIX) || out.target.contains(n.as_str())
+            })
+            .collect()
+    };
+    let after = q.list_collections().await?;
+    assert!(
+        !after.iter().any(|n| out.target.contains(n.as_str())),
+        "scratch collections left: {after:?}"
+    );
+    assert_eq!(
+        ours(after.clone())
+            .iter()
+            .filter(|n| **n == c || **n == d)
+            .count(),
+        2
+    );
+    assert!(collections_before.contains(&c));
+    assert_eq!(
+        env.aliases()
+            .await
+            .iter()
+            .filter(|(a, _)| *a == alias)
+            .count(),
+        aliases_before.iter().filter(|(a, _)| *a == alias).count()
+    );
+    if let Some(double) = &env.double {
+        assert_eq!(double.all_snapshot_count(), 0, "snapshot files left");
+    }
+
+    // Facts the data does not match: an integrity error carrying the verification, and the
+    // scratch collections are still deleted.
+    let mut wrong = manifest.clone();
+    wrong.facts["collections"][0]["points_count"] = json!(31);
+    let err = env
+        .repo
+        .restore(
+            &scratch,
+            &wrong,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    let report = err
+        .verify_report()
+        .expect("the verification travels with the error");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("30 points, the backup recorded 31")),
+        "{:?}",
+        report.problems
+    );
+    let left: Vec<String> = q
+        .list_collections()
+        .await?
+        .into_iter()
+        .filter(|n| {
+            n.starts_with(&zdr_qdrant::host_scratch_prefix())
+                && n.contains(&format!("-{}-", std::process::id()))
+        })
+        .collect();
+    assert!(left.is_empty(), "scratch collections left: {left:?}");
+    // A target name does not apply to a scratch restore.
+    let named = RestoreTarget {
+        name: Some("elsewhere".into()),
+        ..Default::default()
+    };
+    let err = env
+        .repo
+        .restore(&scratch, &manifest, &named, &Progress::none())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadInput, "{err}");
+    env.drop_collection(&c).await;
+    env.drop_collection(&d).await;
+    Ok(())
+}
+
+/// Scratch collections a killed run of this host left behind (its process is gone) are
+/// deleted by the next scratch restore; those of a live process are kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn scratch_collections_of_a_dead_process_are_removed() -> Result<()> {
+    let env = env().await;
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let prefix = zdr_qdrant::host_scratch_prefix();
+    let abandoned = format!("{prefix}{dead}-1-0");
+    let live = format!("{prefix}{}-1-0", std::process::id());
+    env.seed(&abandoned, 3, None).await;
+    env.seed(&live, 3, None).await;
+    let q = env.qdrant(&[]);
+    let removed = q.remove_abandoned_scratch().await?;
+    assert!(removed.contains(&abandoned), "{removed:?}");
+    assert!(!removed.contains(&live), "{removed:?}");
+    let now = q.list_collections().await?;
+    assert!(!now.contains(&abandoned) && now.contains(&live), "{now:?}");
+    env.drop_collection(&live).await;
+    Ok(())
+}
+
+/// A server that stops sending midway through a download, or stops answering at all (as
+/// after SIGSTOP), fails the call after the stall timeout with a temporary error instead of
+/// hanging; no manifest is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_server_is_a_temporary_error_after_the_stall_timeout() -> Result<()> {
+    let env = env().await;
+    let Some(double) = &env.double else {
+        eprintln!("live Qdrant: cannot stall it from here, skipped");
+        return Ok(());
+    };
+    let c = unique("stall");
+    env.seed(&c, 10, None).await;
+    let q = QdrantComponent::new(
+        Component::new("qdrant").unwrap(),
+        QdrantConfig {
+            stall_timeout_secs: 1,
+            timeout_secs: 5,
+            ..env.qdrant(&[&c]).config().clone()
+        },
+    )?;
+    let manifest = env.backup(&q).await?;
+    double.stall_after(64 * 1024);
+    let started = std::time::Instant::now();
+    let err = env.backup(&q).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Source, "{err}");
+    assert!(err.is_temporary(), "{err:?}");
+    assert!(err.message().contains("gave no answer for 1 s"), "{err}");
+    assert!(err.message().contains("after 65536 bytes"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(env.manifests().await, 1);
+    assert_eq!(double.snapshot_count(&c), 0, "snapshot still deleted");
+
+    // An upload the server stops reading (or, once the body is sent, never answers).
+    double.stall_uploads();
+    let started = std::time::Instant::now();
+    let err = env
+        .repo
+        .restore(
+            &q,
+            &manifest,
+            &RestoreTarget {
+                name: Some(format!("{c}_copy")),
+                ..Default::default()
+            },
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
+    assert!(err.message().contains("gave no answer"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
+    double.stop_answering();
+    let err = q.server_version().await.unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
+    assert!(err.message().contains("gave no answer"), "{err}");
+    let err = env
+        .repo
+        .restore(
+            &q,
+            &manifest,
+            &RestoreTarget {
+                name: Some(format!("{c}_copy")),
+                ..Default::default()
+            },
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
     Ok(())
 }

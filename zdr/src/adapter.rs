@@ -177,7 +177,7 @@ pub(crate) enum Adapter {
     #[cfg(feature = "vault")]
     Vault(zdr_vault::VaultComponent),
     #[cfg(feature = "qdrant")]
-    Qdrant(zdr_qdrant::QdrantComponent),
+    Qdrant(zdr_qdrant::QdrantComponent, zdr_qdrant::RestoreOptions),
 }
 
 fn not_for(options: &str, ty: &str, name: &str, actual: ComponentType) -> Error {
@@ -278,7 +278,10 @@ impl Adapter {
             ComponentConfig::Qdrant(c) => {
                 let mut c = c.clone();
                 c.logical = c.logical || options.logical;
-                Self::Qdrant(zdr_qdrant::QdrantComponent::new(component, c)?)
+                Self::Qdrant(
+                    zdr_qdrant::QdrantComponent::new(component, c)?,
+                    zdr_qdrant::RestoreOptions::default(),
+                )
             }
         })
     }
@@ -351,17 +354,18 @@ impl Adapter {
             ComponentConfig::Qdrant(c) => {
                 let mut c = c.clone();
                 c.logical = c.logical || options.logical;
-                Self::Qdrant(zdr_qdrant::QdrantComponent::new(component, c)?)
+                Self::Qdrant(
+                    zdr_qdrant::QdrantComponent::new(component, c)?,
+                    zdr_qdrant::RestoreOptions::default(),
+                )
             }
         })
     }
 
     /// An adapter whose restores never touch live data: postgres restores into a scratch
-    /// database, redis into a scratch server, files wherever the caller's target path says.
-    #[cfg_attr(
-        not(any(feature = "vault", feature = "qdrant")),
-        allow(unused_variables)
-    )]
+    /// database, redis into a scratch server, qdrant into scratch collections it deletes
+    /// after comparing them, files wherever the caller's target path says.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
     pub(crate) fn scratch(name: &str, config: &ComponentConfig) -> Result<Self> {
         let ty = ComponentType::of(config);
         match config {
@@ -400,10 +404,13 @@ impl Adapter {
             ))
             .with_context("component", name)),
             #[cfg(feature = "qdrant")]
-            ComponentConfig::Qdrant(_) => Err(Error::bad_input(format!(
-                "{name} is a {ty} component: restoring into a scratch collection is not supported yet, and a drill must not write into the live server; verify the backups instead"
-            ))
-            .with_context("component", name)),
+            ComponentConfig::Qdrant(c) => {
+                let component = Component::new(name)?;
+                Ok(Self::Qdrant(
+                    zdr_qdrant::QdrantComponent::new(component, c.clone())?,
+                    zdr_qdrant::RestoreOptions { scratch: true },
+                ))
+            }
         }
     }
 
@@ -418,7 +425,7 @@ impl Adapter {
             #[cfg(feature = "vault")]
             Self::Vault(v) => v,
             #[cfg(feature = "qdrant")]
-            Self::Qdrant(q) => q,
+            Self::Qdrant(q, _) => q,
         }
     }
 
@@ -434,7 +441,7 @@ impl Adapter {
             #[cfg(feature = "vault")]
             Self::Vault(v) => RestorerFor::Component(v),
             #[cfg(feature = "qdrant")]
-            Self::Qdrant(q) => RestorerFor::Component(q),
+            Self::Qdrant(q, o) => RestorerFor::Qdrant(q.restore_with(o.clone())),
         }
     }
 
@@ -449,7 +456,7 @@ impl Adapter {
             #[cfg(feature = "vault")]
             Self::Vault(v) => v,
             #[cfg(feature = "qdrant")]
-            Self::Qdrant(q) => q,
+            Self::Qdrant(q, _) => q,
         }
     }
 
@@ -463,6 +470,9 @@ impl Adapter {
             Self::Redis(..) => true,
             #[cfg(feature = "vault")]
             Self::Vault(_) => true,
+            // A scratch restore compares its collections with the facts before deleting them.
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(_, o) => o.scratch,
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -477,6 +487,8 @@ pub(crate) enum RestorerFor<'a> {
     Postgres(zdr_core::RestoreCall<'a, zdr_postgres::PostgresComponent>),
     #[cfg(feature = "redis")]
     Redis(zdr_core::RestoreCall<'a, zdr_redis::RedisComponent>),
+    #[cfg(feature = "qdrant")]
+    Qdrant(zdr_core::RestoreCall<'a, zdr_qdrant::QdrantComponent>),
 }
 
 impl RestorerFor<'_> {
@@ -487,6 +499,8 @@ impl RestorerFor<'_> {
             Self::Postgres(c) => c,
             #[cfg(feature = "redis")]
             Self::Redis(c) => c,
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(c) => c,
         }
     }
 }

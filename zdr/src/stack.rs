@@ -722,9 +722,12 @@ impl Stack {
     ) -> Result<ScratchRestoreReport> {
         let config = self.config.component(name)?;
         let ty = ComponentType::of(config);
-        if !matches!(ty, ComponentType::Postgres | ComponentType::Redis) {
+        if !matches!(
+            ty,
+            ComponentType::Postgres | ComponentType::Redis | ComponentType::Qdrant
+        ) {
             return Err(Error::bad_input(format!(
-                "{name} is a {ty} component; a verification by scratch restore applies to postgres and redis components"
+                "{name} is a {ty} component; a verification by scratch restore applies to postgres, redis and qdrant components"
             ))
             .with_context("component", name));
         }

@@ -9,8 +9,14 @@
 //!   not make answer `Unimplemented`.
 //!
 //! Switches corrupt the next snapshot download, drop the connection mid-download, report
-//! another server version, or make REST alone require another key. Its snapshot format is
-//! its own (JSON), not Qdrant's.
+//! another server version, make REST alone require another key, or drop a collection while
+//! a full snapshot runs. Its collection snapshot format is its own (JSON), not Qdrant's; a
+//! full snapshot is, as Qdrant's, a tar of collection snapshots and a `config.json`.
+//!
+//! Learned from the real server (1.18): uploaded snapshot files are kept among the
+//! collection's snapshots until deleted (also after a failed restore); a full snapshot keeps
+//! the collection snapshots it was made of, and fails with NotFound when a collection is
+//! dropped while it runs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,6 +50,10 @@ struct Inner {
     version: String,
     corrupt_next_download: bool,
     die_after: Option<usize>,
+    drop_during_full: Option<String>,
+    stall_after: Option<usize>,
+    stalled: bool,
+    stall_uploads: bool,
     counter: u64,
 }
 
@@ -77,25 +87,57 @@ fn take_snapshot(s: &mut Inner, c: &str) -> Option<(String, Vec<u8>)> {
     Some((name, bytes))
 }
 
-/// Snapshot every collection and alias.
-fn take_full_snapshot(s: &mut Inner) -> (String, Vec<u8>) {
-    let cols: serde_json::Map<String, Value> = s
-        .collections
+/// Snapshot every collection and alias as Qdrant does: one collection snapshot per
+/// collection, **kept** in each collection's snapshots (also when the full snapshot fails),
+/// then a tar of those files and a `config.json` mapping collections to them. A collection
+/// gone by the time its turn comes fails the whole snapshot with Qdrant's message, leaving
+/// the collection snapshots made so far (`drop_during_full_snapshot` makes one go after the
+/// first collection snapshot, as a concurrent drop would).
+fn take_full_snapshot(s: &mut Inner) -> Result<(String, Vec<u8>), String> {
+    let mut names: Vec<String> = s.collections.keys().cloned().collect();
+    names.sort();
+    let mut taken = Vec::new();
+    for (i, c) in names.iter().enumerate() {
+        if i == 1
+            && let Some(victim) = s.drop_during_full.take()
+        {
+            s.collections.remove(&victim);
+        }
+        let Some((snap, bytes)) = take_snapshot(s, c) else {
+            return Err(format!("Not found: Collection `{c}` doesn't exist!"));
+        };
+        taken.push((c.clone(), snap, bytes));
+    }
+    let mapping: serde_json::Map<String, Value> = taken
         .iter()
-        .map(|(n, c)| {
-            (
-                n.clone(),
-                json!({"vectors": c.vectors, "payload_schema": c.payload_schema, "points": c.points}),
-            )
-        })
+        .map(|(c, snap, _)| (c.clone(), json!(snap)))
         .collect();
-    let mut bytes =
-        serde_json::to_vec(&json!({"collections": cols, "aliases": s.aliases})).unwrap();
-    bytes.extend(std::iter::repeat_n(b' ', 256 * 1024));
+    let aliases: serde_json::Map<String, Value> = s
+        .aliases
+        .iter()
+        .map(|(alias, c)| (alias.clone(), json!(c)))
+        .collect();
+    let config = serde_json::to_vec_pretty(
+        &json!({"collections_mapping": mapping, "collections_aliases": aliases}),
+    )
+    .unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    for (_, snap, bytes) in &taken {
+        append(&mut builder, snap, bytes);
+    }
+    append(&mut builder, "config.json", &config);
+    let bytes = builder.into_inner().unwrap();
     s.counter += 1;
     let name = format!("full-snapshot-{}-2026-11-25-23-59-59.snapshot", s.counter);
     s.full_snapshots.insert(name.clone(), bytes.clone());
-    (name, bytes)
+    Ok((name, bytes))
+}
+
+fn append(builder: &mut tar::Builder<Vec<u8>>, name: &str, bytes: &[u8]) {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    builder.append_data(&mut header, name, bytes).unwrap();
 }
 
 fn ok(result: Value) -> Response {
@@ -195,6 +237,33 @@ impl QdrantDouble {
         self.inner.lock().unwrap().rest_key = Some(key.into());
     }
 
+    /// Send `n` bytes of the next download, then nothing, the connection left open.
+    pub fn stall_after(&self, n: usize) {
+        self.inner.lock().unwrap().stall_after = Some(n);
+    }
+
+    /// Never read nor answer snapshot uploads from now on.
+    pub fn stall_uploads(&self) {
+        self.inner.lock().unwrap().stall_uploads = true;
+    }
+
+    /// Stop answering (as a server sent SIGSTOP): every REST call and the gRPC health check
+    /// from now on wait forever; uploads are not read.
+    pub fn stop_answering(&self) {
+        self.inner.lock().unwrap().stalled = true;
+    }
+
+    /// Drop collection `c` while the next full snapshot runs (after its first collection
+    /// snapshot), as a concurrent drop would.
+    pub fn drop_during_full_snapshot(&self, c: &str) {
+        self.inner.lock().unwrap().drop_during_full = Some(c.into());
+    }
+
+    /// Collection snapshots held on the "server", of every collection.
+    pub fn all_snapshot_count(&self) -> usize {
+        self.inner.lock().unwrap().snapshots.len()
+    }
+
     /// Full-storage snapshots currently held on the "server".
     pub fn full_snapshot_count(&self) -> usize {
         self.inner.lock().unwrap().full_snapshots.len()
@@ -213,6 +282,13 @@ impl QdrantDouble {
 }
 
 async fn auth(State((s, key)): State<Shared>, req: Request, next: Next) -> Response {
+    let (stalled, uploads) = {
+        let s = s.lock().unwrap();
+        (s.stalled, s.stall_uploads)
+    };
+    if stalled || (uploads && req.uri().path().ends_with("/snapshots/upload")) {
+        return std::future::pending().await;
+    }
     let key = s.lock().unwrap().rest_key.clone().unwrap_or(key);
     match req.headers().get("api-key").and_then(|v| v.to_str().ok()) {
         None => fail(
@@ -461,7 +537,10 @@ async fn create_snapshot(State((s, _)): State<Shared>, Path(c): Path<String>) ->
 
 async fn create_full_snapshot(State((s, _)): State<Shared>) -> Response {
     let mut s = s.lock().unwrap();
-    let (name, bytes) = take_full_snapshot(&mut s);
+    let (name, bytes) = match take_full_snapshot(&mut s) {
+        Ok(taken) => taken,
+        Err(msg) => return fail(StatusCode::NOT_FOUND, msg),
+    };
     ok(
         json!({"name": name, "creation_time": "2026-11-25T23:59:59", "size": bytes.len(),
               "checksum": sha(&bytes)}),
@@ -590,6 +669,17 @@ fn serve_bytes(s: &mut Inner, mut bytes: Vec<u8>) -> Response {
         bytes[mid] ^= 0x55;
     }
     let headers = [(header::CONTENT_TYPE, "application/octet-stream")];
+    if let Some(n) = s.stall_after.take() {
+        use futures::StreamExt;
+        // Send the head, then nothing more and keep the connection open: a stopped server.
+        let head = Bytes::from(bytes[..n.min(bytes.len())].to_vec());
+        let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(
+            futures::stream::once(async {
+                std::future::pending::<Result<Bytes, std::io::Error>>().await
+            }),
+        );
+        return (headers, Body::from_stream(stream)).into_response();
+    }
     match s.die_after.take() {
         None => (headers, bytes).into_response(),
         Some(n) => {
@@ -670,14 +760,15 @@ async fn upload_snapshot(
             );
         }
     }
+    let mut s = s.lock().unwrap();
+    // Like Qdrant, the uploaded file stays in the collection's snapshots (listed, and kept
+    // until deleted) under the part's file name, saved before its restore is tried: it stays
+    // when the restore fails too.
+    let stored = file_name.unwrap_or_else(|| "upload.snapshot".to_owned());
+    s.snapshots.insert((c.clone(), stored), file.clone());
     let Ok(snap) = serde_json::from_slice::<Value>(&file) else {
         return fail(StatusCode::BAD_REQUEST, "not a snapshot of this double");
     };
-    let mut s = s.lock().unwrap();
-    // Like Qdrant, the uploaded file stays in the collection's snapshots (listed, and kept
-    // until deleted) under the part's file name.
-    let stored = file_name.unwrap_or_else(|| "upload.snapshot".to_owned());
-    s.snapshots.insert((c.clone(), stored), file.clone());
     s.collections.insert(
         c,
         Collection {
@@ -1038,7 +1129,13 @@ mod grpc {
             &self,
             _r: Request<pb::HealthCheckRequest>,
         ) -> Result<Response<pb::HealthCheckReply>, Status> {
-            let version = self.0.lock().unwrap().version.clone();
+            let (version, stalled) = {
+                let s = self.0.lock().unwrap();
+                (s.version.clone(), s.stalled)
+            };
+            if stalled {
+                return std::future::pending().await;
+            }
             Ok(Response::new(pb::HealthCheckReply {
                 title: "qdrant - vector search engine".into(),
                 version,
@@ -1530,7 +1627,7 @@ mod grpc {
             _r: Request<pb::CreateFullSnapshotRequest>,
         ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
             let mut s = self.0.lock().unwrap();
-            let (name, bytes) = take_full_snapshot(&mut s);
+            let (name, bytes) = take_full_snapshot(&mut s).map_err(Status::not_found)?;
             Ok(Response::new(pb::CreateSnapshotResponse {
                 snapshot_description: Some(description(&name, &bytes)),
                 time: 0.001,

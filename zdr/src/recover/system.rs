@@ -577,8 +577,7 @@ impl Stack {
     /// recovery order, restored into a scratch target and verified — a throwaway copy of its
     /// container ([`Stack::drill_container`]) for a component in a container, a scratch
     /// directory, database or server otherwise ([`Stack::drill`]). A failing drill does not
-    /// stop the others; components without a scratch target (vault, qdrant) are listed as not
-    /// run. The report goes to `reports/drill-system-<time>.json` and `.md`.
+    /// stop the others; a component without a scratch target (vault) is listed as not run. The report goes to `reports/drill-system-<time>.json` and `.md`.
     ///
     /// # Errors
     /// Only when the component list cannot be read; each drill's failure is in the report.
@@ -613,7 +612,7 @@ impl Stack {
                 self.config().runners.get(name),
                 Some(RunnerConfig::Docker { .. })
             );
-            if !in_container && matches!(ty, ComponentType::Vault | ComponentType::Qdrant) {
+            if !in_container && *ty == ComponentType::Vault {
                 run.skip(
                     &format!("drill-{name}"),
                     format!("{ty} has no scratch target: not drilled"),
