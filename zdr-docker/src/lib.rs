@@ -16,12 +16,14 @@
 //!
 //! Every error is a [`zdr_core::Error`] naming the container, volume or socket involved.
 
+mod args;
 mod client;
 mod exec;
 mod health;
 mod spec;
 mod volume;
 
+pub use args::placeholder;
 pub use client::{
     ContainerInfo, ContainerRef, ContainerStatus, Docker, LABEL_PROJECT, LABEL_SERVICE,
 };

@@ -188,6 +188,12 @@ pub struct ContainerSpec {
     /// The working directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// The names of the secrets found in the entrypoint, command and healthcheck test
+    /// (`--requirepass pw`, `redis-cli -a pw`, a URL with credentials): recorded there as
+    /// `${zdr-secret:NAME}` ([`crate::placeholder`]), their values never; they must be
+    /// supplied, like secret environment variables, to recreate the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_args: Vec<String>,
 }
 
 impl ContainerSpec {
@@ -280,6 +286,24 @@ impl ContainerSpec {
         });
         let mut exposed_ports = config.exposed_ports.unwrap_or_default();
         exposed_ports.sort();
+        let mut command = config.cmd;
+        let mut entrypoint = config.entrypoint;
+        let mut healthcheck = config.healthcheck.and_then(|h| {
+            Some(HealthcheckSpec {
+                test: h.test.filter(|t| !t.is_empty())?,
+                interval_ns: h.interval.filter(|v| *v > 0),
+                timeout_ns: h.timeout.filter(|v| *v > 0),
+                retries: h.retries.filter(|v| *v > 0),
+                start_period_ns: h.start_period.filter(|v| *v > 0),
+            })
+        });
+        let secret_args = {
+            let mut lists: Vec<&mut Vec<String>> = Vec::new();
+            lists.extend(entrypoint.as_mut());
+            lists.extend(command.as_mut());
+            lists.extend(healthcheck.as_mut().map(|h| &mut h.test));
+            crate::args::mask_lists(&mut lists).into_keys().collect()
+        };
         Self {
             name: c
                 .name
@@ -289,8 +313,8 @@ impl ContainerSpec {
                 .to_owned(),
             image: config.image.unwrap_or_default(),
             image_id: c.image.clone(),
-            command: config.cmd,
-            entrypoint: config.entrypoint,
+            command,
+            entrypoint,
             env,
             mounts,
             network_mode: host.network_mode,
@@ -298,15 +322,7 @@ impl ContainerSpec {
             exposed_ports,
             ports,
             labels: config.labels.unwrap_or_default().into_iter().collect(),
-            healthcheck: config.healthcheck.and_then(|h| {
-                Some(HealthcheckSpec {
-                    test: h.test.filter(|t| !t.is_empty())?,
-                    interval_ns: h.interval.filter(|v| *v > 0),
-                    timeout_ns: h.timeout.filter(|v| *v > 0),
-                    retries: h.retries.filter(|v| *v > 0),
-                    start_period_ns: h.start_period.filter(|v| *v > 0),
-                })
-            }),
+            healthcheck,
             restart_policy: host.restart_policy.and_then(|r| {
                 let name = r.name?.to_string();
                 (!name.is_empty()).then_some(RestartSpec {
@@ -318,6 +334,7 @@ impl ContainerSpec {
             stop_timeout: config.stop_timeout,
             user: config.user.filter(|s| !s.is_empty()),
             working_dir: config.working_dir.filter(|s| !s.is_empty()),
+            secret_args,
         }
     }
 
@@ -328,6 +345,7 @@ impl ContainerSpec {
             .iter()
             .filter(|e| e.secret)
             .map(|e| e.name.as_str())
+            .chain(self.secret_args.iter().map(String::as_str))
             .collect()
     }
 
@@ -356,8 +374,8 @@ pub struct RecreateOptions {
     /// Volume per mount target; a volume mount not listed gets the recorded volume, which
     /// must still exist.
     pub volumes: BTreeMap<String, VolumeChoice>,
-    /// Values of the secret environment variables (by name), such as those
-    /// [`Docker::secrets_from`] read from the live container.
+    /// Values of the secret environment variables and command-line secrets (by name), such
+    /// as those [`Docker::secrets_from`] read from the live container.
     pub secrets: BTreeMap<String, Secret>,
     /// Start the container once created.
     pub start: bool,
@@ -415,8 +433,9 @@ impl Docker {
         Ok(ContainerSpec::from_inspect(&self.inspect(container).await?))
     }
 
-    /// The values of `spec`'s secret environment variables as `container` (the live one, or
-    /// any container holding the same environment) has them. Names it lacks are left out.
+    /// The values of `spec`'s secrets — environment variables and command-line secrets — as
+    /// `container` (the live one, or any container holding the same environment and command)
+    /// has them. Names it lacks are left out.
     ///
     /// # Errors
     /// As [`Docker::inspect`].
@@ -427,8 +446,9 @@ impl Docker {
     ) -> Result<BTreeMap<String, Secret>> {
         let c = self.inspect(container).await?;
         let wanted = spec.secret_names();
-        Ok(c.config
-            .and_then(|c| c.env)
+        let config = c.config.unwrap_or_default();
+        let mut values: BTreeMap<String, Secret> = config
+            .env
             .unwrap_or_default()
             .into_iter()
             .filter_map(|kv| {
@@ -437,7 +457,19 @@ impl Docker {
                     .contains(&k)
                     .then(|| (k.to_owned(), Secret::new(v.to_owned())))
             })
-            .collect())
+            .collect();
+        // The command-line secrets, found the same way they were at capture.
+        let mut entrypoint = config.entrypoint.unwrap_or_default();
+        let mut command = config.cmd.unwrap_or_default();
+        let mut test = config.healthcheck.and_then(|h| h.test).unwrap_or_default();
+        for (name, value) in
+            crate::args::mask_lists(&mut [&mut entrypoint, &mut command, &mut test])
+        {
+            if spec.secret_args.contains(&name) {
+                values.insert(name, Secret::new(value));
+            }
+        }
+        Ok(values)
     }
 
     /// Creates (and with [`RecreateOptions::start`], starts) a container from `spec`: same
@@ -474,6 +506,24 @@ impl Docker {
                 env.push(var.name.clone());
             }
         }
+
+        let unmask = |args: &Vec<String>| {
+            crate::args::unmask(args, &options.secrets).map_err(|secret| {
+                Error::bad_input(format!(
+                    "the command-line secret {secret} of container {name} has no value"
+                ))
+                .with_context("container", &name)
+                .with_context("variable", &secret)
+                .with_hint("supply it (RecreateOptions::secret) or read it from the live container (Docker::secrets_from)")
+            })
+        };
+        let cmd = spec.command.as_ref().map(unmask).transpose()?;
+        let entrypoint = spec.entrypoint.as_ref().map(unmask).transpose()?;
+        let health_test = spec
+            .healthcheck
+            .as_ref()
+            .map(|h| unmask(&h.test))
+            .transpose()?;
 
         // Volumes: check or create each first, so a failure leaves no container behind.
         let mut mounts = Vec::with_capacity(spec.mounts.len());
@@ -575,13 +625,13 @@ impl Docker {
 
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            cmd: spec.command.clone(),
-            entrypoint: spec.entrypoint.clone(),
+            cmd,
+            entrypoint,
             env: Some(env),
             labels: Some(spec.labels.clone().into_iter().collect()),
             exposed_ports: (!spec.exposed_ports.is_empty()).then(|| spec.exposed_ports.clone()),
             healthcheck: spec.healthcheck.as_ref().map(|h| HealthConfig {
-                test: Some(h.test.clone()),
+                test: health_test.clone(),
                 interval: h.interval_ns,
                 timeout: h.timeout_ns,
                 retries: h.retries,

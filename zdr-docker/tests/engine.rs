@@ -16,6 +16,7 @@ use zdr_docker::{ContainerRef, Docker, RecreateOptions, VolumeChoice};
 
 const PG_IMAGE: &str = "zdr-test/postgres:current";
 const BASE_IMAGE: &str = "zdr-test/base:current";
+const REDIS_IMAGE: &str = "zdr-test/redis:current";
 const PASSWORD: &str = "pw-9f2c6d1e-not-in-specs";
 const HEALTHY: Duration = Duration::from_secs(90);
 
@@ -756,5 +757,108 @@ async fn errors_name_what_failed() -> Result<()> {
     assert!(text.contains(&name), "{text}");
     assert!(text.contains("unhealthy"), "{text}");
     assert!(text.contains("probe-says-no"), "{text}");
+    Ok(())
+}
+
+/// A password on the command line (`redis-server --requirepass`, and the healthcheck's
+/// `redis-cli -a`) is recorded by name only, read back from the live container, and put back
+/// when the container is recreated; without its value the recreation is refused before
+/// anything is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_secrets_are_recorded_by_name_and_put_back() -> Result<()> {
+    let docker = docker().await?;
+    if docker.client().inspect_image(REDIS_IMAGE).await.is_err() {
+        return Err(Error::not_found(format!(
+            "test image {REDIS_IMAGE} is missing: run scripts/build-test-images.sh first"
+        )));
+    }
+    let name = unique("cmdsecret");
+    let volume = format!("{name}-data");
+    let fresh = format!("{name}-fresh");
+    let mut cleanup = Cleanup::default();
+    cleanup.containers.push(name.clone());
+    cleanup.volumes.extend([volume.clone(), fresh.clone()]);
+    let body = ContainerCreateBody {
+        image: Some(REDIS_IMAGE.to_owned()),
+        cmd: Some(vec![
+            "redis-server".to_owned(),
+            "--requirepass".to_owned(),
+            PASSWORD.to_owned(),
+        ]),
+        healthcheck: Some(bollard::models::HealthConfig {
+            test: Some(vec![
+                "CMD-SHELL".to_owned(),
+                format!("redis-cli -a {PASSWORD} --no-auth-warning ping | grep -q PONG"),
+            ]),
+            interval: Some(1_000_000_000),
+            retries: Some(30),
+            ..Default::default()
+        }),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![Mount {
+                target: Some("/data".to_owned()),
+                source: Some(volume.clone()),
+                typ: Some(MountType::VOLUME),
+                ..Mount::default()
+            }]),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    };
+    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+    docker
+        .client()
+        .create_container(Some(opts), body)
+        .await
+        .map_err(|e| Error::unexpected(format!("create {name}: {e}")))?;
+    docker.start(&name).await?;
+    docker.wait_healthy(&name, None, HEALTHY).await?;
+
+    let spec = docker.spec(&name).await?;
+    let json = serde_json::to_string(&spec).map_err(|e| Error::unexpected(e.to_string()))?;
+    assert!(!json.contains(PASSWORD), "{json}");
+    let mut names = spec.secret_names();
+    names.sort_unstable();
+    assert_eq!(names, vec!["REDISCLI_AUTH", "REQUIREPASS"]);
+    assert_eq!(
+        spec.command
+            .as_deref()
+            .and_then(|c| c.get(2))
+            .map(String::as_str),
+        Some(zdr_docker::placeholder("REQUIREPASS").as_str())
+    );
+    let secrets = docker.secrets_from(&name, &spec).await?;
+    assert_eq!(
+        secrets.get("REQUIREPASS").map(Secret::expose),
+        Some(PASSWORD)
+    );
+    assert_eq!(
+        secrets.get("REDISCLI_AUTH").map(Secret::expose),
+        Some(PASSWORD)
+    );
+    docker.remove(&name, true).await?;
+
+    // Without the values: refused, and no container or fresh volume made.
+    let on_fresh = zdr_docker::RecreateOptions::new()
+        .volume("/data", zdr_docker::VolumeChoice::Fresh(fresh.clone()));
+    let e = docker
+        .recreate(&spec, &on_fresh)
+        .await
+        .err()
+        .ok_or_else(|| Error::unexpected("recreated without the password"))?;
+    assert_eq!(e.kind(), ErrorKind::BadInput, "{e}");
+    assert!(
+        e.to_string().contains("REQUIREPASS") || e.to_string().contains("REDISCLI_AUTH"),
+        "{e}"
+    );
+    assert!(docker.inspect(&name).await.is_err(), "no container made");
+    assert!(!docker.volume_exists(&fresh).await?, "no fresh volume made");
+
+    // With them: the password is back on the command line and in the healthcheck.
+    docker.recreate(&spec, &on_fresh.secrets(secrets)).await?;
+    docker.wait_healthy(&name, None, HEALTHY).await?;
+    let c = docker.inspect(&name).await?;
+    let cmd = c.config.and_then(|c| c.cmd).unwrap_or_default();
+    assert_eq!(cmd.get(2).map(String::as_str), Some(PASSWORD), "{cmd:?}");
     Ok(())
 }

@@ -968,8 +968,13 @@ impl Stack {
                 continue;
             }
             let _ = config;
+            let what = if spec.secret_args.iter().any(|a| a == var) {
+                "the command-line secret"
+            } else {
+                "the secret environment variable"
+            };
             return Err(Error::bad_input(format!(
-                "the container of {name} needs the secret environment variable {var}, whose value is not recorded anywhere zdr can read it"
+                "the container of {name} needs {what} {var}, whose value is not recorded anywhere zdr can read it"
             ))
             .with_context("component", name)
             .with_context("variable", var)
