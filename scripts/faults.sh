@@ -601,6 +601,7 @@ else
 fi
 
 # --- 15. container recoveries killed at every step and at random instants -------------------
+# (section 16, full-system recoveries, runs on the same container below)
 # A PostgreSQL container (the image of scripts/build-test-images.sh) with an app container
 # depending on it, under its own config. Each injection: the container crashes (SIGKILL),
 # `zdr recover container` is killed at a step's failpoint or at a random instant, then run
@@ -694,6 +695,76 @@ EOF
         vols=$(docker volume ls -q | grep -c -- "^$DK-data-zdr-drill-" || true)
         [[ $vols -eq 0 ]] || { res=FAIL; note="$note; $vols drill volume(s) left after the next drill"; }
         record container "drill SIGKILL after 2s, then a drill" "$res" "$note"
+    done
+
+    # --- 16. full-system recoveries killed ----------------------------------------------------
+    # The same container and a config tree, backed up and replicated to an offsite tier. Each
+    # injection is the disaster (container, volume, local tier and config tree gone) and a
+    # `zdr recover system --from offsite` killed at a container step's failpoint or at a random
+    # instant; the same command run again must succeed and bring everything back: the rows, the
+    # files, no unfinished marker (system or container), the app container running.
+    mkdir -p "$WORK/sysconf/nginx"
+    for i in $(seq 1 40); do echo "server { listen $((8000 + i)); }" >"$WORK/sysconf/nginx/site$i.conf"; done
+    echo "MODE=live" >"$WORK/sysconf/app.env"
+    SYS_WANT=$(cd "$WORK/sysconf" && find . -type f -exec sha256sum {} + | sort | sha256sum)
+    sed -e "s|^root = \"$WORK/tiers/docker\"|root = \"$WORK/tiers/sys-local\"|" "$WORK/docker.toml" >"$WORK/system.toml"
+    cat >>"$WORK/system.toml" <<EOF
+[tiers.offsite]
+type = "fs"
+root = "$WORK/tiers/sys-offsite"
+[components.configs]
+type = "files"
+path = "$WORK/sysconf"
+EOF
+    sed -i '1a replicate_to = ["offsite"]' "$WORK/system.toml"
+    zsys() { ZDR_COMPONENTS__DB__PASSWORD=faults-pw "$ZDR_BIN" --config "$WORK/system.toml" --no-progress "$@"; }
+    zsys backup db --replicate >/dev/null
+    zsys backup configs --replicate >/dev/null
+    sys_disaster() {
+        docker rm -f "$DK" >/dev/null 2>&1 || true
+        for v in $(docker volume ls -q | grep "^$DK-data" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
+        rm -rf "$WORK/tiers/sys-local" "$WORK/sysconf"
+    }
+    sys_check() {
+        local res=ok note=""
+        if ! zsys recover system --from offsite --no-backup >"$WORK/err" 2>&1; then
+            res=FAIL; note="the next recovery failed: $(tail -c 300 "$WORK/err" | tr '\n' ' ')"
+        fi
+        [[ $(dk_rows) == "$DK_WANT" ]] || { res=FAIL; note="$note; rows differ"; }
+        local got markers
+        got=$(cd "$WORK/sysconf" 2>/dev/null && find . -type f -exec sha256sum {} + | sort | sha256sum)
+        [[ $got == "$SYS_WANT" ]] || { res=FAIL; note="$note; config files differ"; }
+        markers=$(find "$WORK/tiers/sys-local/reports/unfinished" "$WORK/tiers/sys-local/reports/unfinished-system" -type f 2>/dev/null | wc -l)
+        [[ $markers -eq 0 ]] || { res=FAIL; note="$note; $markers recovery marker(s) left"; }
+        [[ $(docker inspect -f '{{.State.Running}}' "$DK-app") == true ]] || { res=FAIL; note="$note; the app container does not run"; }
+        echo "$res|$note"
+    }
+    for rep in $(seq 1 "$REPS"); do
+        for step in recreate wait-healthy restore dependents; do
+            sys_disaster
+            ZDR_FAILPOINT=recover-after-$step zsys recover system --from offsite --no-backup >/dev/null 2>&1 || true
+            IFS='|' read -r res note < <(sys_check)
+            record system "recover system killed after the container's $step" "$res" "$note"
+        done
+        # Between the system's own steps: the backups fetched; the database recovered (its
+        # container healthy again, which a fresh run would refuse to replace).
+        for point in fetch db; do
+            sys_disaster
+            ZDR_FAILPOINT=recover-system-after-$point zsys recover system --from offsite --no-backup >/dev/null 2>&1 || true
+            IFS='|' read -r res note < <(sys_check)
+            record system "recover system killed after $point" "$res" "$note"
+        done
+        for delay in 0.2 1 3 6; do
+            sys_disaster
+            ZDR_COMPONENTS__DB__PASSWORD=faults-pw "$ZDR_BIN" --config "$WORK/system.toml" --no-progress \
+                recover system --from offsite --no-backup >/dev/null 2>&1 &
+            BGPID=$!
+            sleep "$delay"
+            kill -9 "$BGPID" 2>/dev/null || true
+            wait "$BGPID" 2>/dev/null || true
+            IFS='|' read -r res note < <(sys_check)
+            record system "recover system SIGKILL after ${delay}s" "$res" "$note"
+        done
     done
     docker_cleanup
 else

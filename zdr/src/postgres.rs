@@ -793,6 +793,31 @@ impl Stack {
                 });
             }
         }
+        // Full-system recoveries that did not finish: the next run continues them.
+        if only.is_none()
+            && let Ok(unfinished) = self.unfinished_system_recoveries().await
+        {
+            for (key, u) in unfinished {
+                problems.push(crate::Problem {
+                    tier: Some(primary.clone()),
+                    component: None,
+                    backup: None,
+                    key: Some(key),
+                    kind: "conflict".to_owned(),
+                    error: format!(
+                        "the full-system recovery {} (started {}) did not finish: `zdr recover system --from {}{}` continues it",
+                        u.id,
+                        u.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        u.from,
+                        u.at.map(|t| format!(
+                            " --at {}",
+                            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        ))
+                        .unwrap_or_default()
+                    ),
+                });
+            }
+        }
         Ok(StatusReport {
             tier: primary,
             now,

@@ -36,7 +36,7 @@ use crate::stack::{Stack, select_for};
 mod system;
 pub use system::{
     ComponentRecovery, SystemDrillReport, SystemRecoveryOptions, SystemRecoveryPlan,
-    SystemRecoveryReport,
+    SystemRecoveryReport, UNFINISHED_SYSTEM_PREFIX, UnfinishedSystemRecovery,
 };
 
 /// The key of the container spec in a backup manifest's facts.

@@ -3,7 +3,7 @@
 //! S3 tier (SeaweedFS); then the host's local tier is wiped, the container and its volume are
 //! lost and the config directory deleted. `Stack::recover_system` brings everything back from
 //! the S3 tier to a target time — refusing first, with nothing touched, a time before the first
-//! backup.
+//! backup; a run stopped halfway is marked unfinished and continued by the next.
 
 use std::time::Duration;
 
@@ -207,17 +207,86 @@ path = "{live}"
         "the plan touched the local tier"
     );
 
-    // The recovery, to the target time.
-    let report = stack.recover_system(&options, &Progress::none()).await?;
-    assert!(report.ok, "{report:#?}");
-    let order: Vec<&str> = report.steps.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(order, ["fetch", "restore-db", "restore-configs", "backup"]);
-    let configs = &report.components[1];
+    // The recovery, to the target time — stopped halfway: the config directory cannot be
+    // made (its parent is a file), after the database came back.
+    let parent = dir.path().join("live");
+    std::fs::remove_dir_all(&parent).map_err(|e| Error::from_io(e, "wipe config parent"))?;
+    std::fs::write(&parent, "in the way\n").map_err(|e| Error::from_io(e, "obstacle"))?;
+    let stopped = stack.recover_system(&options, &Progress::none()).await?;
+    assert!(!stopped.ok, "{stopped:#?}");
+    let statuses: Vec<(&str, StepStatus)> = stopped
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("fetch", StepStatus::Done),
+            ("restore-db", StepStatus::Done),
+            ("restore-configs", StepStatus::Failed),
+            ("backup", StepStatus::NotRun)
+        ]
+    );
+    let configs = &stopped.components[1];
     assert_eq!(configs.backup, first.backup.id.to_string());
     assert!(configs.skew_seconds.is_some_and(|s| s >= 1), "{configs:?}");
     assert!(configs.fetched_bytes > 0);
-    assert_eq!(report.components[0].backup, db_backup.backup.id.to_string());
-    assert!(report.components[0].container_recovery.is_some());
+    assert_eq!(
+        stopped.components[0].backup,
+        db_backup.backup.id.to_string()
+    );
+    assert!(stopped.components[0].container_recovery.is_some());
+    // It is marked unfinished, with the database done; status names it.
+    let unfinished = stack.unfinished_system_recoveries().await?;
+    assert_eq!(unfinished.len(), 1, "{unfinished:?}");
+    assert_eq!(unfinished[0].1.id, stopped.id);
+    assert_eq!(unfinished[0].1.done, ["db"]);
+    let status = stack.status(None).await?;
+    assert!(
+        status.problems.iter().any(|p| p
+            .error
+            .contains(&format!("full-system recovery {} ", stopped.id))
+            && p.error.contains("did not finish")),
+        "{:?}",
+        status.problems
+    );
+    // Another target while it is unfinished: refused, naming it.
+    let e = stack
+        .plan_system_recovery(&SystemRecoveryOptions::from_tier("offsite"))
+        .await
+        .err()
+        .ok_or_else(|| Error::unexpected("planned another recovery over an unfinished one"))?;
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(e.to_string().contains(&stopped.id), "{e}");
+    // The same command again continues it: the same backups, the database (healthy now, and
+    // otherwise refused) not restored twice.
+    let plan = stack.plan_system_recovery(&options).await?;
+    assert!(
+        plan.to_text()
+            .contains(&format!("Continues the unfinished recovery {}", stopped.id)),
+        "{}",
+        plan.to_text()
+    );
+    std::fs::remove_file(&parent).map_err(|e| Error::from_io(e, "obstacle"))?;
+    let report = stack.recover_system(&options, &Progress::none()).await?;
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(report.continues.as_deref(), Some(stopped.id.as_str()));
+    let order: Vec<(&str, StepStatus)> = report
+        .steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("fetch", StepStatus::Done),
+            ("restore-db", StepStatus::NotRun),
+            ("restore-configs", StepStatus::Done),
+            ("backup", StepStatus::Done)
+        ]
+    );
+    assert!(stack.unfinished_system_recoveries().await?.is_empty());
     // The data is back: the database in its recreated container, the files as of the target.
     assert_eq!(
         pg.sql("SELECT count(*), sum(length(body)) FROM notes")

@@ -55,6 +55,72 @@ impl SystemRecoveryOptions {
     }
 }
 
+/// Where a full-system recovery that did not finish is marked on the primary tier:
+/// `reports/unfinished-system/<recovery-id>` (JSON: the tier, the target time, the backup
+/// chosen per component and the components already restored). The next
+/// `zdr recover system` with the same tier and time continues it: the same backups, the
+/// components already restored skipped; it is removed when a run completes.
+pub const UNFINISHED_SYSTEM_PREFIX: &str = "reports/unfinished-system/";
+
+/// The marker of a full-system recovery under way ([`UNFINISHED_SYSTEM_PREFIX`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnfinishedSystemRecovery {
+    /// The recovery's id (the first run's report id).
+    pub id: String,
+    /// The tier it recovers from.
+    pub from: String,
+    /// Its target time, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// The backup chosen per component.
+    pub backups: std::collections::BTreeMap<String, String>,
+    /// The components restored and verified so far.
+    #[serde(default)]
+    pub done: Vec<String>,
+}
+
+impl Stack {
+    /// The full-system recoveries that did not finish, oldest first, with their marker keys.
+    ///
+    /// # Errors
+    /// The primary tier cannot be listed or a marker cannot be read (named).
+    pub async fn unfinished_system_recoveries(
+        &self,
+    ) -> Result<Vec<(String, UnfinishedSystemRecovery)>> {
+        let tier = self.tier(&self.config().primary)?;
+        let mut keys: Vec<String> = tier
+            .list(UNFINISHED_SYSTEM_PREFIX)
+            .await?
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        keys.sort();
+        let mut out = Vec::new();
+        for key in keys {
+            let bytes = tier.read_all(&key).await?;
+            let state: UnfinishedSystemRecovery = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::integrity(format!("the recovery marker {key} cannot be read"))
+                    .with_source(e)
+                    .with_hint("remove it if no full-system recovery is under way")
+            })?;
+            out.push((key, state));
+        }
+        Ok(out)
+    }
+}
+
+async fn write_system_marker(
+    tier: &dyn zdr_core::StorageTier,
+    state: &UnfinishedSystemRecovery,
+) -> Result<()> {
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|e| Error::unexpected("cannot serialize the recovery marker").with_source(e))?;
+    tier.write_all(&format!("{UNFINISHED_SYSTEM_PREFIX}{}", state.id), json)
+        .await
+}
+
 /// One component as the system recovery brought it back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ComponentRecovery {
@@ -106,6 +172,9 @@ pub struct SystemRecoveryReport {
     pub components: Vec<ComponentRecovery>,
     /// The keys the report was stored under on the primary tier.
     pub stored: Vec<String>,
+    /// The unfinished recovery this run continued (its id), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
 }
 
 impl SystemRecoveryReport {
@@ -130,6 +199,11 @@ impl SystemRecoveryReport {
             ts(&self.finished_at),
             self.rto_seconds
         );
+        if let Some(id) = &self.continues {
+            md.push_str(&format!(
+                "Continues the unfinished recovery `{id}`: components it restored are not restored again.\n\n"
+            ));
+        }
         md.push_str(&super::step_rows(&self.steps));
         md.push_str("\n## What was restored\n\n| Component | Backup | Restored to | Skew from target | Verification |\n|---|---|---|---|---|\n");
         for c in &self.components {
@@ -151,7 +225,14 @@ impl SystemRecoveryReport {
             ));
         }
         if let Some(e) = &self.error {
-            md.push_str(&format!("\n## Error\n\n```\n{e}\n```\n"));
+            md.push_str(&format!(
+                "\n## Error\n\n```\n{e}\n```\n\nThe recovery is marked unfinished: once the cause is fixed, the same \
+                 `zdr recover system --from {}{}` continues it.\n",
+                self.from,
+                self.at
+                    .map(|t| format!(" --at {}", ts(&t)))
+                    .unwrap_or_default()
+            ));
         }
         md.push_str(
             "\n## Root cause\n\n_fill in_\n\n## Prevention\n\n_fill in_\n\n## Testing improvements\n\n_fill in_\n",
@@ -172,6 +253,9 @@ pub struct SystemRecoveryPlan {
     pub steps: Vec<PlanStep>,
     /// Per component: the backup chosen, the moment it restores to, its skew from the target.
     pub components: Vec<ComponentRecovery>,
+    /// The unfinished recovery this one continues (its id and the components it restored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<UnfinishedSystemRecovery>,
 }
 
 impl SystemRecoveryPlan {
@@ -198,6 +282,18 @@ impl SystemRecoveryPlan {
                     .unwrap_or_default()
             ));
         }
+        if let Some(u) = &self.continues {
+            out.push_str(&format!(
+                "Continues the unfinished recovery {} (started {}){}\n",
+                u.id,
+                ts(&u.started_at),
+                if u.done.is_empty() {
+                    String::new()
+                } else {
+                    format!("; already restored: {}", u.done.join(", "))
+                }
+            ));
+        }
         for (i, s) in self.steps.iter().enumerate() {
             out.push_str(&format!("{:>2}. {:<20} {}\n", i + 1, s.id, s.action));
         }
@@ -212,6 +308,7 @@ struct Planned {
     chosen: Vec<(String, ComponentType, Manifest)>,
     steps: Vec<PlanStep>,
     components: Vec<ComponentRecovery>,
+    continues: Option<UnfinishedSystemRecovery>,
 }
 
 /// The order the data tier comes back in: secrets first (the others may need them), then the
@@ -242,6 +339,7 @@ impl Stack {
             at: options.at,
             steps: p.steps,
             components: p.components,
+            continues: p.continues,
         })
     }
 
@@ -261,12 +359,53 @@ impl Stack {
             .map(|n| Ok((n.clone(), self.component_type(n)?)))
             .collect::<Result<_>>()?;
         names.sort_by_key(|(n, ty)| (rank(*ty), n.clone()));
+        // A recovery that did not finish is continued with the same choices, or refused.
+        // An fs primary that does not exist yet holds no marker, and is not made here.
+        let absent = matches!(
+            self.config().tier(&primary_name)?,
+            zdr_storage::TierConfig::Fs { root } if !root.exists()
+        );
+        let markers = if absent {
+            Vec::new()
+        } else {
+            self.unfinished_system_recoveries().await?
+        };
+        let continues = match markers.into_iter().last() {
+            Some((key, u)) if u.from != options.from || u.at != options.at => {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "the full-system recovery {} (from tier {}{}) did not finish",
+                        u.id,
+                        u.from,
+                        u.at.map(|t| format!(" at {}", t.to_rfc3339_opts(SecondsFormat::Secs, true)))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with_context("marker", &key)
+                .with_hint(format!(
+                    "run `zdr recover system --from {}{}` again to continue it, or remove {key} to start another",
+                    u.from,
+                    u.at.map(|t| format!(" --at {}", t.to_rfc3339_opts(SecondsFormat::Secs, true)))
+                        .unwrap_or_default()
+                )));
+            }
+            other => other.map(|(_, u)| u),
+        };
         let selector = options
             .at
             .map_or(BackupSelector::Latest, BackupSelector::Before);
         let mut chosen: Vec<(String, ComponentType, Manifest)> = Vec::new();
         for (name, ty) in &names {
             let comp = Component::new(name)?;
+            let selector = match continues.as_ref().and_then(|u| u.backups.get(name)) {
+                Some(id) => BackupSelector::Id(id.parse().map_err(|_| {
+                    Error::integrity(format!(
+                        "the unfinished recovery's marker names backup {id:?} of {name}, which is not a backup id"
+                    ))
+                })?),
+                None => selector.clone(),
+            };
             let m = select_for(&source, &comp, &selector, |m| {
                 adapter::accepts(*ty, &RestoreOptions::default(), m)
             })
@@ -298,7 +437,9 @@ impl Stack {
                     Err(e) => Err(e),
                 }
             };
+            // The half-done work of an unfinished recovery is continued, not refused.
             if !options.force
+                && continues.is_none()
                 && matches!(
                     self.config().runners.get(name),
                     Some(RunnerConfig::Docker { .. })
@@ -368,6 +509,7 @@ impl Stack {
             chosen,
             steps,
             components,
+            continues,
         })
     }
 
@@ -392,10 +534,26 @@ impl Stack {
             chosen,
             steps,
             mut components,
+            continues,
         } = self.prepare_system_recovery(options).await?;
         // Opened (an fs tier's root made) only once every input is known.
         let primary = self.tier(&primary_name)?;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
+        let id = format!("system-{stamp}");
+        let continued = continues.as_ref().map(|u| u.id.clone());
+        // Marked before anything is touched: a killed run is continued by the next one.
+        let mut marker = continues.unwrap_or_else(|| UnfinishedSystemRecovery {
+            id: id.clone(),
+            from: options.from.clone(),
+            at: options.at,
+            started_at,
+            backups: chosen
+                .iter()
+                .map(|(name, _, m)| (name.clone(), m.id.to_string()))
+                .collect(),
+            done: Vec::new(),
+        });
+        write_system_marker(primary.as_ref(), &marker).await?;
         let mut run = Run::new(&steps, progress);
 
         let result: Result<()> = async {
@@ -433,8 +591,19 @@ impl Stack {
             for (c, f) in components.iter_mut().zip(&fetched) {
                 c.fetched_bytes = *f;
             }
+            zdr_core::failpoint("recover-system-after-fetch");
 
             for (i, (name, _, m)) in chosen.iter().enumerate() {
+                if marker.done.contains(name) {
+                    run.skip(
+                        &format!("restore-{name}"),
+                        format!(
+                            "restored and verified by the interrupted run of {}",
+                            marker.id
+                        ),
+                    );
+                    continue;
+                }
                 let mut record = None;
                 let mut container = None;
                 let step = run
@@ -493,6 +662,9 @@ impl Stack {
                     c.container_recovery = container;
                 }
                 step?;
+                marker.done.push(name.clone());
+                write_system_marker(primary.as_ref(), &marker).await?;
+                zdr_core::failpoint(&format!("recover-system-after-{name}"));
             }
 
             run.step("backup", async {
@@ -519,8 +691,16 @@ impl Stack {
         }
         .await;
 
+        if result.is_ok() {
+            let key = format!("{UNFINISHED_SYSTEM_PREFIX}{}", marker.id);
+            if let Err(e) = primary.delete(&key).await {
+                progress.warn(format!(
+                    "the recovery is complete but its marker {key} could not be removed: {e}"
+                ));
+            }
+        }
         let mut report = SystemRecoveryReport {
-            id: format!("system-{stamp}"),
+            id,
             from: options.from.clone(),
             at: options.at,
             started_at,
@@ -531,6 +711,7 @@ impl Stack {
             steps: run.finish(),
             components,
             stored: Vec::new(),
+            continues: continued,
         };
         self.store_report(&mut report, progress).await;
         Ok(report)
