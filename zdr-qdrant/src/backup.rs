@@ -104,17 +104,25 @@ impl QdrantComponent {
         let (snap, before, known) = loop {
             let mut before = Vec::with_capacity(collections.len());
             for c in &collections {
-                match self.collection_info(c).await? {
-                    Some(info) => before.push((c.clone(), info, self.sample(c).await?)),
+                let taken = match self.collection_info(c).await? {
+                    Some(info) => self.sample(c).await.map(|sample| Some((info, sample))),
+                    None => Ok(None),
+                };
+                match taken {
+                    Ok(Some((info, sample))) => before.push((c.clone(), info, sample)),
                     // Every collection was asked for, and this one went since the listing.
-                    None if self.config.collections.is_empty() => {}
-                    None => {
+                    Ok(None) if self.config.collections.is_empty() => {}
+                    Err(e)
+                        if self.config.collections.is_empty()
+                            && e.kind() == ErrorKind::NotFound => {}
+                    Ok(None) => {
                         return Err(self.err(
                             ErrorKind::NotFound,
                             format!("collection {c} does not exist"),
                             Some(c),
                         ));
                     }
+                    Err(e) => return Err(e),
                 }
             }
             let known = self.collection_snapshots().await?;
@@ -133,8 +141,21 @@ impl QdrantComponent {
                     if self.config.delete_snapshots {
                         self.remove_new_collection_snapshots(&known, progress).await;
                     }
-                    if e.kind() != ErrorKind::NotFound || attempt >= FULL_SNAPSHOT_ATTEMPTS {
+                    if e.kind() != ErrorKind::NotFound {
                         return Err(e);
+                    }
+                    if attempt >= FULL_SNAPSHOT_ATTEMPTS {
+                        return Err(self
+                            .err(
+                                ErrorKind::Source,
+                                format!(
+                                    "the full snapshot failed {attempt} times because collections went away while it ran; last: {}",
+                                    e.message()
+                                ),
+                                None,
+                            )
+                            .temporary()
+                            .with_hint("collections are being dropped right now; run the backup again later"));
                     }
                     attempt += 1;
                     progress.warn(format!(

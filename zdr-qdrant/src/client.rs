@@ -552,7 +552,16 @@ impl QdrantComponent {
                     ..Default::default()
                 }),
             )
-            .await?;
+            .await;
+        // Dropped since the info was read: it does not exist.
+        let count = match count {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            other => other?,
+        };
+        let rest_schema = match self.rest_payload_schema(c).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            other => other?,
+        };
         Ok(Some(Info {
             points_count: count.result.map_or(0, |r| r.count),
             vectors: convert::vectors_config_to_json(
@@ -561,7 +570,7 @@ impl QdrantComponent {
             sparse_vectors: convert::sparse_config_to_json(
                 params.and_then(|p| p.sparse_vectors_config.as_ref()),
             ),
-            payload_schema: match self.rest_payload_schema(c).await? {
+            payload_schema: match rest_schema {
                 Some(schema) => schema,
                 None => convert::payload_schema_to_json(&info.payload_schema),
             },

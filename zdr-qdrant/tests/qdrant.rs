@@ -578,9 +578,16 @@ async fn full_storage_snapshot_holds_every_collection_and_is_not_restored_throug
     )?;
     let before = q.list_snapshots(None).await?.len();
     let manifest = env.backup_exclusive(&q).await?;
-    // Qdrant keeps the collection snapshots a full snapshot is made of: zdr deletes them.
+    // Qdrant keeps the collection snapshots a full snapshot is made of: zdr deletes them —
+    // of every collection on the server, other data included (live, the collections other
+    // tests make are theirs to check).
     assert_eq!(env.snapshots(&a).await, 0, "collection snapshots left");
     assert_eq!(env.snapshots(&b).await, 0, "collection snapshots left");
+    for other in q.list_collections().await? {
+        if !other.starts_with("zdr") {
+            assert_eq!(env.snapshots(&other).await, 0, "snapshots of {other} left");
+        }
+    }
     assert_eq!(manifest.artifacts.len(), 1);
     assert!(
         manifest.artifacts[0]
