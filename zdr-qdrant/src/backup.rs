@@ -32,12 +32,7 @@ impl QdrantComponent {
         let info = self.existing_info(c).await?;
         let sample = self.sample(c).await?;
         let snap = self
-            .rpc_within(
-                self.long_timeout(),
-                "create snapshot",
-                Some(c),
-                self.grpc.create_snapshot(c),
-            )
+            .rpc_long("create snapshot", Some(c), self.grpc.create_snapshot(c))
             .await?
             .snapshot_description
             .unwrap_or_default();
@@ -127,8 +122,7 @@ impl QdrantComponent {
             }
             let known = self.collection_snapshots().await?;
             let created = self
-                .rpc_within(
-                    self.long_timeout(),
+                .rpc_long(
                     "create full snapshot",
                     None,
                     self.grpc.create_full_snapshot(),

@@ -229,6 +229,43 @@ impl QdrantComponent {
         self.rpc_within(self.stall(), what, collection, call).await
     }
 
+    /// A long server-side operation (snapshot creation): limited by
+    /// [`QdrantConfig::timeout_secs`], and abandoned as soon as the server stops answering its
+    /// health check within the stall timeout ([`Self::stopped_answering`]) — a stopped server
+    /// is not waited on for an hour.
+    pub(crate) async fn rpc_long<T>(
+        &self,
+        what: &str,
+        collection: Option<&str>,
+        call: impl std::future::Future<Output = std::result::Result<T, QdrantError>>,
+    ) -> Result<T> {
+        let call = self.rpc_within(self.long_timeout(), what, collection, call);
+        tokio::select! {
+            r = call => r,
+            e = self.stopped_answering(what, collection) => Err(e),
+        }
+    }
+
+    /// Resolves (to the temporary error to report) once the server fails to answer a health
+    /// check within the stall timeout; checked every stall timeout. Any answer, even an error,
+    /// counts as alive.
+    pub(crate) async fn stopped_answering(&self, what: &str, collection: Option<&str>) -> Error {
+        let stall = self.stall();
+        loop {
+            tokio::time::sleep(stall).await;
+            if tokio::time::timeout(stall, self.grpc.health_check())
+                .await
+                .is_err()
+            {
+                return self.stalled(
+                    &format!("{what} (its health check went unanswered too)"),
+                    stall,
+                    collection,
+                );
+            }
+        }
+    }
+
     /// A gRPC call limited by `limit`; its failure as a zdr error.
     pub(crate) async fn rpc_within<T>(
         &self,

@@ -129,8 +129,14 @@ impl QdrantComponent {
             loop {
                 tokio::time::sleep(Duration::from_millis(250).min(stall)).await;
                 if watch.done.load(Ordering::Relaxed) {
-                    // The body is sent; the server's restore is bounded by `call`'s limit.
-                    std::future::pending::<()>().await;
+                    // The body is sent; the server's restore is bounded by `call`'s limit, and
+                    // by the server answering its health check meanwhile.
+                    return self
+                        .stopped_answering(
+                            &format!("restore of snapshot {}", c.snapshot),
+                            Some(dest),
+                        )
+                        .await;
                 }
                 let idle = Duration::from_millis(
                     watch
@@ -207,7 +213,7 @@ impl QdrantComponent {
         {
             body["api_key"] = json!(key.expose());
         }
-        self.call(
+        let recover = self.call(
             self.request(
                 Method::PUT,
                 &format!("/collections/{dest}/snapshots/recover?wait=true"),
@@ -215,9 +221,11 @@ impl QdrantComponent {
             .json(&body),
             "recover snapshot from a URL",
             Some(dest),
-        )
-        .await?;
-        Ok(())
+        );
+        tokio::select! {
+            r = recover => r.map(|_| ()),
+            e = self.stopped_answering("recover snapshot from a URL", Some(dest)) => Err(e),
+        }
     }
 }
 

@@ -1005,6 +1005,27 @@ async fn a_stalled_server_is_a_temporary_error_after_the_stall_timeout() -> Resu
     assert!(err.message().contains("gave no answer"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 
+    // Stopped while it makes a snapshot (a long operation, limited by timeout_secs): given
+    // up once the server leaves its health check unanswered, not after the long limit.
+    let patient = QdrantComponent::new(
+        Component::new("qdrant").unwrap(),
+        QdrantConfig {
+            timeout_secs: 600,
+            ..q.config().clone()
+        },
+    )?;
+    double.freeze_on_snapshot();
+    let started = std::time::Instant::now();
+    let err = env.backup(&patient).await.unwrap_err();
+    assert!(err.is_temporary(), "{err:?}");
+    assert!(err.message().contains("create snapshot"), "{err}");
+    assert!(
+        err.message().contains("health check went unanswered"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(env.manifests().await, 1);
+
     double.stop_answering();
     let err = q.server_version().await.unwrap_err();
     assert!(err.is_temporary(), "{err:?}");

@@ -54,6 +54,7 @@ struct Inner {
     stall_after: Option<usize>,
     stalled: bool,
     stall_uploads: bool,
+    freeze_on_snapshot: bool,
     counter: u64,
 }
 
@@ -240,6 +241,12 @@ impl QdrantDouble {
     /// Send `n` bytes of the next download, then nothing, the connection left open.
     pub fn stall_after(&self, n: usize) {
         self.inner.lock().unwrap().stall_after = Some(n);
+    }
+
+    /// Stop answering altogether (as a server sent SIGSTOP) once a collection snapshot is
+    /// asked for: that call and every later one wait forever.
+    pub fn freeze_on_snapshot(&self) {
+        self.inner.lock().unwrap().freeze_on_snapshot = true;
     }
 
     /// Never read nor answer snapshot uploads from now on.
@@ -1580,6 +1587,16 @@ mod grpc {
             r: Request<pb::CreateSnapshotRequest>,
         ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
             let c = r.into_inner().collection_name;
+            let freeze = {
+                let mut s = self.0.lock().unwrap();
+                if s.freeze_on_snapshot {
+                    s.stalled = true;
+                }
+                s.freeze_on_snapshot
+            };
+            if freeze {
+                return std::future::pending().await;
+            }
             let mut s = self.0.lock().unwrap();
             let (name, bytes) = take_snapshot(&mut s, &c).ok_or_else(|| not_found(&c))?;
             Ok(Response::new(pb::CreateSnapshotResponse {
