@@ -301,10 +301,10 @@ pub(crate) fn rollback(out: &zdr::pg::RollbackOutcome) -> Outcome {
 }
 
 pub(crate) fn verify_restore(r: &ScratchRestoreReport) -> Outcome {
-    let unit = if r.component_type == zdr::ComponentType::Redis {
-        "key(s)"
-    } else {
-        "table(s)"
+    let unit = match r.component_type {
+        zdr::ComponentType::Redis => "key(s)",
+        zdr::ComponentType::Qdrant => "collection(s)",
+        _ => "table(s)",
     };
     let mut text = Vec::new();
     match &r.outcome {
