@@ -156,3 +156,64 @@ fn qdrant_rest_port_other_than_6333_needs_grpc_url() {
     assert!(err.contains("grpc_url"), "{err}");
     assert!(!err.contains("some-key-9c1e"), "{err}");
 }
+
+/// With `scratch_url`, a drill and a verification by restore go to that server: the live
+/// server receives no upload and holds no scratch collection; the scratch server is left
+/// with nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qdrant_drill_on_a_scratch_server_leaves_the_live_one_alone() {
+    let key = "qdrant-test-key-scratch-9c1e";
+    let live = qdrant_double::QdrantDouble::start(key).await;
+    let scratch = qdrant_double::QdrantDouble::start(key).await;
+    let (u, k) = (live.url.clone(), key.to_owned());
+    tokio::task::spawn_blocking(move || {
+        curl(&u, &k, "PUT", "/collections/documents", json!({"vectors": {"size": 4, "distance": "Dot"}}));
+        let points: Vec<Value> = (1..=12)
+            .map(|i| json!({"id": i, "vector": [i as f32, 1.0, 0.5, 0.25], "payload": {"doc": format!("d{i}")}}))
+            .collect();
+        curl(&u, &k, "PUT", "/collections/documents/points?wait=true", json!({"points": points}));
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zdr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{}\"\n[components.vectors]\ntype = \"qdrant\"\nurl = \"{}\"\ngrpc_url = \"{}\"\nscratch_url = \"{}\"\nscratch_grpc_url = \"{}\"\n",
+            dir.path().join("tier").display(),
+            live.url,
+            live.grpc_url,
+            scratch.url,
+            scratch.grpc_url
+        ),
+    )
+    .unwrap();
+    let k = key.to_owned();
+    let (backup, drill, check) = tokio::task::spawn_blocking(move || {
+        (
+            zdr(&config, &k, &["backup", "vectors"]),
+            zdr(&config, &k, &["drill", "vectors"]),
+            zdr(&config, &k, &["verify", "vectors", "--restore"]),
+        )
+    })
+    .await
+    .unwrap();
+    let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(backup.status.success(), "{}", err(&backup));
+    assert!(drill.status.success(), "{}", err(&drill));
+    assert!(check.status.success(), "{}", err(&check));
+    assert_eq!(live.uploads(), 0, "the live server received an upload");
+    assert_eq!(scratch.uploads(), 2, "one upload per scratch restore");
+    assert_eq!(
+        scratch.all_snapshot_count(),
+        0,
+        "snapshot files left on the scratch server"
+    );
+    let (u, k) = (scratch.url.clone(), key.to_owned());
+    let left =
+        tokio::task::spawn_blocking(move || curl(&u, &k, "GET", "/collections", Value::Null))
+            .await
+            .unwrap();
+    assert_eq!(left["result"]["collections"], json!([]), "{left}");
+}

@@ -52,6 +52,30 @@ pub struct QdrantConfig {
     /// Logical export instead of snapshots: every point scrolled with its vector and
     /// payload into a JSON-lines artifact (portable across Qdrant versions).
     pub logical: bool,
+    /// Another Qdrant server for drills and verifications by restore (REST URL): their
+    /// scratch collections are made there instead of on the live server, which then sees no
+    /// write at all. It takes the same API key.
+    pub scratch_url: Option<String>,
+    /// The gRPC URL of [`QdrantConfig::scratch_url`] (default: derived from it as for
+    /// [`QdrantConfig::grpc_url`]).
+    pub scratch_grpc_url: Option<String>,
+}
+
+impl QdrantConfig {
+    /// The configuration that points at the scratch server ([`QdrantConfig::scratch_url`]),
+    /// or this one when none is set.
+    #[must_use]
+    pub fn for_scratch(&self) -> Self {
+        match &self.scratch_url {
+            Some(url) => Self {
+                url: url.clone(),
+                grpc_url: self.scratch_grpc_url.clone(),
+                recover_from: None,
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
 }
 
 impl Default for QdrantConfig {
@@ -69,6 +93,8 @@ impl Default for QdrantConfig {
             recover_from: None,
             recover_with_api_key: false,
             logical: false,
+            scratch_url: None,
+            scratch_grpc_url: None,
         }
     }
 }
@@ -88,6 +114,8 @@ impl fmt::Debug for QdrantConfig {
             .field("recover_from", &self.recover_from)
             .field("recover_with_api_key", &self.recover_with_api_key)
             .field("logical", &self.logical)
+            .field("scratch_url", &self.scratch_url)
+            .field("scratch_grpc_url", &self.scratch_grpc_url)
             .finish()
     }
 }

@@ -406,8 +406,9 @@ impl Adapter {
             #[cfg(feature = "qdrant")]
             ComponentConfig::Qdrant(c) => {
                 let component = Component::new(name)?;
+                // On the scratch server when one is configured.
                 Ok(Self::Qdrant(
-                    zdr_qdrant::QdrantComponent::new(component, c.clone())?,
+                    zdr_qdrant::QdrantComponent::new(component, c.for_scratch())?,
                     zdr_qdrant::RestoreOptions { scratch: true },
                 ))
             }

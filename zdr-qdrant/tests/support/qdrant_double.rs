@@ -46,6 +46,7 @@ struct Inner {
     full_snapshots: HashMap<String, Vec<u8>>,
     rest_key: Option<String>,
     recovered_from: Vec<String>,
+    uploads: usize,
     aliases: Vec<(String, String)>,
     version: String,
     corrupt_next_download: bool,
@@ -274,6 +275,11 @@ impl QdrantDouble {
     /// Full-storage snapshots currently held on the "server".
     pub fn full_snapshot_count(&self) -> usize {
         self.inner.lock().unwrap().full_snapshots.len()
+    }
+
+    /// How many snapshot uploads the "server" received.
+    pub fn uploads(&self) -> usize {
+        self.inner.lock().unwrap().uploads
     }
 
     /// The locations the server recovered snapshots from, oldest first.
@@ -771,6 +777,7 @@ async fn upload_snapshot(
     // Like Qdrant, the uploaded file stays in the collection's snapshots (listed, and kept
     // until deleted) under the part's file name, saved before its restore is tried: it stays
     // when the restore fails too.
+    s.uploads += 1;
     let stored = file_name.unwrap_or_else(|| "upload.snapshot".to_owned());
     s.snapshots.insert((c.clone(), stored), file.clone());
     let Ok(snap) = serde_json::from_slice::<Value>(&file) else {
