@@ -547,14 +547,42 @@ fn drill_copy(spec: &ContainerSpec, component: &str, stamp: &str) -> (ContainerS
 }
 
 /// Writes an unfinished recovery's marker (JSON; the spec holds no secret values).
-async fn write_marker(
+pub(crate) async fn write_marker(
     tier: &dyn zdr_core::StorageTier,
     key: &str,
-    state: &UnfinishedRecovery,
+    state: &impl Serialize,
 ) -> Result<()> {
     let json = serde_json::to_vec_pretty(state)
         .map_err(|e| Error::unexpected("cannot serialize the recovery marker").with_source(e))?;
     tier.write_all(key, json).await
+}
+
+/// The recovery markers under `prefix`, oldest first, with their keys; one that cannot be read
+/// is an integrity error naming it, annotated by `annotate`.
+pub(crate) async fn read_markers<T: serde::de::DeserializeOwned>(
+    tier: &dyn zdr_core::StorageTier,
+    prefix: &str,
+    annotate: impl Fn(Error) -> Error,
+) -> Result<Vec<(String, T)>> {
+    let mut keys: Vec<String> = tier
+        .list(prefix)
+        .await?
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        let bytes = tier.read_all(&key).await?;
+        let state: T = serde_json::from_slice(&bytes).map_err(|e| {
+            annotate(
+                Error::integrity(format!("the recovery marker {key} cannot be read"))
+                    .with_source(e),
+            )
+        })?;
+        out.push((key, state));
+    }
+    Ok(out)
 }
 
 /// A container that runs and is healthy has not failed: recovering it would replace its data
@@ -1252,26 +1280,15 @@ impl Stack {
         &self,
         name: &str,
     ) -> Result<Vec<(String, UnfinishedRecovery)>> {
-        let tier = self.tier(&self.config().primary)?;
-        let mut keys: Vec<String> = tier
-            .list(&format!("{UNFINISHED_PREFIX}{name}/"))
-            .await?
-            .into_iter()
-            .map(|e| e.key)
-            .collect();
-        keys.sort();
-        let mut out = Vec::new();
-        for key in keys {
-            let bytes = tier.read_all(&key).await?;
-            let state: UnfinishedRecovery = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::integrity(format!("the recovery marker {key} cannot be read"))
-                    .with_source(e)
-                    .with_context("component", name)
+        read_markers(
+            self.tier(&self.config().primary)?.as_ref(),
+            &format!("{UNFINISHED_PREFIX}{name}/"),
+            |e| {
+                e.with_context("component", name)
                     .with_hint("remove it if no recovery of this component is under way")
-            })?;
-            out.push((key, state));
-        }
-        Ok(out)
+            },
+        )
+        .await
     }
 
     /// Stores a report on the primary tier (`reports/<id>.json`, and `.md` when it has a

@@ -89,25 +89,12 @@ impl Stack {
     pub async fn unfinished_system_recoveries(
         &self,
     ) -> Result<Vec<(String, UnfinishedSystemRecovery)>> {
-        let tier = self.tier(&self.config().primary)?;
-        let mut keys: Vec<String> = tier
-            .list(UNFINISHED_SYSTEM_PREFIX)
-            .await?
-            .into_iter()
-            .map(|e| e.key)
-            .collect();
-        keys.sort();
-        let mut out = Vec::new();
-        for key in keys {
-            let bytes = tier.read_all(&key).await?;
-            let state: UnfinishedSystemRecovery = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::integrity(format!("the recovery marker {key} cannot be read"))
-                    .with_source(e)
-                    .with_hint("remove it if no full-system recovery is under way")
-            })?;
-            out.push((key, state));
-        }
-        Ok(out)
+        super::read_markers(
+            self.tier(&self.config().primary)?.as_ref(),
+            UNFINISHED_SYSTEM_PREFIX,
+            |e| e.with_hint("remove it if no full-system recovery is under way"),
+        )
+        .await
     }
 }
 
@@ -115,10 +102,12 @@ async fn write_system_marker(
     tier: &dyn zdr_core::StorageTier,
     state: &UnfinishedSystemRecovery,
 ) -> Result<()> {
-    let json = serde_json::to_vec_pretty(state)
-        .map_err(|e| Error::unexpected("cannot serialize the recovery marker").with_source(e))?;
-    tier.write_all(&format!("{UNFINISHED_SYSTEM_PREFIX}{}", state.id), json)
-        .await
+    super::write_marker(
+        tier,
+        &format!("{UNFINISHED_SYSTEM_PREFIX}{}", state.id),
+        state,
+    )
+    .await
 }
 
 /// One component as the system recovery brought it back.
