@@ -22,6 +22,8 @@ use tokio_util::io::SyncIoBridge;
 use zdr_core::{ArtifactWrite, BoxRead, Error, ErrorKind, Progress, Result};
 
 use crate::PgConfig;
+use crate::custom::OffsetScan;
+use std::os::unix::fs::FileExt;
 
 /// Buffer between tar and the async pipeline (one pipeline chunk).
 const BUF: usize = 1 << 20;
@@ -248,7 +250,16 @@ pub(crate) fn check_room(dir: &Path, needed: u64) -> Result<()> {
 /// Copy the decoded artifact `from` into the spool's [`Spool::dump_file`], to its end: the
 /// stream checks the stored bytes' size and SHA-256 there, so a copy that returns `Ok` is of
 /// a verified artifact. Returns the bytes written.
-pub(crate) async fn copy_in(from: BoxRead, spool: &Spool) -> Result<u64> {
+///
+/// With `positions`, the artifact is a custom-format dump: its data blocks are located while
+/// it is copied ([`OffsetScan`]) and their positions written into the spool's table of
+/// contents at the end, as `pg_dump` does in a dump it can seek in; the outcome says how
+/// many entries were given a position, or why none were.
+pub(crate) async fn copy_in(
+    from: BoxRead,
+    spool: &Spool,
+    positions: bool,
+) -> Result<(u64, Option<std::result::Result<usize, String>>)> {
     let bridge = SyncIoBridge::new(from);
     let dest = spool.dump_file();
     let hold = spool.hold();
@@ -263,10 +274,11 @@ pub(crate) async fn copy_in(from: BoxRead, spool: &Spool) -> Result<u64> {
             n: 0,
             hold,
         };
-        let mut out = BufWriter::with_capacity(BUF, file);
-        let copied = io::copy(&mut input, &mut out);
-        let copied = copied.and_then(|n| out.flush().map(|()| n));
-        copied.map_err(|e| {
+        let mut out = ScanWriter {
+            inner: BufWriter::with_capacity(BUF, file),
+            scan: positions.then(OffsetScan::new),
+        };
+        let io_error = |e: io::Error| {
             let e = Error::from_io(e, "spooling the backup");
             // A read error carries the artifact's own error (Integrity, Storage) as is.
             if e.kind() == ErrorKind::Io {
@@ -274,11 +286,48 @@ pub(crate) async fn copy_in(from: BoxRead, spool: &Spool) -> Result<u64> {
             } else {
                 e
             }
-        })?;
-        Ok(input.n)
+        };
+        io::copy(&mut input, &mut out)
+            .and_then(|_| out.inner.flush())
+            .map_err(io_error)?;
+        let Some(scan) = out.scan else {
+            return Ok((input.n, None));
+        };
+        let patches = match scan.finish() {
+            Ok(p) => p,
+            Err(why) => return Ok((input.n, Some(Err(why)))),
+        };
+        let file = out
+            .inner
+            .into_inner()
+            .map_err(|e| io_error(e.into_error()))?;
+        for p in &patches {
+            file.write_all_at(&p.bytes, p.at).map_err(io_error)?;
+        }
+        Ok((input.n, Some(Ok(patches.len()))))
     })
     .await
     .map_err(|e| Error::unexpected("the spooling task failed").with_source(e))?
+}
+
+/// A writer that shows every byte written to an [`OffsetScan`] too.
+struct ScanWriter<W> {
+    inner: W,
+    scan: Option<OffsetScan>,
+}
+
+impl<W: Write> Write for ScanWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(s) = &mut self.scan {
+            s.feed(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The files of a directory dump, `toc.dat` first, then by name. pg_dump writes a flat

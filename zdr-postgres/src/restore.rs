@@ -258,7 +258,26 @@ pub(crate) async fn prepare<'a>(
     progress.start(&task, Some(record.raw_size));
     let copied = match format {
         DumpFormat::Directory { .. } => dir::unpack(stream, &spool).await,
-        DumpFormat::Custom | DumpFormat::Plain => dir::copy_in(stream, &spool).await,
+        DumpFormat::Custom | DumpFormat::Plain => {
+            match dir::copy_in(stream, &spool, format == DumpFormat::Custom).await {
+                Ok((n, positions)) => {
+                    match positions {
+                        Some(Ok(k)) => progress.info(format!(
+                            "{}: recorded the data positions of {k} entries in the spooled dump",
+                            record.key
+                        )),
+                        Some(Err(why)) => progress.info(format!(
+                            "{}: the dump's data positions were not recorded ({why}); \
+                             pg_restore searches for them",
+                            record.key
+                        )),
+                        None => {}
+                    }
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            }
+        }
     };
     progress.finish(&task);
     match copied {
