@@ -171,6 +171,22 @@ pub(crate) enum Command {
         #[arg(long, requires = "from")]
         to: Option<String>,
     },
+    /// Apply the retention rules ([retention], [components.NAME.retention]) to every tier:
+    /// delete the backups no rule keeps (manifest first), WAL no kept base backup needs,
+    /// files no manifest names and partial writes of killed runs. The newest backup of each
+    /// kind, the newest that verifies, what the point-in-time window needs and what a replica
+    /// tier has not received yet are always kept.
+    Prune {
+        /// Decide and list what would go and why each kept backup is kept; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this component.
+        #[arg(long)]
+        component: Option<String>,
+        /// Only this tier (the others are still read, to know what was replicated).
+        #[arg(long)]
+        tier: Option<String>,
+    },
     /// postgres: the WAL archive, for archive_command and restore_command.
     Wal {
         #[command(subcommand)]

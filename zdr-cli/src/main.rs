@@ -174,6 +174,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
         cli.command,
         Command::List { .. }
             | Command::Replicate { .. }
+            | Command::Prune { .. }
             | Command::Wal { .. }
             | Command::Status { .. }
     ) {
@@ -312,6 +313,18 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 }
             })?;
             Ok(render::replicate(&run))
+        }
+        Command::Prune {
+            dry_run,
+            component,
+            tier,
+        } => {
+            let options = zdr::prune::PruneOptions {
+                dry_run: *dry_run,
+                component: component.clone(),
+                tier: tier.clone(),
+            };
+            Ok(render::prune(&stack.prune(&options, progress).await?))
         }
         Command::Wal { action } => wal(&stack, cli, action, progress).await,
         Command::Pitr {

@@ -290,6 +290,88 @@ pub(crate) fn replicate(run: &ReplicationRun) -> Outcome {
     Outcome::ok(text, json!({"ok": ok, "replications": run.pairs})).with_code(!ok, EXIT_FAILED)
 }
 
+pub(crate) fn prune(r: &zdr::prune::PruneReport) -> Outcome {
+    use zdr::prune::PruneAction;
+    let mut text = Vec::new();
+    if r.dry_run {
+        text.push("dry run: nothing is deleted".to_owned());
+    }
+    for t in &r.tiers {
+        let count = |a: PruneAction| t.backups.iter().filter(|b| b.action == a).count();
+        let (gone, verb) = if r.dry_run {
+            (count(PruneAction::WouldDelete), "would delete")
+        } else {
+            (count(PruneAction::Deleted), "deleted")
+        };
+        text.push(format!(
+            "tier {}: {} kept, {verb} {gone}{}",
+            t.tier,
+            count(PruneAction::Keep),
+            if count(PruneAction::Failed) > 0 {
+                format!(", {} FAILED", count(PruneAction::Failed))
+            } else {
+                String::new()
+            }
+        ));
+        for b in &t.backups {
+            let action = match b.action {
+                PruneAction::Keep => "keep",
+                PruneAction::Deleted => "deleted",
+                PruneAction::WouldDelete => "would delete",
+                PruneAction::Failed => "FAILED to delete",
+            };
+            let why = if b.reasons.is_empty() {
+                "no rule keeps it".to_owned()
+            } else {
+                b.reasons.join("; ")
+            };
+            text.push(format!(
+                "  {action:<16} {} {} {:?} {}  ({why})",
+                b.component,
+                b.id,
+                b.kind,
+                b.started_at.format("%Y-%m-%d %H:%M:%S")
+            ));
+        }
+        for (c, w) in &t.wal {
+            text.push(format!(
+                "  {} {} WAL file(s) of {c} ({}) before the oldest kept base backup",
+                if r.dry_run { "would delete" } else { "deleted" },
+                w.files.len(),
+                human_bytes(w.bytes)
+            ));
+        }
+        if !t.orphans.is_empty() {
+            text.push(format!(
+                "  {} {} file(s) no manifest names",
+                if r.dry_run { "would delete" } else { "deleted" },
+                t.orphans.len()
+            ));
+            for o in &t.orphans {
+                text.push(format!("    {o}"));
+            }
+        }
+        if t.swept > 0 {
+            text.push(format!(
+                "  swept {} partial write(s) of killed runs",
+                t.swept
+            ));
+        }
+        for p in &t.problems {
+            text.push(format!(
+                "  PROBLEM {}{}",
+                p.backup
+                    .as_deref()
+                    .map(|b| format!("{b}: "))
+                    .unwrap_or_default(),
+                p.error
+            ));
+        }
+    }
+    let ok = r.is_ok();
+    Outcome::ok(text, json!({"ok": ok, "prune": r})).with_code(!ok, EXIT_FAILED)
+}
+
 pub(crate) fn rollback(out: &zdr::pg::RollbackOutcome) -> Outcome {
     Outcome::ok(
         vec![format!(

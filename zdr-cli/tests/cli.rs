@@ -1081,3 +1081,237 @@ fn init_writes_a_config_from_a_compose_file_and_never_overwrites() {
         stderr(&out)
     );
 }
+
+/// Files under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    snapshot(dir)
+        .into_iter()
+        .map(|(p, _)| {
+            p.strip_prefix(&dir.display().to_string())
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn backup_id(env: &Env) -> String {
+    let (code, v) = env.json(&["backup", "configs"]);
+    assert_eq!(code, 0, "{v}");
+    v["backup"]["id"].as_str().unwrap().to_owned()
+}
+
+fn decisions(v: &Value, tier: &str) -> Vec<(String, String, String)> {
+    let t = v["prune"]["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tier"] == tier)
+        .unwrap_or_else(|| panic!("no tier {tier}: {v}"));
+    t["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["id"].as_str().unwrap().to_owned(),
+                b["action"].as_str().unwrap().to_owned(),
+                b["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn prune_deletes_what_no_rule_keeps_and_keeps_what_replicas_still_need() {
+    let env = Env::new("[retention]\nkeep_last = 1\n[retention.tiers.replica]\nkeep_last = 3\n");
+    let b1 = backup_id(&env);
+    let (code, v) = env.json(&["replicate"]);
+    assert_eq!(code, 0, "{v}");
+    let b2 = backup_id(&env);
+    let b3 = backup_id(&env);
+    let b4 = backup_id(&env);
+    let local = env.tier("local");
+    let before = snapshot(&env.dir.path().join("tiers"));
+
+    // A dry run decides and says why, and changes nothing.
+    let (code, v) = env.json(&["prune", "--dry-run"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(snapshot(&env.dir.path().join("tiers")), before);
+    let d = decisions(&v, "local");
+    assert_eq!(d.len(), 4, "{v}");
+    let by_id = |id: &str| d.iter().find(|(i, _, _)| i == id).unwrap().clone();
+    assert_eq!(by_id(&b4).1, "keep");
+    assert!(by_id(&b4).2.contains("keep_last (1 of 1)"), "{v}");
+    assert!(by_id(&b4).2.contains("newest"), "{v}");
+    // b2 and b3 are not on the replica yet, which would keep them (keep_last = 3 there).
+    for b in [&b2, &b3] {
+        assert_eq!(by_id(b).1, "keep", "{v}");
+        assert!(
+            by_id(b).2.contains("not yet replicated to tier replica"),
+            "{v}"
+        );
+    }
+    // b1 reached the replica: no rule of the local tier keeps it.
+    assert_eq!(
+        by_id(&b1),
+        (b1.clone(), "would_delete".into(), String::new())
+    );
+    let d = decisions(&v, "replica");
+    assert_eq!(
+        d,
+        vec![(
+            b1.clone(),
+            "keep".into(),
+            "keep_last (1 of 3); newest physical backup".into()
+        )]
+    );
+    let text = String::from_utf8_lossy(&env.zdr(&["prune", "--dry-run"]).stdout).into_owned();
+    assert!(
+        text.contains("would delete") && text.contains(&b1),
+        "{text}"
+    );
+
+    // The prune itself: b1's manifest, artifact and sidecars leave the local tier only.
+    let (code, v) = env.json(&["prune"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(by_id(&b1).0, b1);
+    let left = files_under(&local);
+    assert!(!left.iter().any(|f| f.contains(&b1)), "{left:?}");
+    for b in [&b2, &b3, &b4] {
+        assert!(
+            left.iter()
+                .any(|f| f.contains(b.as_str()) && f.contains("manifests/")),
+            "{left:?}"
+        );
+    }
+    assert!(
+        files_under(&env.tier("replica"))
+            .iter()
+            .any(|f| f.contains(&b1))
+    );
+    let (code, v) = env.json(&["verify"]);
+    assert_eq!((code, v["intact"].as_u64()), (0, Some(4)), "{v}");
+    // Once replicated, the local tier keeps only what its rule keeps.
+    assert_eq!(env.json(&["replicate"]).0, 0);
+    let (code, v) = env.json(&["prune"]);
+    assert_eq!(code, 0, "{v}");
+    let d = decisions(&v, "local");
+    let deleted: Vec<_> = d
+        .iter()
+        .filter(|x| x.1 == "deleted")
+        .map(|x| x.0.clone())
+        .collect();
+    assert_eq!(deleted, vec![b3.clone(), b2.clone()], "{v}");
+    // The replica keeps three: b4, b3, b2; b1 goes there.
+    let d = decisions(&v, "replica");
+    let deleted: Vec<_> = d
+        .iter()
+        .filter(|x| x.1 == "deleted")
+        .map(|x| x.0.clone())
+        .collect();
+    assert_eq!(deleted, vec![b1.clone()], "{v}");
+    // The restore still works from what is left.
+    std::fs::remove_dir_all(&env.live).unwrap();
+    let (code, v) = env.json(&["restore", "configs"]);
+    assert_eq!(code, 0, "{v}");
+}
+
+#[test]
+fn prune_keeps_the_newest_backup_that_verifies_and_removes_old_orphans() {
+    let env = Env::new("[retention]\nkeep_last = 1\n");
+    let b1 = backup_id(&env);
+    let b2 = backup_id(&env);
+    let b3 = backup_id(&env);
+    assert_eq!(env.json(&["replicate"]).0, 0);
+    let local = env.tier("local");
+    // The newest backup's artifact is damaged on the local tier.
+    let artifact = files_under(&local)
+        .into_iter()
+        .find(|f| f.contains(&b3) && !f.contains("manifests") && !f.ends_with(".sha256"))
+        .unwrap();
+    let path = local.join(artifact.trim_start_matches('/'));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+
+    let (code, v) = env.json(&["prune"]);
+    assert_eq!(code, 1, "a damaged backup is a problem to report: {v}");
+    let d = decisions(&v, "local");
+    let get = |id: &str| d.iter().find(|(i, _, _)| i == id).unwrap().clone();
+    assert_eq!(get(&b3).1, "keep");
+    assert!(get(&b3).2.contains("fails verification"), "{v}");
+    assert_eq!(get(&b2).1, "keep");
+    assert!(
+        get(&b2).2.contains("newest physical backup that verifies"),
+        "{v}"
+    );
+    assert_eq!(get(&b1).1, "deleted", "{v}");
+    let problems = v["prune"]["tiers"][0]["problems"].as_array().unwrap();
+    assert!(problems.iter().any(|p| p["backup"] == b3.as_str()), "{v}");
+
+    // Files no manifest names: an old one goes, a fresh one (a backup still running) stays.
+    let dir = local.join("configs").join(
+        std::fs::read_dir(local.join("configs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name(),
+    );
+    let stray_old = dir.join(format!("configs_{b1}.tar.zst"));
+    let stray_new = dir.join(format!("configs_{b1}.extra.zst"));
+    std::fs::write(&stray_old, b"left by a killed backup").unwrap();
+    std::fs::write(&stray_new, b"being written").unwrap();
+    let st = Command::new("touch")
+        .args(["-d", "3 days ago"])
+        .arg(&stray_old)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, v) = env.json(&["prune", "--dry-run"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(stray_old.exists());
+    let orphans = v["prune"]["tiers"][0]["orphans"].to_string();
+    assert!(orphans.contains(&format!("configs_{b1}.tar.zst")), "{v}");
+    let (_, v) = env.json(&["prune"]);
+    assert!(!stray_old.exists(), "{v}");
+    assert!(stray_new.exists(), "{v}");
+}
+
+#[test]
+fn prune_refuses_bad_retention_rules_and_names_them() {
+    for (extra, names) in [
+        ("[retention]\nkeep_daily = 0\n", "keep_daily"),
+        (
+            "[retention]\nkeep_last = 2\n[retention.tiers.offsite]\nkeep_last = 1\n",
+            "offsite",
+        ),
+        ("[retention]\nkeep_wal_for = \"a week\"\n", "keep_wal_for"),
+        ("[retention]\nkeep_dayly = 3\n", "keep_dayly"),
+    ] {
+        let env = Env::new(extra);
+        backup_id_or_skip(&env);
+        std::fs::create_dir_all(env.dir.path().join("tiers")).unwrap();
+        let before = snapshot(&env.dir.path().join("tiers"));
+        let out = env.zdr(&["prune"]);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {}", stderr(&out));
+        assert!(stderr(&out).contains(names), "{extra}: {}", stderr(&out));
+        assert_eq!(snapshot(&env.dir.path().join("tiers")), before);
+    }
+    let env = Env::new("");
+    let out = env.zdr(&["prune", "--component", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nope"));
+}
+
+/// A backup when the config can be read at all (a bad config fails every command).
+fn backup_id_or_skip(env: &Env) {
+    let _ = env.zdr(&["backup", "configs"]);
+}

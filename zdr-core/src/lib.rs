@@ -48,6 +48,7 @@ mod id;
 pub mod layout;
 mod manifest;
 mod progress;
+pub mod retention;
 pub mod runner;
 mod secret;
 mod traits;

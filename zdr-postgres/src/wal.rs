@@ -51,7 +51,16 @@ pub enum FetchOutcome {
     NotFound,
 }
 
-/// What an archive holds on one tier.
+/// What [`WalArchive::prune`] removed from one tier (or would, in a dry run).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WalPrune {
+    /// The keys deleted (or, in a dry run, that would be).
+    pub files: Vec<String>,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// What [`WalArchive::list`] found on one tier.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WalListing {
     /// Segment numbers per timeline.
@@ -570,6 +579,54 @@ impl WalArchive {
             ErrorKind::NotFound,
             format!("the timeline history file {name} is not in the archive"),
         ))
+    }
+
+    /// Delete — or with `dry_run` only list — the WAL files on tier `index` that lie wholly
+    /// before `floor` (a segment name: the oldest start segment of the base backups that are
+    /// kept, [`crate::basebackup::wal_retention_floor`]): segments, partial segments and
+    /// backup history files of earlier positions on any timeline, and their sidecars. Timeline
+    /// history files are always kept; so is anything whose name is not a WAL file's.
+    ///
+    /// # Errors
+    /// A floor that is not a segment name; storage errors (what was deleted before is listed
+    /// in no result: the next prune finds the rest).
+    pub async fn prune(&self, index: usize, floor: &str, dry_run: bool) -> Result<WalPrune> {
+        let tier = self
+            .tiers
+            .get(index)
+            .ok_or_else(|| Error::bad_input(format!("no archive tier number {index}")))?;
+        let floor = Segment::parse(floor, self.segment_size)?.number;
+        let mut entries = tier.list(&format!("{}/", self.prefix)).await?;
+        // Files before their sidecars: a prune cut short leaves sidecars, never a file
+        // without its checksum.
+        entries.sort_by_key(|e| e.key.ends_with(".sha256"));
+        let mut out = WalPrune::default();
+        for e in entries {
+            let file = e.key.rsplit('/').next().unwrap_or(&e.key);
+            let file = file.strip_suffix(".sha256").unwrap_or(file);
+            let Some(name) = strip_suffixes(file) else {
+                continue;
+            };
+            let position = match WalFile::parse(name, self.segment_size) {
+                Ok(WalFile::Segment(s)) => s.number,
+                Ok(WalFile::Partial(_) | WalFile::Backup(_)) => {
+                    match Segment::parse(&name[..24], self.segment_size) {
+                        Ok(s) => s.number,
+                        Err(_) => continue,
+                    }
+                }
+                _ => continue,
+            };
+            if position >= floor {
+                continue;
+            }
+            if !dry_run {
+                tier.delete(&e.key).await?;
+            }
+            out.bytes += e.size;
+            out.files.push(e.key);
+        }
+        Ok(out)
     }
 
     /// List what the archive holds on tier `index` (0 = the first).

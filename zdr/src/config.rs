@@ -28,6 +28,7 @@ const TOP_LEVEL: &[&str] = &[
     "encryption",
     "tiers",
     "components",
+    "retention",
     "vault",
     "docker",
 ];
@@ -62,6 +63,13 @@ pub struct Config {
     /// container.
     #[serde(default)]
     pub docker: DockerConfig,
+    /// `[retention]`: the retention rules of every component without its own
+    /// (`[components.NAME.retention]`, kept in [`Config::component_retention`]).
+    #[serde(default)]
+    pub retention: RetentionConfig,
+    /// Each component's own retention rules, by component name.
+    #[serde(skip)]
+    pub component_retention: BTreeMap<String, RetentionConfig>,
     /// Where each component's client tools run, by component name (the `runner`, `container`,
     /// `service`, `exec_user`, `container_host` and `container_port` keys of its table);
     /// components not listed run them as local processes.
@@ -80,6 +88,109 @@ pub struct DockerConfig {
     /// The compose project whose containers `service = "..."` names.
     #[serde(default)]
     pub project: Option<String>,
+}
+
+/// Retention rules (`[retention]`, `[components.NAME.retention]`): what `zdr prune` keeps.
+///
+/// ```toml
+/// [retention]                     # every component without its own rules
+/// keep_daily = 7
+/// keep_weekly = 4
+///
+/// [components.db.retention]
+/// keep_last = 3
+/// keep_daily = 14
+/// keep_wal_for = "7d"             # PostgreSQL: point-in-time recovery window
+/// [components.db.retention.tiers.offsite]
+/// keep_monthly = 12               # this tier keeps by these rules instead
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// The newest `n` backups.
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+    /// The newest backup of each of the last `n` hours with a backup.
+    #[serde(default)]
+    pub keep_hourly: Option<u32>,
+    /// The newest backup of each of the last `n` days with a backup.
+    #[serde(default)]
+    pub keep_daily: Option<u32>,
+    /// The newest backup of each of the last `n` ISO weeks with a backup.
+    #[serde(default)]
+    pub keep_weekly: Option<u32>,
+    /// The newest backup of each of the last `n` months with a backup.
+    #[serde(default)]
+    pub keep_monthly: Option<u32>,
+    /// The newest backup of each of the last `n` years with a backup.
+    #[serde(default)]
+    pub keep_yearly: Option<u32>,
+    /// How far back a point-in-time recovery must stay possible (`7d`, `36h`): the base
+    /// backups and WAL that window needs are kept whatever the rules say.
+    #[serde(default)]
+    pub keep_wal_for: Option<String>,
+    /// Rules for one tier instead of these (by tier name).
+    #[serde(default)]
+    pub tiers: BTreeMap<String, zdr_core::retention::Retention>,
+}
+
+impl RetentionConfig {
+    /// The rules themselves (without the per-tier ones).
+    #[must_use]
+    pub fn rules(&self) -> zdr_core::retention::Retention {
+        zdr_core::retention::Retention {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+        }
+    }
+
+    fn check(&self, at: &str, tiers: &BTreeMap<String, TierConfig>) -> Result<()> {
+        self.rules().check().map_err(|e| e.with_context("at", at))?;
+        for (t, r) in &self.tiers {
+            if !tiers.contains_key(t) {
+                return Err(Error::bad_input(format!(
+                    "{at}.tiers names the unknown tier {t:?}; the config defines {}",
+                    names(tiers.keys())
+                )));
+            }
+            r.check()
+                .map_err(|e| e.with_context("at", format!("{at}.tiers.{t}")))?;
+        }
+        if let Some(w) = &self.keep_wal_for {
+            zdr_core::retention::parse_duration(w)
+                .map_err(|e| e.with_context("at", format!("{at}.keep_wal_for")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes the `retention` table out of each component table.
+fn take_retention(table: &mut toml::Table) -> Result<BTreeMap<String, RetentionConfig>> {
+    let mut out = BTreeMap::new();
+    let Some(toml::Value::Table(components)) = table.get_mut("components") else {
+        return Ok(out);
+    };
+    for (name, value) in components.iter_mut() {
+        let toml::Value::Table(c) = value else {
+            continue;
+        };
+        let Some(r) = c.remove("retention") else {
+            continue;
+        };
+        let r: RetentionConfig = r.try_into().map_err(|e: toml::de::Error| {
+            Error::bad_input(format!(
+                "invalid components.{name}.retention: {}",
+                e.message().trim()
+            ))
+            .with_context("component", name)
+        })?;
+        out.insert(name.clone(), r);
+    }
+    Ok(out)
 }
 
 /// Where a component's client tools (`pg_dump`, `pg_restore`, `psql`) run.
@@ -413,8 +524,23 @@ impl Config {
             components: BTreeMap::new(),
             vault: None,
             docker: DockerConfig::default(),
+            retention: RetentionConfig::default(),
+            component_retention: BTreeMap::new(),
             runners: BTreeMap::new(),
         }
+    }
+
+    /// Set the retention rules of `component` (or, with `None`, of every component without
+    /// its own): what [`crate::Stack::prune`] keeps.
+    #[must_use]
+    pub fn with_retention(mut self, component: Option<&str>, retention: RetentionConfig) -> Self {
+        match component {
+            Some(c) => {
+                self.component_retention.insert(c.to_owned(), retention);
+            }
+            None => self.retention = retention,
+        }
+        self
     }
 
     /// Add a replica tier: restores fall back to it, replication copies to it (in the order
@@ -497,10 +623,12 @@ impl Config {
             apply_override(&mut table, &name, rest, &value)?;
         }
         let runners = take_runners(&mut table)?;
+        let component_retention = take_retention(&mut table)?;
         let mut config: Config = table.try_into().map_err(|e: toml::de::Error| {
             Error::bad_input(format!("invalid config {origin}: {}", e.message().trim()))
         })?;
         config.runners = runners;
+        config.component_retention = component_retention;
         config.check()?;
         Ok(config)
     }
@@ -517,7 +645,38 @@ impl Config {
         for name in self.components.keys() {
             zdr_core::Component::new(name.clone())?;
         }
+        self.retention.check("retention", &self.tiers)?;
+        for (name, r) in &self.component_retention {
+            r.check(&format!("components.{name}.retention"), &self.tiers)?;
+        }
         Ok(())
+    }
+
+    /// The retention rules of `component` on `tier`: the component's rules for that tier,
+    /// else its own rules, else `[retention]`'s for that tier, else `[retention]`'s.
+    #[must_use]
+    pub fn retention_for(&self, component: &str, tier: &str) -> zdr_core::retention::Retention {
+        let own = self.component_retention.get(component);
+        if let Some(r) = own.and_then(|r| r.tiers.get(tier)) {
+            return *r;
+        }
+        if let Some(r) = own.map(RetentionConfig::rules).filter(|r| !r.is_empty()) {
+            return r;
+        }
+        if let Some(r) = self.retention.tiers.get(tier) {
+            return *r;
+        }
+        self.retention.rules()
+    }
+
+    /// The point-in-time recovery window of `component` (`keep_wal_for`), if any.
+    #[must_use]
+    pub fn wal_window(&self, component: &str) -> Option<std::time::Duration> {
+        self.component_retention
+            .get(component)
+            .and_then(|r| r.keep_wal_for.as_deref())
+            .or(self.retention.keep_wal_for.as_deref())
+            .and_then(|w| zdr_core::retention::parse_duration(w).ok())
     }
 
     /// The named tier's config.

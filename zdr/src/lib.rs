@@ -57,13 +57,14 @@ pub mod drill;
 pub mod init;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod prune;
 pub mod recover;
 mod stack;
 
 pub use adapter::{BackupOptions, ComponentType, RestoreOptions};
 pub use config::{
-    ComponentConfig, Config, DockerConfig, EncryptionConfig, PipelineConfig, RunnerConfig,
-    VaultRefConfig,
+    ComponentConfig, Config, DockerConfig, EncryptionConfig, PipelineConfig, RetentionConfig,
+    RunnerConfig, VaultRefConfig,
 };
 pub use stack::{
     BackupReport, Problem, ReplicationPair, ReplicationRun, RestoreReport, ScratchRestoreReport,

@@ -282,6 +282,18 @@ impl Stack {
         self.archive_of(name, pg)
     }
 
+    /// The tiers of the named component's WAL archive, in its order.
+    pub(crate) fn wal_tier_names(&self, name: &str) -> Vec<String> {
+        match self
+            .postgres_settings(name)
+            .ok()
+            .and_then(|pg| pg.wal.tiers.clone())
+        {
+            Some(t) => t,
+            None => self.tier_order(),
+        }
+    }
+
     fn archive_of(&self, name: &str, pg: &PostgresSettings) -> Result<WalArchive> {
         let tiers = match &pg.wal.tiers {
             Some(t) => t.clone(),

@@ -291,7 +291,7 @@ impl Stack {
     }
 
     /// How old a partial write must be before a run sweeps it (`[pipeline] sweep_grace_secs`).
-    fn sweep_grace(&self) -> std::time::Duration {
+    pub(crate) fn sweep_grace(&self) -> std::time::Duration {
         self.config.pipeline.sweep_grace_secs.map_or(
             zdr_storage::DEFAULT_SWEEP_GRACE,
             std::time::Duration::from_secs,

@@ -1,0 +1,519 @@
+//! [`Stack::prune`]: retention applied to every tier of the chain, with the rules that keep
+//! a pruned repository usable.
+//!
+//! For each tier (primary, then the replicas) and each component, the backups of each kind
+//! (logical, base backup, snapshot, ...) are weighed separately. A backup is kept when:
+//! - a retention rule of that component and tier keeps it ([`Config::retention_for`]);
+//! - it is the newest of its kind on the tier;
+//! - it is the newest of its kind that passes verification (sizes and SHA-256 of every
+//!   artifact, read back), or newer than that one; with no backup of a kind that verifies,
+//!   nothing of that kind is deleted;
+//! - it is a base backup the component's point-in-time window (`keep_wal_for`) needs: every
+//!   base backup started inside the window, and the newest one started before it;
+//! - a later tier of the chain does not hold it yet while that tier's rules would keep it (it
+//!   still has to be replicated there), or a later tier cannot be read to tell.
+//!
+//! A backup is deleted manifest first, then its artifacts, so a prune cut short leaves
+//! unreferenced files (removed by a later prune as orphans), never a manifest pointing at
+//! nothing. WAL segments before the oldest kept base backup's start (on every tier of the
+//! component's WAL archive) go too. Files no manifest names, older than the sweep grace
+//! period, and the partial writes and unfinished multipart uploads of killed runs are
+//! removed. A dry run decides the same and changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use zdr_core::retention::Retention;
+use zdr_core::{BackupKind, Catalog, Component, Manifest, Progress, Result, layout};
+
+use crate::stack::{Problem, Stack};
+
+/// What [`Stack::prune`] does.
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+    /// Only this component (default: every configured component).
+    pub component: Option<String>,
+    /// Only this tier (default: every tier of the chain). The other tiers are still read to
+    /// know what has been replicated.
+    pub tier: Option<String>,
+}
+
+/// What happened to one backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneAction {
+    /// Kept (the reasons say why).
+    Keep,
+    /// Deleted.
+    Deleted,
+    /// Would be deleted (dry run).
+    WouldDelete,
+    /// To be deleted, but the deletion failed (see the tier's problems).
+    Failed,
+}
+
+/// One backup's decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneItem {
+    /// The component.
+    pub component: String,
+    /// The backup.
+    pub id: String,
+    /// Its kind.
+    pub kind: BackupKind,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// What happened to it.
+    pub action: PruneAction,
+    /// Why it is kept (empty for a deleted backup: no rule kept it).
+    pub reasons: Vec<String>,
+}
+
+/// What [`Stack::prune`] did on one tier.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierPrune {
+    /// The tier.
+    pub tier: String,
+    /// Every backup of the pruned components, newest first per component and kind.
+    pub backups: Vec<PruneItem>,
+    /// WAL files removed (or that would be), by component.
+    pub wal: BTreeMap<String, WalPruned>,
+    /// Files no manifest names, older than the grace period, removed (or that would be).
+    pub orphans: Vec<String>,
+    /// Partial writes of killed runs swept (files and unfinished uploads).
+    pub swept: usize,
+    /// What went wrong on this tier (the rest went on).
+    pub problems: Vec<Problem>,
+}
+
+/// WAL files [`Stack::prune`] removed from one tier (or would, in a dry run).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WalPruned {
+    /// The keys.
+    pub files: Vec<String>,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// What [`Stack::prune`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Per tier, in chain order.
+    pub tiers: Vec<TierPrune>,
+}
+
+impl PruneReport {
+    /// Whether every tier was read and every deletion done.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.tiers.iter().all(|t| t.problems.is_empty())
+    }
+}
+
+/// The backups of one component and kind on one tier, newest first.
+fn group<'a>(catalog: &'a Catalog, comp: &Component, kind: BackupKind) -> Vec<&'a Manifest> {
+    let mut v: Vec<&Manifest> = catalog
+        .list(Some(comp))
+        .into_iter()
+        .filter(|m| m.kind == kind)
+        .collect();
+    v.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+    v
+}
+
+/// Whether `rules` keep `m` among `others` (the backups of its kind on a tier).
+fn would_keep(rules: &Retention, others: &[&Manifest], m: &Manifest) -> bool {
+    let mut times: Vec<DateTime<Utc>> = others
+        .iter()
+        .filter(|o| o.id != m.id)
+        .map(|o| o.started_at)
+        .collect();
+    times.push(m.started_at);
+    let reasons = rules.apply(&times);
+    // The newest of a kind is always kept as well.
+    let newest = times.iter().all(|t| *t <= m.started_at);
+    newest || reasons.last().is_some_and(|r| !r.is_empty())
+}
+
+impl Stack {
+    /// Apply retention to the tiers of the chain; see the [module docs](crate::prune).
+    ///
+    /// # Errors
+    /// An unknown component or tier; unusable pipeline settings. What fails on a tier (it
+    /// cannot be read, a deletion fails) is reported in [`TierPrune::problems`] and the
+    /// rest goes on.
+    pub async fn prune(&self, options: &PruneOptions, progress: &Progress) -> Result<PruneReport> {
+        let config = self.config();
+        let names: Vec<String> = match &options.component {
+            Some(c) => {
+                config.component(c)?;
+                vec![c.clone()]
+            }
+            None => config.components.keys().cloned().collect(),
+        };
+        let chain = self.tier_order();
+        let pruned: Vec<String> = match &options.tier {
+            Some(t) => {
+                config.tier(t)?;
+                vec![t.clone()]
+            }
+            None => chain.clone(),
+        };
+        let pipeline = self.pipeline()?;
+        let mut catalogs: BTreeMap<String, std::result::Result<Catalog, Problem>> = BTreeMap::new();
+        for t in chain.iter().chain(&pruned) {
+            if catalogs.contains_key(t) {
+                continue;
+            }
+            let loaded = match self.tier(t) {
+                Ok(tier) => Catalog::load(tier.as_ref()).await,
+                Err(e) => Err(e),
+            };
+            catalogs.insert(t.clone(), loaded.map_err(|e| Problem::on_tier(&e, t)));
+        }
+        let now = Utc::now();
+        let mut report = PruneReport {
+            dry_run: options.dry_run,
+            tiers: Vec::new(),
+        };
+        // Base backups kept anywhere: the WAL they need stays on every WAL tier.
+        let mut kept_bases: BTreeMap<String, Vec<Manifest>> = BTreeMap::new();
+        // Whether some tier could not be decided for a component (no WAL pruning then).
+        let mut undecided: BTreeSet<String> = BTreeSet::new();
+
+        for t in &pruned {
+            let mut out = TierPrune {
+                tier: t.clone(),
+                backups: Vec::new(),
+                wal: BTreeMap::new(),
+                orphans: Vec::new(),
+                swept: 0,
+                problems: Vec::new(),
+            };
+            let catalog = match &catalogs[t] {
+                Ok(c) => c,
+                Err(p) => {
+                    out.problems.push(p.clone());
+                    undecided.extend(names.iter().cloned());
+                    report.tiers.push(out);
+                    continue;
+                }
+            };
+            let repo = match self.tier(t) {
+                Ok(tier) => zdr_storage::Repository::with_sweep_grace(
+                    tier,
+                    pipeline.clone(),
+                    self.sweep_grace(),
+                ),
+                Err(e) => {
+                    out.problems.push(Problem::on_tier(&e, t));
+                    report.tiers.push(out);
+                    continue;
+                }
+            };
+            let later: Vec<&String> = chain.iter().skip_while(|c| *c != t).skip(1).collect();
+            for name in &names {
+                let comp = Component::new(name.clone())?;
+                let window = config
+                    .wal_window(name)
+                    .map(|w| now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX));
+                let rules = config.retention_for(name, t);
+                let kinds: BTreeSet<String> = catalog
+                    .list(Some(&comp))
+                    .iter()
+                    .map(|m| kind_name(m.kind))
+                    .collect();
+                for kind in kinds.iter().filter_map(|k| kind_of(k)) {
+                    let backups = group(catalog, &comp, kind);
+                    let times: Vec<DateTime<Utc>> = backups.iter().map(|m| m.started_at).collect();
+                    let mut reasons = rules.apply(&times);
+                    if let Some(r) = reasons.first_mut() {
+                        r.push(format!("newest {} backup", kind_name(kind)));
+                    }
+                    if kind == BackupKind::Physical
+                        && let Some(cut) = window
+                    {
+                        let mut before_seen = false;
+                        for (i, m) in backups.iter().enumerate() {
+                            if m.started_at >= cut {
+                                reasons[i].push("inside the point-in-time window".into());
+                            } else if !before_seen {
+                                before_seen = true;
+                                reasons[i].push(
+                                    "the base backup the point-in-time window starts from".into(),
+                                );
+                            }
+                        }
+                    }
+                    for (i, m) in backups.iter().enumerate() {
+                        if !reasons[i].is_empty() {
+                            continue;
+                        }
+                        for r in &later {
+                            match &catalogs[*r] {
+                                Err(_) => reasons[i].push(format!(
+                                    "tier {r} cannot be read to tell whether it holds this backup"
+                                )),
+                                Ok(rc) => {
+                                    if rc.get(&m.id).is_none() {
+                                        let theirs = group(rc, &comp, kind);
+                                        let rr = config.retention_for(name, r);
+                                        if would_keep(&rr, &theirs, m) {
+                                            reasons[i].push(format!(
+                                                "not yet replicated to tier {r}, which keeps it"
+                                            ));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // The newest backup that verifies, and everything newer, is kept; only
+                    // read back when something would go.
+                    if reasons.iter().any(Vec::is_empty) {
+                        let mut verified = false;
+                        for (i, m) in backups.iter().enumerate() {
+                            match repo.verify(m, false, progress).await {
+                                Ok(()) => {
+                                    reasons[i].push(format!(
+                                        "newest {} backup that verifies",
+                                        kind_name(kind)
+                                    ));
+                                    verified = true;
+                                    break;
+                                }
+                                Err(e) => {
+                                    reasons[i].push(format!("fails verification ({e})"));
+                                    out.problems.push(Problem {
+                                        tier: Some(t.clone()),
+                                        component: Some(name.clone()),
+                                        backup: Some(m.id.to_string()),
+                                        ..Problem::new(&e)
+                                    });
+                                }
+                            }
+                        }
+                        if !verified {
+                            for r in &mut reasons {
+                                if r.is_empty() {
+                                    r.push(format!(
+                                        "no {} backup on this tier verifies",
+                                        kind_name(kind)
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                    for (i, m) in backups.iter().enumerate() {
+                        let keep = !reasons[i].is_empty();
+                        let action = if keep {
+                            if kind == BackupKind::Physical {
+                                kept_bases
+                                    .entry(name.clone())
+                                    .or_default()
+                                    .push((*m).clone());
+                            }
+                            PruneAction::Keep
+                        } else if options.dry_run {
+                            PruneAction::WouldDelete
+                        } else {
+                            match repo.delete_backup(m).await {
+                                Ok(()) => {
+                                    progress.info(format!(
+                                        "deleted backup {} of {name} from tier {t}",
+                                        m.id
+                                    ));
+                                    PruneAction::Deleted
+                                }
+                                Err(e) => {
+                                    out.problems.push(Problem {
+                                        tier: Some(t.clone()),
+                                        component: Some(name.clone()),
+                                        backup: Some(m.id.to_string()),
+                                        ..Problem::new(&e)
+                                    });
+                                    PruneAction::Failed
+                                }
+                            }
+                        };
+                        out.backups.push(PruneItem {
+                            component: name.clone(),
+                            id: m.id.to_string(),
+                            kind,
+                            started_at: m.started_at,
+                            action,
+                            reasons: std::mem::take(&mut reasons[i]),
+                        });
+                    }
+                }
+                if let Err(p) = self
+                    .prune_orphans(t, catalog, &comp, options, &mut out)
+                    .await
+                {
+                    out.problems.push(p);
+                }
+            }
+            if !options.dry_run {
+                match repo.tier().sweep_temporary(self.sweep_grace()).await {
+                    Ok((n, _)) => out.swept = n,
+                    Err(e) => out.problems.push(Problem::on_tier(&e, t)),
+                }
+            }
+            report.tiers.push(out);
+        }
+        // Backups kept on tiers not pruned in this run count for the WAL floor too.
+        for t in chain.iter().filter(|c| !pruned.contains(c)) {
+            match &catalogs[t] {
+                Ok(c) => {
+                    for name in &names {
+                        let comp = Component::new(name.clone())?;
+                        kept_bases
+                            .entry(name.clone())
+                            .or_default()
+                            .extend(group(c, &comp, BackupKind::Physical).into_iter().cloned());
+                    }
+                }
+                Err(_) => undecided.extend(names.iter().cloned()),
+            }
+        }
+        #[cfg(feature = "postgres")]
+        self.prune_wal(&names, &kept_bases, &undecided, options, &mut report)
+            .await;
+        #[cfg(not(feature = "postgres"))]
+        let _ = (&kept_bases, &undecided);
+        Ok(report)
+    }
+
+    /// Remove files under the component's prefix that no manifest on the tier names and
+    /// that are older than the sweep grace period. Skipped when a manifest of the component
+    /// cannot be read (its artifacts would look unreferenced).
+    async fn prune_orphans(
+        &self,
+        tier: &str,
+        catalog: &Catalog,
+        comp: &Component,
+        options: &PruneOptions,
+        out: &mut TierPrune,
+    ) -> std::result::Result<(), Problem> {
+        let mine = format!("{}{comp}/", layout::MANIFESTS);
+        if catalog.problems().iter().any(|p| p.key.starts_with(&mine)) {
+            return Ok(());
+        }
+        let opened = self.tier(tier).map_err(|e| Problem::on_tier(&e, tier))?;
+        let entries = opened
+            .list(&format!("{comp}/"))
+            .await
+            .map_err(|e| Problem::on_tier(&e, tier))?;
+        let mut named: BTreeSet<String> = BTreeSet::new();
+        for m in catalog.list(None) {
+            for a in &m.artifacts {
+                named.insert(layout::sidecar_key(&a.key));
+                named.insert(a.key.clone());
+            }
+        }
+        let grace = self.sweep_grace().max(ORPHAN_GRACE);
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        for e in entries {
+            if named.contains(&e.key) || !is_artifact_key(&e.key) {
+                continue;
+            }
+            // Unknown age: a file being written right now looks the same; leave it.
+            if e.modified.is_none_or(|m| m > cutoff) {
+                continue;
+            }
+            if !options.dry_run {
+                opened
+                    .delete(&e.key)
+                    .await
+                    .map_err(|err| Problem::on_tier(&err, tier))?;
+            }
+            out.orphans.push(e.key);
+        }
+        Ok(())
+    }
+
+    /// Prune each PostgreSQL component's WAL archive below the oldest kept base backup.
+    #[cfg(feature = "postgres")]
+    async fn prune_wal(
+        &self,
+        names: &[String],
+        kept_bases: &BTreeMap<String, Vec<Manifest>>,
+        undecided: &BTreeSet<String>,
+        options: &PruneOptions,
+        report: &mut PruneReport,
+    ) {
+        for name in names {
+            if undecided.contains(name)
+                || self.component_type(name).ok() != Some(crate::ComponentType::Postgres)
+            {
+                continue;
+            }
+            let Some(floor) = kept_bases
+                .get(name)
+                .and_then(|b| zdr_postgres::basebackup::wal_retention_floor(b))
+            else {
+                continue;
+            };
+            let Ok(archive) = self.wal_archive(Some(name)) else {
+                continue;
+            };
+            let wal_tiers = self.wal_tier_names(name);
+            for (i, t) in wal_tiers.iter().enumerate() {
+                let Some(out) = report.tiers.iter_mut().find(|p| &p.tier == t) else {
+                    continue;
+                };
+                match archive.prune(i, &floor, options.dry_run).await {
+                    Ok(w) => {
+                        if !w.files.is_empty() {
+                            out.wal.insert(
+                                name.clone(),
+                                WalPruned {
+                                    files: w.files,
+                                    bytes: w.bytes,
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => out.problems.push(Problem {
+                        component: Some(name.clone()),
+                        ..Problem::on_tier(&e, t)
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Files without a manifest are removed only once they are this old (or older than the sweep
+/// grace period, if that is longer): a backup still running has written some artifacts and
+/// not yet its manifest.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Whether `key` has the shape of an artifact or its sidecar:
+/// `<component>/<schedule>/<name>_<backup-id>.<ext>...`.
+fn is_artifact_key(key: &str) -> bool {
+    let parts: Vec<&str> = key.split('/').collect();
+    let [_, _, file] = parts.as_slice() else {
+        return false;
+    };
+    let stem = file.split('.').next().unwrap_or_default();
+    stem.match_indices('_')
+        .any(|(i, _)| zdr_core::BackupId::parse(&stem[i + 1..]).is_ok())
+}
+
+fn kind_name(kind: BackupKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{kind:?}").to_lowercase())
+}
+
+fn kind_of(name: &str) -> Option<BackupKind> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+}
