@@ -75,6 +75,19 @@ pub(crate) struct Patch {
     pub(crate) bytes: Vec<u8>,
 }
 
+impl Patch {
+    /// The offset part: written first, so a reader never sees the flag "set" with a partly
+    /// written offset.
+    pub(crate) fn offset(&self) -> (u64, &[u8]) {
+        (self.at + 1, &self.bytes[1..])
+    }
+
+    /// The flag part, written last.
+    pub(crate) fn flag(&self) -> (u64, &[u8]) {
+        (self.at, &self.bytes[..1])
+    }
+}
+
 /// The incremental reader of a custom-format archive; see the module docs.
 #[derive(Debug)]
 pub(crate) struct OffsetScan {
@@ -91,7 +104,22 @@ pub(crate) struct OffsetScan {
     fields: Vec<OffsetField>,
     /// Data blocks seen: dump id → position of the block's type byte.
     blocks: HashMap<i64, u64>,
+    /// Data blocks in the order they came: dump id, start, end (once read to its end).
+    spans: Vec<Span>,
+    /// Where the table of contents ends (the first data block starts).
+    toc_end: Option<u64>,
     failed: Option<String>,
+}
+
+/// One data block of the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    /// The TOC entry it belongs to.
+    pub(crate) dump_id: i64,
+    /// The position of its type byte.
+    pub(crate) start: u64,
+    /// The position just after its end marker, once read.
+    pub(crate) end: Option<u64>,
 }
 
 /// What one parsing step did.
@@ -173,8 +201,49 @@ impl OffsetScan {
             off_size: 8,
             fields: Vec::new(),
             blocks: HashMap::new(),
+            spans: Vec::new(),
+            toc_end: None,
             failed: None,
         }
+    }
+
+    /// Where the table of contents ends, once it was read whole.
+    pub(crate) fn toc_end(&self) -> Option<u64> {
+        self.toc_end
+    }
+
+    /// The dump ids of every TOC entry, in TOC order.
+    pub(crate) fn entry_ids(&self) -> Vec<i64> {
+        self.fields.iter().map(|f| f.dump_id).collect()
+    }
+
+    /// The data blocks seen so far, in archive order.
+    pub(crate) fn spans(&self) -> &[Span] {
+        &self.spans
+    }
+
+    /// The position to record for `dump_id`'s data block, if its entry has none yet and
+    /// its block was seen: written as [`Patch::offset`], then [`Patch::flag`].
+    pub(crate) fn patch_for(&self, dump_id: i64) -> Option<Patch> {
+        let f = self.fields.iter().find(|f| f.dump_id == dump_id)?;
+        let start = *self.blocks.get(&dump_id)?;
+        (f.flag == POS_NOT_SET).then(|| self.patch(f.at, start))
+    }
+
+    fn patch(&self, at: u64, start: u64) -> Patch {
+        let mut bytes = Vec::with_capacity(1 + self.off_size);
+        bytes.push(POS_SET);
+        let mut v = start;
+        for _ in 0..self.off_size {
+            bytes.push((v & 0xff) as u8);
+            v >>= 8;
+        }
+        Patch { at, bytes }
+    }
+
+    /// Whether the scanner gave up.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.is_some()
     }
 
     /// Why the scanner gave up, if it did (tests).
@@ -235,14 +304,7 @@ impl OffsetScan {
                     f.dump_id
                 ));
             };
-            let mut bytes = Vec::with_capacity(1 + self.off_size);
-            bytes.push(POS_SET);
-            let mut v = start;
-            for _ in 0..self.off_size {
-                bytes.push((v & 0xff) as u8);
-                v >>= 8;
-            }
-            patches.push(Patch { at: f.at, bytes });
+            patches.push(self.patch(f.at, start));
         }
         Ok(patches)
     }
@@ -316,6 +378,7 @@ impl OffsetScan {
                 let left = u64::try_from(n)
                     .map_err(|_| Halt::Bad(format!("a negative TOC entry count {n}")))?;
                 self.state = if left == 0 {
+                    self.toc_end = Some(self.pos + c.at as u64);
                     State::BlockHeader
                 } else {
                     State::Toc { left }
@@ -328,6 +391,7 @@ impl OffsetScan {
                 match u64::try_from(n) {
                     Ok(0) => {
                         self.state = if self.state == State::Chunks {
+                            self.end_block(self.pos + c.at as u64);
                             State::BlockHeader
                         } else {
                             State::LoOid
@@ -340,6 +404,7 @@ impl OffsetScan {
             }),
             State::LoOid => c.int().map_err(Halt::from).map(|oid| {
                 self.state = if oid == 0 {
+                    self.end_block(self.pos + c.at as u64);
                     State::BlockHeader
                 } else {
                     State::LoChunks
@@ -435,6 +500,7 @@ impl OffsetScan {
             State::Toc { left: left - 1 }
         } else {
             self.check_toc()?;
+            self.toc_end = Some(self.pos + c.at as u64);
             State::BlockHeader
         };
         Ok(())
@@ -448,6 +514,12 @@ impl OffsetScan {
             }
         }
         Ok(())
+    }
+
+    fn end_block(&mut self, end: u64) {
+        if let Some(s) = self.spans.last_mut() {
+            s.end = Some(end);
+        }
     }
 
     /// A data block's type and dump id.
@@ -471,6 +543,11 @@ impl OffsetScan {
         if self.blocks.insert(dump_id, self.pos).is_some() {
             return Err(Halt::Bad(format!("two data blocks for entry {dump_id}")));
         }
+        self.spans.push(Span {
+            dump_id,
+            start: self.pos,
+            end: None,
+        });
         self.state = if blobs { State::LoOid } else { State::Chunks };
         Ok(())
     }
@@ -573,6 +650,11 @@ mod tests {
                 start7,
                 "piece {piece}"
             );
+            assert_eq!(s.spans().len(), 2);
+            assert!(s.spans().iter().all(|sp| sp.end.is_some()));
+            assert_eq!(s.spans()[1].end, Some(a.len() as u64));
+            assert_eq!(s.spans()[0].end, Some(s.spans()[1].start));
+            assert_eq!(s.toc_end(), Some(s.spans()[0].start));
             let patches = s.finish().expect("complete archive");
             assert_eq!(patches.len(), 2, "piece {piece}");
             // Applied, the patched archive records the positions it was scanned at.

@@ -61,13 +61,14 @@ pub(crate) struct Spool {
 
 /// What the blocking thread holds of a [`Spool`].
 #[derive(Clone)]
-struct Hold {
+pub(crate) struct Hold {
     _dir: Option<Arc<Owned>>,
     cancel: Arc<AtomicBool>,
 }
 
 impl Hold {
-    fn check(&self) -> io::Result<()> {
+    /// An error once the spool was dropped (the run was abandoned).
+    pub(crate) fn check(&self) -> io::Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
             // Not `Interrupted`: std's copy loops retry that kind.
             Err(io::Error::other(
@@ -115,11 +116,16 @@ impl Spool {
         })
     }
 
-    fn hold(&self) -> Hold {
+    pub(crate) fn hold(&self) -> Hold {
         Hold {
             _dir: self.dir.clone(),
             cancel: self.cancel.clone(),
         }
+    }
+
+    /// A file of that name inside the spool.
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
+        self.path(name)
     }
 
     fn path(&self, name: &str) -> PathBuf {

@@ -73,6 +73,7 @@ mod pg;
 pub mod pitr;
 mod restore;
 mod settings;
+mod streamed;
 mod tools;
 pub mod wal;
 pub mod walname;

@@ -219,22 +219,7 @@ pub(crate) async fn prepare<'a>(
         ))
     })?;
     let cfg = &c.config;
-    let tool = match facts.dump_format {
-        DumpFormat::Plain => "psql",
-        DumpFormat::Custom | DumpFormat::Directory { .. } => "pg_restore",
-    };
-    let mut conn = pg::connect(cfg, &cfg.maintenance_database).await?;
-    let (sv, svn, _) = facts::server(&mut conn, cfg).await?;
-    pg::close(conn).await;
-    tools::check_version(c.runner.as_ref(), cfg, tool, svn, &sv).await?;
-    tools::check_version(
-        c.runner.as_ref(),
-        cfg,
-        tool,
-        facts.server_version_num,
-        &facts.server_version,
-    )
-    .await?;
+    check_tools(c, facts).await?;
     let format = facts.dump_format;
     // A runner that executes elsewhere (a container) cannot open a spool on this host: a
     // custom-format dump is streamed into `pg_restore` through stdin instead (one job; the
@@ -291,6 +276,89 @@ pub(crate) async fn prepare<'a>(
             Err(e.with_context("key", &record.key))
         }
     }
+}
+
+/// Check that the restore tool is there and fits both the server and the backup's server.
+async fn check_tools(c: &PostgresComponent, facts: &PgFacts) -> Result<()> {
+    let cfg = &c.config;
+    let tool = match facts.dump_format {
+        DumpFormat::Plain => "psql",
+        DumpFormat::Custom | DumpFormat::Directory { .. } => "pg_restore",
+    };
+    let mut conn = pg::connect(cfg, &cfg.maintenance_database).await?;
+    let (sv, svn, _) = facts::server(&mut conn, cfg).await?;
+    pg::close(conn).await;
+    tools::check_version(c.runner.as_ref(), cfg, tool, svn, &sv).await?;
+    tools::check_version(
+        c.runner.as_ref(),
+        cfg,
+        tool,
+        facts.server_version_num,
+        &facts.server_version,
+    )
+    .await
+}
+
+/// Whether a restore into a side or scratch database loads while the artifact arrives
+/// ([`crate::streamed`]): custom format, tools that see this host's spool.
+fn loads_while_arriving(c: &PostgresComponent, facts: &PgFacts) -> bool {
+    facts.dump_format == DumpFormat::Custom && c.runner.shares_host_files()
+}
+
+/// Spool the custom-format dump and load it into `database` (created, empty) while it
+/// arrives; an archive the scanner does not recognise is loaded from the complete spool.
+/// The spool is removed in every case. Returns the bytes loaded.
+async fn spool_and_load(
+    c: &PostgresComponent,
+    backup: &Manifest,
+    facts: &PgFacts,
+    from: &dyn ArtifactReader,
+    database: &str,
+    jobs: u32,
+    progress: &Progress,
+) -> Result<u64> {
+    let record = backup.artifact(&facts.artifact).ok_or_else(|| {
+        Error::integrity(format!(
+            "backup {} has no artifact named {}",
+            backup.id, facts.artifact
+        ))
+    })?;
+    let spool = dir::Spool::create(&c.config, progress)?;
+    let loaded = async {
+        let stream = from
+            .open(record)
+            .await
+            .map_err(|e| e.with_context("key", &record.key))?;
+        let task = format!("spool and load {}", record.key);
+        progress.start(&task, Some(record.raw_size));
+        let res = crate::streamed::spool_and_load(c, stream, &spool, database, jobs, progress)
+            .await
+            .map_err(|e| e.with_context("key", &record.key));
+        progress.finish(&task);
+        match res? {
+            Some(n) => Ok(n),
+            None => {
+                progress.info(format!(
+                    "{}: the dump's data blocks were not recognised; loading it from the complete spool",
+                    record.key
+                ));
+                let mut spec = tools::spec(&c.config, "pg_restore", database).args([
+                    "--exit-on-error".to_owned(),
+                    format!("--jobs={}", jobs.max(1)),
+                    "-d".to_owned(),
+                    database.to_owned(),
+                    spool.dump_file().display().to_string(),
+                ]);
+                spec.stdout = false;
+                let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
+                tools::finish(run, tail, &c.config, "pg_restore").await?;
+                Ok(record.raw_size)
+            }
+        }
+    }
+    .await;
+    spool.remove().await;
+    loaded
 }
 
 /// Load a prepared backup into `database` (created, empty): `pg_restore -j jobs` from the
@@ -504,17 +572,37 @@ async fn full(
                 cfg_template(c)
             };
             let t0 = std::time::Instant::now();
-            // Custom and directory formats: spooled and verified before the side database
-            // exists. Plain: verified at the end of the stream, before psql commits.
-            let prepared = prepare(c, backup, facts, from, false, progress).await?;
+            // Custom format on this host: loaded while it arrives, verified at the end of the
+            // stream, swapped in only after that. Directory format: spooled and verified
+            // before the side database exists. Plain: verified at the end of the stream,
+            // before psql commits.
+            let streamed = loads_while_arriving(c, facts);
+            let prepared = if streamed {
+                check_tools(c, facts).await?;
+                if let Some(r) = backup.artifact(&facts.artifact) {
+                    dir::check_room(&dir::spool_parent(&c.config), r.raw_size)?;
+                }
+                None
+            } else {
+                Some(prepare(c, backup, facts, from, false, progress).await?)
+            };
             let spooled = t0.elapsed();
             if let Err(e) = create_db(admin, c, &side, &like).await {
-                prepared.remove().await;
+                if let Some(p) = prepared {
+                    p.remove().await;
+                }
                 return Err(e);
             }
             let attempt = async {
-                let loaded = apply(c, &prepared, from, &side, jobs_of(c, opts), progress).await;
-                prepared.remove().await;
+                let jobs = jobs_of(c, opts);
+                let loaded = match prepared {
+                    Some(p) => {
+                        let l = apply(c, &p, from, &side, jobs, progress).await;
+                        p.remove().await;
+                        l
+                    }
+                    None => spool_and_load(c, backup, facts, from, &side, jobs, progress).await,
+                };
                 let bytes = loaded?;
                 let t1 = std::time::Instant::now();
                 let report = verify_db(c, facts, &side).await?;
@@ -523,12 +611,20 @@ async fn full(
                         "the live database was not touched; the side database is dropped",
                     ));
                 }
-                let timing = format!(
-                    "spool {:.2}s, load {:.2}s, verification {:.2}s",
-                    spooled.as_secs_f64(),
-                    (t1 - t0 - spooled).as_secs_f64(),
-                    t1.elapsed().as_secs_f64()
-                );
+                let timing = if streamed {
+                    format!(
+                        "spool and load while it arrived {:.2}s, verification {:.2}s",
+                        (t1 - t0).as_secs_f64(),
+                        t1.elapsed().as_secs_f64()
+                    )
+                } else {
+                    format!(
+                        "spool {:.2}s, load {:.2}s, verification {:.2}s",
+                        spooled.as_secs_f64(),
+                        (t1 - t0 - spooled).as_secs_f64(),
+                        t1.elapsed().as_secs_f64()
+                    )
+                };
                 progress.info(format!("{side}: {timing}"));
                 Ok::<_, Error>((bytes, report, timing))
             }

@@ -1251,7 +1251,9 @@ async fn custom_format_restores_with_parallel_jobs_from_a_spool_removed_every_ti
     let before = env.digest("app");
     env.cluster.psql("app", "DELETE FROM events WHERE id > 10");
 
-    // The configured jobs: pg_restore -j 3 reads a spool file, not a stream.
+    // Loaded while it arrives: the schema, then each table's data block by its own
+    // pg_restore (stdin: the table of contents, then the block), then sequence values and
+    // post-data with the configured jobs, pg_restore -j 3, from the complete spool file.
     env.repo
         .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
         .await?;
@@ -1265,9 +1267,29 @@ async fn custom_format_restores_with_parallel_jobs_from_a_spool_removed_every_ti
         .filter(|s| s.program == "pg_restore" && s.args != ["--version"])
         .cloned()
         .collect();
-    assert_eq!(restores.len(), 1, "{restores:?}");
-    let r = &restores[0];
+    let has = |s: &zdr_core::CommandSpec, a: &str| s.args.iter().any(|x| x == a);
+    let pre: Vec<_> = restores
+        .iter()
+        .filter(|s| has(s, "--section=pre-data"))
+        .collect();
+    assert_eq!(pre.len(), 1, "{restores:?}");
+    assert!(pre[0].stdin, "{restores:?}");
+    let blocks: Vec<_> = restores.iter().filter(|s| has(s, "--data-only")).collect();
+    // events, the large object, and the other tables of the seed.
+    assert!(blocks.len() >= 2, "{restores:?}");
+    assert!(
+        blocks.iter().all(|s| s.stdin && has(s, "-L")),
+        "{restores:?}"
+    );
+    let parallel: Vec<_> = restores
+        .iter()
+        .filter(|s| s.args.iter().any(|a| a.starts_with("--jobs=")))
+        .collect();
+    assert_eq!(parallel.len(), 1, "{restores:?}");
+    assert_eq!(restores.len(), 2 + blocks.len(), "{restores:?}");
+    let r = parallel[0];
     assert!(r.args.iter().any(|a| a == "--jobs=3"), "{r:?}");
+    assert!(has(r, "--section=post-data"), "{r:?}");
     assert!(!r.args.iter().any(|a| a == "--single-transaction"), "{r:?}");
     assert!(!r.stdin, "{r:?}");
     let file = r.args.last().unwrap();
@@ -1354,9 +1376,22 @@ async fn custom_format_restores_with_parallel_jobs_from_a_spool_removed_every_ti
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
-    assert_eq!(env.cluster.databases(), dbs);
+    // It was loading into its side database (the data arrives while it loads): the live
+    // database is untouched, and the side database is what the next restore removes.
+    assert_eq!(env.digest("app"), live);
+    let left: Vec<String> = env
+        .cluster
+        .databases()
+        .into_iter()
+        .filter(|d| !dbs.contains(d))
+        .collect();
+    assert!(
+        left.iter().all(|d| d.starts_with("app__zdr_restore_")) && left.len() <= 1,
+        "{left:?}"
+    );
 
-    // Not enough room in the spool directory: refused before anything, naming it.
+    // Not enough room in the spool directory: refused before anything is loaded, naming
+    // it (and the side database a killed run left is gone).
     let mut huge = m.clone();
     huge.artifacts[0].raw_size = u64::MAX;
     let e = pg

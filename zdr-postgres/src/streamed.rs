@@ -1,0 +1,516 @@
+//! Loading a custom-format dump while it arrives.
+//!
+//! The artifact is copied into the spool as before (the copy checks the stored bytes'
+//! SHA-256 at the end of the stream), and read by [`OffsetScan`] on the way. As soon as the
+//! table of contents is in, `pg_restore --section=pre-data` creates the schema in the side
+//! database. Each data block (one table's `COPY` data, or the large objects) is then loaded by
+//! its own `pg_restore --data-only` as it arrives: its input is the archive's header and table
+//! of contents followed by the block's bytes, read from the spool as the copy writes them. Up
+//! to `jobs` blocks load at once, in the order they arrive. Once the stream has ended intact
+//! and every block is loaded, `pg_restore -j jobs` runs what is left — sequence values and
+//! the post-data section (indexes, constraints, triggers) — from the complete spool, whose
+//! table of contents then records every block's position.
+//!
+//! The target is always a side or scratch database that is swapped in only after the stream
+//! matched its checksum and the facts were compared, so loading before the end of the stream
+//! never exposes unverified data. When the stream fails, the loads are stopped and the
+//! stream's own error (a checksum mismatch, a dead tier) is returned. When the scanner does
+//! not recognise the archive, nothing is loaded early: the caller loads the complete spool.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::io::SyncIoBridge;
+use zdr_core::{BoxRead, Error, ErrorKind, Progress, Result};
+
+use crate::custom::OffsetScan;
+use crate::dir::Spool;
+use crate::{PostgresComponent, tools};
+
+/// Read size of the copy and of the block feeders.
+const BUF: usize = 1 << 20;
+
+/// What the copy tells the loader.
+enum Event {
+    /// The table of contents is in the spool: its bytes (with the header), every entry.
+    Toc { head: Arc<Vec<u8>>, ids: Vec<i64> },
+    /// A data block starts at `start` (its bytes follow as they are written).
+    Block { dump_id: i64, start: u64 },
+}
+
+/// How far the copy is, for the block feeders.
+#[derive(Clone, Default)]
+struct Written {
+    /// Bytes in the spool file.
+    bytes: u64,
+    /// Ends of the blocks read to their end.
+    ends: BTreeMap<i64, u64>,
+    /// The copy stopped (ended or failed): no more bytes will come.
+    stopped: bool,
+}
+
+/// The outcome of the copy.
+struct Copied {
+    bytes: u64,
+    /// The scanner understood the whole archive.
+    scanned: bool,
+}
+
+/// Spool the artifact `from` into `spool` and load it into `database` while it arrives; see
+/// the module docs. Returns the bytes loaded, or `None` when the archive was not recognised
+/// and nothing was loaded (the spool is complete and verified: the caller loads it).
+pub(crate) async fn spool_and_load(
+    c: &PostgresComponent,
+    from: BoxRead,
+    spool: &Spool,
+    database: &str,
+    jobs: u32,
+    progress: &Progress,
+) -> Result<Option<u64>> {
+    let (events, mut rx_events) = mpsc::unbounded_channel();
+    let (written, rx_written) = watch::channel(Written::default());
+    let dest = spool.dump_file();
+    let hold = spool.hold();
+    let copy = tokio::task::spawn_blocking(move || copy(from, &dest, hold, &events, &written));
+    let mut load = Loader {
+        c,
+        spool,
+        database,
+        jobs: jobs.max(1) as usize,
+        rx_written,
+        head: None,
+        ids: Vec::new(),
+        pre_data: None,
+        pre_done: false,
+        queue: VecDeque::new(),
+        running: JoinSet::new(),
+        loaded: BTreeSet::new(),
+        failed: None,
+    };
+    // Dispatch while the copy runs: on its news, and as loads finish.
+    loop {
+        tokio::select! {
+            ev = rx_events.recv() => match ev {
+                Some(ev) => load.on_event(ev, progress),
+                None => break,
+            },
+            () = load.next_done() => {}
+        }
+        load.dispatch();
+    }
+    let copied = copy
+        .await
+        .map_err(|e| Error::unexpected("the spooling task failed").with_source(e))?;
+    let copied = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            load.stop().await;
+            return Err(e);
+        }
+    };
+    if !copied.scanned || load.head.is_none() {
+        load.stop().await;
+        if load.started() {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                "the dump's data blocks could not be delimited after loading had begun",
+            ));
+        }
+        return Ok(None);
+    }
+    load.finish_loads(progress).await?;
+    // Sequence values, and indexes, constraints and triggers, in parallel from the spool.
+    let rest: Vec<i64> = load
+        .ids
+        .iter()
+        .copied()
+        .filter(|id| !load.loaded.contains(id))
+        .collect();
+    let list = spool.file("rest.list");
+    write_list(&list, &rest)?;
+    let mut spec = tools::spec(&c.config, "pg_restore", database).args([
+        "--exit-on-error".to_owned(),
+        format!("--jobs={jobs}"),
+        "--section=data".to_owned(),
+        "--section=post-data".to_owned(),
+        "-L".to_owned(),
+        list.display().to_string(),
+        "-d".to_owned(),
+        database.to_owned(),
+        spool.dump_file().display().to_string(),
+    ]);
+    spec.stdout = false;
+    let what = format!("pg_restore -j {jobs} post-data {database}");
+    progress.start(&what, None);
+    let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
+    tools::finish(run, tail, &c.config, "pg_restore").await?;
+    progress.finish(&what);
+    Ok(Some(copied.bytes))
+}
+
+/// The copy, on a blocking thread: artifact → spool file, scanned on the way.
+fn copy(
+    from: BoxRead,
+    dest: &std::path::Path,
+    hold: crate::dir::Hold,
+    events: &mpsc::UnboundedSender<Event>,
+    written: &watch::Sender<Written>,
+) -> Result<Copied> {
+    let res = copy_inner(from, dest, hold, events, written);
+    written.send_modify(|w| w.stopped = true);
+    res
+}
+
+fn copy_inner(
+    from: BoxRead,
+    dest: &std::path::Path,
+    hold: crate::dir::Hold,
+    events: &mpsc::UnboundedSender<Event>,
+    written: &watch::Sender<Written>,
+) -> Result<Copied> {
+    let io_error = |e: io::Error| {
+        let e = Error::from_io(e, "spooling the backup");
+        if e.kind() == ErrorKind::Io {
+            e.with_context("path", dest.display())
+        } else {
+            e
+        }
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dest)
+        .map_err(|e| Error::from_io(e, format!("cannot create {}", dest.display())))?;
+    let mut input = BufReader::with_capacity(BUF, SyncIoBridge::new(from));
+    let mut scan = OffsetScan::new();
+    let mut buf = vec![0u8; BUF];
+    let mut total = 0u64;
+    let mut told_toc = false;
+    let mut told_blocks = 0;
+    let mut told_ends = 0;
+    loop {
+        hold.check().map_err(io_error)?;
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(e)),
+        };
+        file.write_all(&buf[..n]).map_err(io_error)?;
+        total += n as u64;
+        scan.feed(&buf[..n]);
+        if !scan.has_failed() {
+            if !told_toc && let Some(end) = scan.toc_end() {
+                let mut head = vec![0u8; usize::try_from(end).unwrap_or(usize::MAX)];
+                file.read_exact_at(&mut head, 0).map_err(io_error)?;
+                told_toc = true;
+                let _ = events.send(Event::Toc {
+                    head: Arc::new(head),
+                    ids: scan.entry_ids(),
+                });
+            }
+            let spans = scan.spans().to_vec();
+            for s in &spans[told_blocks..] {
+                // The position goes into the table of contents before anyone reads it.
+                if let Some(p) = scan.patch_for(s.dump_id) {
+                    let (at, bytes) = p.offset();
+                    file.write_all_at(bytes, at).map_err(io_error)?;
+                    let (at, bytes) = p.flag();
+                    file.write_all_at(bytes, at).map_err(io_error)?;
+                }
+                let _ = events.send(Event::Block {
+                    dump_id: s.dump_id,
+                    start: s.start,
+                });
+            }
+            told_blocks = spans.len();
+            let ended: Vec<(i64, u64)> = spans
+                .iter()
+                .filter_map(|s| s.end.map(|e| (s.dump_id, e)))
+                .collect();
+            if ended.len() > told_ends {
+                told_ends = ended.len();
+                written.send_modify(|w| {
+                    w.ends.extend(ended.iter().copied());
+                    w.bytes = total;
+                });
+                continue;
+            }
+        }
+        written.send_modify(|w| w.bytes = total);
+    }
+    file.flush().map_err(io_error)?;
+    let scanned = match scan.finish() {
+        Ok(patches) => {
+            for p in &patches {
+                file.write_all_at(&p.bytes, p.at).map_err(io_error)?;
+            }
+            true
+        }
+        Err(_) => false,
+    };
+    Ok(Copied {
+        bytes: total,
+        scanned,
+    })
+}
+
+fn write_list(path: &std::path::Path, ids: &[i64]) -> Result<()> {
+    let mut text = String::new();
+    for id in ids {
+        text.push_str(&format!("{id};\n"));
+    }
+    std::fs::write(path, text)
+        .map_err(|e| Error::from_io(e, format!("cannot write {}", path.display())))
+}
+
+/// The loads in flight and to come.
+struct Loader<'a> {
+    c: &'a PostgresComponent,
+    spool: &'a Spool,
+    database: &'a str,
+    jobs: usize,
+    rx_written: watch::Receiver<Written>,
+    head: Option<Arc<Vec<u8>>>,
+    ids: Vec<i64>,
+    pre_data: Option<tokio::task::JoinHandle<Result<()>>>,
+    pre_done: bool,
+    queue: VecDeque<(i64, u64)>,
+    running: JoinSet<(i64, Result<()>)>,
+    loaded: BTreeSet<i64>,
+    failed: Option<Error>,
+}
+
+impl Loader<'_> {
+    fn started(&self) -> bool {
+        self.pre_data.is_some() || self.pre_done
+    }
+
+    fn on_event(&mut self, ev: Event, progress: &Progress) {
+        match ev {
+            Event::Toc { head, ids } => {
+                self.ids = ids;
+                self.head = Some(head.clone());
+                let c = self.c.clone();
+                let db = self.database.to_owned();
+                progress.info(format!(
+                    "{db}: loading while the dump arrives (schema first)"
+                ));
+                self.pre_data = Some(tokio::spawn(async move {
+                    let mut spec = tools::spec(&c.config, "pg_restore", &db)
+                        .args(["--exit-on-error", "--section=pre-data", "-d", &db])
+                        .with_stdin();
+                    spec.stdout = false;
+                    let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
+                    let mut none = tokio::io::empty();
+                    tools::feed(run, tail, &mut none, &head, &c.config, "pg_restore").await?;
+                    Ok(())
+                }));
+            }
+            Event::Block { dump_id, start } => self.queue.push_back((dump_id, start)),
+        }
+    }
+
+    /// Wait for the schema or a block load to finish and take its outcome (pending when
+    /// nothing runs). Cancel-safe.
+    async fn next_done(&mut self) {
+        if let Some(h) = &mut self.pre_data {
+            let r = h.await;
+            self.pre_data = None;
+            self.pre_done = true;
+            if let Some(e) = join_error(r) {
+                self.fail(e);
+            }
+            return;
+        }
+        match self.running.join_next().await {
+            Some(done) => self.collect(done),
+            None => std::future::pending().await,
+        }
+    }
+
+    fn collect(&mut self, done: std::result::Result<(i64, Result<()>), tokio::task::JoinError>) {
+        match done {
+            Ok((id, Ok(()))) => {
+                self.loaded.insert(id);
+            }
+            Ok((_, Err(e))) => self.fail(e),
+            Err(e) => self.fail(Error::unexpected("a loading task failed").with_source(e)),
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.failed.is_none() {
+            self.failed = Some(e);
+        }
+    }
+
+    fn dispatch(&mut self) {
+        if !self.pre_done || self.failed.is_some() {
+            return;
+        }
+        let Some(head) = self.head.clone() else {
+            return;
+        };
+        while self.running.len() < self.jobs {
+            let Some((id, start)) = self.queue.pop_front() else {
+                return;
+            };
+            let c = self.c.clone();
+            let db = self.database.to_owned();
+            let list = self.spool.file(&format!("block-{id}.list"));
+            let file = self.spool.dump_file();
+            let rx = self.rx_written.clone();
+            let head = head.clone();
+            self.running.spawn(async move {
+                let res = load_block(&c, &db, id, start, &list, &file, &head, rx).await;
+                (id, res)
+            });
+        }
+    }
+
+    /// Wait for the schema and every block, then report the first failure.
+    async fn finish_loads(&mut self, progress: &Progress) -> Result<()> {
+        let task = format!("{}: loading the last tables", self.database);
+        progress.start(&task, None);
+        if let Some(h) = self.pre_data.take() {
+            self.pre_done = true;
+            if let Some(e) = join_error(h.await) {
+                self.fail(e);
+            }
+        }
+        loop {
+            self.dispatch();
+            if self.failed.is_some() {
+                break;
+            }
+            match self.running.join_next().await {
+                Some(done) => self.collect(done),
+                None if self.queue.is_empty() => break,
+                None => {}
+            }
+        }
+        progress.finish(&task);
+        if let Some(e) = self.failed.take() {
+            self.stop().await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stop every load (their processes are killed).
+    async fn stop(&mut self) {
+        if let Some(h) = self.pre_data.take() {
+            h.abort();
+            let _ = h.await;
+        }
+        self.running.shutdown().await;
+    }
+}
+
+fn join_error(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Option<Error> {
+    match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(Error::unexpected("a loading task failed").with_source(e)),
+    }
+}
+
+/// Load one data block with `pg_restore --data-only`: its input is `head` (header and table
+/// of contents), then the block's bytes from the spool file as they are written.
+#[allow(clippy::too_many_arguments)]
+async fn load_block(
+    c: &PostgresComponent,
+    database: &str,
+    id: i64,
+    start: u64,
+    list: &std::path::Path,
+    file: &std::path::Path,
+    head: &[u8],
+    mut rx: watch::Receiver<Written>,
+) -> Result<()> {
+    write_list(list, &[id])?;
+    let mut spec = tools::spec(&c.config, "pg_restore", database)
+        .args([
+            "--exit-on-error".to_owned(),
+            "--data-only".to_owned(),
+            "-L".to_owned(),
+            list.display().to_string(),
+            "-d".to_owned(),
+            database.to_owned(),
+        ])
+        .with_stdin();
+    spec.stdout = false;
+    let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
+    let (mut tx, rx_pipe) = tokio::io::duplex(BUF);
+    let path = file.to_path_buf();
+    let feeder = async move {
+        let mut f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Error::from_io(e, format!("cannot open {}", path.display())))?;
+        f.seek(io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| Error::from_io(e, "reading the spool"))?;
+        let mut pos = start;
+        let mut buf = vec![0u8; BUF];
+        loop {
+            let (limit, end, stopped) = {
+                let w = rx.borrow_and_update();
+                let end = w.ends.get(&id).copied();
+                (end.unwrap_or(w.bytes).min(w.bytes), end, w.stopped)
+            };
+            while pos < limit {
+                let want = usize::try_from(limit - pos).unwrap_or(BUF).min(BUF);
+                let n = f
+                    .read(&mut buf[..want])
+                    .await
+                    .map_err(|e| Error::from_io(e, "reading the spool"))?;
+                if n == 0 {
+                    break;
+                }
+                if tx.write_all(&buf[..n]).await.is_err() {
+                    // pg_restore stopped reading: its own error is reported.
+                    return Ok(());
+                }
+                pos += n as u64;
+            }
+            if end.is_some_and(|e| pos >= e) {
+                break;
+            }
+            if stopped {
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!("the dump ended inside the data block of entry {id}"),
+                ));
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.shutdown().await;
+        Ok::<(), Error>(())
+    };
+    let load = async move {
+        let mut input = rx_pipe;
+        tools::feed(run, tail, &mut input, head, &c.config, "pg_restore").await
+    };
+    tokio::pin!(feeder);
+    tokio::pin!(load);
+    // Whichever fails first ends the other (a dropped load kills its pg_restore).
+    tokio::select! {
+        r = &mut load => {
+            r?;
+            feeder.await
+        }
+        r = &mut feeder => {
+            r?;
+            load.await.map(|_| ())
+        }
+    }
+}
