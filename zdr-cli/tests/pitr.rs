@@ -885,3 +885,100 @@ fn the_next_pitr_removes_the_instance_a_killed_recovery_left_running() {
     let left: Vec<_> = std::fs::read_dir(&recovery).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `zdr prune` on a WAL archive: the point-in-time window keeps the older base backup and its
+/// WAL; without a window, the older base backup goes and so does every segment before the
+/// kept one's start, and recovery to the end still works.
+#[test]
+fn prune_keeps_the_wal_the_kept_base_backups_need() {
+    if !support::available() {
+        return;
+    }
+    let env = Env::new(None);
+    let first = env.ok(&["backup", "postgres", "--base"]);
+    let first_id = first["backup"]["id"].as_str().unwrap().to_owned();
+    let first_start = first["backup"]["facts"]["start_segment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.cluster.psql(
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'between' FROM generate_series(101, 200) g",
+    );
+    let between = env.switch();
+    let second = env.ok(&["backup", "postgres", "--base"]);
+    let second_start = second["backup"]["facts"]["start_segment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(first_start < between && between < second_start);
+    env.cluster.psql(
+        "app",
+        "INSERT INTO events (id, note) SELECT g, 'after' FROM generate_series(201, 300) g",
+    );
+    env.switch();
+    for s in [&first_start, &between, &second_start] {
+        assert!(env.segment_key(s).exists(), "{s} archived");
+    }
+    let base = std::fs::read_to_string(&env.config).unwrap();
+
+    // A 7-day window: both base backups are inside it, nothing goes.
+    std::fs::write(
+        &env.config,
+        format!("{base}\n[components.postgres.retention]\nkeep_last = 1\nkeep_wal_for = \"7d\"\n"),
+    )
+    .unwrap();
+    let v = env.ok(&["prune"]);
+    let backups = v["prune"]["tiers"][0]["backups"].as_array().unwrap();
+    let first_item = backups
+        .iter()
+        .find(|b| b["id"] == first_id.as_str())
+        .unwrap();
+    assert_eq!(first_item["action"], "keep", "{v}");
+    assert!(
+        first_item["reasons"]
+            .to_string()
+            .contains("point-in-time window"),
+        "{v}"
+    );
+    assert!(env.segment_key(&first_start).exists());
+
+    // No window: the first base backup and the WAL before the second one's start go.
+    std::fs::write(
+        &env.config,
+        format!("{base}\n[components.postgres.retention]\nkeep_last = 1\n"),
+    )
+    .unwrap();
+    let v = env.ok(&["prune", "--dry-run"]);
+    let wal = &v["prune"]["tiers"][0]["wal"]["postgres"];
+    let listed = wal["files"].to_string();
+    assert!(
+        listed.contains(&first_start) && listed.contains(&between),
+        "{v}"
+    );
+    assert!(!listed.contains(&second_start), "{v}");
+    assert!(
+        env.segment_key(&first_start).exists(),
+        "a dry run deletes nothing"
+    );
+    let v = env.ok(&["prune"]);
+    let backups = v["prune"]["tiers"][0]["backups"].as_array().unwrap();
+    let first_item = backups
+        .iter()
+        .find(|b| b["id"] == first_id.as_str())
+        .unwrap();
+    assert_eq!(first_item["action"], "deleted", "{v}");
+    for s in [&first_start, &between] {
+        assert!(!env.segment_key(s).exists(), "{s} pruned");
+        let sidecar = PathBuf::from(format!("{}.sha256", env.segment_key(s).display()));
+        assert!(!sidecar.exists(), "{s} sidecar pruned");
+    }
+    assert!(env.segment_key(&second_start).exists());
+    let (code, v) = env.json(&["verify", "postgres", "--wal"]);
+    assert_eq!(
+        code, 0,
+        "the archive from the kept base backup on is whole: {v}"
+    );
+    let v = env.ok(&["pitr", "postgres", "--target", "latest", "--discard"]);
+    assert_eq!(v["recovery"]["paused"], false, "{v}");
+}
