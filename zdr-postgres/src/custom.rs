@@ -17,7 +17,7 @@
 //! `pg_backup_archiver.c` and `pg_backup_custom.c` read (archive versions 1.12 to 1.16:
 //! PostgreSQL 11 to 17).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// `K_OFFSET_POS_NOT_SET`: the entry has data whose position was not recorded.
 const POS_NOT_SET: u8 = 1;
@@ -60,13 +60,34 @@ enum State {
 }
 
 /// One TOC entry's data-position field.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct OffsetField {
     dump_id: i64,
     /// Absolute position of the field's flag byte.
     at: u64,
     flag: u8,
+    /// What the entry is (`TABLE`, `TABLE DATA`, `INDEX`, ...), its section and the entries
+    /// it depends on.
+    info: EntryInfo,
 }
+
+/// What the loader needs to know of a TOC entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct EntryInfo {
+    /// The entry's dump id.
+    pub(crate) dump_id: i64,
+    /// Its kind (`TABLE`, `TABLE DATA`, `INDEX`, `CONSTRAINT`, `FK CONSTRAINT`, ...).
+    pub(crate) desc: String,
+    /// `SECTION_PRE_DATA` (2), `SECTION_DATA` (3), `SECTION_POST_DATA` (4), or 1 (none).
+    pub(crate) section: i64,
+    /// The dump ids it depends on.
+    pub(crate) deps: Vec<i64>,
+}
+
+/// `SECTION_PRE_DATA`.
+pub(crate) const SECTION_PRE_DATA: i64 = 2;
+/// `SECTION_POST_DATA`.
+pub(crate) const SECTION_POST_DATA: i64 = 4;
 
 /// One position to write into the spool: `bytes` at `at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +123,8 @@ pub(crate) struct OffsetScan {
     int_size: usize,
     off_size: usize,
     fields: Vec<OffsetField>,
+    /// Dump id → index in `fields`.
+    index: HashMap<i64, usize>,
     /// Data blocks seen: dump id → position of the block's type byte.
     blocks: HashMap<i64, u64>,
     /// Data blocks in the order they came: dump id, start, end (once read to its end).
@@ -164,6 +187,16 @@ impl Cursor<'_> {
         Ok(if negative { -v } else { v })
     }
 
+    /// `ReadStr`: `None` for NULL.
+    fn str_bytes(&mut self) -> Result<Option<&[u8]>, Short> {
+        let n = self.int()?;
+        if n < 0 {
+            return Ok(None);
+        }
+        let n = usize::try_from(n).map_err(|_| Short)?;
+        self.take(n).map(Some)
+    }
+
     /// `ReadStr`: a length (negative: NULL), then that many bytes; passed over.
     fn skip_str(&mut self) -> Result<bool, Short> {
         let n = self.int()?;
@@ -200,6 +233,7 @@ impl OffsetScan {
             int_size: 4,
             off_size: 8,
             fields: Vec::new(),
+            index: HashMap::new(),
             blocks: HashMap::new(),
             spans: Vec::new(),
             toc_end: None,
@@ -212,9 +246,9 @@ impl OffsetScan {
         self.toc_end
     }
 
-    /// The dump ids of every TOC entry, in TOC order.
-    pub(crate) fn entry_ids(&self) -> Vec<i64> {
-        self.fields.iter().map(|f| f.dump_id).collect()
+    /// Every TOC entry, in TOC order.
+    pub(crate) fn entries(&self) -> Vec<EntryInfo> {
+        self.fields.iter().map(|f| f.info.clone()).collect()
     }
 
     /// The data blocks seen so far, in archive order.
@@ -225,7 +259,7 @@ impl OffsetScan {
     /// The position to record for `dump_id`'s data block, if its entry has none yet and
     /// its block was seen: written as [`Patch::offset`], then [`Patch::flag`].
     pub(crate) fn patch_for(&self, dump_id: i64) -> Option<Patch> {
-        let f = self.fields.iter().find(|f| f.dump_id == dump_id)?;
+        let f = self.fields.get(*self.index.get(&dump_id)?)?;
         let start = *self.blocks.get(&dump_id)?;
         (f.flag == POS_NOT_SET).then(|| self.patch(f.at, start))
     }
@@ -471,8 +505,11 @@ impl OffsetScan {
         c.skip_str()?; // table oid
         c.skip_str()?; // oid
         c.skip_str()?; // tag
-        c.skip_str()?; // desc
-        c.int()?; // section
+        let desc = c
+            .str_bytes()?
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .unwrap_or_default();
+        let section = c.int()?;
         c.skip_str()?; // defn
         c.skip_str()?; // drop statement
         c.skip_str()?; // copy statement
@@ -486,7 +523,13 @@ impl OffsetScan {
         }
         c.skip_str()?; // owner
         c.skip_str()?; // "false" (with oids)
-        while c.skip_str()? {} // dependencies, up to a NULL
+        let mut deps = Vec::new();
+        while let Some(d) = c.str_bytes()? {
+            // Dependencies are dump ids as text; one that is not is passed over.
+            if let Some(id) = std::str::from_utf8(d).ok().and_then(|t| t.parse().ok()) {
+                deps.push(id);
+            }
+        }
         let at = self.pos + c.at as u64;
         let flag = c.byte()?;
         c.take(self.off_size)?;
@@ -495,7 +538,18 @@ impl OffsetScan {
                 "unknown data position flag {flag} in TOC entry {dump_id}"
             )));
         }
-        self.fields.push(OffsetField { dump_id, at, flag });
+        self.index.insert(dump_id, self.fields.len());
+        self.fields.push(OffsetField {
+            dump_id,
+            at,
+            flag,
+            info: EntryInfo {
+                dump_id,
+                desc,
+                section,
+                deps,
+            },
+        });
         self.state = if left > 1 {
             State::Toc { left: left - 1 }
         } else {
@@ -507,11 +561,8 @@ impl OffsetScan {
     }
 
     fn check_toc(&self) -> Result<(), Halt> {
-        let mut seen = HashSet::new();
-        for f in &self.fields {
-            if !seen.insert(f.dump_id) {
-                return Err(Halt::Bad(format!("TOC entry id {} twice", f.dump_id)));
-            }
+        if self.index.len() != self.fields.len() {
+            return Err(Halt::Bad("a TOC entry id twice".into()));
         }
         Ok(())
     }
@@ -531,11 +582,12 @@ impl OffsetScan {
             BLK_BLOBS => true,
             k => return Err(Halt::Bad(format!("unknown data block type {k}"))),
         };
-        if !self
-            .fields
-            .iter()
-            .any(|f| f.dump_id == dump_id && f.flag != NO_DATA)
-        {
+        let has_data = self
+            .index
+            .get(&dump_id)
+            .and_then(|&i| self.fields.get(i))
+            .is_some_and(|f| f.flag != NO_DATA);
+        if !has_data {
             return Err(Halt::Bad(format!(
                 "a data block for entry {dump_id}, which has no data in the TOC"
             )));

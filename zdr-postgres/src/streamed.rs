@@ -28,17 +28,26 @@ use tokio::task::JoinSet;
 use tokio_util::io::SyncIoBridge;
 use zdr_core::{BoxRead, Error, ErrorKind, Progress, Result};
 
-use crate::custom::OffsetScan;
+use crate::custom::{EntryInfo, OffsetScan, SECTION_POST_DATA, SECTION_PRE_DATA};
 use crate::dir::Spool;
 use crate::{PostgresComponent, tools};
 
 /// Read size of the copy and of the block feeders.
 const BUF: usize = 1 << 20;
 
+/// Blocks spooled whole are loaded together up to this many bytes ...
+const BATCH_BYTES: u64 = 8 << 20;
+
+/// ... and this many tables.
+const BATCH_ENTRIES: usize = 256;
+
 /// What the copy tells the loader.
 enum Event {
     /// The table of contents is in the spool: its bytes (with the header), every entry.
-    Toc { head: Arc<Vec<u8>>, ids: Vec<i64> },
+    Toc {
+        head: Arc<Vec<u8>>,
+        entries: Vec<EntryInfo>,
+    },
     /// A data block starts at `start` (its bytes follow as they are written).
     Block { dump_id: i64, start: u64 },
 }
@@ -85,6 +94,8 @@ pub(crate) async fn spool_and_load(
         rx_written,
         head: None,
         ids: Vec::new(),
+        early_post: BTreeMap::new(),
+        starts: BTreeMap::new(),
         pre_data: None,
         pre_done: false,
         queue: VecDeque::new(),
@@ -212,7 +223,7 @@ fn copy_inner(
                 told_toc = true;
                 let _ = events.send(Event::Toc {
                     head: Arc::new(head),
-                    ids: scan.entry_ids(),
+                    entries: scan.entries(),
                 });
             }
             let spans = scan.spans().to_vec();
@@ -270,6 +281,49 @@ fn write_list(path: &std::path::Path, ids: &[i64]) -> Result<()> {
         .map_err(|e| Error::from_io(e, format!("cannot write {}", path.display())))
 }
 
+/// One unit of work of the loader.
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    /// A data block: dump id, start.
+    Block(i64, u64),
+    /// A post-data entry whose table is loaded.
+    Post(i64),
+}
+
+/// The post-data entries that need one table's data and nothing else but the schema: indexes
+/// and primary key / unique constraints, by the table's data entry.
+fn single_table_post_data(entries: &[EntryInfo]) -> BTreeMap<i64, Vec<i64>> {
+    let by_id: BTreeMap<i64, &EntryInfo> = entries.iter().map(|e| (e.dump_id, e)).collect();
+    let mut data_of_table = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.desc == "TABLE DATA") {
+        for d in &e.deps {
+            if by_id.get(d).is_some_and(|t| t.desc == "TABLE") {
+                data_of_table.insert(*d, e.dump_id);
+            }
+        }
+    }
+    let mut out: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for e in entries {
+        if e.section != SECTION_POST_DATA || !(e.desc == "INDEX" || e.desc == "CONSTRAINT") {
+            continue;
+        }
+        let mut table = None;
+        let mut alone = true;
+        for d in &e.deps {
+            if let Some(&data) = data_of_table.get(d) {
+                alone &= table.is_none_or(|t| t == data);
+                table = Some(data);
+            } else if by_id.get(d).is_none_or(|x| x.section != SECTION_PRE_DATA) {
+                alone = false;
+            }
+        }
+        if alone && let Some(t) = table {
+            out.entry(t).or_default().push(e.dump_id);
+        }
+    }
+    out
+}
+
 /// The loads in flight and to come.
 struct Loader<'a> {
     c: &'a PostgresComponent,
@@ -279,10 +333,16 @@ struct Loader<'a> {
     rx_written: watch::Receiver<Written>,
     head: Option<Arc<Vec<u8>>>,
     ids: Vec<i64>,
+    /// Per table data entry: its indexes and primary key / unique constraints (entries that
+    /// need that table alone), built as soon as a large table's data is in.
+    early_post: BTreeMap<i64, Vec<i64>>,
+    /// Where each data block starts.
+    starts: BTreeMap<i64, u64>,
     pre_data: Option<tokio::task::JoinHandle<Result<()>>>,
     pre_done: bool,
-    queue: VecDeque<(i64, u64)>,
-    running: JoinSet<(i64, Result<()>)>,
+    queue: VecDeque<Job>,
+    running: JoinSet<(Vec<i64>, Result<()>)>,
+    /// Entries restored so far (data blocks, early post-data entries).
     loaded: BTreeSet<i64>,
     failed: Option<Error>,
 }
@@ -294,8 +354,9 @@ impl Loader<'_> {
 
     fn on_event(&mut self, ev: Event, progress: &Progress) {
         match ev {
-            Event::Toc { head, ids } => {
-                self.ids = ids;
+            Event::Toc { head, entries } => {
+                self.ids = entries.iter().map(|e| e.dump_id).collect();
+                self.early_post = single_table_post_data(&entries);
                 self.head = Some(head.clone());
                 let c = self.c.clone();
                 let db = self.database.to_owned();
@@ -313,7 +374,10 @@ impl Loader<'_> {
                     Ok(())
                 }));
             }
-            Event::Block { dump_id, start } => self.queue.push_back((dump_id, start)),
+            Event::Block { dump_id, start } => {
+                self.starts.insert(dump_id, start);
+                self.queue.push_back(Job::Block(dump_id, start));
+            }
         }
     }
 
@@ -335,10 +399,26 @@ impl Loader<'_> {
         }
     }
 
-    fn collect(&mut self, done: std::result::Result<(i64, Result<()>), tokio::task::JoinError>) {
+    fn collect(
+        &mut self,
+        done: std::result::Result<(Vec<i64>, Result<()>), tokio::task::JoinError>,
+    ) {
         match done {
-            Ok((id, Ok(()))) => {
-                self.loaded.insert(id);
+            Ok((ids, Ok(()))) => {
+                // A large table's indexes are built while the other tables still load.
+                let w = self.rx_written.borrow().clone();
+                for id in &ids {
+                    let size = match (self.starts.get(id), w.ends.get(id)) {
+                        (Some(s), Some(e)) => e.saturating_sub(*s),
+                        _ => 0,
+                    };
+                    if size >= BATCH_BYTES
+                        && let Some(posts) = self.early_post.remove(id)
+                    {
+                        self.queue.extend(posts.into_iter().map(Job::Post));
+                    }
+                }
+                self.loaded.extend(ids);
             }
             Ok((_, Err(e))) => self.fail(e),
             Err(e) => self.fail(Error::unexpected("a loading task failed").with_source(e)),
@@ -359,18 +439,76 @@ impl Loader<'_> {
             return;
         };
         while self.running.len() < self.jobs {
-            let Some((id, start)) = self.queue.pop_front() else {
-                return;
-            };
+            // Blocks already spooled whole go together (one pg_restore for many small
+            // tables), up to a size that leaves large ones to load in parallel; a block still
+            // arriving goes alone.
+            if let Some(&Job::Post(id)) = self.queue.front() {
+                self.queue.pop_front();
+                let c = self.c.clone();
+                let db = self.database.to_owned();
+                let list = self.spool.file(&format!("post-{id}.list"));
+                let head = head.clone();
+                self.running.spawn(async move {
+                    let res = async {
+                        write_list(&list, &[id])?;
+                        let mut spec = tools::spec(&c.config, "pg_restore", &db)
+                            .args([
+                                "--exit-on-error".to_owned(),
+                                "--section=post-data".to_owned(),
+                                "-L".to_owned(),
+                                list.display().to_string(),
+                                "-d".to_owned(),
+                                db.clone(),
+                            ])
+                            .with_stdin();
+                        spec.stdout = false;
+                        let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
+                        let mut none = tokio::io::empty();
+                        tools::feed(run, tail, &mut none, &head, &c.config, "pg_restore").await?;
+                        Ok(())
+                    }
+                    .await;
+                    (vec![id], res)
+                });
+                continue;
+            }
+            let mut batch = Vec::new();
+            {
+                let w = self.rx_written.borrow();
+                let mut bytes = 0;
+                while let Some(&Job::Block(id, start)) = self.queue.front() {
+                    let Some(&end) = w.ends.get(&id) else { break };
+                    let size = end.saturating_sub(start);
+                    if !batch.is_empty()
+                        && (batch.len() >= BATCH_ENTRIES || bytes + size > BATCH_BYTES)
+                    {
+                        break;
+                    }
+                    bytes += size;
+                    batch.push((id, start));
+                    self.queue.pop_front();
+                }
+            }
+            if batch.is_empty() {
+                match self.queue.pop_front() {
+                    Some(Job::Block(id, start)) => batch.push((id, start)),
+                    Some(Job::Post(id)) => self.queue.push_front(Job::Post(id)),
+                    None => return,
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+            }
             let c = self.c.clone();
             let db = self.database.to_owned();
-            let list = self.spool.file(&format!("block-{id}.list"));
+            let list = self.spool.file(&format!("blocks-{}.list", batch[0].0));
             let file = self.spool.dump_file();
             let rx = self.rx_written.clone();
             let head = head.clone();
             self.running.spawn(async move {
-                let res = load_block(&c, &db, id, start, &list, &file, &head, rx).await;
-                (id, res)
+                let ids: Vec<i64> = batch.iter().map(|b| b.0).collect();
+                let res = load_blocks(&c, &db, &batch, &list, &file, &head, rx).await;
+                (ids, res)
             });
         }
     }
@@ -422,20 +560,20 @@ fn join_error(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Opt
     }
 }
 
-/// Load one data block with `pg_restore --data-only`: its input is `head` (header and table
-/// of contents), then the block's bytes from the spool file as they are written.
-#[allow(clippy::too_many_arguments)]
-async fn load_block(
+/// Load data blocks (dump id, start; in archive order) with one `pg_restore --data-only`:
+/// its input is `head` (header and table of contents), then each block's bytes from the
+/// spool file as they are written.
+async fn load_blocks(
     c: &PostgresComponent,
     database: &str,
-    id: i64,
-    start: u64,
+    blocks: &[(i64, u64)],
     list: &std::path::Path,
     file: &std::path::Path,
     head: &[u8],
     mut rx: watch::Receiver<Written>,
 ) -> Result<()> {
-    write_list(list, &[id])?;
+    let ids: Vec<i64> = blocks.iter().map(|b| b.0).collect();
+    write_list(list, &ids)?;
     let mut spec = tools::spec(&c.config, "pg_restore", database)
         .args([
             "--exit-on-error".to_owned(),
@@ -450,47 +588,19 @@ async fn load_block(
     let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
     let (mut tx, rx_pipe) = tokio::io::duplex(BUF);
     let path = file.to_path_buf();
+    let blocks = blocks.to_vec();
     let feeder = async move {
         let mut f = tokio::fs::File::open(&path)
             .await
             .map_err(|e| Error::from_io(e, format!("cannot open {}", path.display())))?;
-        f.seek(io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| Error::from_io(e, "reading the spool"))?;
-        let mut pos = start;
         let mut buf = vec![0u8; BUF];
-        loop {
-            let (limit, end, stopped) = {
-                let w = rx.borrow_and_update();
-                let end = w.ends.get(&id).copied();
-                (end.unwrap_or(w.bytes).min(w.bytes), end, w.stopped)
-            };
-            while pos < limit {
-                let want = usize::try_from(limit - pos).unwrap_or(BUF).min(BUF);
-                let n = f
-                    .read(&mut buf[..want])
-                    .await
-                    .map_err(|e| Error::from_io(e, "reading the spool"))?;
-                if n == 0 {
-                    break;
-                }
-                if tx.write_all(&buf[..n]).await.is_err() {
-                    // pg_restore stopped reading: its own error is reported.
-                    return Ok(());
-                }
-                pos += n as u64;
-            }
-            if end.is_some_and(|e| pos >= e) {
-                break;
-            }
-            if stopped {
-                return Err(Error::new(
-                    ErrorKind::Unexpected,
-                    format!("the dump ended inside the data block of entry {id}"),
-                ));
-            }
-            if rx.changed().await.is_err() {
-                break;
+        for (id, start) in blocks {
+            f.seek(io::SeekFrom::Start(start))
+                .await
+                .map_err(|e| Error::from_io(e, "reading the spool"))?;
+            if !feed_block(&mut f, &mut tx, &mut rx, &mut buf, id, start).await? {
+                // pg_restore stopped reading: its own error is reported.
+                return Ok(());
             }
         }
         let _ = tx.shutdown().await;
@@ -512,5 +622,95 @@ async fn load_block(
             r?;
             load.await.map(|_| ())
         }
+    }
+}
+
+/// Copy the block of entry `id` from `start` to its end into `tx`, waiting for the copy where
+/// it is not written yet. `false` when the reader went away.
+async fn feed_block(
+    f: &mut tokio::fs::File,
+    tx: &mut tokio::io::DuplexStream,
+    rx: &mut watch::Receiver<Written>,
+    buf: &mut [u8],
+    id: i64,
+    start: u64,
+) -> Result<bool> {
+    let mut pos = start;
+    loop {
+        let (limit, end, stopped) = {
+            let w = rx.borrow_and_update();
+            let end = w.ends.get(&id).copied();
+            (end.unwrap_or(w.bytes).min(w.bytes), end, w.stopped)
+        };
+        while pos < limit {
+            let want = usize::try_from(limit - pos)
+                .unwrap_or(buf.len())
+                .min(buf.len());
+            let n = f
+                .read(&mut buf[..want])
+                .await
+                .map_err(|e| Error::from_io(e, "reading the spool"))?;
+            if n == 0 {
+                break;
+            }
+            if tx.write_all(&buf[..n]).await.is_err() {
+                return Ok(false);
+            }
+            pos += n as u64;
+        }
+        if end.is_some_and(|e| pos >= e) {
+            return Ok(true);
+        }
+        if stopped {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("the dump ended inside the data block of entry {id}"),
+            ));
+        }
+        if rx.changed().await.is_err() {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("the spooling stopped inside the data block of entry {id}"),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn e(id: i64, desc: &str, section: i64, deps: &[i64]) -> EntryInfo {
+        EntryInfo {
+            dump_id: id,
+            desc: desc.to_owned(),
+            section,
+            deps: deps.to_vec(),
+        }
+    }
+
+    #[test]
+    fn only_indexes_and_keys_of_one_table_are_built_early() {
+        let entries = [
+            e(1, "SCHEMA", 2, &[]),
+            e(2, "FUNCTION", 2, &[1]),
+            e(10, "TABLE", 2, &[1]),
+            e(11, "TABLE", 2, &[1]),
+            e(20, "TABLE DATA", 3, &[10]),
+            e(21, "TABLE DATA", 3, &[11]),
+            e(22, "SEQUENCE SET", 3, &[]),
+            e(30, "CONSTRAINT", 4, &[10]),        // primary key of 10
+            e(31, "INDEX", 4, &[10, 2]),          // expression index using a function
+            e(32, "INDEX", 4, &[11]),             // index of 11
+            e(33, "FK CONSTRAINT", 4, &[11, 30]), // needs both tables
+            e(34, "INDEX", 4, &[10, 11]),         // two tables (not a real case): not early
+            e(35, "TRIGGER", 4, &[10]),
+            e(36, "INDEX", 4, &[30]), // depends on a post-data entry
+        ];
+        let early = single_table_post_data(&entries);
+        assert_eq!(early.get(&20), Some(&vec![30, 31]));
+        assert_eq!(early.get(&21), Some(&vec![32]));
+        assert_eq!(early.len(), 2);
     }
 }
