@@ -22,7 +22,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::io::SyncIoBridge;
@@ -585,93 +585,107 @@ async fn load_blocks(
         ])
         .with_stdin();
     spec.stdout = false;
-    let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
-    let (mut tx, rx_pipe) = tokio::io::duplex(BUF);
-    let path = file.to_path_buf();
-    let blocks = blocks.to_vec();
-    let feeder = async move {
-        let mut f = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Error::from_io(e, format!("cannot open {}", path.display())))?;
-        let mut buf = vec![0u8; BUF];
-        for (id, start) in blocks {
-            f.seek(io::SeekFrom::Start(start))
-                .await
-                .map_err(|e| Error::from_io(e, "reading the spool"))?;
-            if !feed_block(&mut f, &mut tx, &mut rx, &mut buf, id, start).await? {
-                // pg_restore stopped reading: its own error is reported.
-                return Ok(());
+    let (mut run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
+    let mut stdin = run
+        .stdin
+        .take()
+        .ok_or_else(|| Error::unexpected("pg_restore has no stdin"))?;
+    let file = std::fs::File::open(file)
+        .map_err(|e| Error::from_io(e, format!("cannot open {}", file.display())))?;
+    let mut feeder = Feeder {
+        file: Arc::new(file),
+        buf: vec![0u8; BUF],
+    };
+    // Straight from the spool into the pipe (no intermediate copy); a write that fails means
+    // pg_restore stopped, and its own error is what `finish` reports.
+    let mut fed = stdin.write_all(head).await.is_ok();
+    for &(id, start) in blocks {
+        if !fed {
+            break;
+        }
+        match feeder.block(&mut *stdin, &mut rx, id, start).await {
+            Ok(ok) => fed = ok,
+            Err(e) => {
+                drop(stdin);
+                let _ = run.handle.kill().await;
+                let _ = tail.text(&c.config).await;
+                return Err(e);
             }
         }
-        let _ = tx.shutdown().await;
-        Ok::<(), Error>(())
-    };
-    let load = async move {
-        let mut input = rx_pipe;
-        tools::feed(run, tail, &mut input, head, &c.config, "pg_restore").await
-    };
-    tokio::pin!(feeder);
-    tokio::pin!(load);
-    // Whichever fails first ends the other (a dropped load kills its pg_restore).
-    tokio::select! {
-        r = &mut load => {
-            r?;
-            feeder.await
-        }
-        r = &mut feeder => {
-            r?;
-            load.await.map(|_| ())
-        }
+    }
+    if fed {
+        let _ = stdin.shutdown().await;
+    }
+    drop(stdin);
+    tools::finish(run, tail, &c.config, "pg_restore").await?;
+    if fed {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Source,
+            "pg_restore stopped reading its input",
+        ))
     }
 }
 
-/// Copy the block of entry `id` from `start` to its end into `tx`, waiting for the copy where
-/// it is not written yet. `false` when the reader went away.
-async fn feed_block(
-    f: &mut tokio::fs::File,
-    tx: &mut tokio::io::DuplexStream,
-    rx: &mut watch::Receiver<Written>,
-    buf: &mut [u8],
-    id: i64,
-    start: u64,
-) -> Result<bool> {
-    let mut pos = start;
-    loop {
-        let (limit, end, stopped) = {
-            let w = rx.borrow_and_update();
-            let end = w.ends.get(&id).copied();
-            (end.unwrap_or(w.bytes).min(w.bytes), end, w.stopped)
-        };
-        while pos < limit {
-            let want = usize::try_from(limit - pos)
-                .unwrap_or(buf.len())
-                .min(buf.len());
-            let n = f
-                .read(&mut buf[..want])
+/// Reads blocks out of the spool file for a loader.
+struct Feeder {
+    file: Arc<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+impl Feeder {
+    /// Copy the block of entry `id` from `start` to its end into `to`, waiting for the copy
+    /// where it is not written yet. `false` when the reader went away.
+    async fn block(
+        &mut self,
+        to: &mut (dyn tokio::io::AsyncWrite + Send + Unpin),
+        rx: &mut watch::Receiver<Written>,
+        id: i64,
+        start: u64,
+    ) -> Result<bool> {
+        let mut pos = start;
+        loop {
+            let (limit, end, stopped) = {
+                let w = rx.borrow_and_update();
+                let end = w.ends.get(&id).copied();
+                (end.unwrap_or(w.bytes).min(w.bytes), end, w.stopped)
+            };
+            while pos < limit {
+                let want = usize::try_from(limit - pos).unwrap_or(BUF).min(BUF);
+                let file = self.file.clone();
+                let mut buf = std::mem::take(&mut self.buf);
+                let (buf, n) = tokio::task::spawn_blocking(move || {
+                    let n = file.read_at(&mut buf[..want], pos);
+                    (buf, n)
+                })
                 .await
-                .map_err(|e| Error::from_io(e, "reading the spool"))?;
-            if n == 0 {
-                break;
+                .map_err(|e| Error::unexpected("reading the spool failed").with_source(e))?;
+                self.buf = buf;
+                let n = n.map_err(|e| Error::from_io(e, "reading the spool"))?;
+                if n == 0 {
+                    break;
+                }
+                if to.write_all(&self.buf[..n]).await.is_err() {
+                    return Ok(false);
+                }
+                pos += n as u64;
             }
-            if tx.write_all(&buf[..n]).await.is_err() {
-                return Ok(false);
+            if end.is_some_and(|e| pos >= e) {
+                return Ok(true);
             }
-            pos += n as u64;
-        }
-        if end.is_some_and(|e| pos >= e) {
-            return Ok(true);
-        }
-        if stopped {
-            return Err(Error::new(
-                ErrorKind::Unexpected,
-                format!("the dump ended inside the data block of entry {id}"),
-            ));
-        }
-        if rx.changed().await.is_err() {
-            return Err(Error::new(
-                ErrorKind::Unexpected,
-                format!("the spooling stopped inside the data block of entry {id}"),
-            ));
+            if stopped {
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!("the dump ended inside the data block of entry {id}"),
+                ));
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!("the spooling stopped inside the data block of entry {id}"),
+                ));
+            }
         }
     }
 }
