@@ -308,8 +308,11 @@ fn loads_while_arriving(c: &PostgresComponent, facts: &PgFacts) -> bool {
 /// Spool the custom-format dump and load it into `database` (created, empty) while it
 /// arrives; an archive the scanner does not recognise is loaded from the complete spool.
 /// The spool is removed in every case. Returns the bytes loaded.
+#[allow(clippy::too_many_arguments)]
 async fn spool_and_load(
     c: &PostgresComponent,
+    admin: &mut PgConnection,
+    like: &str,
     backup: &Manifest,
     facts: &PgFacts,
     from: &dyn ArtifactReader,
@@ -336,12 +339,17 @@ async fn spool_and_load(
             .map_err(|e| e.with_context("key", &record.key));
         progress.finish(&task);
         match res? {
-            Some(n) => Ok(n),
-            None => {
+            crate::streamed::Streamed::Loaded(n) => Ok(n),
+            crate::streamed::Streamed::Unrecognized { touched } => {
                 progress.info(format!(
                     "{}: the dump's data blocks were not recognised; loading it from the complete spool",
                     record.key
                 ));
+                if touched {
+                    // What was loaded early goes: the database starts empty again.
+                    drop_db(admin, c, database).await?;
+                    create_db(admin, c, database, like).await?;
+                }
                 let mut spec = tools::spec(&c.config, "pg_restore", database).args([
                     "--exit-on-error".to_owned(),
                     format!("--jobs={}", jobs.max(1)),
@@ -601,7 +609,10 @@ async fn full(
                         p.remove().await;
                         l
                     }
-                    None => spool_and_load(c, backup, facts, from, &side, jobs, progress).await,
+                    None => {
+                        spool_and_load(c, admin, &like, backup, facts, from, &side, jobs, progress)
+                            .await
+                    }
                 };
                 let bytes = loaded?;
                 let t1 = std::time::Instant::now();

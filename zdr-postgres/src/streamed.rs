@@ -71,8 +71,7 @@ struct Copied {
 }
 
 /// Spool the artifact `from` into `spool` and load it into `database` while it arrives; see
-/// the module docs. Returns the bytes loaded, or `None` when the archive was not recognised
-/// and nothing was loaded (the spool is complete and verified: the caller loads it).
+/// the module docs.
 pub(crate) async fn spool_and_load(
     c: &PostgresComponent,
     from: BoxRead,
@@ -80,7 +79,7 @@ pub(crate) async fn spool_and_load(
     database: &str,
     jobs: u32,
     progress: &Progress,
-) -> Result<Option<u64>> {
+) -> Result<Streamed> {
     let (events, mut rx_events) = mpsc::unbounded_channel();
     let (written, rx_written) = watch::channel(Written::default());
     let dest = spool.dump_file();
@@ -126,13 +125,9 @@ pub(crate) async fn spool_and_load(
     };
     if !copied.scanned || load.head.is_none() {
         load.stop().await;
-        if load.started() {
-            return Err(Error::new(
-                ErrorKind::Unexpected,
-                "the dump's data blocks could not be delimited after loading had begun",
-            ));
-        }
-        return Ok(None);
+        return Ok(Streamed::Unrecognized {
+            touched: load.started(),
+        });
     }
     load.finish_loads(progress).await?;
     // Sequence values, and indexes, constraints and triggers, in parallel from the spool.
@@ -161,7 +156,17 @@ pub(crate) async fn spool_and_load(
     let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
     tools::finish(run, tail, &c.config, "pg_restore").await?;
     progress.finish(&what);
-    Ok(Some(copied.bytes))
+    Ok(Streamed::Loaded(copied.bytes))
+}
+
+/// What [`spool_and_load`] did.
+pub(crate) enum Streamed {
+    /// Loaded, these many bytes.
+    Loaded(u64),
+    /// The archive was not recognised; the spool is complete and verified. `touched`: the
+    /// schema or some data had been loaded before that showed (the database must be made
+    /// empty again before it is loaded from the spool).
+    Unrecognized { touched: bool },
 }
 
 /// The copy, on a blocking thread: artifact → spool file, scanned on the way.

@@ -1241,6 +1241,56 @@ async fn a_large_table_gets_its_indexes_while_the_others_load_and_foreign_keys_h
     Ok(())
 }
 
+#[tokio::test]
+async fn a_dump_the_scanner_gives_up_on_is_loaded_from_the_complete_spool() -> Result<()> {
+    if skip() {
+        return Ok(());
+    }
+    // A table of contents entry larger than the scanner holds (a 65 MiB comment): nothing is
+    // loaded early, the dump is loaded whole from the verified spool, and nothing is lost.
+    let env = Env::new();
+    env.cluster.psql("postgres", "CREATE DATABASE huge");
+    env.cluster.psql(
+        "huge",
+        "CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;
+         DO $$ BEGIN EXECUTE format('COMMENT ON TABLE t IS %L', repeat('c', 65 * 1024 * 1024)); END $$;",
+    );
+    let runner = Arc::new(Recording {
+        inner: zdr_core::LocalRunner::with_bin_dir(PG_BIN),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let pg = env
+        .pg("huge", DumpFormat::Custom)
+        .with_runner(runner.clone());
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    let digest = |db: &str| {
+        env.cluster.psql(
+            db,
+            "SELECT md5(string_agg(id || v, ',' ORDER BY id)) || length(obj_description('t'::regclass)) FROM t",
+        )
+    };
+    let before = digest("huge");
+    env.cluster.psql("huge", "DELETE FROM t");
+    runner.seen.lock().unwrap().clear();
+    env.repo
+        .restore(&pg, &m, &RestoreTarget::default(), &Progress::none())
+        .await?;
+    assert_eq!(digest("huge"), before);
+    let seen = runner.seen.lock().unwrap().clone();
+    let restores: Vec<_> = seen
+        .iter()
+        .filter(|s| s.program == "pg_restore" && s.args != ["--version"])
+        .collect();
+    assert_eq!(restores.len(), 1, "{restores:?}");
+    assert!(
+        restores[0].args.iter().any(|a| a.starts_with("--jobs=")) && !restores[0].stdin,
+        "{restores:?}"
+    );
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+    Ok(())
+}
+
 /// Copies the file `pg_restore` reads (its last argument) before it runs.
 struct SpoolCopy {
     inner: zdr_core::LocalRunner,
