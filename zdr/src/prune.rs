@@ -3,7 +3,7 @@
 //!
 //! For each tier (primary, then the replicas) and each component, the backups of each kind
 //! (logical, base backup, snapshot, ...) are weighed separately. A backup is kept when:
-//! - a retention rule of that component and tier keeps it ([`Config::retention_for`]);
+//! - a retention rule of that component and tier keeps it ([`crate::Config::retention_for`]);
 //! - it is the newest of its kind on the tier;
 //! - it is the newest of its kind that passes verification (sizes and SHA-256 of every
 //!   artifact, read back), or newer than that one; with no backup of a kind that verifies,
