@@ -28,6 +28,8 @@ pub(crate) const EXIT_FAILED: u8 = 1;
 pub(crate) const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: verification failed (checksums, manifests, restored data).
 pub(crate) const EXIT_VERIFY: u8 = 3;
+/// `zdr status`: a component's recovery point objective is missed.
+pub(crate) const EXIT_RPO: u8 = 4;
 /// Exit code of `wal fetch` when the file is not in the archive: PostgreSQL ends recovery.
 pub(crate) const EXIT_WAL_MISSING: u8 = 1;
 /// Exit code of `wal fetch` for every other failure: above 125, so PostgreSQL stops

@@ -617,6 +617,9 @@ pub(crate) fn status(r: &StatusReport) -> Outcome {
                 |m| format!("{} ({} ago)", m.id, age(r.now - m.finished_at))
             )
         );
+        entry["rpo_target_seconds"] = json!(c.rpo_target_seconds);
+        entry["recovery_point_age_seconds"] = json!(c.recovery_point_age_seconds);
+        entry["rpo_breached"] = json!(c.rpo_breached);
         if c.postgres {
             entry["latest_base"] = json!(c.latest_base);
             match &c.wal {
@@ -636,6 +639,16 @@ pub(crate) fn status(r: &StatusReport) -> Outcome {
                     line.push_str("; no WAL archived");
                 }
             }
+        }
+        if let Some(target) = c.rpo_target_seconds {
+            let target = age(chrono::Duration::seconds(
+                i64::try_from(target).unwrap_or(i64::MAX),
+            ));
+            line.push_str(&if c.rpo_breached {
+                format!("; RPO {target} BREACHED")
+            } else {
+                format!("; RPO {target} met")
+            });
         }
         text.push(line);
         for t in c.tiers.iter().skip(1) {
@@ -660,11 +673,25 @@ pub(crate) fn status(r: &StatusReport) -> Outcome {
             p.error
         ));
     }
+    let breached: Vec<&str> = r
+        .components
+        .iter()
+        .filter(|c| c.rpo_breached)
+        .map(|c| c.component.as_str())
+        .collect();
+    if !breached.is_empty() {
+        text.push(format!(
+            "recovery point objective missed: {}",
+            breached.join(", ")
+        ));
+    }
     let mut out = Outcome::ok(
         text,
-        json!({"ok": ok, "tier": r.tier, "components": comps, "now": r.now, "problems": r.problems}),
+        json!({"ok": ok && breached.is_empty(), "tier": r.tier, "components": comps,
+               "now": r.now, "problems": r.problems, "rpo_breached": breached}),
     )
-    .with_code(!ok, EXIT_FAILED);
+    .with_code(!ok, EXIT_FAILED)
+    .with_code(!breached.is_empty(), crate::EXIT_RPO);
     out.errors = r.problems.iter().map(|p| p.error.clone()).collect();
     out
 }

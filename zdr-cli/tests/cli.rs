@@ -1315,3 +1315,43 @@ fn prune_refuses_bad_retention_rules_and_names_them() {
 fn backup_id_or_skip(env: &Env) {
     let _ = env.zdr(&["backup", "configs"]);
 }
+
+#[test]
+fn status_exits_4_when_a_recovery_point_objective_is_missed() {
+    let env = Env::new("[rpo]\nconfigs = \"1h\"\n");
+    // No backup at all: the objective is missed.
+    let (code, v) = env.json(&["status"]);
+    assert_eq!(code, 4, "{v}");
+    assert_eq!(v["rpo_breached"][0], "configs", "{v}");
+    assert_eq!(v["components"][0]["rpo_target_seconds"], 3600, "{v}");
+    let out = env.zdr(&["status"]);
+    assert_eq!(out.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("RPO 60m BREACHED"), "{text}");
+    // A fresh backup meets it.
+    backup_id(&env);
+    let (code, v) = env.json(&["status"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["components"][0]["rpo_breached"], false, "{v}");
+    assert!(
+        v["components"][0]["recovery_point_age_seconds"]
+            .as_i64()
+            .unwrap()
+            < 3600
+    );
+    // Config files have no objective by default; "off" switches one off.
+    let env = Env::new("[rpo]\nconfigs = \"off\"\n");
+    assert_eq!(env.json(&["status"]).0, 0);
+    let env = Env::new("");
+    assert_eq!(env.json(&["status"]).0, 0);
+    // A malformed objective or an unknown component: exit 2, naming it.
+    for (extra, names) in [
+        ("[rpo]\nconfigs = \"hourly\"\n", "rpo.configs"),
+        ("[rpo]\nnope = \"1h\"\n", "nope"),
+    ] {
+        let env = Env::new(extra);
+        let out = env.zdr(&["status"]);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {}", stderr(&out));
+        assert!(stderr(&out).contains(names), "{extra}: {}", stderr(&out));
+    }
+}

@@ -29,6 +29,7 @@ const TOP_LEVEL: &[&str] = &[
     "tiers",
     "components",
     "retention",
+    "rpo",
     "vault",
     "docker",
 ];
@@ -70,6 +71,10 @@ pub struct Config {
     /// Each component's own retention rules, by component name.
     #[serde(skip)]
     pub component_retention: BTreeMap<String, RetentionConfig>,
+    /// `[rpo]`: each component's recovery point objective (`db = "1h"`, `"off"` for none),
+    /// against which `zdr status` measures the newest backup; see [`Config::rpo_target`].
+    #[serde(default)]
+    pub rpo: BTreeMap<String, String>,
     /// Where each component's client tools run, by component name (the `runner`, `container`,
     /// `service`, `exec_user`, `container_host` and `container_port` keys of its table);
     /// components not listed run them as local processes.
@@ -526,6 +531,7 @@ impl Config {
             docker: DockerConfig::default(),
             retention: RetentionConfig::default(),
             component_retention: BTreeMap::new(),
+            rpo: BTreeMap::new(),
             runners: BTreeMap::new(),
         }
     }
@@ -646,6 +652,18 @@ impl Config {
             zdr_core::Component::new(name.clone())?;
         }
         self.retention.check("retention", &self.tiers)?;
+        for (name, value) in &self.rpo {
+            if !self.components.contains_key(name) {
+                return Err(Error::bad_input(format!(
+                    "rpo.{name} names an unknown component; the config defines {}",
+                    names(self.components.keys())
+                )));
+            }
+            if value != "off" {
+                zdr_core::retention::parse_duration(value)
+                    .map_err(|e| e.with_context("at", format!("rpo.{name}")))?;
+            }
+        }
         for (name, r) in &self.component_retention {
             r.check(&format!("components.{name}.retention"), &self.tiers)?;
         }
@@ -667,6 +685,29 @@ impl Config {
             return *r;
         }
         self.retention.rules()
+    }
+
+    /// The recovery point objective of `component`: `[rpo]`'s value, else the runbook's for
+    /// its type (PostgreSQL 1 hour, Redis 6 hours, Qdrant and Vault 24 hours; config files
+    /// none: they are backed up on change). `None`: no objective (`"off"`).
+    #[must_use]
+    pub fn rpo_target(&self, component: &str) -> Option<std::time::Duration> {
+        if let Some(v) = self.rpo.get(component) {
+            return zdr_core::retention::parse_duration(v).ok();
+        }
+        let hours = match self.components.get(component)? {
+            #[cfg(feature = "postgres")]
+            ComponentConfig::Postgres(_) => 1,
+            #[cfg(feature = "redis")]
+            ComponentConfig::Redis(_) => 6,
+            #[cfg(feature = "qdrant")]
+            ComponentConfig::Qdrant(_) => 24,
+            #[cfg(feature = "vault")]
+            ComponentConfig::Vault(_) => 24,
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        };
+        Some(std::time::Duration::from_secs(hours * 3600))
     }
 
     /// The point-in-time recovery window of `component` (`keep_wal_for`), if any.

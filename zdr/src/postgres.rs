@@ -214,6 +214,36 @@ pub struct ComponentStatus {
     pub postgres: bool,
     /// The component on each reachable tier, primary first.
     pub tiers: Vec<TierStatus>,
+    /// The recovery point objective in seconds (`[rpo]`, else the runbook's for the type).
+    pub rpo_target_seconds: Option<u64>,
+    /// How old the newest recovery point is, in seconds: the newest backup, or for postgres
+    /// with a base backup the newest archived WAL segment when that is newer.
+    pub recovery_point_age_seconds: Option<i64>,
+    /// The objective is missed: the recovery point is older than it, or there is none.
+    pub rpo_breached: bool,
+}
+
+impl ComponentStatus {
+    /// Set the recovery point's age and whether the objective is missed.
+    fn measure_rpo(&mut self, now: DateTime<Utc>) {
+        let backup_age = self
+            .latest
+            .as_ref()
+            .map(|m| (now - m.finished_at).num_seconds());
+        let wal_age = self
+            .latest_base
+            .as_ref()
+            .and(self.wal.as_ref())
+            .and_then(|w| w.rpo_seconds);
+        self.recovery_point_age_seconds = match (backup_age, wal_age) {
+            (Some(b), Some(w)) => Some(b.min(w)),
+            (b, w) => b.or(w),
+        };
+        self.rpo_breached = self.rpo_target_seconds.is_some_and(|target| {
+            self.recovery_point_age_seconds
+                .is_none_or(|age| age > i64::try_from(target).unwrap_or(i64::MAX))
+        });
+    }
 }
 
 /// One component on one tier in [`Stack::status`].
@@ -750,6 +780,9 @@ impl Stack {
                 wal: None,
                 postgres: false,
                 tiers,
+                rpo_target_seconds: self.config().rpo_target(name).map(|d| d.as_secs()),
+                recovery_point_age_seconds: None,
+                rpo_breached: false,
             };
             #[allow(irrefutable_let_patterns)]
             if let ComponentConfig::Postgres(pg) = c {
@@ -766,6 +799,7 @@ impl Stack {
                         p.component = Some(name.clone());
                         p.tier = e.context_value("tier").map(str::to_owned);
                         problems.push(p);
+                        status.measure_rpo(now);
                         components.push(status);
                         continue;
                     }
@@ -779,6 +813,7 @@ impl Stack {
                     });
                 }
             }
+            status.measure_rpo(now);
             components.push(status);
         }
         // Container recoveries that did not finish (killed, or a step failed): the container
