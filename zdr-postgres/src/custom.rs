@@ -724,6 +724,42 @@ mod tests {
     }
 
     #[test]
+    fn damaged_archives_never_panic_and_never_patch_outside_the_file() {
+        // The scanner sees a corrupt artifact's bytes before the stream's checksum refuses
+        // it: flipped bytes, cuts and junk must end in "gave up" or sane positions.
+        let rows: Vec<Vec<u8>> = (0..200).map(|i| format!("{i}\tx\n").into_bytes()).collect();
+        let good = archive(
+            &[(5, false), (7, true), (9, true)],
+            &[(BLK_DATA, 7, rows), (BLK_BLOBS, 9, vec![b"blob".to_vec()])],
+        );
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..2000 {
+            let mut a = good.clone();
+            let len = a.len() as u64;
+            for _ in 0..(1 + next() % 4) {
+                let at = (next() % len) as usize;
+                a[at] = (next() & 0xff) as u8;
+            }
+            if round % 3 == 0 {
+                a.truncate((next() % len) as usize);
+            }
+            let piece = 1 + (next() % 300) as usize;
+            let s = scan_in_pieces(&a, piece);
+            if let Ok(patches) = s.finish() {
+                for p in patches {
+                    assert!(p.at as usize + p.bytes.len() <= a.len(), "round {round}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_truncated_archive_gives_no_positions() {
         let a = archive(&[(7, true)], &[(BLK_DATA, 7, vec![b"1\n".to_vec()])]);
         for cut in [3, 40, a.len() - 3, a.len() - 1] {
