@@ -788,30 +788,3 @@ mod tests {
         assert!(scan_in_pieces(&a, 16).finish().is_err());
     }
 }
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::print_stderr)]
-mod speed {
-    /// The scanner's cost over a real dump (`ZDR_SCAN_DUMP=path`), in release mode:
-    /// `ZDR_SCAN_DUMP=f.dump cargo test --release -p zdr-postgres --lib scan_speed -- --ignored --nocapture`
-    #[test]
-    #[ignore = "a measurement, not a test"]
-    fn scan_speed() {
-        let Ok(path) = std::env::var("ZDR_SCAN_DUMP") else {
-            return;
-        };
-        let data = std::fs::read(path).unwrap();
-        let t = std::time::Instant::now();
-        let mut s = super::OffsetScan::new();
-        for c in data.chunks(1 << 20) {
-            s.feed(c);
-        }
-        let patches = s.finish().unwrap();
-        eprintln!(
-            "{} MiB scanned in {:.3}s, {} positions",
-            data.len() >> 20,
-            t.elapsed().as_secs_f64(),
-            patches.len()
-        );
-    }
-}
