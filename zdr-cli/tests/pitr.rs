@@ -921,6 +921,16 @@ fn prune_keeps_the_wal_the_kept_base_backups_need() {
         assert!(env.segment_key(s).exists(), "{s} archived");
     }
     let base = std::fs::read_to_string(&env.config).unwrap();
+    // What the prune did with one backup on the (only) tier.
+    let decision = |v: &Value, id: &str| {
+        v["prune"]["tiers"][0]["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap()
+            .clone()
+    };
 
     // A 7-day window: both base backups are inside it, nothing goes.
     std::fs::write(
@@ -929,11 +939,7 @@ fn prune_keeps_the_wal_the_kept_base_backups_need() {
     )
     .unwrap();
     let v = env.ok(&["prune"]);
-    let backups = v["prune"]["tiers"][0]["backups"].as_array().unwrap();
-    let first_item = backups
-        .iter()
-        .find(|b| b["id"] == first_id.as_str())
-        .unwrap();
+    let first_item = decision(&v, &first_id);
     assert_eq!(first_item["action"], "keep", "{v}");
     assert!(
         first_item["reasons"]
@@ -962,11 +968,7 @@ fn prune_keeps_the_wal_the_kept_base_backups_need() {
         "a dry run deletes nothing"
     );
     let v = env.ok(&["prune"]);
-    let backups = v["prune"]["tiers"][0]["backups"].as_array().unwrap();
-    let first_item = backups
-        .iter()
-        .find(|b| b["id"] == first_id.as_str())
-        .unwrap();
+    let first_item = decision(&v, &first_id);
     assert_eq!(first_item["action"], "deleted", "{v}");
     for s in [&first_start, &between] {
         assert!(!env.segment_key(s).exists(), "{s} pruned");

@@ -284,15 +284,7 @@ pub(crate) async fn copy_in(
             inner: BufWriter::with_capacity(BUF, file),
             scan: positions.then(OffsetScan::new),
         };
-        let io_error = |e: io::Error| {
-            let e = Error::from_io(e, "spooling the backup");
-            // A read error carries the artifact's own error (Integrity, Storage) as is.
-            if e.kind() == ErrorKind::Io {
-                e.with_context("path", dest.display())
-            } else {
-                e
-            }
-        };
+        let io_error = |e: io::Error| spool_error(e, &dest);
         io::copy(&mut input, &mut out)
             .and_then(|_| out.inner.flush())
             .map_err(io_error)?;
@@ -314,6 +306,17 @@ pub(crate) async fn copy_in(
     })
     .await
     .map_err(|e| Error::unexpected("the spooling task failed").with_source(e))?
+}
+
+/// An I/O error of spooling into `dest`. A read error carries the artifact's own error
+/// (Integrity, Storage) as is; a local one names the spool file.
+pub(crate) fn spool_error(e: io::Error, dest: &Path) -> Error {
+    let e = Error::from_io(e, "spooling the backup");
+    if e.kind() == ErrorKind::Io {
+        e.with_context("path", dest.display())
+    } else {
+        e
+    }
 }
 
 /// A writer that shows every byte written to an [`OffsetScan`] too.

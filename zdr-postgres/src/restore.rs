@@ -350,14 +350,8 @@ async fn spool_and_load(
                     drop_db(admin, c, database).await?;
                     create_db(admin, c, database, like).await?;
                 }
-                let mut spec = tools::spec(&c.config, "pg_restore", database).args([
-                    "--exit-on-error".to_owned(),
-                    format!("--jobs={}", jobs.max(1)),
-                    "-d".to_owned(),
-                    database.to_owned(),
-                    spool.dump_file().display().to_string(),
-                ]);
-                spec.stdout = false;
+                let spec =
+                    parallel_restore_spec(&c.config, database, &spool.dump_file(), jobs.max(1));
                 let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
                 tools::finish(run, tail, &c.config, "pg_restore").await?;
                 Ok(record.raw_size)
@@ -367,6 +361,29 @@ async fn spool_and_load(
     .await;
     spool.remove().await;
     loaded
+}
+
+/// `pg_restore -j jobs` of the dump at `input` into `database`.
+fn parallel_restore_spec(
+    cfg: &crate::PgConfig,
+    database: &str,
+    input: &std::path::Path,
+    jobs: u32,
+) -> zdr_core::CommandSpec {
+    let mut spec = tools::spec(cfg, "pg_restore", database)
+        .args(["--exit-on-error".to_owned(), format!("--jobs={jobs}")]);
+    if jobs == 1 {
+        // pg_restore refuses it with -j > 1; the target is a side, scratch or freshly
+        // created database that is dropped if anything fails.
+        spec = spec.args(["--single-transaction"]);
+    }
+    let mut spec = spec.args([
+        "-d".to_owned(),
+        database.to_owned(),
+        input.display().to_string(),
+    ]);
+    spec.stdout = false;
+    spec
 }
 
 /// Load a prepared backup into `database` (created, empty): `pg_restore -j jobs` from the
@@ -429,19 +446,8 @@ pub(crate) async fn apply(
             } else {
                 spool.dump_dir()
             };
-            let mut spec = tools::spec(cfg, "pg_restore", database)
-                .args(["--exit-on-error".to_owned(), format!("--jobs={jobs}")]);
-            if jobs == 1 {
-                // pg_restore refuses it with -j > 1; the target is a side, scratch or
-                // freshly created database that is dropped if anything fails.
-                spec = spec.args(["--single-transaction"]);
-            }
             (
-                spec.args([
-                    "-d".to_owned(),
-                    database.to_owned(),
-                    input.display().to_string(),
-                ]),
+                parallel_restore_spec(cfg, database, &input, jobs),
                 format!("pg_restore -j {jobs} {database}"),
             )
         }

@@ -189,14 +189,7 @@ fn copy_inner(
     events: &mpsc::UnboundedSender<Event>,
     written: &watch::Sender<Written>,
 ) -> Result<Copied> {
-    let io_error = |e: io::Error| {
-        let e = Error::from_io(e, "spooling the backup");
-        if e.kind() == ErrorKind::Io {
-            e.with_context("path", dest.display())
-        } else {
-            e
-        }
-    };
+    let io_error = |e: io::Error| crate::dir::spool_error(e, dest);
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -231,7 +224,8 @@ fn copy_inner(
                     entries: scan.entries(),
                 });
             }
-            let spans = scan.spans().to_vec();
+            // Only the blocks new since the last chunk: earlier ones were told already.
+            let spans = scan.spans();
             for s in &spans[told_blocks..] {
                 // The position goes into the table of contents before anyone reads it.
                 if let Some(p) = scan.patch_for(s.dump_id) {
@@ -246,14 +240,15 @@ fn copy_inner(
                 });
             }
             told_blocks = spans.len();
-            let ended: Vec<(i64, u64)> = spans
+            // Blocks end in archive order: the newly ended ones follow the last told.
+            let ended: Vec<(i64, u64)> = spans[told_ends..]
                 .iter()
-                .filter_map(|s| s.end.map(|e| (s.dump_id, e)))
+                .map_while(|s| s.end.map(|e| (s.dump_id, e)))
                 .collect();
-            if ended.len() > told_ends {
-                told_ends = ended.len();
+            if !ended.is_empty() {
+                told_ends += ended.len();
                 written.send_modify(|w| {
-                    w.ends.extend(ended.iter().copied());
+                    w.ends.extend(ended);
                     w.bytes = total;
                 });
                 continue;
@@ -369,14 +364,7 @@ impl Loader<'_> {
                     "{db}: loading while the dump arrives (schema first)"
                 ));
                 self.pre_data = Some(tokio::spawn(async move {
-                    let mut spec = tools::spec(&c.config, "pg_restore", &db)
-                        .args(["--exit-on-error", "--section=pre-data", "-d", &db])
-                        .with_stdin();
-                    spec.stdout = false;
-                    let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
-                    let mut none = tokio::io::empty();
-                    tools::feed(run, tail, &mut none, &head, &c.config, "pg_restore").await?;
-                    Ok(())
+                    restore_from_head(&c, &db, &["--section=pre-data".to_owned()], &head).await
                 }));
             }
             Event::Block { dump_id, start } => {
@@ -456,21 +444,12 @@ impl Loader<'_> {
                 self.running.spawn(async move {
                     let res = async {
                         write_list(&list, &[id])?;
-                        let mut spec = tools::spec(&c.config, "pg_restore", &db)
-                            .args([
-                                "--exit-on-error".to_owned(),
-                                "--section=post-data".to_owned(),
-                                "-L".to_owned(),
-                                list.display().to_string(),
-                                "-d".to_owned(),
-                                db.clone(),
-                            ])
-                            .with_stdin();
-                        spec.stdout = false;
-                        let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
-                        let mut none = tokio::io::empty();
-                        tools::feed(run, tail, &mut none, &head, &c.config, "pg_restore").await?;
-                        Ok(())
+                        let args = [
+                            "--section=post-data".to_owned(),
+                            "-L".to_owned(),
+                            list.display().to_string(),
+                        ];
+                        restore_from_head(&c, &db, &args, &head).await
                     }
                     .await;
                     (vec![id], res)
@@ -555,6 +534,26 @@ impl Loader<'_> {
         }
         self.running.shutdown().await;
     }
+}
+
+/// Run `pg_restore --exit-on-error <args> -d database` on the archive's header and table of
+/// contents alone (stdin): for entries that need no data (schema, indexes, keys).
+async fn restore_from_head(
+    c: &PostgresComponent,
+    database: &str,
+    args: &[String],
+    head: &[u8],
+) -> Result<()> {
+    let mut spec = tools::spec(&c.config, "pg_restore", database)
+        .args(["--exit-on-error"])
+        .args(args.iter().cloned())
+        .args(["-d", database])
+        .with_stdin();
+    spec.stdout = false;
+    let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
+    let mut none = tokio::io::empty();
+    tools::feed(run, tail, &mut none, head, &c.config, "pg_restore").await?;
+    Ok(())
 }
 
 fn join_error(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Option<Error> {

@@ -217,18 +217,28 @@ impl Stack {
                 }
             };
             let later: Vec<&String> = chain.iter().skip_while(|c| *c != t).skip(1).collect();
+            // Every key a manifest on this tier names (for the orphan sweep).
+            let mut named: BTreeSet<String> = BTreeSet::new();
+            for m in catalog.list(None) {
+                for a in &m.artifacts {
+                    named.insert(layout::sidecar_key(&a.key));
+                    named.insert(a.key.clone());
+                }
+            }
             for name in &names {
                 let comp = Component::new(name.clone())?;
                 let window = config
                     .wal_window(name)
                     .map(|w| now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX));
                 let rules = config.retention_for(name, t);
-                let kinds: BTreeSet<String> = catalog
-                    .list(Some(&comp))
-                    .iter()
-                    .map(|m| kind_name(m.kind))
-                    .collect();
-                for kind in kinds.iter().filter_map(|k| kind_of(k)) {
+                let mut kinds: Vec<BackupKind> = Vec::new();
+                for m in catalog.list(Some(&comp)) {
+                    if !kinds.contains(&m.kind) {
+                        kinds.push(m.kind);
+                    }
+                }
+                kinds.sort_by_key(|k| kind_name(*k));
+                for kind in kinds {
                     let backups = group(catalog, &comp, kind);
                     let times: Vec<DateTime<Utc>> = backups.iter().map(|m| m.started_at).collect();
                     let mut reasons = rules.apply(&times);
@@ -352,7 +362,15 @@ impl Stack {
                     }
                 }
                 if let Err(p) = self
-                    .prune_orphans(t, catalog, &comp, options, &mut out)
+                    .prune_orphans(
+                        repo.tier().as_ref(),
+                        t,
+                        catalog,
+                        &named,
+                        &comp,
+                        options,
+                        &mut out,
+                    )
                     .await
                 {
                     out.problems.push(p);
@@ -392,10 +410,13 @@ impl Stack {
     /// Remove files under the component's prefix that no manifest on the tier names and
     /// that are older than the sweep grace period. Skipped when a manifest of the component
     /// cannot be read (its artifacts would look unreferenced).
+    #[allow(clippy::too_many_arguments)]
     async fn prune_orphans(
         &self,
+        opened: &dyn zdr_core::StorageTier,
         tier: &str,
         catalog: &Catalog,
+        named: &BTreeSet<String>,
         comp: &Component,
         options: &PruneOptions,
         out: &mut TierPrune,
@@ -404,18 +425,10 @@ impl Stack {
         if catalog.problems().iter().any(|p| p.key.starts_with(&mine)) {
             return Ok(());
         }
-        let opened = self.tier(tier).map_err(|e| Problem::on_tier(&e, tier))?;
         let entries = opened
             .list(&format!("{comp}/"))
             .await
             .map_err(|e| Problem::on_tier(&e, tier))?;
-        let mut named: BTreeSet<String> = BTreeSet::new();
-        for m in catalog.list(None) {
-            for a in &m.artifacts {
-                named.insert(layout::sidecar_key(&a.key));
-                named.insert(a.key.clone());
-            }
-        }
         let grace = self.sweep_grace().max(ORPHAN_GRACE);
         let cutoff =
             Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
@@ -512,8 +525,4 @@ fn kind_name(kind: BackupKind) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| format!("{kind:?}").to_lowercase())
-}
-
-fn kind_of(name: &str) -> Option<BackupKind> {
-    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
