@@ -5,6 +5,8 @@
 //! <the same>.sha256                          # `sha256sum -c` format, over the stored bytes
 //! manifests/<component>/<backup-id>.json     # written last
 //! manifests/<component>/<backup-id>.json.sha256
+//! <component>/blobs/<aa>/<sha256>[.zst][.age]  # content-addressed blobs (object storage),
+//!                                             # shared by the backups whose index names them
 //! ```
 
 use crate::id::{BackupId, Component};
@@ -31,6 +33,40 @@ pub fn artifact_key(
         "{component}/{schedule}/{name}_{id}{dot}{ext}{}{age}",
         compression.suffix()
     )
+}
+
+/// The folder of a component's content-addressed blobs (see
+/// [`crate::ArtifactSink::blobs`]): `<component>/blobs/`. No artifact key has this shape
+/// (artifact keys are `<component>/<schedule>/<file>`, and `blobs/<aa>/<sha>` adds a level).
+#[must_use]
+pub fn blob_prefix(component: &Component) -> String {
+    format!("{component}/blobs/")
+}
+
+/// The key of the blob whose raw content has SHA-256 `sha256` (lowercase hex):
+/// `<component>/blobs/<first two hex digits>/<sha256>[.zst][.age]`.
+#[must_use]
+pub fn blob_key(
+    component: &Component,
+    sha256: &str,
+    compression: Compression,
+    encrypted: bool,
+) -> String {
+    let fan = sha256.get(..2).unwrap_or("00");
+    let age = if encrypted { ".age" } else { "" };
+    format!(
+        "{}{fan}/{sha256}{}{age}",
+        blob_prefix(component),
+        compression.suffix()
+    )
+}
+
+/// True for a lowercase hex SHA-256 (64 digits), the only names a blob can have.
+#[must_use]
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The key of a backup's manifest.
@@ -134,6 +170,21 @@ mod tests {
         assert!(parse_sidecar_for(&damaged, key).is_none(), "a damaged name");
         assert!(parse_sidecar_for(&good, "configs/daily/other.tar.zst").is_none());
         assert!(parse_sidecar_for(&format!("{good}{good}"), key).is_none());
+    }
+
+    #[test]
+    fn blob_keys_fan_out_by_hash() {
+        let Ok(c) = Component::new("uploads") else {
+            panic!("fixture")
+        };
+        let sha = "ab".repeat(32);
+        assert!(is_sha256_hex(&sha));
+        assert!(!is_sha256_hex("AB"));
+        assert_eq!(
+            blob_key(&c, &sha, Compression::Zstd, true),
+            format!("uploads/blobs/ab/{sha}.zst.age")
+        );
+        assert!(blob_key(&c, &sha, Compression::None, false).starts_with(&blob_prefix(&c)));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //!     finished_at: Utc.with_ymd_and_hms(2026, 1, 16, h, 5, 0).unwrap(),
 //!     zdr_version: "0.1.0".into(),
 //!     parent: None,
+//!     blob_index: None,
 //!     facts: serde_json::Value::Null,
 //!     artifacts: vec![],
 //! };
@@ -58,7 +59,7 @@ pub use error::{Error, ErrorKind, ErrorStatus, Result};
 pub use failpoint::{FAILPOINT_ENV, failpoint};
 pub use id::{BackupId, Component};
 pub use manifest::{
-    ArtifactRecord, BackupKind, Compression, Encryption, MANIFEST_FORMAT, Manifest,
+    ArtifactRecord, BackupKind, BlobRef, Compression, Encryption, MANIFEST_FORMAT, Manifest,
 };
 pub use progress::{Level, Progress, ProgressEvent, ProgressSink, RecordingSink};
 pub use runner::{
@@ -66,9 +67,9 @@ pub use runner::{
 };
 pub use secret::Secret;
 pub use traits::{
-    ArtifactReader, ArtifactSink, ArtifactWrite, BackupRequest, BackupSource, BoxRead, BoxWrite,
-    Entry, RestoreCall, RestoreOutcome, RestoreTarget, RestoreWithOptions, Restorer, SourceFacts,
-    StorageTier, Verifier, VerifyReport,
+    ArtifactReader, ArtifactSink, ArtifactWrite, BackupRequest, BackupSource, BlobPut, BlobStore,
+    BoxRead, BoxWrite, Entry, RestoreCall, RestoreOutcome, RestoreTarget, RestoreWithOptions,
+    Restorer, SourceFacts, StorageTier, Verifier, VerifyReport,
 };
 
 /// The zdr version recorded in manifests.

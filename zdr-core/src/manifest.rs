@@ -116,6 +116,14 @@ pub struct ArtifactRecord {
     pub encryption: Option<Encryption>,
 }
 
+/// The part of a blob-index line every reader understands: the record of the blob it
+/// references. Sources add their own fields beside it (an object's key, its metadata).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// The stored blob.
+    pub blob: ArtifactRecord,
+}
+
 /// Describes one complete backup. A backup exists if and only if its manifest does: it is
 /// written last, after every artifact and sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +147,13 @@ pub struct Manifest {
     /// The backup this one depends on, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<BackupId>,
+    /// The name of the artifact that indexes this backup's content-addressed blobs, when
+    /// it has any: a JSON-lines artifact whose lines each carry a blob's
+    /// [`ArtifactRecord`] under `"blob"` ([`BlobRef`]). The blobs live under
+    /// [`crate::layout::blob_prefix`], shared by every backup of the component; checks,
+    /// replication and pruning follow the index to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_index: Option<String>,
     /// Facts recorded by the source for verification (versions, counts, per-file hashes...).
     #[serde(default)]
     pub facts: serde_json::Value,

@@ -99,6 +99,63 @@ pub trait ArtifactSink: Send {
     fn encrypts(&self) -> bool {
         false
     }
+
+    /// The raw bytes of the artifact `name` of the newest complete backup of this component
+    /// on the tier the backup writes to, or `None` when there is none or it cannot be read
+    /// here (encrypted, and no identity): what an incremental source compares against. The
+    /// stream fails at its end when the stored bytes do not match their record, so read it
+    /// to the end before trusting any of it.
+    ///
+    /// # Errors
+    /// Storage errors reading the catalog. The default has no earlier backups: `None`.
+    async fn previous(&mut self, name: &str) -> Result<Option<BoxRead>> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// The content-addressed blob store of this backup, for a source whose data is many
+    /// objects that change little between backups (object storage): each distinct content is
+    /// stored once, as a blob named by its SHA-256, and shared by every backup of the
+    /// component that references it. `index` names the artifact (created by the source with
+    /// [`ArtifactSink::create`]) that lists the blobs the backup uses, one JSON object per
+    /// line with the blob's record under `"blob"` ([`crate::BlobRef`]); the manifest records
+    /// it, so checks, replication and pruning can follow it.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Unsupported`] for a sink without a blob store (the default).
+    fn blobs(&mut self, index: &str) -> Result<std::sync::Arc<dyn BlobStore>> {
+        let _ = index;
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            "this artifact sink has no blob store",
+        ))
+    }
+}
+
+/// Content-addressed blobs on the tier a backup writes to (see [`ArtifactSink::blobs`]).
+/// A blob is named by the SHA-256 of its raw content and stored through the same pipeline as
+/// any artifact (compressed, encrypted, a `.sha256` sidecar over the stored bytes).
+/// Shared between concurrent tasks of one backup.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// The record of the complete blob (object and sidecar) holding the raw content whose
+    /// SHA-256 is `sha256` and whose length is `raw_size`, or `None` when the tier has none.
+    async fn find(&self, sha256: &str, raw_size: u64) -> Result<Option<ArtifactRecord>>;
+
+    /// Store `content` as the blob `sha256` unless the tier already holds it, and return its
+    /// record. The content's SHA-256 and length are checked while it is written: content
+    /// that does not match (it changed while it was read) is refused with
+    /// [`crate::ErrorKind::Integrity`] and nothing is stored.
+    async fn put(&self, sha256: &str, raw_size: u64, content: BoxRead) -> Result<BlobPut>;
+}
+
+/// What [`BlobStore::put`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobPut {
+    /// The blob's record.
+    pub record: ArtifactRecord,
+    /// True when this call stored it; false when the tier already held it.
+    pub stored: bool,
 }
 
 /// An artifact being written. Write the raw bytes, then call [`ArtifactWrite::finish`];

@@ -72,6 +72,7 @@
 //!     finished_at: chrono::Utc::now(),
 //!     zdr_version: ZDR_VERSION.into(),
 //!     parent: None,
+//!     blob_index: None,
 //!     facts: facts.facts,
 //!     artifacts: sink.records(),
 //! };

@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+mod blobs;
 mod inflight;
 mod keys;
 mod object;
@@ -51,9 +52,10 @@ mod replicate;
 mod repo;
 mod retry;
 mod s3_uploads;
-pub use s3_uploads::{UnfinishedUpload, unfinished_uploads};
+pub use s3_uploads::{UnfinishedUpload, ensure_bucket, unfinished_uploads};
 mod tier;
 
+pub use blobs::{BlobList, BlobSweep, sweep_blobs};
 pub use inflight::{Abandoned, abandon_in_flight};
 pub use keys::AgeKeys;
 pub use object::{Found, find_object, object_key, put_object};

@@ -11,7 +11,8 @@ use zdr_core::{
     layout,
 };
 
-use crate::pipeline::{CHUNK, verify_stored};
+use crate::keys::AgeKeys;
+use crate::pipeline::{CHUNK, verify_sidecar, verify_stored};
 use crate::repo::write_manifest;
 use crate::retry::RetryPolicy;
 
@@ -133,30 +134,91 @@ async fn copy_backup(
 ) -> Result<u64> {
     let mut bytes = 0;
     for a in &m.artifacts {
-        let what = format!("copy {} from {} to {}", a.key, from.name(), to.name());
-        progress.start(&what, Some(a.size));
-        policy
-            .run(&what, progress, || async move {
-                let flight = crate::inflight::begin(to, &a.key);
-                let copied = copy_artifact(from.as_ref(), to.as_ref(), a, progress).await;
-                if copied.is_ok() {
-                    crate::inflight::end(flight);
-                } else if to.delete(&a.key).await.is_ok() {
-                    // The failed attempt's partial copy (a temporary file, an unfinished
-                    // multipart upload) goes now, not at the next sweep.
-                    crate::inflight::end(flight);
-                }
-                copied
-            })
-            .await?;
-        progress.finish(&what);
-        bytes += a.size;
+        bytes += copy_one(from, to, a, policy, progress).await?;
     }
+    bytes += copy_blobs(from, to, m, policy, progress).await?;
     let what = format!("write manifest of {} to {}", m.id, to.name());
     policy
         .run(&what, progress, || write_manifest(to.as_ref(), m))
         .await?;
     Ok(bytes)
+}
+
+/// Copy one artifact (with the retries of `policy`); returns its size.
+async fn copy_one(
+    from: &Arc<dyn StorageTier>,
+    to: &Arc<dyn StorageTier>,
+    a: &ArtifactRecord,
+    policy: &RetryPolicy,
+    progress: &Progress,
+) -> Result<u64> {
+    let what = format!("copy {} from {} to {}", a.key, from.name(), to.name());
+    progress.start(&what, Some(a.size));
+    policy
+        .run(&what, progress, || async move {
+            let flight = crate::inflight::begin(to, &a.key);
+            let copied = copy_artifact(from.as_ref(), to.as_ref(), a, progress).await;
+            if copied.is_ok() {
+                crate::inflight::end(flight);
+            } else if to.delete(&a.key).await.is_ok() {
+                // The failed attempt's partial copy (a temporary file, an unfinished
+                // multipart upload) goes now, not at the next sweep.
+                crate::inflight::end(flight);
+            }
+            copied
+        })
+        .await?;
+    progress.finish(&what);
+    Ok(a.size)
+}
+
+/// Copy the blobs `m`'s blob list names that the destination lacks (a blob already there
+/// with a sidecar that matches is shared, not copied again). Returns the bytes copied.
+async fn copy_blobs(
+    from: &Arc<dyn StorageTier>,
+    to: &Arc<dyn StorageTier>,
+    m: &Manifest,
+    policy: &RetryPolicy,
+    progress: &Progress,
+) -> Result<u64> {
+    use futures::StreamExt;
+    let Some(mut list) = crate::blobs::BlobList::open(from.clone(), m, &AgeKeys::none())? else {
+        return Ok(0);
+    };
+    let mut bytes = 0;
+    loop {
+        let mut batch = Vec::new();
+        while batch.len() < 256 {
+            match list.next().await? {
+                Some(b) => batch.push(b),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            return Ok(bytes);
+        }
+        let copies = futures::stream::iter(batch.iter().map(|b| async move {
+            let present = policy
+                .run(
+                    &format!("stat {} on {}", b.key, to.name()),
+                    progress,
+                    || to.stat(&b.key),
+                )
+                .await?;
+            if present.is_some_and(|e| e.size == b.size)
+                && verify_sidecar(to.as_ref(), b).await.is_ok()
+            {
+                return Ok(0);
+            }
+            copy_one(from, to, b, policy, progress).await
+        }))
+        .buffer_unordered(8)
+        .collect::<Vec<Result<u64>>>()
+        .await;
+        for c in copies {
+            bytes += c?;
+        }
+    }
 }
 
 /// Copy one artifact, hashing the source bytes on the way (a corrupt source is never

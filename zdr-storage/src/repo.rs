@@ -123,6 +123,7 @@ impl Repository {
             failure: FailureSlot::default(),
             finished: Arc::new(Mutex::new(Vec::new())),
             created: Vec::new(),
+            blob_list: None,
         };
         let result = source.backup(&req, &mut sink, progress).await;
         let outcome = match result {
@@ -207,6 +208,13 @@ impl Repository {
         if artifacts.is_empty() {
             return Err(Error::unexpected("the source wrote no artifact"));
         }
+        if let Some(list) = &sink.blob_list
+            && !artifacts.iter().any(|a| &a.name == list)
+        {
+            return Err(Error::unexpected(format!(
+                "the source asked for a blob store but wrote no blob list {list:?}"
+            )));
+        }
         let manifest = Manifest {
             format: MANIFEST_FORMAT,
             id: req.id.clone(),
@@ -217,6 +225,7 @@ impl Repository {
             finished_at: Utc::now(),
             zdr_version: ZDR_VERSION.to_owned(),
             parent: None,
+            blob_index: sink.blob_list.clone(),
             facts: facts.facts,
             artifacts,
         };
@@ -225,11 +234,73 @@ impl Repository {
     }
 
     /// Check every artifact of `manifest` on this tier: size, SHA-256 and sidecar. With
-    /// `deep`, also decrypt and decompress each one to its end.
+    /// `deep`, also decrypt and decompress each one to its end. A backup with blobs has each
+    /// blob its list names checked the same way, and with `deep` its content against the
+    /// SHA-256 it is named by.
     ///
     /// # Errors
     /// [`ErrorKind::Integrity`] for the first artifact that does not match, naming tier and key.
     pub async fn verify(&self, manifest: &Manifest, deep: bool, progress: &Progress) -> Result<()> {
+        self.verify_artifacts(manifest, deep, progress).await?;
+        self.verify_blobs(manifest, deep, progress).await
+    }
+
+    /// Check every blob `manifest`'s blob list names (see [`Repository::verify`]); nothing
+    /// for a backup without blobs. Blobs named more than once are checked once.
+    ///
+    /// # Errors
+    /// As [`Repository::verify`].
+    pub async fn verify_blobs(
+        &self,
+        manifest: &Manifest,
+        deep: bool,
+        progress: &Progress,
+    ) -> Result<()> {
+        use futures::StreamExt;
+        let Some(mut list) =
+            crate::blobs::BlobList::open(self.tier.clone(), manifest, &self.options.keys)?
+        else {
+            return Ok(());
+        };
+        let task = format!("check the blobs of {} {}", manifest.component, manifest.id);
+        progress.start(&task, None);
+        let mut seen: HashSet<String> = HashSet::new();
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < 256 {
+                match list.next().await? {
+                    Some(b) if seen.insert(b.name.clone()) => batch.push(b),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let n = batch.len() as u64;
+            let checks = futures::stream::iter(
+                batch
+                    .iter()
+                    .map(|b| crate::blobs::verify_blob(&self.tier, &self.options.keys, b, deep)),
+            )
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+            for c in checks {
+                c?;
+            }
+            progress.advance(&task, n);
+        }
+        progress.finish(&task);
+        Ok(())
+    }
+
+    async fn verify_artifacts(
+        &self,
+        manifest: &Manifest,
+        deep: bool,
+        progress: &Progress,
+    ) -> Result<()> {
         for a in &manifest.artifacts {
             progress.start(&a.key, Some(a.size));
             let res = verify_stored(self.tier.as_ref(), a, progress).await;
@@ -355,6 +426,8 @@ struct BackupSink {
     failure: FailureSlot,
     finished: Arc<Mutex<Vec<ArtifactRecord>>>,
     created: Vec<String>,
+    /// The blob list's name, once the source asked for the blob store.
+    blob_list: Option<String>,
 }
 
 impl BackupSink {
@@ -394,18 +467,30 @@ impl ArtifactSink for BackupSink {
             &self.req.id,
             ext,
             self.options.compression,
-            self.options.keys.encrypts(),
+            self.options.keys.encrypts() && self.blob_list.as_deref() != Some(name),
         );
         if self.created.contains(&key) {
             return Err(Error::unexpected(format!("artifact {name} created twice")));
         }
         self.created.push(key.clone());
         self.progress.start(&key, None);
+        // The blob list holds only content hashes and sizes, and is read by checks,
+        // replication and pruning on hosts without the decryption key: never encrypted.
+        let plain;
+        let options = if self.blob_list.as_deref() == Some(name) {
+            plain = PipelineOptions {
+                keys: crate::keys::AgeKeys::none(),
+                ..self.options.clone()
+            };
+            &plain
+        } else {
+            &self.options
+        };
         let w = PipelineWriter::start(
             self.tier.clone(),
             name,
             key,
-            &self.options,
+            options,
             self.progress.clone(),
             self.failure.clone(),
             self.finished.clone(),
@@ -415,6 +500,67 @@ impl ArtifactSink for BackupSink {
 
     fn encrypts(&self) -> bool {
         self.options.keys.encrypts()
+    }
+
+    async fn previous(&mut self, name: &str) -> Result<Option<BoxRead>> {
+        let prefix = format!("{}{}/", layout::MANIFESTS, self.component);
+        let mut keys: Vec<String> = self
+            .tier
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|e| e.key)
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        // Backup ids sort by time: the newest first.
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        for key in keys {
+            let Ok(bytes) = self.tier.read_all(&key).await else {
+                continue;
+            };
+            let Ok(m) = Manifest::from_json(&bytes) else {
+                continue;
+            };
+            if m.component != self.component || m.id == self.req.id {
+                continue;
+            }
+            let Some(record) = m.artifact(name) else {
+                continue;
+            };
+            if record.encryption.is_some() && !self.options.keys.can_decrypt() {
+                return Ok(None);
+            }
+            return open_artifact(
+                self.tier.clone(),
+                record,
+                &self.options.keys,
+                Progress::none(),
+            )
+            .map(Some);
+        }
+        Ok(None)
+    }
+
+    fn blobs(&mut self, index: &str) -> Result<Arc<dyn zdr_core::BlobStore>> {
+        if self.blob_list.as_deref().is_some_and(|l| l != index) {
+            return Err(Error::unexpected("a backup has one blob list"));
+        }
+        if self.created.iter().any(|k| {
+            k.rsplit('/')
+                .next()
+                .is_some_and(|f| f.starts_with(&format!("{index}_")))
+        }) {
+            return Err(Error::unexpected(format!(
+                "ask for the blob store before creating the blob list {index:?}"
+            )));
+        }
+        self.blob_list = Some(index.to_owned());
+        Ok(Arc::new(crate::blobs::TierBlobs::new(
+            self.tier.clone(),
+            &self.options,
+            self.component.clone(),
+            self.progress.clone(),
+        )))
     }
 }
 

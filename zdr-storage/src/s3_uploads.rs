@@ -23,6 +23,16 @@ pub struct UnfinishedUpload {
     pub initiated: Option<DateTime<Utc>>,
 }
 
+/// Create the bucket `config` names on its endpoint unless it exists (a restore into a
+/// bucket that is gone); true when it was created.
+///
+/// # Errors
+/// Storage errors naming `name` (the tier or component) and the HTTP status (403 for
+/// wrong credentials).
+pub async fn ensure_bucket(name: &str, config: &S3Config) -> Result<bool> {
+    S3Uploads::new(name, config)?.ensure_bucket().await
+}
+
 /// The unfinished multipart uploads under the root of the S3 tier `name` configured by
 /// `config`: what interrupted writes left holding space on the server (zdr aborts its own
 /// when a write fails, when its run is interrupted, and, past the grace period, in the next
@@ -168,6 +178,17 @@ impl S3Uploads {
             .map_err(|e| e.with_context("upload", &upload.upload_id))
     }
 
+    /// Create the bucket unless it exists; true when it was created.
+    pub(crate) async fn ensure_bucket(&self) -> Result<bool> {
+        match self.send("HEAD", "", &[], "look up the bucket").await {
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.send("PUT", "", &[], "create the bucket").await?;
+        Ok(true)
+    }
+
     async fn send(
         &self,
         method: &str,
@@ -229,8 +250,13 @@ impl S3Uploads {
             return Ok(body);
         }
         let code = between(&body, "<Code>", "</Code>").unwrap_or_default();
+        let kind = if method == "HEAD" && status.as_u16() == 404 {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::Storage
+        };
         let err = where_(Error::new(
-            ErrorKind::Storage,
+            kind,
             format!("{what} failed: HTTP {status} {code}")
                 .trim_end()
                 .to_owned(),

@@ -233,6 +233,7 @@ pub async fn backup_with(
         finished_at: chrono::Utc::now(),
         zdr_version: ZDR_VERSION.into(),
         parent: None,
+        blob_index: None,
         facts: facts.facts,
         artifacts: store.records(),
     })

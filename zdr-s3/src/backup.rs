@@ -1,0 +1,432 @@
+//! The backup: list, compare with the previous index, read what changed, store blobs.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures::stream::{FuturesOrdered, StreamExt, TryStreamExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use zdr_core::{
+    ArtifactSink, ArtifactWrite, BackupKind, BackupRequest, BackupSource, BlobRef, BlobStore,
+    BoxRead, Component, Error, Progress, Result, SourceFacts,
+};
+
+use crate::index::{Listed, ListingDigest, ObjectLine, Spooled, bare_etag};
+use crate::{BLOB_LIST, INDEX, S3BucketComponent, s3_error};
+
+/// Objects up to this size are held in memory between reading and storing; larger ones go
+/// through a temporary file.
+const IN_MEMORY: u64 = 1 << 20;
+/// How often an object that keeps changing while it is read is tried.
+const ATTEMPTS: usize = 3;
+
+/// What became of one listed object.
+enum Outcome {
+    /// Referenced from the previous backup without reading it.
+    Reused(ObjectLine),
+    /// Read and stored (or found stored); the blob bytes newly stored, if any.
+    Read(ObjectLine, Option<u64>),
+    /// Deleted between the listing and the read.
+    Vanished(String),
+    /// Rewritten during every attempt to read it.
+    Unstable(String),
+}
+
+#[async_trait]
+impl BackupSource for S3BucketComponent {
+    fn component(&self) -> &Component {
+        &self.component
+    }
+
+    async fn backup(
+        &self,
+        _req: &BackupRequest,
+        sink: &mut dyn ArtifactSink,
+        progress: &Progress,
+    ) -> Result<SourceFacts> {
+        let blobs = sink.blobs(BLOB_LIST)?;
+        let mut previous = match sink.previous(INDEX).await {
+            Ok(Some(stream)) => match Spooled::spool(stream, "the previous backup's index").await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    progress.warn(format!(
+                        "the previous backup's index cannot be used ({e}); every object is read (content already stored is still shared)"
+                    ));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                progress.warn(format!(
+                    "the previous backup cannot be found ({e}); every object is read (content already stored is still shared)"
+                ));
+                None
+            }
+        };
+        let mut index = sink.create(INDEX, "jsonl").await?;
+        let mut list = sink.create(BLOB_LIST, "jsonl").await?;
+        let mut held: Option<ObjectLine> = None;
+        let mut buckets = serde_json::Map::new();
+        let mut totals = Totals::default();
+        let task = format!("objects of {}", self.component);
+        progress.start(&task, None);
+        for bucket in self.settings.sorted_buckets() {
+            let op = self.settings.operator(&bucket)?;
+            let mut digest = ListingDigest::default();
+            for prefix in self.settings.listed_prefixes() {
+                let mut lister = op
+                    .lister_with(&prefix)
+                    .recursive(true)
+                    .await
+                    .map_err(|e| s3_error(e, &bucket, "", "list the bucket"))?;
+                let mut pending = FuturesOrdered::new();
+                let mut listing_done = false;
+                loop {
+                    while !listing_done && pending.len() < self.settings.concurrency() {
+                        let Some(entry) = lister
+                            .try_next()
+                            .await
+                            .map_err(|e| s3_error(e, &bucket, &prefix, "list the bucket"))?
+                        else {
+                            listing_done = true;
+                            break;
+                        };
+                        let meta = entry.metadata();
+                        if !meta.is_file() {
+                            continue;
+                        }
+                        let listed = Listed {
+                            bucket: bucket.clone(),
+                            key: entry.path().to_owned(),
+                            size: meta.content_length(),
+                            etag: meta.etag().map(bare_etag),
+                            modified: meta.last_modified().map(|t| t.to_string()),
+                        };
+                        let before = match_previous(&mut previous, &mut held, &listed).await?;
+                        let op = op.clone();
+                        let blobs = blobs.clone();
+                        pending.push_back(async move {
+                            match before {
+                                Some(line) => Ok(Outcome::Reused(line)),
+                                None => fetch(&op, listed, blobs.as_ref()).await,
+                            }
+                        });
+                    }
+                    let Some(outcome) = pending.next().await else {
+                        break;
+                    };
+                    let line = match outcome? {
+                        Outcome::Reused(line) => {
+                            totals.reused += 1;
+                            line
+                        }
+                        Outcome::Read(line, stored) => {
+                            totals.read_objects += 1;
+                            totals.read_bytes += line.size;
+                            if let Some(bytes) = stored {
+                                totals.stored_blobs += 1;
+                                totals.stored_bytes += bytes;
+                            }
+                            line
+                        }
+                        Outcome::Vanished(key) => {
+                            progress.warn(format!(
+                                "{bucket}/{key} was deleted during the backup; it is not in it"
+                            ));
+                            totals.vanished.push(format!("{bucket}/{key}"));
+                            continue;
+                        }
+                        Outcome::Unstable(key) => {
+                            progress.warn(format!(
+                                "{bucket}/{key} changed during each of {ATTEMPTS} reads; it is not in the backup"
+                            ));
+                            totals.unstable.push(format!("{bucket}/{key}"));
+                            continue;
+                        }
+                    };
+                    digest.add(&line.key, line.size, &line.sha256);
+                    write_line(&mut index, &line).await?;
+                    write_line(
+                        &mut list,
+                        &BlobRef {
+                            blob: line.blob.clone(),
+                        },
+                    )
+                    .await?;
+                    progress.advance(&task, line.size);
+                }
+            }
+            totals.objects += digest.objects;
+            totals.bytes += digest.bytes;
+            buckets.insert(
+                bucket.clone(),
+                json!({
+                    "objects": digest.objects,
+                    "bytes": digest.bytes,
+                    "digest": digest.finish(),
+                }),
+            );
+        }
+        index.finish().await?;
+        list.finish().await?;
+        progress.finish(&task);
+        Ok(SourceFacts {
+            kind: BackupKind::Physical,
+            facts: json!({
+                "endpoint": self.settings.endpoint,
+                "buckets": buckets,
+                "prefixes": self.settings.listed_prefixes(),
+                "objects": totals.objects,
+                "bytes": totals.bytes,
+                "reused_objects": totals.reused,
+                "read_objects": totals.read_objects,
+                "read_bytes": totals.read_bytes,
+                "stored_blobs": totals.stored_blobs,
+                "stored_blob_bytes": totals.stored_bytes,
+                "vanished": totals.vanished,
+                "unstable": totals.unstable,
+            }),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    objects: u64,
+    bytes: u64,
+    reused: u64,
+    read_objects: u64,
+    read_bytes: u64,
+    stored_blobs: u64,
+    stored_bytes: u64,
+    vanished: Vec<String>,
+    unstable: Vec<String>,
+}
+
+async fn write_line<T: serde::Serialize>(w: &mut Box<dyn ArtifactWrite>, line: &T) -> Result<()> {
+    let mut text = serde_json::to_vec(line)
+        .map_err(|e| Error::unexpected("cannot serialize an index line").with_source(e))?;
+    text.push(b'\n');
+    w.write_all(&text)
+        .await
+        .map_err(|e| Error::from_io(e, "writing the index failed"))
+}
+
+/// The previous backup's line for `listed` when the object has not changed since: the
+/// previous index is in the same (bucket, key) order as the listing, so one pass over both.
+async fn match_previous(
+    previous: &mut Option<Spooled>,
+    held: &mut Option<ObjectLine>,
+    listed: &Listed,
+) -> Result<Option<ObjectLine>> {
+    let Some(prev) = previous.as_mut() else {
+        return Ok(None);
+    };
+    loop {
+        if held.is_none() {
+            *held = prev.next().await?;
+        }
+        let Some(h) = held.as_ref() else {
+            return Ok(None);
+        };
+        match (h.bucket.as_str(), h.key.as_str())
+            .cmp(&(listed.bucket.as_str(), listed.key.as_str()))
+        {
+            std::cmp::Ordering::Less => *held = None,
+            std::cmp::Ordering::Equal => {
+                return Ok(held.take().filter(|h| h.unchanged(listed)));
+            }
+            std::cmp::Ordering::Greater => return Ok(None),
+        }
+    }
+}
+
+/// The bytes of one object, read once.
+enum Content {
+    Memory(Vec<u8>),
+    File(tempfile::NamedTempFile),
+}
+
+impl Content {
+    async fn reader(&self) -> Result<BoxRead> {
+        match self {
+            Self::Memory(v) => Ok(Box::new(std::io::Cursor::new(v.clone()))),
+            Self::File(f) => {
+                let mut file = tokio::fs::File::open(f.path())
+                    .await
+                    .map_err(|e| Error::from_io(e, "cannot reopen an object's spool"))?;
+                file.rewind()
+                    .await
+                    .map_err(|e| Error::from_io(e, "cannot rewind an object's spool"))?;
+                Ok(Box::new(file))
+            }
+        }
+    }
+}
+
+/// Read one new or changed object (pinned to the ETag it has when the read starts, checked
+/// again after it), and store its content as a blob.
+async fn fetch(op: &opendal::Operator, listed: Listed, blobs: &dyn BlobStore) -> Result<Outcome> {
+    let bucket = &listed.bucket;
+    let key = &listed.key;
+    for _ in 0..ATTEMPTS {
+        let meta = match op.stat(key).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                return Ok(Outcome::Vanished(key.clone()));
+            }
+            Err(e) => return Err(s3_error(e, bucket, key, "look up the object")),
+        };
+        let Some(etag) = meta.etag().map(str::to_owned) else {
+            return Err(Error::new(
+                zdr_core::ErrorKind::Source,
+                "the server gave no ETag: an object cannot be pinned while it is read",
+            )
+            .with_context("bucket", bucket)
+            .with_context("key", key));
+        };
+        let size = meta.content_length();
+        let read = read_pinned(op, bucket, key, &etag, size).await?;
+        let Some((content, sha256)) = read else {
+            continue;
+        };
+        // Still the same version after the read: never a torn copy.
+        match op.stat(key).await {
+            Ok(after) if after.etag() == Some(etag.as_str()) && after.content_length() == size => {}
+            Ok(_) => continue,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                return Ok(Outcome::Vanished(key.clone()));
+            }
+            Err(e) => return Err(s3_error(e, bucket, key, "look up the object")),
+        }
+        let (blob, stored) = match blobs.find(&sha256, size).await? {
+            Some(b) => (b, None),
+            None => {
+                let put = blobs
+                    .put(&sha256, size, content.reader().await?)
+                    .await
+                    .map_err(|e| e.with_context("bucket", bucket).with_context("key", key))?;
+                let stored = put.stored.then_some(put.record.size);
+                (put.record, stored)
+            }
+        };
+        let metadata: BTreeMap<String, String> = meta
+            .user_metadata()
+            .map(|m| {
+                m.into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let same_version = listed.etag.as_deref() == Some(bare_etag(&etag).as_str());
+        let line = ObjectLine {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            size,
+            etag: Some(bare_etag(&etag)),
+            // The listing's time is what the next listing is compared with; a version newer
+            // than the listing has none, so the next backup reads it again.
+            modified: if same_version {
+                listed.modified.clone()
+            } else {
+                None
+            },
+            content_type: meta.content_type().map(str::to_owned),
+            metadata,
+            sha256,
+            blob,
+        };
+        return Ok(Outcome::Read(line, stored));
+    }
+    Ok(Outcome::Unstable(key.clone()))
+}
+
+/// Read `key` whole with `If-Match: etag`, hashing it; `None` when it changed (the
+/// precondition failed, it vanished, or its length differs from `size`).
+async fn read_pinned(
+    op: &opendal::Operator,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    size: u64,
+) -> Result<Option<(Content, String)>> {
+    let changed = |e: &opendal::Error| {
+        matches!(
+            e.kind(),
+            opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::NotFound
+        )
+    };
+    let reader = match op
+        .reader_with(key)
+        .if_match(etag)
+        .chunk(8 << 20)
+        .concurrent(1)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) if changed(&e) => return Ok(None),
+        Err(e) => return Err(s3_error(e, bucket, key, "read the object")),
+    };
+    let mut stream = match reader.into_bytes_stream(0..size).await {
+        Ok(s) => s,
+        Err(e) if changed(&e) => return Ok(None),
+        Err(e) => return Err(s3_error(e, bucket, key, "read the object")),
+    };
+    let mut hasher = Sha256::new();
+    let mut got = 0u64;
+    let mut content = if size <= IN_MEMORY {
+        Content::Memory(Vec::with_capacity(usize::try_from(size).unwrap_or(0)))
+    } else {
+        Content::File(
+            tempfile::NamedTempFile::new()
+                .map_err(|e| Error::from_io(e, "cannot create an object's spool"))?,
+        )
+    };
+    let mut file = match &content {
+        Content::File(f) => {
+            Some(tokio::fs::File::from_std(f.reopen().map_err(|e| {
+                Error::from_io(e, "cannot open an object's spool")
+            })?))
+        }
+        Content::Memory(_) => None,
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("ConditionNotMatch") || text.contains("PreconditionFailed") {
+                    return Ok(None);
+                }
+                return Err(
+                    Error::new(zdr_core::ErrorKind::Source, "reading the object failed")
+                        .with_context("bucket", bucket)
+                        .with_context("key", key)
+                        .with_source(e)
+                        .temporary(),
+                );
+            }
+        };
+        hasher.update(&chunk);
+        got += chunk.len() as u64;
+        match (&mut content, file.as_mut()) {
+            (Content::Memory(v), _) => v.extend_from_slice(&chunk),
+            (Content::File(_), Some(f)) => f
+                .write_all(&chunk)
+                .await
+                .map_err(|e| Error::from_io(e, "writing an object's spool failed"))?,
+            (Content::File(_), None) => {}
+        }
+    }
+    if let Some(mut f) = file {
+        f.flush()
+            .await
+            .map_err(|e| Error::from_io(e, "writing an object's spool failed"))?;
+    }
+    if got != size {
+        return Ok(None);
+    }
+    Ok(Some((content, hex::encode(hasher.finalize()))))
+}
