@@ -152,6 +152,18 @@ pub(crate) enum Command {
         /// (repeatable: `--mount-map secret=secret-copy --mount-map kv=kv2`).
         #[arg(long = "mount-map", requires = "logical", value_parser = parse_mount_map)]
         mount_map: Vec<(String, String)>,
+        /// s3-bucket: only this bucket of the backup.
+        #[arg(long)]
+        bucket: Option<String>,
+        /// s3-bucket: only keys under this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// s3-bucket: only this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// s3-bucket: into this bucket (created when missing) instead of the original one.
+        #[arg(long)]
+        to_bucket: Option<String>,
     },
     /// postgres: swap the database replaced by the last restore back in (the current one
     /// is kept, so rolling back again undoes the rollback).

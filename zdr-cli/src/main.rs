@@ -262,6 +262,10 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             pattern,
             mount_map,
             no_safety_copy,
+            bucket,
+            prefix,
+            key,
+            to_bucket,
         } => {
             let selector: BackupSelector = backup.parse()?;
             let options = RestoreOptions {
@@ -293,6 +297,14 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 force: *force,
                 mount_map: mount_map.clone(),
                 no_safety_copy: *no_safety_copy,
+                s3: zdr::s3::RestoreOptions {
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                    key: key.clone(),
+                    to_bucket: to_bucket.clone(),
+                    to: None,
+                    overwrite: false,
+                },
             };
             let report = stack.restore(component, &options, progress).await?;
             Ok(render::restore(&report))

@@ -341,6 +341,14 @@ pub(crate) fn prune(r: &zdr::prune::PruneReport) -> Outcome {
                 human_bytes(w.bytes)
             ));
         }
+        for (c, b) in &t.blobs {
+            text.push(format!(
+                "  {} {} blob file(s) of {c} ({}) that no kept backup references",
+                if r.dry_run { "would delete" } else { "deleted" },
+                b.files.len(),
+                human_bytes(b.bytes)
+            ));
+        }
         if !t.orphans.is_empty() {
             text.push(format!(
                 "  {} {} file(s) no manifest names",
@@ -386,6 +394,7 @@ pub(crate) fn verify_restore(r: &ScratchRestoreReport) -> Outcome {
     let unit = match r.component_type {
         zdr::ComponentType::Redis => "key(s)",
         zdr::ComponentType::Qdrant => "collection(s)",
+        zdr::ComponentType::S3Bucket => "object(s)",
         _ => "table(s)",
     };
     let mut text = Vec::new();

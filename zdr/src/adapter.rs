@@ -25,6 +25,8 @@ pub enum ComponentType {
     Vault,
     /// A Qdrant server.
     Qdrant,
+    /// S3-compatible object storage (`s3-bucket`).
+    S3Bucket,
 }
 
 impl ComponentType {
@@ -37,6 +39,7 @@ impl ComponentType {
             Self::Redis => "redis",
             Self::Vault => "vault",
             Self::Qdrant => "qdrant",
+            Self::S3Bucket => "s3-bucket",
         }
     }
 
@@ -54,6 +57,8 @@ impl ComponentType {
             ComponentConfig::Vault(_) => Self::Vault,
             #[cfg(feature = "qdrant")]
             ComponentConfig::Qdrant(_) => Self::Qdrant,
+            #[cfg(feature = "s3")]
+            ComponentConfig::S3Bucket(_) => Self::S3Bucket,
         }
     }
 }
@@ -114,6 +119,10 @@ pub struct RestoreOptions {
     /// redis, physical: skip the safety copy of the live dataset taken before the server is
     /// stopped (a backup with schedule `pre-restore`).
     pub no_safety_copy: bool,
+    /// s3-bucket: which bucket, prefix or key, into which bucket or endpoint (the target
+    /// name is the destination bucket too; `target.overwrite` replaces differing objects).
+    #[cfg(feature = "s3")]
+    pub s3: zdr_s3::RestoreOptions,
 }
 
 impl Default for RestoreOptions {
@@ -133,6 +142,8 @@ impl Default for RestoreOptions {
             force: false,
             mount_map: Vec::new(),
             no_safety_copy: false,
+            #[cfg(feature = "s3")]
+            s3: zdr_s3::RestoreOptions::default(),
         }
     }
 }
@@ -151,6 +162,13 @@ impl RestoreOptions {
         #[cfg(feature = "postgres")]
         return self.postgres != zdr_postgres::RestoreOptions::default();
         #[cfg(not(feature = "postgres"))]
+        false
+    }
+
+    fn s3_used(&self) -> bool {
+        #[cfg(feature = "s3")]
+        return self.s3 != zdr_s3::RestoreOptions::default();
+        #[cfg(not(feature = "s3"))]
         false
     }
 
@@ -178,6 +196,8 @@ pub(crate) enum Adapter {
     Vault(zdr_vault::VaultComponent),
     #[cfg(feature = "qdrant")]
     Qdrant(zdr_qdrant::QdrantComponent, zdr_qdrant::RestoreOptions),
+    #[cfg(feature = "s3")]
+    S3(zdr_s3::S3BucketComponent, zdr_s3::RestoreOptions),
 }
 
 fn not_for(options: &str, ty: &str, name: &str, actual: ComponentType) -> Error {
@@ -231,12 +251,22 @@ impl Adapter {
         if options.allow_plaintext && ty != ComponentType::Vault {
             return Err(not_for("allow_plaintext", "vault", name, ty));
         }
-        if options.logical && matches!(ty, ComponentType::Files | ComponentType::Postgres) {
+        if options.logical
+            && matches!(
+                ty,
+                ComponentType::Files | ComponentType::Postgres | ComponentType::S3Bucket
+            )
+        {
             return Err(Error::bad_input(format!(
                 "{name} is a {ty} component: it has one backup form (logical applies to redis, vault and qdrant)"
             )));
         }
         Ok(match config {
+            #[cfg(feature = "s3")]
+            ComponentConfig::S3Bucket(c) => Self::S3(
+                zdr_s3::S3BucketComponent::new(component, c.clone())?,
+                zdr_s3::RestoreOptions::default(),
+            ),
             #[cfg(feature = "files")]
             ComponentConfig::Files { path } => {
                 Self::Files(zdr_files::FilesComponent::new(component, path.clone()))
@@ -305,23 +335,44 @@ impl Adapter {
         if options.redis_used() && ty != ComponentType::Redis {
             return Err(not_for("key pattern and no-replace", "redis", name, ty));
         }
+        if options.s3_used() && ty != ComponentType::S3Bucket {
+            return Err(not_for(
+                "bucket, prefix, key and destination bucket",
+                "s3-bucket",
+                name,
+                ty,
+            ));
+        }
         if (options.force || !options.mount_map.is_empty()) && ty != ComponentType::Vault {
             return Err(not_for("force and mount_map", "vault", name, ty));
         }
-        if options.logical && matches!(ty, ComponentType::Files | ComponentType::Postgres) {
+        if options.logical
+            && matches!(
+                ty,
+                ComponentType::Files | ComponentType::Postgres | ComponentType::S3Bucket
+            )
+        {
             return Err(Error::bad_input(format!(
                 "{name} is a {ty} component: it has one backup form (logical applies to redis, vault and qdrant)"
             )));
         }
         if options.target.name.is_some()
-            && !matches!(ty, ComponentType::Postgres | ComponentType::Qdrant)
+            && !matches!(
+                ty,
+                ComponentType::Postgres | ComponentType::Qdrant | ComponentType::S3Bucket
+            )
         {
             return Err(Error::bad_input(format!(
-                "a target name (database or collection) applies to postgres and qdrant components; {name} is a {ty} component"
+                "a target name (database, collection or bucket) applies to postgres, qdrant and s3-bucket components; {name} is a {ty} component"
             ))
             .with_context("component", name));
         }
         Ok(match config {
+            #[cfg(feature = "s3")]
+            ComponentConfig::S3Bucket(c) => Self::S3(
+                zdr_s3::S3BucketComponent::new(component, c.clone())?,
+                options.s3.clone(),
+            ),
             #[cfg(feature = "files")]
             ComponentConfig::Files { path } => {
                 Self::Files(zdr_files::FilesComponent::new(component, path.clone()))
@@ -398,6 +449,11 @@ impl Adapter {
             ComponentConfig::Files { .. } => {
                 Self::for_restore(name, config, &RestoreOptions::default())
             }
+            #[cfg(feature = "s3")]
+            ComponentConfig::S3Bucket(_) => Err(Error::bad_input(format!(
+                "{name} is a {ty} component: there is no scratch object store to restore into; restore into another bucket (zdr restore {name} --to-bucket NAME) and verify it (zdr verify {name} --bucket NAME)"
+            ))
+            .with_context("component", name)),
             #[cfg(feature = "vault")]
             ComponentConfig::Vault(_) => Err(Error::bad_input(format!(
                 "{name} is a {ty} component: there is no scratch Vault to restore into (a drill would write into the live server); restore the logical export into a test Vault and verify the backups instead"
@@ -427,6 +483,8 @@ impl Adapter {
             Self::Vault(v) => v,
             #[cfg(feature = "qdrant")]
             Self::Qdrant(q, _) => q,
+            #[cfg(feature = "s3")]
+            Self::S3(s, _) => s,
         }
     }
 
@@ -443,6 +501,8 @@ impl Adapter {
             Self::Vault(v) => RestorerFor::Component(v),
             #[cfg(feature = "qdrant")]
             Self::Qdrant(q, o) => RestorerFor::Qdrant(q.restore_with(o.clone())),
+            #[cfg(feature = "s3")]
+            Self::S3(s, o) => RestorerFor::S3(s.restore_with(o.clone())),
         }
     }
 
@@ -458,6 +518,8 @@ impl Adapter {
             Self::Vault(v) => v,
             #[cfg(feature = "qdrant")]
             Self::Qdrant(q, _) => q,
+            #[cfg(feature = "s3")]
+            Self::S3(s, _) => s,
         }
     }
 
@@ -474,6 +536,9 @@ impl Adapter {
             // A scratch restore compares its collections with the facts before deleting them.
             #[cfg(feature = "qdrant")]
             Self::Qdrant(_, o) => o.scratch,
+            // Every object written is read back and compared with its SHA-256.
+            #[cfg(feature = "s3")]
+            Self::S3(..) => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -481,6 +546,7 @@ impl Adapter {
 }
 
 /// A component's restorer for one call: the component itself, or a call carrying its options.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum RestorerFor<'a> {
     #[allow(dead_code)]
     Component(&'a dyn Restorer),
@@ -490,6 +556,8 @@ pub(crate) enum RestorerFor<'a> {
     Redis(zdr_core::RestoreCall<'a, zdr_redis::RedisComponent>),
     #[cfg(feature = "qdrant")]
     Qdrant(zdr_core::RestoreCall<'a, zdr_qdrant::QdrantComponent>),
+    #[cfg(feature = "s3")]
+    S3(zdr_core::RestoreCall<'a, zdr_s3::S3BucketComponent>),
 }
 
 impl RestorerFor<'_> {
@@ -502,6 +570,8 @@ impl RestorerFor<'_> {
             Self::Redis(c) => c,
             #[cfg(feature = "qdrant")]
             Self::Qdrant(c) => c,
+            #[cfg(feature = "s3")]
+            Self::S3(c) => c,
         }
     }
 }
@@ -523,7 +593,7 @@ pub(crate) fn accepts(ty: ComponentType, options: &RestoreOptions, m: &Manifest)
                 }
         }
         ComponentType::Qdrant => !options.logical || m.kind == BackupKind::Export,
-        ComponentType::Files => true,
+        ComponentType::Files | ComponentType::S3Bucket => true,
     }
 }
 
@@ -542,7 +612,7 @@ pub(crate) fn other_kind_hint(ty: ComponentType, options: &RestoreOptions) -> &'
             "raft snapshots are restored without the logical option"
         }
         ComponentType::Vault => "KV exports are restored with the logical option",
-        ComponentType::Files => "",
+        ComponentType::Files | ComponentType::S3Bucket => "",
     }
 }
 

@@ -418,6 +418,12 @@ pub enum ComponentConfig {
     /// The API key belongs in `ZDR_COMPONENTS__<NAME>__API_KEY`.
     #[cfg(feature = "qdrant")]
     Qdrant(zdr_qdrant::QdrantConfig),
+    /// S3-compatible object storage (MinIO, SeaweedFS): buckets backed up incrementally
+    /// into content-addressed blobs. The secret key belongs in
+    /// `ZDR_COMPONENTS__<NAME>__SECRET_ACCESS_KEY` (or a `vault:` reference).
+    #[cfg(feature = "s3")]
+    #[serde(rename = "s3-bucket")]
+    S3Bucket(zdr_s3::S3BucketSettings),
 }
 
 impl ComponentConfig {
@@ -428,6 +434,8 @@ impl ComponentConfig {
             Self::Postgres(p) => Some(&mut p.password),
             #[cfg(feature = "redis")]
             Self::Redis(r) => Some(&mut r.password),
+            #[cfg(feature = "s3")]
+            Self::S3Bucket(s) => Some(&mut s.secret_access_key),
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -688,7 +696,7 @@ impl Config {
     }
 
     /// The recovery point objective of `component`: `[rpo]`'s value, else the runbook's for
-    /// its type (PostgreSQL 1 hour, Redis 6 hours, Qdrant and Vault 24 hours; config files
+    /// its type (PostgreSQL 1 hour, Redis 6 hours, Qdrant, Vault and object storage 24 hours; config files
     /// none: they are backed up on change). `None`: no objective (`"off"`).
     #[must_use]
     pub fn rpo_target(&self, component: &str) -> Option<std::time::Duration> {
@@ -704,6 +712,8 @@ impl Config {
             ComponentConfig::Qdrant(_) => 24,
             #[cfg(feature = "vault")]
             ComponentConfig::Vault(_) => 24,
+            #[cfg(feature = "s3")]
+            ComponentConfig::S3Bucket(_) => 24,
             #[allow(unreachable_patterns)]
             _ => return None,
         };

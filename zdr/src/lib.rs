@@ -47,9 +47,12 @@
     feature = "postgres",
     feature = "redis",
     feature = "vault",
-    feature = "qdrant"
+    feature = "qdrant",
+    feature = "s3"
 )))]
-compile_error!("zdr needs at least one adapter feature: files, postgres, redis, vault or qdrant");
+compile_error!(
+    "zdr needs at least one adapter feature: files, postgres, redis, vault, qdrant or s3"
+);
 
 mod adapter;
 mod config;
@@ -87,6 +90,9 @@ pub use zdr_postgres as pg;
 pub use zdr_qdrant as qdrant;
 #[cfg(feature = "redis")]
 pub use zdr_redis as redis;
+/// Object storage (`s3-bucket`): settings and restore options.
+#[cfg(feature = "s3")]
+pub use zdr_s3 as s3;
 #[cfg(feature = "vault")]
 pub use zdr_vault as vault;
 

@@ -83,6 +83,9 @@ pub struct TierPrune {
     pub wal: BTreeMap<String, WalPruned>,
     /// Files no manifest names, older than the grace period, removed (or that would be).
     pub orphans: Vec<String>,
+    /// Content-addressed blobs (object storage) that no kept backup references, older than
+    /// the grace period, removed (or that would be), by component: blobs and sidecars.
+    pub blobs: BTreeMap<String, WalPruned>,
     /// Partial writes of killed runs swept (files and unfinished uploads).
     pub swept: usize,
     /// What went wrong on this tier (the rest went on).
@@ -192,6 +195,7 @@ impl Stack {
                 backups: Vec::new(),
                 wal: BTreeMap::new(),
                 orphans: Vec::new(),
+                blobs: BTreeMap::new(),
                 swept: 0,
                 problems: Vec::new(),
             };
@@ -375,6 +379,8 @@ impl Stack {
                 {
                     out.problems.push(p);
                 }
+                self.prune_blobs(&repo, t, catalog, &comp, options, &mut out)
+                    .await;
             }
             if !options.dry_run {
                 match repo.tier().sweep_temporary(self.sweep_grace()).await {
@@ -449,6 +455,64 @@ impl Stack {
             out.orphans.push(e.key);
         }
         Ok(())
+    }
+
+    /// Mark and sweep the component's content-addressed blobs: every blob a backup still on
+    /// the tier (kept, or whose deletion failed) references stays; the others, older than
+    /// the grace period, go. Skipped when a manifest of the component cannot be read.
+    async fn prune_blobs(
+        &self,
+        repo: &zdr_storage::Repository,
+        tier: &str,
+        catalog: &Catalog,
+        comp: &Component,
+        options: &PruneOptions,
+        out: &mut TierPrune,
+    ) {
+        let mine = format!("{}{comp}/", layout::MANIFESTS);
+        if catalog.problems().iter().any(|p| p.key.starts_with(&mine)) {
+            return;
+        }
+        let gone: BTreeSet<&str> = out
+            .backups
+            .iter()
+            .filter(|b| {
+                b.component == comp.as_str()
+                    && matches!(b.action, PruneAction::Deleted | PruneAction::WouldDelete)
+            })
+            .map(|b| b.id.as_str())
+            .collect();
+        let kept: Vec<&Manifest> = catalog
+            .list(Some(comp))
+            .into_iter()
+            .filter(|m| !gone.contains(m.id.to_string().as_str()))
+            .collect();
+        let grace = self.sweep_grace().max(ORPHAN_GRACE);
+        match zdr_storage::sweep_blobs(
+            repo.tier(),
+            &repo.options().keys,
+            comp,
+            &kept,
+            grace,
+            options.dry_run,
+        )
+        .await
+        {
+            Ok(swept) if swept.removed.is_empty() => {}
+            Ok(swept) => {
+                out.blobs.insert(
+                    comp.to_string(),
+                    WalPruned {
+                        files: swept.removed,
+                        bytes: swept.bytes,
+                    },
+                );
+            }
+            Err(e) => out.problems.push(Problem {
+                component: Some(comp.to_string()),
+                ..Problem::on_tier(&e, tier)
+            }),
+        }
     }
 
     /// Prune each PostgreSQL component's WAL archive below the oldest kept base backup.

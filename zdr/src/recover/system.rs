@@ -308,6 +308,7 @@ fn rank(ty: ComponentType) -> u8 {
         ComponentType::Postgres => 1,
         ComponentType::Redis => 2,
         ComponentType::Qdrant => 3,
+        ComponentType::S3Bucket => 4,
         ComponentType::Files => 5,
     }
 }
