@@ -395,6 +395,7 @@ pub(crate) fn verify_restore(r: &ScratchRestoreReport) -> Outcome {
         zdr::ComponentType::Redis => "key(s)",
         zdr::ComponentType::Qdrant => "collection(s)",
         zdr::ComponentType::S3Bucket => "object(s)",
+        zdr::ComponentType::N8n => "workflow(s)",
         _ => "table(s)",
     };
     let mut text = Vec::new();

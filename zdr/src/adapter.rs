@@ -27,6 +27,8 @@ pub enum ComponentType {
     Qdrant,
     /// S3-compatible object storage (`s3-bucket`).
     S3Bucket,
+    /// n8n workflows.
+    N8n,
 }
 
 impl ComponentType {
@@ -40,6 +42,7 @@ impl ComponentType {
             Self::Vault => "vault",
             Self::Qdrant => "qdrant",
             Self::S3Bucket => "s3-bucket",
+            Self::N8n => "n8n",
         }
     }
 
@@ -59,6 +62,8 @@ impl ComponentType {
             ComponentConfig::Qdrant(_) => Self::Qdrant,
             #[cfg(feature = "s3")]
             ComponentConfig::S3Bucket(_) => Self::S3Bucket,
+            #[cfg(feature = "n8n")]
+            ComponentConfig::N8n(_) => Self::N8n,
         }
     }
 }
@@ -198,6 +203,8 @@ pub(crate) enum Adapter {
     Qdrant(zdr_qdrant::QdrantComponent, zdr_qdrant::RestoreOptions),
     #[cfg(feature = "s3")]
     S3(zdr_s3::S3BucketComponent, zdr_s3::RestoreOptions),
+    #[cfg(feature = "n8n")]
+    N8n(zdr_n8n::N8nComponent),
 }
 
 fn not_for(options: &str, ty: &str, name: &str, actual: ComponentType) -> Error {
@@ -254,7 +261,10 @@ impl Adapter {
         if options.logical
             && matches!(
                 ty,
-                ComponentType::Files | ComponentType::Postgres | ComponentType::S3Bucket
+                ComponentType::Files
+                    | ComponentType::Postgres
+                    | ComponentType::S3Bucket
+                    | ComponentType::N8n
             )
         {
             return Err(Error::bad_input(format!(
@@ -262,6 +272,8 @@ impl Adapter {
             )));
         }
         Ok(match config {
+            #[cfg(feature = "n8n")]
+            ComponentConfig::N8n(c) => Self::N8n(zdr_n8n::N8nComponent::new(component, c)?),
             #[cfg(feature = "s3")]
             ComponentConfig::S3Bucket(c) => Self::S3(
                 zdr_s3::S3BucketComponent::new(component, c.clone())?,
@@ -349,7 +361,10 @@ impl Adapter {
         if options.logical
             && matches!(
                 ty,
-                ComponentType::Files | ComponentType::Postgres | ComponentType::S3Bucket
+                ComponentType::Files
+                    | ComponentType::Postgres
+                    | ComponentType::S3Bucket
+                    | ComponentType::N8n
             )
         {
             return Err(Error::bad_input(format!(
@@ -368,6 +383,8 @@ impl Adapter {
             .with_context("component", name));
         }
         Ok(match config {
+            #[cfg(feature = "n8n")]
+            ComponentConfig::N8n(c) => Self::N8n(zdr_n8n::N8nComponent::new(component, c)?),
             #[cfg(feature = "s3")]
             ComponentConfig::S3Bucket(c) => Self::S3(
                 zdr_s3::S3BucketComponent::new(component, c.clone())?,
@@ -449,6 +466,11 @@ impl Adapter {
             ComponentConfig::Files { .. } => {
                 Self::for_restore(name, config, &RestoreOptions::default())
             }
+            #[cfg(feature = "n8n")]
+            ComponentConfig::N8n(_) => Err(Error::bad_input(format!(
+                "{name} is a {ty} component: there is no scratch n8n to restore into; restore into a test instance and verify the backups instead"
+            ))
+            .with_context("component", name)),
             #[cfg(feature = "s3")]
             ComponentConfig::S3Bucket(_) => Err(Error::bad_input(format!(
                 "{name} is a {ty} component: there is no scratch object store to restore into; restore into another bucket (zdr restore {name} --to-bucket NAME) and verify it (zdr verify {name} --bucket NAME)"
@@ -485,6 +507,8 @@ impl Adapter {
             Self::Qdrant(q, _) => q,
             #[cfg(feature = "s3")]
             Self::S3(s, _) => s,
+            #[cfg(feature = "n8n")]
+            Self::N8n(n) => n,
         }
     }
 
@@ -503,6 +527,8 @@ impl Adapter {
             Self::Qdrant(q, o) => RestorerFor::Qdrant(q.restore_with(o.clone())),
             #[cfg(feature = "s3")]
             Self::S3(s, o) => RestorerFor::S3(s.restore_with(o.clone())),
+            #[cfg(feature = "n8n")]
+            Self::N8n(n) => RestorerFor::Component(n),
         }
     }
 
@@ -520,6 +546,8 @@ impl Adapter {
             Self::Qdrant(q, _) => q,
             #[cfg(feature = "s3")]
             Self::S3(s, _) => s,
+            #[cfg(feature = "n8n")]
+            Self::N8n(n) => n,
         }
     }
 
@@ -539,6 +567,9 @@ impl Adapter {
             // Every object written is read back and compared with its SHA-256.
             #[cfg(feature = "s3")]
             Self::S3(..) => true,
+            // Every restored workflow is read back and compared.
+            #[cfg(feature = "n8n")]
+            Self::N8n(_) => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -593,7 +624,7 @@ pub(crate) fn accepts(ty: ComponentType, options: &RestoreOptions, m: &Manifest)
                 }
         }
         ComponentType::Qdrant => !options.logical || m.kind == BackupKind::Export,
-        ComponentType::Files | ComponentType::S3Bucket => true,
+        ComponentType::Files | ComponentType::S3Bucket | ComponentType::N8n => true,
     }
 }
 
@@ -612,7 +643,7 @@ pub(crate) fn other_kind_hint(ty: ComponentType, options: &RestoreOptions) -> &'
             "raft snapshots are restored without the logical option"
         }
         ComponentType::Vault => "KV exports are restored with the logical option",
-        ComponentType::Files | ComponentType::S3Bucket => "",
+        ComponentType::Files | ComponentType::S3Bucket | ComponentType::N8n => "",
     }
 }
 

@@ -424,6 +424,10 @@ pub enum ComponentConfig {
     #[cfg(feature = "s3")]
     #[serde(rename = "s3-bucket")]
     S3Bucket(zdr_s3::S3BucketSettings),
+    /// n8n's workflows over its public REST API. The API key belongs in
+    /// `ZDR_COMPONENTS__<NAME>__API_KEY` (or a `vault:` reference).
+    #[cfg(feature = "n8n")]
+    N8n(zdr_n8n::N8nSettings),
 }
 
 impl ComponentConfig {
@@ -436,6 +440,8 @@ impl ComponentConfig {
             Self::Redis(r) => Some(&mut r.password),
             #[cfg(feature = "s3")]
             Self::S3Bucket(s) => Some(&mut s.secret_access_key),
+            #[cfg(feature = "n8n")]
+            Self::N8n(n) => Some(&mut n.api_key),
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -696,7 +702,7 @@ impl Config {
     }
 
     /// The recovery point objective of `component`: `[rpo]`'s value, else the runbook's for
-    /// its type (PostgreSQL 1 hour, Redis 6 hours, Qdrant, Vault and object storage 24 hours; config files
+    /// its type (PostgreSQL 1 hour, Redis 6 hours, Qdrant, Vault, object storage and n8n 24 hours; config files
     /// none: they are backed up on change). `None`: no objective (`"off"`).
     #[must_use]
     pub fn rpo_target(&self, component: &str) -> Option<std::time::Duration> {
@@ -714,6 +720,8 @@ impl Config {
             ComponentConfig::Vault(_) => 24,
             #[cfg(feature = "s3")]
             ComponentConfig::S3Bucket(_) => 24,
+            #[cfg(feature = "n8n")]
+            ComponentConfig::N8n(_) => 24,
             #[allow(unreachable_patterns)]
             _ => return None,
         };

@@ -48,10 +48,11 @@
     feature = "redis",
     feature = "vault",
     feature = "qdrant",
-    feature = "s3"
+    feature = "s3",
+    feature = "n8n"
 )))]
 compile_error!(
-    "zdr needs at least one adapter feature: files, postgres, redis, vault, qdrant or s3"
+    "zdr needs at least one adapter feature: files, postgres, redis, vault, qdrant, s3 or n8n"
 );
 
 mod adapter;
@@ -84,6 +85,9 @@ pub use zdr_storage::{self as storage, PipelineOptions, TierConfig};
 pub use zdr_docker as docker;
 #[cfg(feature = "files")]
 pub use zdr_files as files;
+/// n8n workflows (`n8n`): settings.
+#[cfg(feature = "n8n")]
+pub use zdr_n8n as n8n;
 #[cfg(feature = "postgres")]
 pub use zdr_postgres as pg;
 #[cfg(feature = "qdrant")]

@@ -310,6 +310,7 @@ fn rank(ty: ComponentType) -> u8 {
         ComponentType::Qdrant => 3,
         ComponentType::S3Bucket => 4,
         ComponentType::Files => 5,
+        ComponentType::N8n => 6,
     }
 }
 
