@@ -101,6 +101,7 @@ impl BackupSource for S3BucketComponent {
                             key: entry.path().to_owned(),
                             size: meta.content_length(),
                             etag: meta.etag().map(bare_etag),
+                            raw_etag: meta.etag().map(str::to_owned),
                             modified: meta.last_modified().map(|t| t.to_string()),
                         };
                         let before = match_previous(&mut previous, &mut held, &listed).await?;
@@ -270,47 +271,54 @@ impl Content {
 async fn fetch(op: &opendal::Operator, listed: Listed, blobs: &dyn BlobStore) -> Result<Outcome> {
     let bucket = &listed.bucket;
     let key = &listed.key;
+    // The first read is pinned to the version the listing saw; after a change, to the one a
+    // lookup finds.
+    let mut pin: Option<(String, u64)> = listed.raw_etag.clone().map(|e| (e, listed.size));
     for _ in 0..ATTEMPTS {
-        let meta = match op.stat(key).await {
-            Ok(m) => m,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
-                return Ok(Outcome::Vanished(key.clone()));
+        let (etag, size) = match pin.take() {
+            Some(p) => p,
+            None => {
+                let meta = match op.stat(key).await {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                        return Ok(Outcome::Vanished(key.clone()));
+                    }
+                    Err(e) => return Err(s3_error(e, bucket, key, "look up the object")),
+                };
+                let Some(etag) = meta.etag().map(str::to_owned) else {
+                    return Err(Error::new(
+                        zdr_core::ErrorKind::Source,
+                        "the server gave no ETag: an object cannot be pinned while it is read",
+                    )
+                    .with_context("bucket", bucket)
+                    .with_context("key", key));
+                };
+                (etag, meta.content_length())
             }
-            Err(e) => return Err(s3_error(e, bucket, key, "look up the object")),
         };
-        let Some(etag) = meta.etag().map(str::to_owned) else {
-            return Err(Error::new(
-                zdr_core::ErrorKind::Source,
-                "the server gave no ETag: an object cannot be pinned while it is read",
-            )
-            .with_context("bucket", bucket)
-            .with_context("key", key));
-        };
-        let size = meta.content_length();
         let read = read_pinned(op, bucket, key, &etag, size).await?;
         let Some((content, sha256)) = read else {
             continue;
         };
-        // Still the same version after the read: never a torn copy.
-        match op.stat(key).await {
-            Ok(after) if after.etag() == Some(etag.as_str()) && after.content_length() == size => {}
+        // Still the same version after the read (never a torn copy); its content type and
+        // user metadata come with this lookup.
+        let meta = match op.stat(key).await {
+            Ok(after) if after.etag() == Some(etag.as_str()) && after.content_length() == size => {
+                after
+            }
             Ok(_) => continue,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
                 return Ok(Outcome::Vanished(key.clone()));
             }
             Err(e) => return Err(s3_error(e, bucket, key, "look up the object")),
-        }
-        let (blob, stored) = match blobs.find(&sha256, size).await? {
-            Some(b) => (b, None),
-            None => {
-                let put = blobs
-                    .put(&sha256, size, content.reader().await?)
-                    .await
-                    .map_err(|e| e.with_context("bucket", bucket).with_context("key", key))?;
-                let stored = put.stored.then_some(put.record.size);
-                (put.record, stored)
-            }
         };
+        // `put` looks the blob up first and stores it only when the tier lacks it.
+        let put = blobs
+            .put(&sha256, size, content.reader().await?)
+            .await
+            .map_err(|e| e.with_context("bucket", bucket).with_context("key", key))?;
+        let stored = put.stored.then_some(put.record.size);
+        let blob = put.record;
         let metadata: BTreeMap<String, String> = meta
             .user_metadata()
             .map(|m| {
@@ -360,8 +368,6 @@ async fn read_pinned(
     let reader = match op
         .reader_with(key)
         .if_match(etag)
-        .chunk(8 << 20)
-        .concurrent(1)
         .await
     {
         Ok(r) => r,

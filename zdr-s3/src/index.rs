@@ -56,6 +56,8 @@ pub(crate) struct Listed {
     pub(crate) key: String,
     pub(crate) size: u64,
     pub(crate) etag: Option<String>,
+    /// The ETag as the server wrote it (quoted), for `If-Match`.
+    pub(crate) raw_etag: Option<String>,
     pub(crate) modified: Option<String>,
 }
 

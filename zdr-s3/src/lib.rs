@@ -89,6 +89,11 @@ pub struct S3BucketSettings {
     /// Objects read or written at once (default 8).
     #[serde(default)]
     pub concurrency: Option<usize>,
+    /// Seconds a request may wait for an answer, or a transfer for its next bytes, before it
+    /// fails as a temporary error (default 60): a server that stops answering mid-listing or
+    /// mid-transfer does not hang the run.
+    #[serde(default)]
+    pub stall_timeout_secs: Option<u64>,
 }
 
 impl std::fmt::Debug for S3BucketSettings {
@@ -141,6 +146,9 @@ impl S3BucketSettings {
         }
         if self.concurrency == Some(0) {
             return Err(Error::bad_input("concurrency must be at least 1"));
+        }
+        if self.stall_timeout_secs == Some(0) {
+            return Err(Error::bad_input("stall_timeout_secs must be at least 1"));
         }
         Ok(())
     }
@@ -213,7 +221,16 @@ impl S3BucketSettings {
         if self.virtual_host_style {
             b = b.enable_virtual_host_style();
         }
-        opendal::Operator::new(b).map_err(|e| s3_error(e, bucket, "", "configure the S3 client"))
+        let stall = std::time::Duration::from_secs(self.stall_timeout_secs.unwrap_or(60));
+        opendal::Operator::new(b)
+            .map(|op| {
+                op.layer(
+                    opendal::layers::TimeoutLayer::new()
+                        .with_timeout(stall)
+                        .with_io_timeout(stall),
+                )
+            })
+            .map_err(|e| s3_error(e, bucket, "", "configure the S3 client"))
     }
 }
 

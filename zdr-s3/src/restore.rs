@@ -347,7 +347,6 @@ impl<'a> Operators<'a> {
 async fn hash_object(op: &opendal::Operator, bucket: &str, key: &str) -> Result<(String, u64)> {
     let reader = op
         .reader_with(key)
-        .chunk(8 << 20)
         .await
         .map_err(|e| s3_error(e, bucket, key, "read the object"))?;
     let mut stream = reader

@@ -768,6 +768,32 @@ async fn bad_credentials_a_missing_bucket_and_a_dead_endpoint_are_named_and_writ
         .unwrap_err();
     assert_eq!(err.context_value("bucket"), Some("absent"), "{err}");
 
+    // A server that accepts connections and never answers: a temporary error within the
+    // stall timeout, naming the bucket.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_url = format!("http://{}", hole.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in hole.incoming() {
+            held.push(s);
+        }
+    });
+    let mut stalled = settings(&source, &["present"]);
+    stalled.endpoint = Some(hole_url);
+    stalled.stall_timeout_secs = Some(1);
+    let started = std::time::Instant::now();
+    let err = repo
+        .backup(
+            &S3BucketComponent::new(component.clone(), stalled).unwrap(),
+            "daily",
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.context_value("bucket"), Some("present"), "{err}");
+    assert!(err.is_temporary(), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
     source.kill();
     let err = repo
         .backup(
