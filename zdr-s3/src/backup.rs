@@ -365,11 +365,7 @@ async fn read_pinned(
             opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::NotFound
         )
     };
-    let reader = match op
-        .reader_with(key)
-        .if_match(etag)
-        .await
-    {
+    let reader = match op.reader_with(key).if_match(etag).await {
         Ok(r) => r,
         Err(e) if changed(&e) => return Ok(None),
         Err(e) => return Err(s3_error(e, bucket, key, "read the object")),
