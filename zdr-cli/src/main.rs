@@ -304,6 +304,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                     to_bucket: to_bucket.clone(),
                     to: None,
                     overwrite: false,
+                    scratch: false,
                 },
             };
             let report = stack.restore(component, &options, progress).await?;

@@ -100,6 +100,15 @@ access_key_id = "{id}"
 
     let (code, first) = json(&config, &secret, &["backup", "objects"]);
     assert_eq!(code, 0, "{first}");
+    // A drill and a verification by restore use scratch buckets, never the live one.
+    let (code, v) = json(&config, &secret, &["drill", "objects"]);
+    assert_eq!(code, 0, "{v}");
+    let (code, v) = json(&config, &secret, &["verify", "objects", "--restore"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        op.read("docs/file-00.txt").await.unwrap().to_vec(),
+        b"document 0"
+    );
     let first_id = first["backup"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{first}"))

@@ -251,11 +251,17 @@ fn check_bucket_name(b: &str) -> Result<()> {
     }
 }
 
+/// The server answered `NoSuchBucket` (OpenDAL reports it as a configuration error).
+pub(crate) fn no_such_bucket(e: &opendal::Error) -> bool {
+    e.to_string().contains("NoSuchBucket")
+}
+
 /// An error of the object store, naming the bucket and the key.
 pub(crate) fn s3_error(e: opendal::Error, bucket: &str, key: &str, what: &str) -> Error {
     use opendal::ErrorKind as K;
     let kind = match e.kind() {
         K::NotFound => ErrorKind::NotFound,
+        _ if no_such_bucket(&e) => ErrorKind::NotFound,
         K::ConditionNotMatch => ErrorKind::Conflict,
         K::ConfigInvalid => ErrorKind::BadInput,
         _ => ErrorKind::Source,
@@ -263,6 +269,7 @@ pub(crate) fn s3_error(e: opendal::Error, bucket: &str, key: &str, what: &str) -
     let hint = match e.kind() {
         K::PermissionDenied => Some("check the access key and secret (and the bucket's policy)"),
         K::NotFound if key.is_empty() => Some("check the bucket name"),
+        _ if no_such_bucket(&e) => Some("check the bucket name"),
         _ => None,
     };
     let temporary = e.is_temporary();

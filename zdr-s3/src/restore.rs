@@ -33,6 +33,11 @@ pub struct RestoreOptions {
     /// Replace objects that differ from the backup (otherwise the restore is refused,
     /// naming them, before anything is written).
     pub overwrite: bool,
+    /// A drill: restore each bucket into a scratch bucket of its own
+    /// (`zdr-scratch-<backup id>-<bucket>`), compare it with the backup's facts (count, bytes
+    /// and digest of every key, size and SHA-256), then delete the scratch bucket — also when
+    /// the comparison fails. The live buckets are not touched.
+    pub scratch: bool,
 }
 
 impl RestoreOptions {
@@ -98,6 +103,9 @@ impl RestoreWithOptions for S3BucketComponent {
         target: &RestoreTarget,
         progress: &Progress,
     ) -> Result<RestoreOutcome> {
+        if options.scratch {
+            return self.scratch_restore(options, backup, from, progress).await;
+        }
         let mut o = options.clone();
         o.overwrite = o.overwrite || target.overwrite;
         if o.to_bucket.is_none() {
@@ -287,6 +295,202 @@ impl RestoreWithOptions for S3BucketComponent {
     }
 }
 
+impl S3BucketComponent {
+    /// See [`RestoreOptions::scratch`].
+    async fn scratch_restore(
+        &self,
+        options: &RestoreOptions,
+        backup: &Manifest,
+        from: &dyn ArtifactReader,
+        progress: &Progress,
+    ) -> Result<RestoreOutcome> {
+        let dest = match &options.to {
+            Some(to) => {
+                let mut to = to.clone();
+                if to.buckets.is_empty() {
+                    to.buckets.clone_from(&self.settings.buckets);
+                }
+                to
+            }
+            None => self.settings.clone(),
+        };
+        let whole = options.prefix.is_none() && options.key.is_none();
+        let mut outcome = RestoreOutcome::default();
+        let mut report = VerifyReport::default();
+        let mut scratch_names = Vec::new();
+        for bucket in backup_buckets(backup) {
+            if options.bucket.as_ref().is_some_and(|b| b != &bucket) {
+                continue;
+            }
+            let scratch = scratch_bucket(&backup.id.to_string(), &bucket);
+            // A drill killed earlier may have left it.
+            remove_bucket(&self.component, &dest, &scratch).await?;
+            let inner = RestoreOptions {
+                bucket: Some(bucket.clone()),
+                to_bucket: Some(scratch.clone()),
+                scratch: false,
+                overwrite: false,
+                ..options.clone()
+            };
+            let restored = self
+                .restore_with_options(&inner, backup, from, &RestoreTarget::default(), progress)
+                .await;
+            let compared = match restored {
+                Ok(out) => {
+                    outcome.items += out.items;
+                    outcome.bytes += out.bytes;
+                    if whole {
+                        let op = dest.operator(&scratch)?;
+                        let prefixes = backup_prefixes(backup);
+                        let (objects, bytes, digest) =
+                            bucket_digest(&op, &scratch, &prefixes, dest.concurrency()).await?;
+                        report.checked += objects;
+                        compare(
+                            &backup.facts["buckets"][&bucket],
+                            &bucket,
+                            objects,
+                            bytes,
+                            &digest,
+                            &mut report,
+                        );
+                    } else {
+                        report.checked += out.items;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            let removed = remove_bucket(&self.component, &dest, &scratch).await;
+            compared?;
+            match removed {
+                Ok(()) => scratch_names.push(scratch),
+                Err(e) => progress.warn(format!(
+                    "the scratch bucket {scratch} could not be removed: {e}"
+                )),
+            }
+        }
+        if !report.is_ok() {
+            return Err(Error::integrity(format!(
+                "backup {} restored into scratch buckets differs from its facts: {}",
+                backup.id,
+                report.problems.join("; ")
+            ))
+            .with_verify_report(report));
+        }
+        outcome.target = scratch_names.join(", ");
+        outcome.notes.push(format!(
+            "restored into scratch bucket(s) {}, compared with the backup's facts ({} objects), and removed",
+            outcome.target, report.checked
+        ));
+        Ok(outcome)
+    }
+}
+
+/// The scratch bucket of a drill of `bucket` from backup `id`: a valid bucket name (lowercase,
+/// at most 63 characters).
+fn scratch_bucket(id: &str, bucket: &str) -> String {
+    let mut name = format!(
+        "zdr-scratch-{}-{bucket}",
+        id.replace('_', "-").to_ascii_lowercase()
+    );
+    name.truncate(63);
+    name.trim_end_matches(['-', '.']).to_owned()
+}
+
+/// Empty and delete `bucket` on `dest`'s endpoint; nothing when it does not exist.
+async fn remove_bucket(component: &Component, dest: &S3BucketSettings, bucket: &str) -> Result<()> {
+    let op = dest.operator(bucket)?;
+    match op.delete_with("/").recursive(true).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound || crate::no_such_bucket(&e) => {
+            return Ok(());
+        }
+        Err(e) => return Err(s3_error(e, bucket, "", "empty the scratch bucket")),
+    }
+    zdr_storage::remove_bucket(component.as_str(), &dest.s3_config(bucket))
+        .await
+        .map_err(|e| e.with_context("bucket", bucket))
+}
+
+/// The prefixes a backup listed.
+fn backup_prefixes(backup: &Manifest) -> Vec<String> {
+    backup
+        .facts
+        .get("prefixes")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_else(|| vec![String::new()])
+}
+
+/// Count, bytes and digest (see the facts) of the objects of `bucket` under `prefixes`, every
+/// object read.
+async fn bucket_digest(
+    op: &opendal::Operator,
+    bucket: &str,
+    prefixes: &[String],
+    concurrency: usize,
+) -> Result<(u64, u64, String)> {
+    let mut digest = ListingDigest::default();
+    for prefix in prefixes {
+        let mut lister = op
+            .lister_with(prefix)
+            .recursive(true)
+            .await
+            .map_err(|e| s3_error(e, bucket, "", "list the bucket"))?;
+        // In listing (key) order, several read at once.
+        let mut keys = Vec::new();
+        loop {
+            let entry = lister
+                .try_next()
+                .await
+                .map_err(|e| s3_error(e, bucket, prefix, "list the bucket"))?;
+            let last = entry.is_none();
+            if let Some(e) = entry
+                && e.metadata().is_file()
+            {
+                keys.push(e.path().to_owned());
+            }
+            if keys.len() >= 256 || (last && !keys.is_empty()) {
+                let reads: Vec<_> = keys.iter().map(|k| hash_object(op, bucket, k)).collect();
+                let hashed = futures::stream::iter(reads)
+                    .buffered(concurrency)
+                    .collect::<Vec<_>>()
+                    .await;
+                for (k, h) in keys.iter().zip(hashed) {
+                    let (sha, size) = h?;
+                    digest.add(k, size, &sha);
+                }
+                keys.clear();
+            }
+            if last {
+                break;
+            }
+        }
+    }
+    let (objects, bytes) = (digest.objects, digest.bytes);
+    Ok((objects, bytes, digest.finish()))
+}
+
+/// Compare one bucket's count, bytes and digest with the facts `want` recorded.
+fn compare(
+    want: &serde_json::Value,
+    live: &str,
+    objects: u64,
+    bytes: u64,
+    digest: &str,
+    report: &mut VerifyReport,
+) {
+    if want["objects"].as_u64() != Some(objects) || want["bytes"].as_u64() != Some(bytes) {
+        report.problems.push(format!(
+            "bucket {live}: {objects} objects, {bytes} bytes; the backup has {} objects, {} bytes",
+            want["objects"], want["bytes"]
+        ));
+    } else if want["digest"].as_str() != Some(digest) {
+        report.problems.push(format!(
+            "bucket {live}: the same count and bytes as the backup, but other keys or contents"
+        ));
+    }
+}
+
 fn describe(o: &RestoreOptions) -> String {
     let mut parts = Vec::new();
     if let Some(b) = &o.bucket {
@@ -465,11 +669,7 @@ impl Verifier for S3BucketComponent {
     /// bytes and the digest over key, size and content SHA-256 with the backup's facts.
     async fn verify(&self, backup: &Manifest, target: &RestoreTarget) -> Result<VerifyReport> {
         let buckets = backup_buckets(backup);
-        let prefixes: Vec<String> = backup
-            .facts
-            .get("prefixes")
-            .and_then(|p| serde_json::from_value(p.clone()).ok())
-            .unwrap_or_else(|| vec![String::new()]);
+        let prefixes = backup_prefixes(backup);
         if target.name.is_some() && buckets.len() > 1 {
             return Err(Error::bad_input(format!(
                 "backup {} holds {} buckets; a single target bucket cannot be compared with it",
@@ -481,58 +681,17 @@ impl Verifier for S3BucketComponent {
         for bucket in &buckets {
             let live = target.name.clone().unwrap_or(bucket.clone());
             let op = self.settings.operator(&live)?;
-            let mut digest = ListingDigest::default();
-            for prefix in &prefixes {
-                let mut lister = op
-                    .lister_with(prefix)
-                    .recursive(true)
-                    .await
-                    .map_err(|e| s3_error(e, &live, "", "list the bucket"))?;
-                // In listing (key) order, several read at once.
-                let mut keys = Vec::new();
-                loop {
-                    let entry = lister
-                        .try_next()
-                        .await
-                        .map_err(|e| s3_error(e, &live, prefix, "list the bucket"))?;
-                    let last = entry.is_none();
-                    if let Some(e) = entry
-                        && e.metadata().is_file()
-                    {
-                        keys.push(e.path().to_owned());
-                    }
-                    if keys.len() >= 256 || (last && !keys.is_empty()) {
-                        let reads: Vec<_> =
-                            keys.iter().map(|k| hash_object(&op, &live, k)).collect();
-                        let hashed = futures::stream::iter(reads)
-                            .buffered(self.settings.concurrency())
-                            .collect::<Vec<_>>()
-                            .await;
-                        for (k, h) in keys.iter().zip(hashed) {
-                            let (sha, size) = h?;
-                            digest.add(k, size, &sha);
-                        }
-                        keys.clear();
-                    }
-                    if last {
-                        break;
-                    }
-                }
-            }
-            report.checked += digest.objects;
-            let want = &backup.facts["buckets"][bucket];
-            let (objects, bytes) = (digest.objects, digest.bytes);
-            let sum = digest.finish();
-            if want["objects"].as_u64() != Some(objects) || want["bytes"].as_u64() != Some(bytes) {
-                report.problems.push(format!(
-                    "bucket {live}: {objects} objects, {bytes} bytes; the backup has {} objects, {} bytes",
-                    want["objects"], want["bytes"]
-                ));
-            } else if want["digest"].as_str() != Some(sum.as_str()) {
-                report.problems.push(format!(
-                    "bucket {live}: the same count and bytes as the backup, but other keys or contents"
-                ));
-            }
+            let (objects, bytes, digest) =
+                bucket_digest(&op, &live, &prefixes, self.settings.concurrency()).await?;
+            report.checked += objects;
+            compare(
+                &backup.facts["buckets"][bucket],
+                &live,
+                objects,
+                bytes,
+                &digest,
+                &mut report,
+            );
         }
         Ok(report)
     }

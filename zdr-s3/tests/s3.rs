@@ -767,6 +767,7 @@ async fn bad_credentials_a_missing_bucket_and_a_dead_endpoint_are_named_and_writ
         .await
         .unwrap_err();
     assert_eq!(err.context_value("bucket"), Some("absent"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 
     // A server that accepts connections and never answers: a temporary error within the
     // stall timeout, naming the bucket.
@@ -819,4 +820,76 @@ fn restorer_reads_each_artifact_once() {
     )
     .unwrap();
     assert!(Restorer::verifies_while_reading(&s3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drill_restores_into_scratch_buckets_compares_and_removes_them() {
+    let source = SeaweedFs::start().await.unwrap();
+    let data = bucket(&source, "data").await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut live = BTreeMap::new();
+    for i in 0..20 {
+        let obj = object(&mut rng, i + 3);
+        put(&data, &format!("d/{i:02}"), &obj).await;
+        live.insert(format!("d/{i:02}"), obj);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tier = open_tier(
+        "local",
+        &TierConfig::Fs {
+            root: dir.path().to_owned(),
+        },
+    )
+    .unwrap();
+    let repo = Repository::new(tier, PipelineOptions::default());
+    let s3 = S3BucketComponent::new(
+        Component::new("data").unwrap(),
+        settings(&source, &["data"]),
+    )
+    .unwrap();
+    let m = repo.backup(&s3, "daily", &Progress::none()).await.unwrap();
+    let scratch = format!(
+        "zdr-scratch-{}-data",
+        m.id.to_string().replace('_', "-").to_ascii_lowercase()
+    );
+    let drill = RestoreOptions {
+        scratch: true,
+        ..RestoreOptions::default()
+    };
+    let out = repo
+        .restore(
+            &s3.restore_with(drill.clone()),
+            &m,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.items, 20);
+    assert_eq!(out.target, scratch);
+    let gone = op(&source, &scratch).list("").await.unwrap_err();
+    assert!(gone.to_string().contains("NoSuchBucket"), "{gone}");
+    assert_eq!(
+        all_objects(&data).await,
+        live,
+        "the live bucket is untouched"
+    );
+
+    // Facts that the restored data does not match: the drill fails with the comparison,
+    // and the scratch bucket is still removed.
+    let mut wrong = m.clone();
+    wrong.facts["buckets"]["data"]["digest"] = serde_json::json!("0".repeat(64));
+    let err = repo
+        .restore(
+            &s3.restore_with(drill),
+            &wrong,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{err}");
+    assert!(!err.verify_report().unwrap().is_ok());
+    assert!(op(&source, &scratch).list("").await.is_err());
+    assert_eq!(all_objects(&data).await, live);
 }

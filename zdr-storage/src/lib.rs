@@ -52,7 +52,7 @@ mod replicate;
 mod repo;
 mod retry;
 mod s3_uploads;
-pub use s3_uploads::{UnfinishedUpload, ensure_bucket, unfinished_uploads};
+pub use s3_uploads::{UnfinishedUpload, ensure_bucket, remove_bucket, unfinished_uploads};
 mod tier;
 
 pub use blobs::{BlobList, BlobSweep, sweep_blobs};

@@ -33,6 +33,15 @@ pub async fn ensure_bucket(name: &str, config: &S3Config) -> Result<bool> {
     S3Uploads::new(name, config)?.ensure_bucket().await
 }
 
+/// Delete the bucket `config` names, which must be empty (a drill's scratch bucket once its
+/// objects are gone); a bucket that does not exist is not an error.
+///
+/// # Errors
+/// Storage errors naming `name` and the HTTP status (409 for a bucket that is not empty).
+pub async fn remove_bucket(name: &str, config: &S3Config) -> Result<()> {
+    S3Uploads::new(name, config)?.remove_bucket().await
+}
+
 /// The unfinished multipart uploads under the root of the S3 tier `name` configured by
 /// `config`: what interrupted writes left holding space on the server (zdr aborts its own
 /// when a write fails, when its run is interrupted, and, past the grace period, in the next
@@ -187,6 +196,13 @@ impl S3Uploads {
         }
         self.send("PUT", "", &[], "create the bucket").await?;
         Ok(true)
+    }
+
+    /// Delete the (empty) bucket; a bucket already gone is not an error.
+    pub(crate) async fn remove_bucket(&self) -> Result<()> {
+        self.send("DELETE", "", &[], "delete the bucket")
+            .await
+            .map(|_| ())
     }
 
     async fn send(

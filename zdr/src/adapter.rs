@@ -471,11 +471,15 @@ impl Adapter {
                 "{name} is a {ty} component: there is no scratch n8n to restore into; restore into a test instance and verify the backups instead"
             ))
             .with_context("component", name)),
+            // Scratch buckets on the same endpoint, compared with the facts, then deleted.
             #[cfg(feature = "s3")]
-            ComponentConfig::S3Bucket(_) => Err(Error::bad_input(format!(
-                "{name} is a {ty} component: there is no scratch object store to restore into; restore into another bucket (zdr restore {name} --to-bucket NAME) and verify it (zdr verify {name} --bucket NAME)"
-            ))
-            .with_context("component", name)),
+            ComponentConfig::S3Bucket(c) => Ok(Self::S3(
+                zdr_s3::S3BucketComponent::new(Component::new(name)?, c.clone())?,
+                zdr_s3::RestoreOptions {
+                    scratch: true,
+                    ..zdr_s3::RestoreOptions::default()
+                },
+            )),
             #[cfg(feature = "vault")]
             ComponentConfig::Vault(_) => Err(Error::bad_input(format!(
                 "{name} is a {ty} component: there is no scratch Vault to restore into (a drill would write into the live server); restore the logical export into a test Vault and verify the backups instead"

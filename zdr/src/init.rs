@@ -1,9 +1,11 @@
 //! A starter `zdr.toml` from a docker-compose file (`zdr init --compose`).
 //!
 //! Datastores are recognised by image (`postgres`, `redis`/`valkey`, `qdrant`, `vault`/`openbao`,
-//! `minio`) and environment; each becomes a component reached on its published port, PostgreSQL
-//! with its tools inside its container (`runner = "docker"`, `service = ...`) and the services that
-//! `depends_on` it as its dependents. A MinIO service becomes an S3 tier. Directories bind-mounted
+//! `minio`, `n8n`) and environment; each becomes a component reached on its published port,
+//! PostgreSQL with its tools inside its container (`runner = "docker"`, `service = ...`) and the
+//! services that `depends_on` it as its dependents. A MinIO service becomes an S3 tier (and a
+//! commented `s3-bucket` component for its own objects, to be given its bucket names); an n8n
+//! service an `n8n` component. Directories bind-mounted
 //! from beside the compose file become `files` components (the config files of the runbook).
 //! Passwords are never copied: the variables the compose file references are named, with the
 //! `ZDR_*` variable to export instead. The result is checked by parsing it as a [`Config`].
@@ -484,11 +486,43 @@ pub fn config_from_compose(
                     format!("ZDR_TIERS__{upper}__SECRET_ACCESS_KEY"),
                     compose_source(s, &["MINIO_ROOT_PASSWORD", "MINIO_SECRET_KEY"]),
                 ));
+                // Its own objects (the apps' uploads) are a component too, once its buckets
+                // are named.
+                let _ = writeln!(
+                    components,
+                    "\n# The objects in {service} itself: name its buckets, then uncomment\n# (ZDR_COMPONENTS__{upper}_OBJECTS__SECRET_ACCESS_KEY holds the secret key).\n# [components.{name}_objects]\n# type = \"s3-bucket\"\n# endpoint = {}\n# buckets = [\"uploads\"]\n# access_key_id = \"...\"",
+                    toml_str(&format!("http://{}:{port}", url_host(&host))),
+                    service = s.name,
+                );
                 replicas.push(name.clone());
                 detected.push(Detected {
                     name,
                     service: s.name.clone(),
                     kind: "s3-tier".to_owned(),
+                });
+            }
+            "n8n" => {
+                let published = host_port(s, 5678);
+                let (host, port) = published.clone().unwrap_or(("127.0.0.1".to_owned(), 5678));
+                let _ = writeln!(
+                    components,
+                    "\n[components.{name}]\ntype = \"n8n\"\nurl = {}{}",
+                    toml_str(&format!("http://{}:{port}", url_host(&host))),
+                    if published.is_none() {
+                        "   # not published: publish 5678 on 127.0.0.1, zdr uses its REST API"
+                    } else {
+                        ""
+                    },
+                );
+                secrets.push((
+                    format!("ZDR_COMPONENTS__{upper}__API_KEY"),
+                    "an n8n API key (Settings > n8n API) allowed to read and write workflows and tags"
+                        .to_owned(),
+                ));
+                detected.push(Detected {
+                    name,
+                    service: s.name.clone(),
+                    kind: "n8n".to_owned(),
                 });
             }
             _ => {
@@ -646,8 +680,21 @@ volumes:
                 ("redis", "redis"),
                 ("qdrant", "qdrant"),
                 ("vault", "vault"),
-                ("minio", "s3-tier")
+                ("minio", "s3-tier"),
+                ("n8n", "n8n")
             ]
+        );
+        assert!(
+            r.toml
+                .contains("url = \"http://127.0.0.1:5678\"   # not published"),
+            "{}",
+            r.toml
+        );
+        assert!(
+            r.toml
+                .contains("# type = \"s3-bucket\"\n# endpoint = \"http://127.0.0.1:9000\""),
+            "{}",
+            r.toml
         );
         assert_eq!(config.replicate_to, ["minio"]);
         assert!(
@@ -679,12 +726,13 @@ volumes:
                 "ZDR_COMPONENTS__REDIS__PASSWORD",
                 "ZDR_COMPONENTS__VAULT__TOKEN",
                 "ZDR_TIERS__MINIO__ACCESS_KEY_ID",
-                "ZDR_TIERS__MINIO__SECRET_ACCESS_KEY"
+                "ZDR_TIERS__MINIO__SECRET_ACCESS_KEY",
+                "ZDR_COMPONENTS__N8N__API_KEY"
             ]
         );
         assert!(r.toml.contains("(${POSTGRES_PASSWORD})"), "{}", r.toml);
         assert!(r.toml.contains("(${MINIO_PASSWORD})"), "{}", r.toml);
-        assert_eq!(r.skipped.len(), 2);
+        assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
         Ok(())
     }
 

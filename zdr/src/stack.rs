@@ -724,10 +724,13 @@ impl Stack {
         let ty = ComponentType::of(config);
         if !matches!(
             ty,
-            ComponentType::Postgres | ComponentType::Redis | ComponentType::Qdrant
+            ComponentType::Postgres
+                | ComponentType::Redis
+                | ComponentType::Qdrant
+                | ComponentType::S3Bucket
         ) {
             return Err(Error::bad_input(format!(
-                "{name} is a {ty} component; a verification by scratch restore applies to postgres, redis and qdrant components"
+                "{name} is a {ty} component; a verification by scratch restore applies to postgres, redis, qdrant and s3-bucket components"
             ))
             .with_context("component", name));
         }
