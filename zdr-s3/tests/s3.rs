@@ -181,6 +181,15 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
         put(o, &key, &obj).await;
         truth.insert((b.to_owned(), key), obj);
     }
+    // One object of 64 MiB (a multipart upload of 13 parts).
+    let big = Obj {
+        body: (0..64u32 << 20).map(|i| (i % 251) as u8).collect(),
+        content_type: "video/mp4".into(),
+        meta: BTreeMap::from([("camera".to_owned(), "front".to_owned())]),
+    };
+    put(&uploads, "big/video.mp4", &big).await;
+    truth.insert(("uploads".into(), "big/video.mp4".into()), big);
+    let n = n + 1;
     let distinct: BTreeSet<&Vec<u8>> = truth.values().map(|o| &o.body).collect();
 
     let tier = open_tier("minio", &TierConfig::S3(s3_config(&store, store.bucket()))).unwrap();
