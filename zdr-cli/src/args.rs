@@ -266,6 +266,11 @@ pub(crate) enum Command {
     Status {
         /// Only this component.
         component: Option<String>,
+        /// Also write the figures as Prometheus metrics to this file (atomically), for
+        /// node_exporter's textfile collector: backup age, size and duration, recovery point
+        /// age, the objective and whether it is missed, WAL archive age.
+        #[arg(long, value_name = "PATH")]
+        textfile: Option<PathBuf>,
     },
     /// A recovery drill. With --sandbox: throwaway data and a local tier (back up, break,
     /// restore, verify, report). With a component: restore its latest backup into a scratch

@@ -391,8 +391,15 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 .check(component, timeout.map(Duration::from_secs), progress)
                 .await?,
         )),
-        Command::Status { component } => {
-            Ok(render::status(&stack.status(component.as_deref()).await?))
+        Command::Status {
+            component,
+            textfile,
+        } => {
+            let report = stack.status(component.as_deref()).await?;
+            if let Some(path) = textfile {
+                zdr::metrics::write_textfile(&report, path)?;
+            }
+            Ok(render::status(&report))
         }
         Command::Drill {
             component,

@@ -1355,3 +1355,70 @@ fn status_exits_4_when_a_recovery_point_objective_is_missed() {
         assert!(stderr(&out).contains(names), "{extra}: {}", stderr(&out));
     }
 }
+
+/// The sample lines of a Prometheus text file: `(name, labels, value)`, every sample preceded
+/// by its family's `# TYPE` line.
+fn samples(text: &str) -> Vec<(String, String, f64)> {
+    let mut typed = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split(' ').next().unwrap().to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n.to_owned(), l.trim_end_matches('}').to_owned()),
+            None => (series.to_owned(), String::new()),
+        };
+        assert!(typed.contains(&name), "{name} has no TYPE line");
+        out.push((name, labels, value.parse::<f64>().unwrap()));
+    }
+    out
+}
+
+#[test]
+fn status_writes_prometheus_metrics_for_the_textfile_collector() {
+    let env = Env::new("[rpo]\nconfigs = \"1h\"\n");
+    let prom = env.dir.path().join("zdr.prom");
+    // No backup yet: the objective is missed, and the file says so (exit 4 all the same).
+    let out = env.zdr(&["status", "--textfile", prom.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let s = samples(&std::fs::read_to_string(&prom).unwrap());
+    let get = |s: &[(String, String, f64)], name: &str| {
+        s.iter()
+            .find(|(n, l, _)| n == name && (l.is_empty() || l == "component=\"configs\""))
+            .map(|(_, _, v)| *v)
+    };
+    assert_eq!(get(&s, "zdr_rpo_breached"), Some(1.0));
+    assert_eq!(get(&s, "zdr_rpo_target_seconds"), Some(3600.0));
+    assert_eq!(get(&s, "zdr_backups"), Some(0.0));
+    assert_eq!(get(&s, "zdr_backup_age_seconds"), None);
+    // After a backup: its size, age and time; no longer breached.
+    backup_id(&env);
+    let out = env.zdr(&["status", "--textfile", prom.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = samples(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(get(&s, "zdr_rpo_breached"), Some(0.0));
+    assert_eq!(get(&s, "zdr_backups"), Some(1.0));
+    assert!(get(&s, "zdr_backup_size_bytes").unwrap() > 0.0);
+    assert!(get(&s, "zdr_backup_age_seconds").unwrap() < 3600.0);
+    assert!(get(&s, "zdr_backup_last_finished_timestamp_seconds").unwrap() > 1.7e9);
+    assert_eq!(get(&s, "zdr_status_problems"), Some(0.0));
+    // No temporary file is left beside it; a directory that does not exist is an error.
+    let names: Vec<String> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let out = env.zdr(&["status", "--textfile", "/nonexistent/dir/zdr.prom"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("/nonexistent/dir/zdr.prom"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -60,6 +60,8 @@ mod config;
 pub mod drill;
 pub mod init;
 #[cfg(feature = "postgres")]
+pub mod metrics;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod prune;
 pub mod recover;
