@@ -87,26 +87,25 @@ impl Api {
             .with_source(e.without_url())
             .temporary()
         })?;
-        let value: Value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).map_err(|e| {
-                Error::new(
-                    ErrorKind::Source,
-                    format!("n8n's answer to {what} is not JSON"),
-                )
-                .with_context("url", &self.url)
-                .with_source(e)
-            })?
-        };
         if status.is_success() {
-            return Ok(value);
+            return if text.trim().is_empty() {
+                Ok(Value::Null)
+            } else {
+                serde_json::from_str(&text).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Source,
+                        format!("n8n's answer to {what} is not JSON"),
+                    )
+                    .with_context("url", &self.url)
+                    .with_source(e)
+                })
+            };
         }
-        let message = value
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("no message")
-            .to_owned();
+        // An error's body may be anything (a proxy's HTML page): its message where n8n gave one.
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| "no message".to_owned());
         let err = match status.as_u16() {
             401 | 403 => Error::bad_input(format!("n8n refused the API key ({what}): {message}"))
                 .with_hint("check the API key and its scopes (workflow:list, workflow:create, workflow:update, workflow:activate, tag:*)"),
@@ -137,9 +136,15 @@ impl Api {
             })?;
             out.extend(data.iter().cloned());
             match page.get("nextCursor").and_then(Value::as_str) {
-                Some(c) if !c.is_empty() && cursor.as_deref() != Some(c) => {
-                    cursor = Some(c.to_owned());
+                Some(c) if cursor.as_deref() == Some(c) => {
+                    // Paging in a circle: the list would be cut short.
+                    return Err(Error::new(
+                        ErrorKind::Source,
+                        format!("n8n returned the same cursor twice while listing {path}"),
+                    )
+                    .with_context("url", &self.url));
                 }
+                Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
                 _ => return Ok(out),
             }
         }

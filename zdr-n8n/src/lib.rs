@@ -115,8 +115,13 @@ fn name_of(w: &Value) -> &str {
     w.get("name").and_then(Value::as_str).unwrap_or_default()
 }
 
-fn id_of(w: &Value) -> &str {
-    w.get("id").and_then(Value::as_str).unwrap_or_default()
+/// A workflow's id: a string, or a number on older n8n versions.
+fn id_of(w: &Value) -> String {
+    match w.get("id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
 }
 
 fn active_of(w: &Value) -> bool {
@@ -164,7 +169,7 @@ impl BackupSource for N8nComponent {
         let mut facts = Vec::new();
         for mut wf in workflows {
             if wf.get("tags").is_none() {
-                let tags = self.api.workflow_tags(id_of(&wf)).await?;
+                let tags = self.api.workflow_tags(&id_of(&wf)).await?;
                 if let Some(o) = wf.as_object_mut() {
                     o.insert("tags".into(), tags);
                 }
@@ -247,36 +252,61 @@ impl Restorer for N8nComponent {
             })?);
         }
         let live = self.api.workflows().await?;
-        let by_id: BTreeMap<&str, &Value> = live.iter().map(|w| (id_of(w), w)).collect();
+        let by_id: BTreeMap<String, &Value> = live.iter().map(|w| (id_of(w), w)).collect();
         let mut by_name: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
         for w in &live {
             by_name.entry(name_of(w)).or_default().push(w);
         }
+        // A live workflow whose id a backed-up one carries is that one's; each live workflow
+        // is matched once.
+        let saved_ids: BTreeSet<String> = saved.iter().map(id_of).collect();
+        let mut claimed: BTreeSet<String> = BTreeSet::new();
         let mut plans = Vec::new();
         let mut conflicts = Vec::new();
         for w in &saved {
-            let found = match by_id.get(id_of(w)) {
+            let found = match by_id.get(&id_of(w)) {
                 Some(l) => Some(*l),
-                None => match by_name.get(name_of(w)).map(Vec::as_slice) {
-                    Some([one]) => Some(*one),
-                    Some([]) | None => None,
-                    Some(many) => {
-                        conflicts.push(format!(
-                            "{:?} ({} workflows of the instance have that name)",
-                            name_of(w),
-                            many.len()
-                        ));
-                        continue;
+                None => {
+                    let free: Vec<&Value> = by_name
+                        .get(name_of(w))
+                        .map(|v| {
+                            v.iter()
+                                .copied()
+                                .filter(|l| {
+                                    !claimed.contains(&id_of(l)) && !saved_ids.contains(&id_of(l))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    // The same definition first (what an earlier run restored), else the
+                    // only workflow of that name.
+                    match free.iter().find(|l| definition_sha(l) == definition_sha(w)) {
+                        Some(l) => Some(*l),
+                        None => match free.as_slice() {
+                            [] => None,
+                            [one] => Some(*one),
+                            many => {
+                                conflicts.push(format!(
+                                    "{:?} ({} workflows of the instance have that name)",
+                                    name_of(w),
+                                    many.len()
+                                ));
+                                continue;
+                            }
+                        },
                     }
-                },
+                }
             };
+            if let Some(l) = found {
+                claimed.insert(id_of(l));
+            }
             match found {
                 None => plans.push(Plan::Create(w.clone())),
                 Some(l) if definition_sha(l) == definition_sha(w) => {
-                    plans.push(Plan::Same(id_of(l).to_owned(), w.clone()));
+                    plans.push(Plan::Same(id_of(l), w.clone()));
                 }
                 Some(l) if target.overwrite => {
-                    plans.push(Plan::Update(id_of(l).to_owned(), w.clone()));
+                    plans.push(Plan::Update(id_of(l), w.clone()));
                 }
                 Some(l) => conflicts.push(format!("{:?} (id {})", name_of(w), id_of(l))),
             }
@@ -303,7 +333,7 @@ impl Restorer for N8nComponent {
                 Plan::Create(w) => {
                     let made = self.api.create(&writable(&w)).await?;
                     created += 1;
-                    (id_of(&made).to_owned(), w)
+                    (id_of(&made), w)
                 }
                 Plan::Update(id, w) => {
                     self.api.update(&id, &writable(&w)).await?;
@@ -401,10 +431,15 @@ impl Verifier for N8nComponent {
             report.checked += 1;
             let id = f["id"].as_str().unwrap_or_default();
             let name = f["name"].as_str().unwrap_or_default();
-            let found = live
-                .iter()
-                .find(|w| id_of(w) == id)
-                .or_else(|| live.iter().find(|w| name_of(w) == name));
+            // By id, else by name: the one with the same definition when several share it.
+            let found = live.iter().find(|w| id_of(w) == id).or_else(|| {
+                let named: Vec<&Value> = live.iter().filter(|w| name_of(w) == name).collect();
+                named
+                    .iter()
+                    .find(|w| f["sha256"].as_str() == Some(definition_sha(w).as_str()))
+                    .or(named.first())
+                    .copied()
+            });
             let Some(w) = found else {
                 report
                     .problems

@@ -265,10 +265,13 @@ async fn a_wrong_key_a_dead_instance_and_ambiguous_names_are_refused() {
     let twice = N8nDouble::start(KEY).await;
     {
         let mut inner = twice.inner.lock().unwrap();
-        // Another instance: other ids.
+        // Another instance: other ids, and two workflows of that name, neither the backed-up
+        // one.
         inner.insert(workflow("Unrelated", true), &[]);
-        inner.insert(workflow("Report", true), &[]);
         inner.insert(workflow("Report", false), &[]);
+        let mut edited = workflow("Report", true);
+        edited["settings"]["timezone"] = json!("UTC");
+        inner.insert(edited, &[]);
     }
     let err = repo
         .restore(
@@ -385,4 +388,60 @@ async fn live_round_trip_or_double() {
             .send()
             .await;
     }
+}
+
+#[tokio::test]
+async fn workflows_sharing_a_name_are_each_restored_once_and_a_proxy_error_is_temporary() {
+    let old = N8nDouble::start(KEY).await;
+    {
+        let mut inner = old.inner.lock().unwrap();
+        inner.insert(workflow("Sync", true), &[]);
+        inner.insert(workflow("Sync", false), &[]);
+    }
+    let (_dir, repo) = repo();
+    let m = repo
+        .backup(&component(&old.url, KEY), "daily", &Progress::none())
+        .await
+        .unwrap();
+    let new = N8nDouble::start(KEY).await;
+    let target = component(&new.url, KEY);
+    for run in 0..2 {
+        let out = repo
+            .restore(&target, &m, &RestoreTarget::default(), &Progress::none())
+            .await
+            .unwrap();
+        assert_eq!(out.items, if run == 0 { 2 } else { 0 }, "run {run}");
+        assert_eq!(new.workflows().len(), 2, "run {run}: never duplicated");
+    }
+    assert!(
+        Verifier::verify(&target, &m, &RestoreTarget::default())
+            .await
+            .unwrap()
+            .is_ok()
+    );
+
+    // A proxy in front of n8n answering 502 with an HTML page: a temporary error with the
+    // status, not a "not JSON" one.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", proxy.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in proxy.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = "<html><body>502 Bad Gateway</body></html>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let err = repo
+        .backup(&component(&url, KEY), "daily", &Progress::none())
+        .await
+        .unwrap_err();
+    assert!(err.is_temporary(), "{err}");
+    assert!(err.to_string().contains("502"), "{err}");
 }

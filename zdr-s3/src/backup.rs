@@ -96,6 +96,16 @@ impl BackupSource for S3BucketComponent {
                         if !meta.is_file() {
                             continue;
                         }
+                        let path = entry.path();
+                        if path.trim() != path || path.starts_with('/') || path.contains("//") {
+                            // The S3 client normalizes such keys (trims blanks, drops
+                            // leading and doubled slashes): reading one would read another.
+                            progress.warn(format!(
+                                "{bucket}/{path:?}: a key with surrounding blanks or doubled slashes is not backed up"
+                            ));
+                            totals.skipped.push(format!("{bucket}/{path}"));
+                            continue;
+                        }
                         let listed = Listed {
                             bucket: bucket.clone(),
                             key: entry.path().to_owned(),
@@ -187,6 +197,7 @@ impl BackupSource for S3BucketComponent {
                 "stored_blob_bytes": totals.stored_bytes,
                 "vanished": totals.vanished,
                 "unstable": totals.unstable,
+                "skipped_keys": totals.skipped,
             }),
         })
     }
@@ -203,6 +214,7 @@ struct Totals {
     stored_bytes: u64,
     vanished: Vec<String>,
     unstable: Vec<String>,
+    skipped: Vec<String>,
 }
 
 async fn write_line<T: serde::Serialize>(w: &mut Box<dyn ArtifactWrite>, line: &T) -> Result<()> {

@@ -322,6 +322,10 @@ impl S3BucketComponent {
             if options.bucket.as_ref().is_some_and(|b| b != &bucket) {
                 continue;
             }
+            if whole && backup.facts["buckets"][&bucket]["objects"].as_u64() == Some(0) {
+                // Nothing to restore: the bucket was empty when it was backed up.
+                continue;
+            }
             let scratch = scratch_bucket(&backup.id.to_string(), &bucket);
             // A drill killed earlier may have left it.
             remove_bucket(&self.component, &dest, &scratch).await?;
@@ -335,31 +339,31 @@ impl S3BucketComponent {
             let restored = self
                 .restore_with_options(&inner, backup, from, &RestoreTarget::default(), progress)
                 .await;
-            let compared = match restored {
-                Ok(out) => {
-                    outcome.items += out.items;
-                    outcome.bytes += out.bytes;
-                    if whole {
-                        let op = dest.operator(&scratch)?;
-                        let prefixes = backup_prefixes(backup);
-                        let (objects, bytes, digest) =
-                            bucket_digest(&op, &scratch, &prefixes, dest.concurrency()).await?;
-                        report.checked += objects;
-                        compare(
-                            &backup.facts["buckets"][&bucket],
-                            &bucket,
-                            objects,
-                            bytes,
-                            &digest,
-                            &mut report,
-                        );
-                    } else {
-                        report.checked += out.items;
-                    }
-                    Ok(())
+            // Whatever happens here, the scratch bucket is removed below.
+            let compared: Result<()> = async {
+                let out = restored?;
+                outcome.items += out.items;
+                outcome.bytes += out.bytes;
+                if whole {
+                    let op = dest.operator(&scratch)?;
+                    let prefixes = backup_prefixes(backup);
+                    let (objects, bytes, digest) =
+                        bucket_digest(&op, &scratch, &prefixes, dest.concurrency()).await?;
+                    report.checked += objects;
+                    compare(
+                        &backup.facts["buckets"][&bucket],
+                        &bucket,
+                        objects,
+                        bytes,
+                        &digest,
+                        &mut report,
+                    );
+                } else {
+                    report.checked += out.items;
                 }
-                Err(e) => Err(e),
-            };
+                Ok(())
+            }
+            .await;
             let removed = remove_bucket(&self.component, &dest, &scratch).await;
             compared?;
             match removed {

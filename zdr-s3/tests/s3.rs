@@ -458,6 +458,7 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
         &zdr_storage::AgeKeys::none(),
         &component,
         &kept,
+        &[],
         std::time::Duration::ZERO,
         true,
     )
@@ -483,6 +484,7 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
         &zdr_storage::AgeKeys::none(),
         &component,
         &kept,
+        &[],
         std::time::Duration::ZERO,
         false,
     )
@@ -851,12 +853,15 @@ async fn a_drill_restores_into_scratch_buckets_compares_and_removes_them() {
     )
     .unwrap();
     let repo = Repository::new(tier, PipelineOptions::default());
+    // An empty bucket beside it: nothing to restore there, and no failure.
+    bucket(&source, "empty").await;
     let s3 = S3BucketComponent::new(
         Component::new("data").unwrap(),
-        settings(&source, &["data"]),
+        settings(&source, &["data", "empty"]),
     )
     .unwrap();
     let m = repo.backup(&s3, "daily", &Progress::none()).await.unwrap();
+    assert_eq!(m.facts["buckets"]["empty"]["objects"], 0);
     let scratch = format!(
         "zdr-scratch-{}-data",
         m.id.to_string().replace('_', "-").to_ascii_lowercase()

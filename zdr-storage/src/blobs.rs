@@ -311,10 +311,15 @@ pub struct BlobSweep {
     pub kept: usize,
 }
 
-/// Remove the blobs of `component` on `tier` that no backup in `manifests` (every backup of
-/// the component on the tier) references and that are older than `grace`, so a backup in
-/// progress, whose list is not written yet, keeps the blobs it just stored. With `dry_run`,
-/// only lists them.
+/// Remove the blobs of `component` on `tier` that no backup in `manifests` (the backups of
+/// the component kept on the tier) references and that are older than `grace`, so a backup in
+/// progress, whose list is not written yet, keeps the blobs it just stored. A manifest on the
+/// tier that is neither in `manifests` nor in `going` (the manifest keys of the backups being
+/// deleted) — a backup that finished meanwhile — keeps its blobs too. With `dry_run`, only
+/// lists them.
+///
+/// A backup still running references blobs it found stored before its manifest exists: run
+/// prune and backups of the same component one at a time.
 ///
 /// # Errors
 /// Storage errors, and any blob list that cannot be read: then nothing is removed, since
@@ -324,6 +329,7 @@ pub async fn sweep_blobs(
     keys: &AgeKeys,
     component: &Component,
     manifests: &[&Manifest],
+    going: &[String],
     grace: std::time::Duration,
     dry_run: bool,
 ) -> Result<BlobSweep> {
@@ -343,6 +349,25 @@ pub async fn sweep_blobs(
         chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
     let mut out = BlobSweep::default();
     let entries = tier.list(&layout::blob_prefix(component)).await?;
+    // A backup that finished since the caller read the catalog keeps its blobs too.
+    let known: std::collections::HashSet<String> = manifests
+        .iter()
+        .map(|m| layout::manifest_key(&m.component, &m.id))
+        .chain(going.iter().cloned())
+        .collect();
+    let prefix = format!("{}{component}/", layout::MANIFESTS);
+    for e in tier.list(&prefix).await? {
+        if !e.key.ends_with(".json") || known.contains(&e.key) {
+            continue;
+        }
+        let bytes = tier.read_all(&e.key).await?;
+        let m = Manifest::from_json(&bytes).map_err(|err| err.with_context("key", &e.key))?;
+        if let Some(mut list) = BlobList::open(tier.clone(), &m, keys)? {
+            while let Some(blob) = list.next().await? {
+                referenced.insert(blob.key);
+            }
+        }
+    }
     for e in entries {
         let blob_key = e.key.strip_suffix(".sha256").unwrap_or(&e.key);
         if referenced.contains(blob_key) {

@@ -187,10 +187,13 @@ async fn copy_blobs(
     };
     let mut bytes = 0;
     loop {
+        // One copy per key at a time: objects with the same content name the same blob.
+        let mut seen = std::collections::HashSet::new();
         let mut batch = Vec::new();
         while batch.len() < 256 {
             match list.next().await? {
-                Some(b) => batch.push(b),
+                Some(b) if seen.insert(b.key.clone()) => batch.push(b),
+                Some(_) => {}
                 None => break,
             }
         }
@@ -205,12 +208,37 @@ async fn copy_blobs(
                     || to.stat(&b.key),
                 )
                 .await?;
-            if present.is_some_and(|e| e.size == b.size)
-                && verify_sidecar(to.as_ref(), b).await.is_ok()
-            {
-                return Ok(0);
+            if present.is_none() {
+                return copy_one(from, to, b, policy, progress).await;
             }
-            copy_one(from, to, b, policy, progress).await
+            // A blob already there is shared by the destination's own backups: it is never
+            // replaced or removed. Stored bytes that differ (the same content encrypted
+            // anew) cannot serve this backup's records.
+            if present.is_some_and(|e| e.size == b.size) {
+                if verify_sidecar(to.as_ref(), b).await.is_ok() {
+                    return Ok(0);
+                }
+                // An earlier copy cut short after the object, before its sidecar: the same
+                // bytes need only their sidecar.
+                let missing = to
+                    .stat(&layout::sidecar_key(&b.key))
+                    .await
+                    .is_ok_and(|s| s.is_none());
+                if missing && same_bytes(to.as_ref(), b).await {
+                    to.write_all(
+                        &layout::sidecar_key(&b.key),
+                        layout::sidecar_line(&b.key, &b.sha256).into_bytes(),
+                    )
+                    .await?;
+                    return Ok(0);
+                }
+            }
+            Err(Error::integrity(
+                "the destination holds this blob with other stored bytes (or without its sidecar); it is shared by the destination's backups and is not replaced",
+            )
+            .with_context("tier", to.name())
+            .with_context("key", &b.key)
+            .with_hint("verify the destination tier; a blob without its sidecar is removed by the next prune once unreferenced"))
         }))
         .buffer_unordered(8)
         .collect::<Vec<Result<u64>>>()
@@ -219,6 +247,27 @@ async fn copy_blobs(
             bytes += c?;
         }
     }
+}
+
+/// Whether the object at `a.key` on `tier` holds exactly the bytes `a` records.
+async fn same_bytes(tier: &dyn StorageTier, a: &ArtifactRecord) -> bool {
+    let Ok(mut r) = tier.reader(&a.key).await else {
+        return false;
+    };
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            Err(_) => return false,
+        }
+    }
+    size == a.size && hex::encode(hasher.finalize()) == a.sha256
 }
 
 /// Copy one artifact, hashing the source bytes on the way (a corrupt source is never

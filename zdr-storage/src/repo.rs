@@ -246,7 +246,7 @@ impl Repository {
     }
 
     /// Check every blob `manifest`'s blob list names (see [`Repository::verify`]); nothing
-    /// for a backup without blobs. Blobs named more than once are checked once.
+    /// for a backup without blobs.
     ///
     /// # Errors
     /// As [`Repository::verify`].
@@ -264,12 +264,14 @@ impl Repository {
         };
         let task = format!("check the blobs of {} {}", manifest.component, manifest.id);
         progress.start(&task, None);
-        let mut seen: HashSet<String> = HashSet::new();
         loop {
+            // Repeats are dropped within a batch only, so memory stays flat whatever the
+            // number of objects (a blob named again in a later batch is checked again).
+            let mut seen: HashSet<String> = HashSet::new();
             let mut batch = Vec::new();
             while batch.len() < 256 {
                 match list.next().await? {
-                    Some(b) if seen.insert(b.name.clone()) => batch.push(b),
+                    Some(b) if seen.insert(b.key.clone()) => batch.push(b),
                     Some(_) => {}
                     None => break,
                 }

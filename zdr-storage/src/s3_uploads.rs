@@ -194,8 +194,12 @@ impl S3Uploads {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        self.send("PUT", "", &[], "create the bucket").await?;
-        Ok(true)
+        match self.send("PUT", "", &[], "create the bucket").await {
+            Ok(_) => Ok(true),
+            // Created by someone else between the lookup and the creation.
+            Err(e) if e.message().contains("BucketAlreadyOwnedByYou") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Delete the (empty) bucket; a bucket already gone is not an error.

@@ -482,6 +482,10 @@ impl Stack {
             })
             .map(|b| b.id.as_str())
             .collect();
+        let going: Vec<String> = gone
+            .iter()
+            .map(|id| format!("{}{comp}/{id}.json", layout::MANIFESTS))
+            .collect();
         let kept: Vec<&Manifest> = catalog
             .list(Some(comp))
             .into_iter()
@@ -493,6 +497,7 @@ impl Stack {
             &repo.options().keys,
             comp,
             &kept,
+            &going,
             grace,
             options.dry_run,
         )
