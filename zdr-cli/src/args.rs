@@ -165,6 +165,15 @@ pub(crate) enum Command {
         #[arg(long)]
         to_bucket: Option<String>,
     },
+    /// Remove a component's lock by hand: a backup or prune that died without removing it,
+    /// before its heartbeat goes stale (10 minutes, then the next run takes it over).
+    Unlock {
+        /// The component.
+        component: String,
+        /// On this tier (default: the primary).
+        #[arg(long)]
+        tier: Option<String>,
+    },
     /// postgres: swap the database replaced by the last restore back in (the current one
     /// is kept, so rolling back again undoes the rollback).
     Rollback {

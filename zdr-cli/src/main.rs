@@ -310,6 +310,10 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             let report = stack.restore(component, &options, progress).await?;
             Ok(render::restore(&report))
         }
+        Command::Unlock { component, tier } => {
+            let holder = stack.unlock(component, tier.as_deref()).await?;
+            Ok(render::unlock(component, holder.as_ref()))
+        }
         Command::Rollback {
             component,
             database,

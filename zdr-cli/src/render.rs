@@ -380,6 +380,17 @@ pub(crate) fn prune(r: &zdr::prune::PruneReport) -> Outcome {
     Outcome::ok(text, json!({"ok": ok, "prune": r})).with_code(!ok, EXIT_FAILED)
 }
 
+pub(crate) fn unlock(component: &str, holder: Option<&zdr::storage::LockOwner>) -> Outcome {
+    let text = match holder {
+        Some(h) => format!("removed the lock of {component}, held by {h}"),
+        None => format!("{component} was not locked"),
+    };
+    Outcome::ok(
+        vec![text],
+        serde_json::json!({"ok": true, "component": component, "held_by": holder}),
+    )
+}
+
 pub(crate) fn rollback(out: &zdr::pg::RollbackOutcome) -> Outcome {
     Outcome::ok(
         vec![format!(

@@ -1422,3 +1422,69 @@ fn status_writes_prometheus_metrics_for_the_textfile_collector() {
         stderr(&out)
     );
 }
+
+fn write_lock(env: &Env, heartbeat: &str) {
+    let dir = env.tier("local").join("locks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("component-configs.json"),
+        format!(
+            r#"{{"host": "other-host", "pid": 77, "command": "backup configs", "started_at": "{heartbeat}", "heartbeat_at": "{heartbeat}", "token": "theirs"}}"#
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_component_lock_held_elsewhere_stops_backup_and_prune_until_it_is_stale_or_removed() {
+    let env = Env::new("[retention]\nkeep_last = 1\n");
+    let b1 = backup_id(&env);
+    let now = chrono_like_now();
+    write_lock(&env, &now);
+    // A backup refuses, naming the holder; nothing is written.
+    let before = files_under(&env.tier("local"));
+    let out = env.zdr(&["backup", "configs"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("other-host") && stderr(&out).contains("77"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(files_under(&env.tier("local")), before);
+    // A prune leaves the component alone and says why (exit 1).
+    let (code, v) = env.json(&["prune"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v.to_string().contains("other-host"), "{v}");
+    assert_eq!(files_under(&env.tier("local")), before);
+    // `zdr unlock` removes it, naming who held it; the backup then runs and removes its own.
+    let out = env.zdr(&["unlock", "configs"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("other-host"));
+    let b2 = backup_id(&env);
+    assert_ne!(b1, b2);
+    assert!(
+        !env.tier("local")
+            .join("locks/component-configs.json")
+            .exists()
+    );
+    // A lock whose heartbeat is hours old is taken over, with a warning naming its owner.
+    write_lock(&env, "2020-01-01T00:00:00Z");
+    let out = env.zdr(&["backup", "configs"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stale lock") && stderr(&out).contains("other-host"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.zdr(&["unlock", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Now in RFC 3339 (UTC), from `date`.
+fn chrono_like_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

@@ -45,6 +45,7 @@
 mod blobs;
 mod inflight;
 mod keys;
+mod lock;
 mod object;
 pub mod onedrive;
 mod pipeline;
@@ -58,6 +59,7 @@ mod tier;
 pub use blobs::{BlobList, BlobSweep, sweep_blobs};
 pub use inflight::{Abandoned, abandon_in_flight};
 pub use keys::AgeKeys;
+pub use lock::{LOCKS, LockOwner, TierLock, lock_holder, lock_key, remove_lock};
 pub use object::{Found, find_object, object_key, put_object};
 pub use pipeline::{
     CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_sidecar, verify_stored,

@@ -231,6 +231,30 @@ impl Stack {
             }
             for name in &names {
                 let comp = Component::new(name.clone())?;
+                // Never while a backup of the component works on this tier.
+                let lock = if options.dry_run {
+                    None
+                } else {
+                    match zdr_storage::TierLock::acquire(
+                        repo.tier().clone(),
+                        &crate::stack::component_lock(name),
+                        "prune",
+                        crate::stack::LOCK_STALE,
+                        progress,
+                    )
+                    .await
+                    {
+                        Ok(l) => Some(l),
+                        Err(e) => {
+                            out.problems.push(Problem {
+                                component: Some(name.clone()),
+                                ..Problem::on_tier(&e, t)
+                            });
+                            undecided.insert(name.clone());
+                            continue;
+                        }
+                    }
+                };
                 let window = config
                     .wal_window(name)
                     .map(|w| now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX));
@@ -381,6 +405,13 @@ impl Stack {
                 }
                 self.prune_blobs(&repo, t, catalog, &comp, options, &mut out)
                     .await;
+                if let Some(l) = lock
+                    && let Err(e) = l.release().await
+                {
+                    progress.warn(format!(
+                        "could not remove the lock of {name} on tier {t}: {e}"
+                    ));
+                }
             }
             if !options.dry_run {
                 match repo.tier().sweep_temporary(self.sweep_grace()).await {

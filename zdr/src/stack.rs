@@ -318,6 +318,46 @@ impl Stack {
         progress: &Progress,
     ) -> Result<BackupReport> {
         let config = self.config.component(name)?;
+        // One run per component at a time on the primary tier (a prune included), across
+        // hosts sharing it.
+        let lock = zdr_storage::TierLock::acquire(
+            self.tier(&self.config.primary)?,
+            &component_lock(name),
+            &format!("backup {name}"),
+            LOCK_STALE,
+            progress,
+        )
+        .await
+        .map_err(|e| e.with_context("component", name))?;
+        let result = self.backup_locked(name, config, options, progress).await;
+        if let Err(e) = lock.release().await {
+            progress.warn(format!("could not remove the lock of {name}: {e}"));
+        }
+        result
+    }
+
+    /// Remove the lock of `component` on `tier` (default: the primary) by hand — a run that
+    /// died without removing it, when its heartbeat is not yet stale. Returns who held it.
+    ///
+    /// # Errors
+    /// An unknown component or tier; storage errors.
+    pub async fn unlock(
+        &self,
+        component: &str,
+        tier: Option<&str>,
+    ) -> Result<Option<zdr_storage::LockOwner>> {
+        self.config.component(component)?;
+        let tier = self.tier(tier.unwrap_or(&self.config.primary))?;
+        zdr_storage::remove_lock(tier.as_ref(), &component_lock(component)).await
+    }
+
+    async fn backup_locked(
+        &self,
+        name: &str,
+        config: &crate::config::ComponentConfig,
+        options: &BackupOptions,
+        progress: &Progress,
+    ) -> Result<BackupReport> {
         #[allow(clippy::collapsible_if)]
         if options.base {
             if ComponentType::of(config) != ComponentType::Postgres {
@@ -881,6 +921,15 @@ impl Stack {
 
 /// A scratch restore's result as data: the outcome and a passed verification, or the failed
 /// verification an integrity error carries. Other errors stay errors.
+/// How long a lock may go without a heartbeat before another run takes it over.
+pub const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The name of the lock a backup or prune of `component` holds on a tier.
+#[must_use]
+pub fn component_lock(component: &str) -> String {
+    format!("component-{component}")
+}
+
 pub(crate) fn scratch_outcome(
     result: Result<RestoreOutcome>,
 ) -> Result<(Option<RestoreOutcome>, VerifyReport)> {
