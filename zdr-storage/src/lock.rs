@@ -125,7 +125,9 @@ impl TierLock {
         let now = Utc::now();
         let stale_for = chrono::Duration::from_std(stale).unwrap_or(chrono::Duration::MAX);
         if let Some(old) = lock_holder(tier.as_ref(), name).await? {
-            if now - old.heartbeat_at < stale_for {
+            // A holder on this host whose process is gone (killed) is stale at once.
+            let dead_here = old.host == host_name() && !process_alive(old.pid);
+            if now - old.heartbeat_at < stale_for && !dead_here {
                 return Err(held(&old, tier.name(), &key, name));
             }
             progress.warn(format!(
@@ -221,6 +223,11 @@ async fn write_owner(tier: &dyn StorageTier, key: &str, owner: &LockOwner) -> Re
     tier.write_all(key, bytes).await
 }
 
+/// Whether process `pid` runs on this host.
+fn process_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -276,6 +283,31 @@ mod tests {
             heartbeat_at: Utc::now() - chrono::Duration::hours(2),
             token: "old".into(),
         };
+        write_owner(tier.as_ref(), &lock_key("component-db"), &old)
+            .await
+            .unwrap();
+        // A holder on this host whose process is gone: taken over at once.
+        let dead = LockOwner {
+            host: host_name(),
+            pid: u32::MAX - 1,
+            heartbeat_at: Utc::now(),
+            ..old.clone()
+        };
+        write_owner(tier.as_ref(), &lock_key("component-db"), &dead)
+            .await
+            .unwrap();
+        TierLock::acquire(
+            tier.clone(),
+            "component-db",
+            "backup db",
+            Duration::from_secs(60),
+            &Progress::none(),
+        )
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
         write_owner(tier.as_ref(), &lock_key("component-db"), &old)
             .await
             .unwrap();
