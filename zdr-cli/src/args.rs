@@ -320,6 +320,22 @@ pub(crate) enum Command {
         #[arg(long)]
         stdout: bool,
     },
+    /// Run unattended: the jobs of [daemon.jobs] (default: the runbook's schedule —
+    /// PostgreSQL hourly, Redis every 6 hours, the rest daily, a weekly deep verification,
+    /// monthly drills, a quarterly system drill) on their cron schedules, with replication
+    /// and pruning after each backup, objectives checked, /metrics served (daemon.listen)
+    /// and alerts sent (daemon.webhook, per-job ping URLs). SIGTERM or SIGINT: no new job
+    /// starts, running ones get daemon.shutdown_grace to finish; a second signal abandons
+    /// them at once.
+    Daemon,
+    /// Run one of the daemon's jobs now, as the daemon would (replication, pruning, pings,
+    /// alerts, its state file): for cron instead of the daemon. Exit 1 when the job failed.
+    RunOnce {
+        /// The job's name (zdr jobs lists them).
+        job: String,
+    },
+    /// The daemon's jobs: what each does, its schedule, its next time and its last run.
+    Jobs,
     /// The runbook's recovery scenarios, each one command (`--dry-run` prints the plan).
     Recover {
         #[command(subcommand)]

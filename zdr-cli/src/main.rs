@@ -52,6 +52,22 @@ fn main() -> ExitCode {
         }
     };
     let progress = Progress::new(Arc::new(CliProgress::new(cli.no_progress || cli.json)));
+    // The daemon handles its own signals: the first one lets running jobs finish.
+    if matches!(cli.command, Command::Daemon) {
+        let result = runtime.block_on(run(&cli, &progress));
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        return match result {
+            Ok(outcome) => {
+                render::print(&outcome, cli.json);
+                ExitCode::from(outcome.code)
+            }
+            Err(e) => {
+                let e = hints::for_cli(e);
+                render::report_error(&e, cli.json);
+                ExitCode::from(exit_code(&e))
+            }
+        };
+    }
     let result = runtime.block_on(async {
         tokio::select! {
             r = run(&cli, &progress) => Ok(r),
@@ -119,6 +135,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// `zdr daemon`: run the schedule until a signal; a second signal abandons running jobs.
+async fn daemon(stack: Stack, progress: &Progress) -> Result<Outcome> {
+    let daemon = Arc::new(zdr::daemon::Daemon::new(Arc::new(stack), progress.clone())?);
+    let (signals, rx) = tokio::sync::watch::channel(0u32);
+    let counter = tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let _ = interrupted().await;
+            n += 1;
+            let _ = signals.send(n);
+        }
+    });
+    let mut first = rx.clone();
+    let mut second = rx;
+    let jobs = daemon.jobs().len();
+    progress.info(format!(
+        "zdr daemon {}: {jobs} jobs (zdr jobs lists them)",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let run = Arc::clone(&daemon).run(async move {
+        let _ = first.wait_for(|n| *n >= 1).await;
+    });
+    let exit = tokio::select! {
+        r = run => r?,
+        _ = second.wait_for(|n| *n >= 2) => zdr::daemon::DaemonExit {
+            abandoned: vec!["every running job (a second signal)".to_owned()],
+        },
+    };
+    counter.abort();
+    if !exit.abandoned.is_empty() {
+        let abandoned =
+            tokio::time::timeout(Duration::from_secs(20), zdr::storage::abandon_in_flight())
+                .await
+                .unwrap_or_default();
+        for r in &abandoned.removed {
+            progress.warn(format!("removed the partial write {r}"));
+        }
+    }
+    Ok(render::daemon_exit(&exit))
+}
+
 /// Exit code after SIGINT (Ctrl-C): 128 + 2.
 const EXIT_SIGINT: u8 = 130;
 /// Exit code after SIGTERM: 128 + 15.
@@ -179,6 +236,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             | Command::Prune { .. }
             | Command::Wal { .. }
             | Command::Status { .. }
+            | Command::Jobs
     ) {
         Stack::open_unresolved(config)
     } else {
@@ -441,6 +499,15 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 None => {}
             }
             Ok(render::drill(&stack.drill(name, progress).await?))
+        }
+        Command::Daemon => daemon(stack, progress).await,
+        Command::RunOnce { job } => {
+            let daemon = zdr::daemon::Daemon::new(Arc::new(stack), progress.clone())?;
+            Ok(render::job_run(&daemon.run_once(job).await?))
+        }
+        Command::Jobs => {
+            let daemon = zdr::daemon::Daemon::new(Arc::new(stack), progress.clone())?;
+            Ok(render::jobs(&daemon.overview().await?))
         }
         // Handled before the config is read.
         Command::Init { .. } => Err(Error::unexpected("zdr init reads no config")),

@@ -832,3 +832,61 @@ pub(crate) fn system_recovery(r: &zdr::recover::SystemRecoveryReport) -> Outcome
     }
     out
 }
+
+pub(crate) fn job_run(r: &zdr::daemon::JobRun) -> Outcome {
+    let mut text = vec![format!(
+        "job {} ({}) {} in {:.1} s: {}",
+        r.job,
+        r.what,
+        if r.ok { "succeeded" } else { "FAILED" },
+        r.seconds,
+        r.message
+    )];
+    for a in &r.alerts {
+        text.push(format!(
+            "alert sent: {}",
+            json!(a).as_str().unwrap_or("alert")
+        ));
+    }
+    Outcome::ok(text, json!(r)).with_code(!r.ok, EXIT_FAILED)
+}
+
+pub(crate) fn jobs(jobs: &[zdr::daemon::JobOverview]) -> Outcome {
+    let mut text = vec![format!(
+        "{:<24} {:<18} {:<20} {:<10} what",
+        "job", "cron (UTC)", "next run", "last run"
+    )];
+    for j in jobs {
+        let last = match &j.state {
+            Some(s) if s.failing => "FAILED".to_owned(),
+            Some(s) if s.last_success.is_some() => "ok".to_owned(),
+            _ => "-".to_owned(),
+        };
+        text.push(format!(
+            "{:<24} {:<18} {:<20} {:<10} {}{}{}",
+            j.job,
+            j.cron,
+            j.next_run.map_or_else(
+                || "-".to_owned(),
+                |t| t.format("%Y-%m-%d %H:%M").to_string()
+            ),
+            last,
+            j.what,
+            if j.default { " (runbook default)" } else { "" },
+            if j.ping { " (pings)" } else { "" },
+        ));
+    }
+    Outcome::ok(text, json!({ "jobs": jobs }))
+}
+
+pub(crate) fn daemon_exit(exit: &zdr::daemon::DaemonExit) -> Outcome {
+    let text = if exit.abandoned.is_empty() {
+        vec!["zdr daemon stopped; no job was running or every running job finished".to_owned()]
+    } else {
+        vec![format!(
+            "zdr daemon stopped; abandoned: {} (nothing partial is listed as a backup)",
+            exit.abandoned.join(", ")
+        )]
+    };
+    Outcome::ok(text, json!(exit)).with_code(!exit.abandoned.is_empty(), EXIT_FAILED)
+}

@@ -59,7 +59,7 @@ mod tier;
 pub use blobs::{BlobList, BlobSweep, sweep_blobs};
 pub use inflight::{Abandoned, abandon_in_flight};
 pub use keys::AgeKeys;
-pub use lock::{LOCKS, LockOwner, TierLock, lock_holder, lock_key, remove_lock};
+pub use lock::{LOCKS, LockOwner, TierLock, host_name, lock_holder, lock_key, remove_lock};
 pub use object::{Found, find_object, object_key, put_object};
 pub use pipeline::{
     CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_sidecar, verify_stored,

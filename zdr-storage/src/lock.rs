@@ -61,6 +61,7 @@ pub struct TierLock {
     key: String,
     token: String,
     heartbeat: tokio::task::JoinHandle<()>,
+    released: bool,
 }
 
 impl std::fmt::Debug for TierLock {
@@ -73,8 +74,28 @@ impl std::fmt::Debug for TierLock {
 }
 
 impl Drop for TierLock {
+    /// A lock dropped without [`TierLock::release`] — its run was abandoned (a timeout, a
+    /// shutdown) — is removed in the background when a runtime is still there, so the next
+    /// run of a long-lived process need not wait for it to go stale.
     fn drop(&mut self) {
         self.heartbeat.abort();
+        if self.released {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let tier = Arc::clone(&self.tier);
+            let key = self.key.clone();
+            let token = self.token.clone();
+            handle.spawn(async move {
+                if let Ok(bytes) = tier.read_all(&key).await {
+                    let ours =
+                        serde_json::from_slice::<LockOwner>(&bytes).is_ok_and(|o| o.token == token);
+                    if ours {
+                        let _ = tier.delete(&key).await;
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -183,6 +204,7 @@ impl TierLock {
             key,
             token: me.token,
             heartbeat,
+            released: false,
         })
     }
 
@@ -190,7 +212,8 @@ impl TierLock {
     ///
     /// # Errors
     /// Storage errors removing it.
-    pub async fn release(self) -> Result<()> {
+    pub async fn release(mut self) -> Result<()> {
+        self.released = true;
         self.heartbeat.abort();
         let name = self
             .key
@@ -228,7 +251,9 @@ fn process_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn host_name() -> String {
+/// This host's name (`/proc/sys/kernel/hostname`, else `HOSTNAME`), as lock owners record it.
+#[must_use]
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()

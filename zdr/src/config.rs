@@ -32,6 +32,7 @@ const TOP_LEVEL: &[&str] = &[
     "rpo",
     "vault",
     "docker",
+    "daemon",
 ];
 
 /// The whole configuration.
@@ -68,6 +69,9 @@ pub struct Config {
     /// (`[components.NAME.retention]`, kept in [`Config::component_retention`]).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// `[daemon]`: the schedules, metrics and alerts of `zdr daemon` (see [`crate::daemon`]).
+    #[serde(default)]
+    pub daemon: crate::daemon::DaemonConfig,
     /// Each component's own retention rules, by component name.
     #[serde(skip)]
     pub component_retention: BTreeMap<String, RetentionConfig>,
@@ -545,6 +549,7 @@ impl Config {
             docker: DockerConfig::default(),
             retention: RetentionConfig::default(),
             component_retention: BTreeMap::new(),
+            daemon: crate::daemon::DaemonConfig::default(),
             rpo: BTreeMap::new(),
             runners: BTreeMap::new(),
         }
@@ -681,6 +686,7 @@ impl Config {
         for (name, r) in &self.component_retention {
             r.check(&format!("components.{name}.retention"), &self.tiers)?;
         }
+        crate::daemon::check(self)?;
         Ok(())
     }
 

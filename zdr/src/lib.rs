@@ -38,6 +38,8 @@
 //! - PostgreSQL WAL and PITR: [`Stack::wal_push`], [`Stack::wal_fetch`],
 //!   [`Stack::wal_prefetch`], [`Stack::check`], [`Stack::verify_wal`], [`Stack::pitr`]
 //! - the sandbox drill: [`drill::sandbox`]
+//! - running unattended: [`daemon::Daemon`] (schedules, catch-up, metrics, alerts),
+//!   [`Stack::prune`], [`Stack::status`]
 //!
 //! Library code never prints: progress goes to the [`Progress`] sink you pass, results come
 //! back as values, errors as [`Error`] with a kind, a retry status and context.
@@ -57,6 +59,7 @@ compile_error!(
 
 mod adapter;
 mod config;
+pub mod daemon;
 pub mod drill;
 pub mod init;
 #[cfg(feature = "postgres")]

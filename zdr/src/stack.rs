@@ -474,6 +474,23 @@ impl Stack {
         deep: bool,
         progress: &Progress,
     ) -> Result<VerifyRun> {
+        self.verify_newest(tier, component, deep, None, progress)
+            .await
+    }
+
+    /// [`Stack::verify`] of a sample: with `newest = Some(n)`, only the newest `n` backups of
+    /// each component on each tier (what a scheduled verification checks); `None` for all.
+    ///
+    /// # Errors
+    /// As [`Stack::verify`].
+    pub async fn verify_newest(
+        &self,
+        tier: Option<&str>,
+        component: Option<&str>,
+        deep: bool,
+        newest: Option<usize>,
+        progress: &Progress,
+    ) -> Result<VerifyRun> {
         let component = component.map(Component::new).transpose()?;
         let options = self.pipeline()?;
         let mut run = VerifyRun::default();
@@ -489,7 +506,23 @@ impl Stack {
                 }
             };
             run.failures.extend(catalog_problems(&catalog, &t));
-            for m in catalog.list(component.as_ref()) {
+            let mut chosen = catalog.list(component.as_ref());
+            if let Some(n) = newest {
+                // Newest first within each component, then the first n of each.
+                chosen.sort_by(|a, b| {
+                    a.component
+                        .cmp(&b.component)
+                        .then(b.started_at.cmp(&a.started_at))
+                });
+                let mut seen: std::collections::BTreeMap<&Component, usize> =
+                    std::collections::BTreeMap::new();
+                chosen.retain(|m| {
+                    let k = seen.entry(&m.component).or_default();
+                    *k += 1;
+                    *k <= n
+                });
+            }
+            for m in chosen {
                 match repo.verify(m, deep, progress).await {
                     Ok(()) => run.intact.push((t.clone(), m.clone())),
                     Err(e) => run.failures.push(Problem {
