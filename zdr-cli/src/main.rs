@@ -52,8 +52,10 @@ fn main() -> ExitCode {
         }
     };
     let progress = Progress::new(Arc::new(CliProgress::new(cli.no_progress || cli.json)));
-    // The daemon handles its own signals: the first one lets running jobs finish.
+    // The daemon handles its own signals: the first one lets running jobs finish. Its log
+    // is the timestamped lines, never bars.
     if matches!(cli.command, Command::Daemon) {
+        let progress = Progress::new(Arc::new(CliProgress::log_only()));
         let result = runtime.block_on(run(&cli, &progress));
         runtime.shutdown_timeout(Duration::from_secs(5));
         return match result {

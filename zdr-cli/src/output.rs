@@ -32,6 +32,15 @@ impl CliProgress {
         }
     }
 
+    /// Timestamped log lines, no bars, whatever `--no-progress` says: a daemon's log.
+    pub fn log_only() -> Self {
+        Self {
+            bars: None,
+            state: Mutex::new(HashMap::new()),
+            quiet: false,
+        }
+    }
+
     fn line(&self, text: &str) {
         let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
         match &self.bars {
