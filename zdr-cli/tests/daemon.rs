@@ -252,3 +252,162 @@ fn http_get(port: u16, path: &str) -> String {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default()
 }
+
+/// Runs `cmd`, panics with its output when it fails; its stdout.
+fn must(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `examples/daemon` run as shipped: the image built from its Dockerfile (on the test kit's
+/// Debian base), the compose file's whole stack started (PostgreSQL and Redis from the test
+/// kit's images), the daemon's catch-up backups of the database (its tools run in the db
+/// container through the mounted engine socket), the cache and the config files written to the
+/// bind-mounted tier and read back from the host, `/metrics` on the published port, and
+/// `docker-compose stop` (SIGTERM) ending the daemon with exit 0.
+#[test]
+fn the_compose_example_runs_the_daemon_as_a_service() {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/daemon");
+    let id = std::process::id();
+    let tag = format!("zdr-test/zdr-daemon:{id}");
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_zdr"), ctx.path().join("zdr")).unwrap();
+    must(
+        Command::new("docker")
+            .env("DOCKER_BUILDKIT", "0")
+            .args([
+                "build",
+                "-q",
+                "--build-arg",
+                "BASE=zdr-test/base:current",
+                "-t",
+                &tag,
+                "-f",
+            ])
+            .arg(examples.join("Dockerfile"))
+            .arg(ctx.path()),
+    );
+    drop(ctx);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let project = format!("zdrdaemon{id}");
+    std::fs::copy(
+        examples.join("docker-compose.yml"),
+        root.join("docker-compose.yml"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(examples.join("zdr.toml")).unwrap();
+    assert!(config.contains("project = \"stack\""));
+    std::fs::write(
+        root.join("zdr.toml"),
+        config
+            .replace("project = \"stack\"", &format!("project = \"{project}\""))
+            .replace("[daemon]\n", "[daemon]\njitter = \"0s\"\n"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("config/nginx")).unwrap();
+    std::fs::write(
+        root.join("config/nginx/site.conf"),
+        "server { listen 443; }\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("backups")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let compose = |args: &[&str]| {
+        let mut c = Command::new("docker-compose");
+        c.current_dir(root)
+            .env("ZDR_IMAGE", &tag)
+            .env("POSTGRES_IMAGE", "zdr-test/postgres:current")
+            .env("REDIS_IMAGE", "zdr-test/redis:current")
+            .env("POSTGRES_PASSWORD", "compose-s3cret")
+            .env("ZDR_METRICS_PORT", port.to_string())
+            .env("ZDR_BACKUP_DIR", root.join("backups"))
+            .env("ZDR_CONFIG_DIR", root.join("config"))
+            .args(["-p", &project, "-f", "docker-compose.yml"])
+            .args(args);
+        c
+    };
+    // Whatever happens below, the project and the image go.
+    struct Cleanup<'a>(&'a dyn Fn(&[&str]) -> Command, String);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "-v", "--remove-orphans"]).output();
+            let _ = Command::new("docker").args(["rmi", "-f", &self.1]).output();
+        }
+    }
+    let _cleanup = Cleanup(&compose, tag.clone());
+    must(&mut compose(&["up", "-d"]));
+
+    // The host reads the tier the container writes.
+    let host = Env {
+        config: root.join("host.toml"),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    std::fs::write(
+        &host.config,
+        format!(
+            "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{}\"\n",
+            root.join("backups").display()
+        ),
+    )
+    .unwrap();
+    let components = || -> Vec<String> {
+        let (code, v) = host.json(&["list"]);
+        assert_eq!(code, 0, "{v}");
+        let mut c: Vec<String> = v["tiers"][0]["backups"]
+            .as_array()
+            .map(|b| {
+                b.iter()
+                    .map(|m| m["component"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        c.sort();
+        c.dedup();
+        c
+    };
+    let mut waited = 0;
+    while components() != ["cache", "configs", "db"] {
+        assert!(
+            waited < 600,
+            "not every component backed up after 120 s ({:?}): {}",
+            components(),
+            must(&mut compose(&["logs", "--no-color", "zdr"]))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        waited += 1;
+    }
+    let out = host.zdr(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = http_get(port, "/metrics");
+        if metrics.contains("zdr_job_runs_total{job=\"backup-db\"} 1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        metrics.contains("zdr_job_failing{job=\"backup-db\"} 0"),
+        "{metrics}"
+    );
+    must(&mut compose(&["stop", "-t", "60", "zdr"]));
+    let container = must(&mut compose(&["ps", "-q", "zdr"])).trim().to_owned();
+    let code =
+        must(Command::new("docker").args(["inspect", "-f", "{{.State.ExitCode}}", &container]));
+    assert_eq!(code.trim(), "0");
+    let logs = must(&mut compose(&["logs", "--no-color", "zdr"]));
+    assert!(logs.contains("zdr daemon stopped"), "{logs}");
+    assert!(!logs.contains("compose-s3cret"), "{logs}");
+    assert!(!logs.contains("failed"), "{logs}");
+}

@@ -850,6 +850,29 @@ fn apply_override(table: &mut toml::Table, var: &str, path: &str, value: &str) -
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(value.to_owned()))
     };
+    // A credential for a tier or component the file does not define is a mistake (a typo in
+    // the variable, or a config that lost the entry), not a new half-defined entry.
+    if let [section, name, _, ..] = segments.as_slice()
+        && (section == "components" || section == "tiers")
+        && !table
+            .get(section)
+            .and_then(toml::Value::as_table)
+            .is_some_and(|t| t.contains_key(name))
+    {
+        {
+            let what = if section == "tiers" {
+                "tier"
+            } else {
+                "component"
+            };
+            return Err(Error::bad_input(format!(
+                "{var} sets a key of {what} {name}, which the config does not define"
+            ))
+            .with_hint(format!(
+                "define [{section}.{name}] in the config, or unset {var}"
+            )));
+        }
+    }
     let mut cur = table;
     let (last, parents) = segments
         .split_last()
@@ -922,6 +945,27 @@ path = "/etc/zentoria"
         );
         assert!(!format!("{c:?}").contains("s3cr3t"), "secret in Debug");
         Ok(())
+    }
+
+    #[test]
+    fn an_override_for_an_undefined_component_or_tier_is_refused() {
+        for (var, want) in [
+            (
+                "ZDR_COMPONENTS__DB__PASSWORD",
+                "ZDR_COMPONENTS__DB__PASSWORD sets a key of component db, which the config does not define",
+            ),
+            (
+                "ZDR_TIERS__OFFSITE__SECRET_ACCESS_KEY",
+                "sets a key of tier offsite",
+            ),
+        ] {
+            let Err(e) = Config::parse(BASE, "t", env(&[(var, "x")])) else {
+                panic!("{var} for an undefined entry accepted");
+            };
+            let e = e.to_string();
+            assert!(e.contains(want), "{e}");
+            assert!(!e.contains("\"x\""), "{e}");
+        }
     }
 
     #[test]

@@ -372,7 +372,12 @@ async fn a_run_past_its_timeout_fails_and_a_shutdown_abandons_a_job_past_its_gra
     let env = Env::new();
     let gate = gate().await;
     let extra = format!(
-        "shutdown_grace = \"1s\"\n{}\n[daemon.jobs.backup-flows]\ncomponent = \"flows\"\ncron = \"0 * * * *\"\n\n[daemon.jobs.slow]\ncomponent = \"flows\"\ncron = \"0 0 * * *\"\ntimeout = \"1s\"\n",
+        "shutdown_grace = \"1s\"\n{}\n[daemon.jobs.backup-flows]\ncomponent = \"flows\"\ncron = \"0 * * * *\"\n",
+        flows(&gate)
+    );
+    // The same component in a job with a timeout, run by hand afterwards.
+    let slow = format!(
+        "{}\n[daemon.jobs.slow]\ncomponent = \"flows\"\ncron = \"0 0 * * *\"\ntimeout = \"1s\"\n",
         flows(&gate)
     );
     let sink = Arc::new(RecordingSink::default());
@@ -405,7 +410,12 @@ async fn a_run_past_its_timeout_fails_and_a_shutdown_abandons_a_job_past_its_gra
     lock_removed(&lock).await;
 
     // A run past its timeout fails, and leaves no lock either.
-    let r = daemon.run_once("slow").await.unwrap();
+    let r = env
+        .daemon(&slow, Progress::none())
+        .await
+        .run_once("slow")
+        .await
+        .unwrap();
     assert!(!r.ok);
     assert!(
         r.message.contains("took longer than its timeout of 1 s"),

@@ -916,6 +916,7 @@ impl Daemon {
     ) -> Result<Self> {
         let notifier = Notifier::new(
             options.webhook.clone(),
+            jobs.iter().any(|j| j.ping.is_some()),
             options.webhook_retries,
             options.retry_delay,
             progress.clone(),

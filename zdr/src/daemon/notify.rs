@@ -62,7 +62,8 @@ pub struct Alert {
 /// Sends alerts and pings in the background.
 #[derive(Clone)]
 pub(crate) struct Notifier {
-    client: reqwest::Client,
+    /// Only when something is to be sent (a webhook or a ping URL is configured).
+    client: Option<reqwest::Client>,
     webhook: Option<Secret>,
     retries: u32,
     retry_delay: Duration,
@@ -73,16 +74,27 @@ pub(crate) struct Notifier {
 impl Notifier {
     pub(crate) fn new(
         webhook: Option<Secret>,
+        pings: bool,
         retries: u32,
         retry_delay: Duration,
         progress: Progress,
     ) -> zdr_core::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| {
-                zdr_core::Error::unexpected("cannot make the HTTP client for alerts").with_source(e)
-            })?;
+        let client = if webhook.is_some() || pings {
+            Some(
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| {
+                        zdr_core::Error::unexpected(
+                            "cannot make the HTTP client for alerts and pings",
+                        )
+                        .with_source(e)
+                        .with_hint("are the system's CA certificates installed (ca-certificates)?")
+                    })?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             client,
             webhook,
@@ -135,7 +147,9 @@ impl Notifier {
         body: Vec<u8>,
         what: String,
     ) {
-        let client = self.client.clone();
+        let Some(client) = self.client.clone() else {
+            return;
+        };
         let retries = self.retries;
         let delay = self.retry_delay;
         let progress = self.progress.clone();
