@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Unattended-operation benchmark (not a test), the measures of the scheduling work:
+#  1. `zdr prune` of BACKUPS (default 10,000) backups of one component on the S3 tier
+#     (SeaweedFS), hourly over 14 months, with keep_daily = 7, keep_weekly = 4,
+#     keep_monthly = 12: wall time and peak memory of the prune that deletes almost all of
+#     them, then of the next prune (nothing to delete); and the S3 requests each makes,
+#     counted by a small HTTP proxy in front of SeaweedFS (the timed runs go direct, on an
+#     identical copy of the bucket).
+#  2. `zdr daemon` idle: resident memory and CPU time over IDLE seconds (default 120) between
+#     jobs, with the runbook's default jobs for the same config.
+#
+#   scripts/bench-daemon.sh                              # builds the release zdr
+#   ZDR_BIN=target/release/zdr scripts/bench-daemon.sh   # no build: use this binary
+#
+# Everything lives under $W (default $TMPDIR/zdr-daemonbench) and is removed at the end except
+# $W/results.md (also printed, with the load average beside each figure).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+W=${W:-${TMPDIR:-/tmp}/zdr-daemonbench}
+ZDR_BIN_ARG=${ZDR_BIN:-}
+unset ZDR_BIN
+BACKUPS=${BACKUPS:-10000}
+IDLE=${IDLE:-120}
+for t in weed aws python3; do
+    command -v "$t" >/dev/null || { echo "bench-daemon.sh: $t is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
+done
+command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
+rm -rf "$W"; mkdir -p "$W"
+if [ -n "$ZDR_BIN_ARG" ]; then
+    ZDR=$(realpath "$ZDR_BIN_ARG")
+else
+    cargo build --release -q --locked -p zdr-cli
+    ZDR=$(realpath "${CARGO_TARGET_DIR:-target}/release/zdr")
+fi
+# shellcheck source=lib-seaweed.sh
+. scripts/lib-seaweed.sh
+PROXY_PID= DAEMON_PID=
+finish() {
+    [ -n "$DAEMON_PID" ] && kill "$DAEMON_PID" 2>/dev/null || true
+    [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null || true
+    seaweed_stop
+    if [ -f "$W/results.md" ]; then
+        find "$W" -mindepth 1 -maxdepth 1 ! -name results.md -exec rm -rf {} +
+    else
+        rm -rf "$W"
+    fi
+}
+trap finish EXIT
+seaweed_start
+load() { cut -d' ' -f1 /proc/loadavg; }
+
+# One real backup on a local tier: the template of the history.
+mkdir -p "$W/live" "$W/seed"
+echo "A=1" >"$W/live/app.env"
+cat >"$W/seed.toml" <<EOF
+primary = "local"
+[tiers.local]
+type = "fs"
+root = "$W/seed"
+[components.configs]
+type = "files"
+path = "$W/live"
+EOF
+"$ZDR" --config "$W/seed.toml" --no-progress backup configs >/dev/null
+# BACKUPS copies of it, one per hour back from now, each with its own id, keys and sidecars.
+python3 - "$W/seed" "$W/history" "$BACKUPS" <<'EOF'
+import datetime, glob, hashlib, json, os, shutil, sys
+seed, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+m0 = json.load(open(glob.glob(f"{seed}/manifests/configs/*.json")[0]))
+art = m0["artifacts"][0]
+data = open(os.path.join(seed, art["key"]), "rb").read()
+now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+os.makedirs(f"{out}/manifests/configs", exist_ok=True)
+os.makedirs(f"{out}/configs/daily", exist_ok=True)
+for i in range(n):
+    t = now - datetime.timedelta(hours=i)
+    bid = t.strftime("%Y%m%d_%H%M%S") + "_%04x" % (i % 65536)
+    name = f"configs_{bid}.tar.zst"
+    key = f"configs/daily/{name}"
+    open(f"{out}/{key}", "wb").write(data)
+    open(f"{out}/{key}.sha256", "w").write(f"{art['sha256']}  {name}\n")
+    m = dict(m0, id=bid, started_at=t.isoformat().replace("+00:00", "Z"),
+             finished_at=(t + datetime.timedelta(seconds=1)).isoformat().replace("+00:00", "Z"))
+    m["artifacts"] = [dict(art, key=key)]
+    body = json.dumps(m, indent=2).encode()
+    open(f"{out}/manifests/configs/{bid}.json", "wb").write(body)
+    open(f"{out}/manifests/configs/{bid}.json.sha256", "w").write(
+        f"{hashlib.sha256(body).hexdigest()}  {bid}.json\n")
+EOF
+for b in timed counted; do
+    aws --endpoint-url "$EP" s3api create-bucket --bucket "$b" >/dev/null
+    aws --endpoint-url "$EP" s3 sync --quiet "$W/history" "s3://$b"
+done
+objects=$(find "$W/history" -type f | wc -l)
+
+# The counting proxy: forwards every request unchanged (the Host header too: signatures
+# stay valid) and counts them by kind.
+PROXY_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 - "$PROXY_PORT" "$EP" "$W/requests.json" <<'EOF' &
+import http.client, http.server, json, sys, threading, urllib.parse
+port, upstream, out = int(sys.argv[1]), urllib.parse.urlparse(sys.argv[2]), sys.argv[3]
+counts, lock = {}, threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def relay(self):
+        q = urllib.parse.urlparse(self.path).query
+        kind = self.command
+        if self.command == "GET" and ("list-type" in q or "prefix=" in q or q.startswith("delimiter")):
+            kind = "LIST"
+        elif self.command == "POST" and "delete" in q:
+            kind = "DELETE (batch)"
+        with lock:
+            counts[kind] = counts.get(kind, 0) + 1
+            json.dump(counts, open(out, "w"))
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else None
+        c = http.client.HTTPConnection(upstream.hostname, upstream.port)
+        c.request(self.command, self.path, body=body, headers={k: v for k, v in self.headers.items()})
+        r = c.getresponse()
+        data = r.read()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        c.close()
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+EOF
+PROXY_PID=$!
+
+config() { # bucket endpoint
+    cat <<EOF
+primary = "s3"
+[tiers.s3]
+type = "s3"
+bucket = "$1"
+endpoint = "$2"
+region = "us-east-1"
+[components.configs]
+type = "files"
+path = "$W/live"
+[retention]
+keep_daily = 7
+keep_weekly = 4
+keep_monthly = 12
+[daemon]
+state_file = "$W/daemon.json"
+listen = "127.0.0.1:0"
+EOF
+}
+export ZDR_TIERS__S3__ACCESS_KEY_ID=$KEY ZDR_TIERS__S3__SECRET_ACCESS_KEY=$SECRET
+config timed "$EP" >"$W/timed.toml"
+config counted "http://127.0.0.1:$PROXY_PORT" >"$W/counted.toml"
+sed -i 's/^listen = .*//' "$W/counted.toml"
+for _ in $(seq 1 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $PROXY_PORT))" 2>/dev/null && break
+    sleep 0.1
+done
+
+prune() { # config label
+    local l t rss
+    l=$(load)
+    /usr/bin/time -f "%e %M" -o "$W/time" "$ZDR" --config "$1" --no-progress --json prune >"$W/prune.json" 2>"$W/prune.err" || true
+    read -r t rss <"$W/time"
+    python3 - "$W/prune.json" "$2" "$t" "$((rss / 1024))" "$l" <<'EOF' >>"$W/rows.md"
+import json, sys
+r = json.load(open(sys.argv[1]))
+kept = deleted = 0
+for t in r.get("tiers", []):
+    for b in t.get("backups", []):
+        if b.get("action") == "keep":
+            kept += 1
+        elif b.get("action") == "deleted":
+            deleted += 1
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {deleted} | {kept} | {sys.argv[5]} |")
+EOF
+}
+{
+    echo "| run | wall s | peak RSS MiB | deleted | kept | load before |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+} >"$W/rows.md"
+prune "$W/timed.toml" "prune of $BACKUPS backups ($objects objects), direct"
+prune "$W/timed.toml" "next prune (nothing to delete), direct"
+rm -f "$W/requests.json"
+prune "$W/counted.toml" "prune of $BACKUPS backups, through the counting proxy"
+cp "$W/requests.json" "$W/requests-first.json"
+rm -f "$W/requests.json"
+prune "$W/counted.toml" "next prune, through the counting proxy"
+cp "$W/requests.json" "$W/requests-next.json"
+
+# The daemon, idle: RSS and CPU over IDLE seconds after its start-up (status check done).
+"$ZDR" --config "$W/timed.toml" daemon >"$W/daemon.out" 2>"$W/daemon.err" &
+DAEMON_PID=$!
+for _ in $(seq 1 100); do grep -q "serving /metrics" "$W/daemon.err" && break; sleep 0.1; done
+sleep 5
+ticks() { awk '{print $14 + $15}' "/proc/$DAEMON_PID/stat"; }
+hz=$(getconf CLK_TCK)
+l=$(load)
+c0=$(ticks)
+rss0=$(awk '/VmRSS/ {print $2}' "/proc/$DAEMON_PID/status")
+sleep "$IDLE"
+c1=$(ticks)
+rss1=$(awk '/VmRSS/ {print $2}' "/proc/$DAEMON_PID/status")
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$DAEMON_PID/status")
+kill -TERM "$DAEMON_PID"
+wait "$DAEMON_PID" || true
+DAEMON_PID=
+
+{
+    echo "## zdr prune on the S3 tier ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores)"
+    echo
+    cat "$W/rows.md"
+    echo
+    echo "S3 requests of the first prune: $(cat "$W/requests-first.json")"
+    echo
+    echo "S3 requests of the next prune: $(cat "$W/requests-next.json")"
+    echo
+    echo "## zdr daemon idle ($(grep -c . <("$ZDR" --config "$W/timed.toml" --no-progress jobs) ) lines of zdr jobs, load $l)"
+    echo
+    echo "| measure | value |"
+    echo "| --- | ---: |"
+    echo "| RSS after start-up, KiB | $rss0 |"
+    echo "| RSS after ${IDLE} s idle, KiB | $rss1 |"
+    echo "| peak RSS (VmHWM), KiB | $hwm |"
+    echo "| CPU time over ${IDLE} s idle, s | $(echo "scale=3; ($c1 - $c0) / $hz" | bc) |"
+} >"$W/results.md"
+cat "$W/results.md"
