@@ -12,7 +12,7 @@ use zdr::{Error, Result};
     name = "zdr",
     version,
     about = "Disaster recovery for self-hosted stacks",
-    after_help = "Exit codes:\n  0        done\n  1        failed (a tier unreachable, a datastore, an unexpected error)\n  2        bad input (config, arguments, unknown names, wrong or missing key, would clobber)\n  3        verification failed (checksums, sidecars, manifests, restored data)\n  4        status: a recovery point objective is missed\n  130/143  interrupted by SIGINT/SIGTERM (nothing partial is listed)\n  wal fetch: 1 = not in the archive, 255 = any other failure"
+    after_help = "Exit codes:\n  0        done\n  1        failed (a tier unreachable, a datastore, an unexpected error)\n  2        bad input (config, arguments, unknown names, wrong or missing key, would clobber)\n  3        verification failed (checksums, sidecars, manifests, restored data)\n  4        status: a recovery point objective is missed, or a scheduled job's last run failed\n  130/143  interrupted by SIGINT/SIGTERM (nothing partial is listed)\n  wal fetch: 1 = not in the archive, 255 = any other failure"
 )]
 pub(crate) struct Cli {
     /// The config file.

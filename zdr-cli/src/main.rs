@@ -28,7 +28,8 @@ pub(crate) const EXIT_FAILED: u8 = 1;
 pub(crate) const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code: verification failed (checksums, manifests, restored data).
 pub(crate) const EXIT_VERIFY: u8 = 3;
-/// `zdr status`: a component's recovery point objective is missed.
+/// `zdr status`: a component's recovery point objective is missed, or a scheduled job's
+/// last run failed.
 pub(crate) const EXIT_RPO: u8 = 4;
 /// Exit code of `wal fetch` when the file is not in the archive: PostgreSQL ends recovery.
 pub(crate) const EXIT_WAL_MISSING: u8 = 1;
@@ -463,7 +464,15 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             if let Some(path) = textfile {
                 zdr::metrics::write_textfile(&report, path)?;
             }
-            Ok(render::status(&report))
+            // The scheduled jobs' last runs, when the daemon (or run-once) recorded any.
+            let runs = match zdr::daemon::recorded_runs(stack.config()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    progress.warn(format!("cannot read the daemon's record of its jobs: {e}"));
+                    None
+                }
+            };
+            Ok(render::status(&report, runs.as_ref()))
         }
         Command::Drill {
             component,

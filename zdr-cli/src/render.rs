@@ -618,7 +618,10 @@ pub(crate) fn verify_wal(tiers: &[WalTierReport]) -> Outcome {
     Outcome::ok(text, json!({"ok": ok, "tiers": tiers})).with_code(!ok, EXIT_VERIFY)
 }
 
-pub(crate) fn status(r: &StatusReport) -> Outcome {
+pub(crate) fn status(
+    r: &StatusReport,
+    runs: Option<&std::collections::BTreeMap<String, zdr::daemon::JobState>>,
+) -> Outcome {
     let mut text = Vec::new();
     let mut comps = Vec::new();
     for c in &r.components {
@@ -706,13 +709,40 @@ pub(crate) fn status(r: &StatusReport) -> Outcome {
             breached.join(", ")
         ));
     }
+    let mut failing = Vec::new();
+    for (job, s) in runs.into_iter().flatten() {
+        let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map_or_else(|| "never".to_owned(), |t| format!("{} ago", age(r.now - t)))
+        };
+        let rto = s
+            .drill_rto_seconds
+            .map_or(String::new(), |x| format!(", drill RTO {x:.1} s"));
+        if s.failing {
+            failing.push(job.as_str());
+            text.push(format!(
+                "job {job}: last run FAILED {} ({}){rto}; last success {}",
+                when(s.last_failure),
+                s.last_error.as_deref().unwrap_or("no error recorded"),
+                when(s.last_success)
+            ));
+        } else {
+            text.push(format!(
+                "job {job}: last run ok, {}{rto}",
+                when(s.last_success)
+            ));
+        }
+    }
+    if !failing.is_empty() {
+        text.push(format!("scheduled jobs failing: {}", failing.join(", ")));
+    }
     let mut out = Outcome::ok(
         text,
-        json!({"ok": ok && breached.is_empty(), "tier": r.tier, "components": comps,
-               "now": r.now, "problems": r.problems, "rpo_breached": breached}),
+        json!({"ok": ok && breached.is_empty() && failing.is_empty(), "tier": r.tier,
+               "components": comps, "now": r.now, "problems": r.problems,
+               "rpo_breached": breached, "jobs": runs, "jobs_failing": failing}),
     )
     .with_code(!ok, EXIT_FAILED)
-    .with_code(!breached.is_empty(), crate::EXIT_RPO);
+    .with_code(!breached.is_empty() || !failing.is_empty(), crate::EXIT_RPO);
     out.errors = r.problems.iter().map(|p| p.error.clone()).collect();
     out
 }

@@ -141,6 +141,19 @@ fn jobs_lists_the_runbook_defaults_and_run_once_runs_one_as_the_daemon_would() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["alerts"][0], "job_failed");
     assert_eq!(env.backups(), 1);
+    // zdr status names the failing job and exits 4, as for a missed objective.
+    let out = env.zdr(&["status"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("job backup-configs: last run FAILED"),
+        "{text}"
+    );
+    assert!(text.contains("job drill-configs: last run ok"), "{text}");
+    assert!(text.contains("drill RTO"), "{text}");
+    let (code, v) = env.json(&["status"]);
+    assert_eq!(code, 4);
+    assert_eq!(v["jobs_failing"][0], "backup-configs");
 
     let out = env.zdr(&["run-once", "backup-db"]);
     assert_eq!(out.status.code(), Some(2));

@@ -795,3 +795,50 @@ async fn the_runbook_defaults_cover_every_component() {
         "{d:?}"
     );
 }
+
+#[tokio::test]
+async fn a_shutdown_lets_a_running_job_finish_within_its_grace() {
+    let env = Env::new();
+    let gate = gate().await;
+    let extra = format!(
+        "shutdown_grace = \"60s\"\n{}\n[daemon.jobs.backup-flows]\ncomponent = \"flows\"\ncron = \"0 * * * *\"\n",
+        flows(&gate)
+    );
+    let clock = Arc::new(ManualClock::new(at(16, 7, 10)));
+    let daemon = Arc::new(
+        env.daemon(&extra, Progress::none())
+            .await
+            .with_clock(clock.clone()),
+    );
+    // The server answers only once the daemon is stopping: the run must outlast the signal.
+    let mut events = daemon.subscribe();
+    let open = gate.open.clone();
+    let opener = tokio::spawn(async move {
+        wait_for(&mut events, |e| match e {
+            DaemonEvent::Stopping { running } => Some(running.clone()),
+            _ => None,
+        })
+        .await;
+        open.send_replace(true);
+    });
+    let exit = with_daemon(Arc::clone(&daemon), |mut rx| async move {
+        wait_for(&mut rx, |e| match e {
+            DaemonEvent::Started { job, .. } if job == "backup-flows" => Some(()),
+            _ => None,
+        })
+        .await;
+    })
+    .await;
+    opener.await.unwrap();
+    assert!(exit.abandoned.is_empty(), "{exit:?}");
+    let state = daemon.state().await.unwrap();
+    let job = &state.jobs["backup-flows"];
+    assert_eq!((job.runs, job.failing), (1, false), "{job:?}");
+    let stack = Stack::open(env.config(&extra)).await.unwrap();
+    assert_eq!(
+        stack.list(None, Some("flows")).await.unwrap()[0]
+            .backups
+            .len(),
+        1
+    );
+}

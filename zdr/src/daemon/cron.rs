@@ -238,7 +238,8 @@ mod tests {
         assert_eq!(next("0 3 * * 0", t), at(2026, 1, 18, 3, 0));
         assert_eq!(next("0 3 * * 7", t), at(2026, 1, 18, 3, 0));
         assert_eq!(next("0 3 * * sun", t), at(2026, 1, 18, 3, 0));
-        assert_eq!(next("0 9 * * mon-fri", t), at(2026, 1, 19, 9, 0));
+        assert_eq!(next("0 9 * * mon-fri", t), at(2026, 1, 16, 9, 0));
+        assert_eq!(next("0 9 * * sat,sun", t), at(2026, 1, 17, 9, 0));
         assert_eq!(next("@monthly", t), at(2026, 2, 1, 0, 0));
         assert_eq!(next("0 4 1 1,4,7,10 *", t), at(2026, 4, 1, 4, 0));
         assert_eq!(next("0 4 1 jan,apr,jul,oct *", t), at(2026, 4, 1, 4, 0));

@@ -855,6 +855,28 @@ pub enum DaemonEvent {
     },
 }
 
+/// The runs recorded in the state file of `config`'s daemon (`zdr daemon`, `zdr run-once`),
+/// of the jobs `config` schedules; `None` when nothing was recorded yet. What `zdr status`
+/// shows beside the objectives.
+///
+/// # Errors
+/// An invalid `[daemon]` section; an unreadable or invalid state file.
+pub async fn recorded_runs(config: &Config) -> Result<Option<BTreeMap<String, JobState>>> {
+    let options = DaemonOptions::from_config(&config.daemon)?;
+    if !options.state_file.exists() {
+        return Ok(None);
+    }
+    let names: BTreeSet<String> = jobs(config)?.into_iter().map(|j| j.name).collect();
+    let state = StateFile::new(options.state_file).read().await?;
+    Ok(Some(
+        state
+            .jobs
+            .into_iter()
+            .filter(|(name, _)| names.contains(name))
+            .collect(),
+    ))
+}
+
 /// How [`Daemon::run`] ended.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DaemonExit {
@@ -1858,5 +1880,56 @@ fn collect_errors(v: &serde_json::Value, out: &mut Vec<String>) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn daemon(jitter: Duration) -> Daemon {
+        let config = Config::new(
+            "local",
+            zdr_storage::TierConfig::Fs {
+                root: std::env::temp_dir().join("zdr-jitter-test"),
+            },
+        );
+        let mut options = DaemonOptions::from_config(&DaemonConfig::default()).unwrap();
+        options.jitter = jitter;
+        Daemon::with_options(
+            Arc::new(Stack::open_unresolved(config)),
+            Vec::new(),
+            options,
+            Progress::none(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn jitter_stays_below_its_bound_is_stable_and_spreads_jobs() {
+        let d = daemon(Duration::from_secs(30));
+        let t = Utc::now();
+        let mut seen = BTreeSet::new();
+        for i in 0..200 {
+            let job = format!("job-{i}");
+            let j = d.jitter(&job, t);
+            assert!(
+                j >= chrono::Duration::zero() && j < chrono::Duration::seconds(30),
+                "{j}"
+            );
+            assert_eq!(
+                j,
+                d.jitter(&job, t),
+                "the same job, time and host: the same delay"
+            );
+            seen.insert(j.num_seconds());
+        }
+        // 200 jobs over 30 one-second buckets: most buckets used.
+        assert!(seen.len() > 20, "{seen:?}");
+        assert_eq!(
+            daemon(Duration::ZERO).jitter("x", t),
+            chrono::Duration::zero()
+        );
     }
 }
