@@ -59,17 +59,7 @@ fn main() -> ExitCode {
         let progress = Progress::new(Arc::new(CliProgress::log_only()));
         let result = runtime.block_on(run(&cli, &progress));
         runtime.shutdown_timeout(Duration::from_secs(5));
-        return match result {
-            Ok(outcome) => {
-                render::print(&outcome, cli.json);
-                ExitCode::from(outcome.code)
-            }
-            Err(e) => {
-                let e = hints::for_cli(e);
-                render::report_error(&e, cli.json);
-                ExitCode::from(exit_code(&e))
-            }
-        };
+        return finish(&cli, result);
     }
     let result = runtime.block_on(async {
         tokio::select! {
@@ -119,6 +109,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    finish(&cli, result)
+}
+
+/// Print the outcome or the error; the exit code.
+fn finish(cli: &Cli, result: Result<Outcome>) -> ExitCode {
     match result {
         Ok(outcome) => {
             render::print(&outcome, cli.json);

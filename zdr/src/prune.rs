@@ -27,7 +27,12 @@ use serde::Serialize;
 use zdr_core::retention::Retention;
 use zdr_core::{BackupKind, Catalog, Component, Manifest, Progress, Result, layout};
 
+use futures::StreamExt as _;
+
 use crate::stack::{Problem, Stack};
+
+/// Backups deleted at once on one tier.
+const DELETE_CONCURRENCY: usize = 16;
 
 /// What [`Stack::prune`] does.
 #[derive(Debug, Clone, Default)]
@@ -347,6 +352,24 @@ impl Stack {
                             }
                         }
                     }
+                    // The deletions run a few at a time (each backup still manifest first):
+                    // on an object store each is four round trips, and thousands of them one
+                    // after the other take minutes.
+                    let mut deleted: BTreeMap<usize, Result<()>> = if options.dry_run {
+                        BTreeMap::new()
+                    } else {
+                        let repo = &repo;
+                        futures::stream::iter(
+                            backups
+                                .iter()
+                                .enumerate()
+                                .filter(|(i, _)| reasons[*i].is_empty())
+                                .map(|(i, m)| async move { (i, repo.delete_backup(m).await) }),
+                        )
+                        .buffer_unordered(DELETE_CONCURRENCY)
+                        .collect()
+                        .await
+                    };
                     for (i, m) in backups.iter().enumerate() {
                         let keep = !reasons[i].is_empty();
                         let action = if keep {
@@ -360,7 +383,9 @@ impl Stack {
                         } else if options.dry_run {
                             PruneAction::WouldDelete
                         } else {
-                            match repo.delete_backup(m).await {
+                            match deleted.remove(&i).unwrap_or_else(|| {
+                                Err(zdr_core::Error::unexpected("the deletion did not run"))
+                            }) {
                                 Ok(()) => {
                                     progress.info(format!(
                                         "deleted backup {} of {name} from tier {t}",

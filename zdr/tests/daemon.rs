@@ -68,6 +68,18 @@ state_file = "{root}/state/daemon.json"
     }
 }
 
+impl Env {
+    /// The daemon of `extra` on `clock`.
+    async fn on_clock(
+        &self,
+        extra: &str,
+        progress: Progress,
+        clock: &Arc<ManualClock>,
+    ) -> Arc<Daemon> {
+        Arc::new(self.daemon(extra, progress).await.with_clock(clock.clone()))
+    }
+}
+
 fn at(d: u32, h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, d, h, m, 0).unwrap()
 }
@@ -150,11 +162,7 @@ cron = "30 */2 * * *"
 async fn schedules_fire_in_order_and_a_downtime_gets_one_catch_up_run() {
     let env = Env::new();
     let clock = Arc::new(ManualClock::new(at(16, 7, 10)));
-    let daemon = Arc::new(
-        env.daemon(JOBS, Progress::none())
-            .await
-            .with_clock(clock.clone()),
-    );
+    let daemon = env.on_clock(JOBS, Progress::none(), &clock).await;
     let started: Arc<Mutex<Starts>> = Arc::default();
     let log = Arc::clone(&started);
     let c = clock.clone();
@@ -219,11 +227,7 @@ async fn schedules_fire_in_order_and_a_downtime_gets_one_catch_up_run() {
     // each job, then the schedule.
     started.lock().unwrap().clear();
     clock.set(at(19, 9, 10));
-    let daemon = Arc::new(
-        env.daemon(JOBS, Progress::none())
-            .await
-            .with_clock(clock.clone()),
-    );
+    let daemon = env.on_clock(JOBS, Progress::none(), &clock).await;
     let log = Arc::clone(&started);
     let c = clock.clone();
     with_daemon(daemon, |mut rx| async move {
@@ -327,11 +331,7 @@ async fn a_job_still_running_is_skipped_not_started_twice() {
         flows(&gate)
     );
     let clock = Arc::new(ManualClock::new(at(16, 7, 10)));
-    let daemon = Arc::new(
-        env.daemon(&extra, Progress::none())
-            .await
-            .with_clock(clock.clone()),
-    );
+    let daemon = env.on_clock(&extra, Progress::none(), &clock).await;
     let c = clock.clone();
     let open = gate.open.clone();
     with_daemon(daemon, |mut rx| async move {
@@ -382,11 +382,9 @@ async fn a_run_past_its_timeout_fails_and_a_shutdown_abandons_a_job_past_its_gra
     );
     let sink = Arc::new(RecordingSink::default());
     let clock = Arc::new(ManualClock::new(at(16, 7, 10)));
-    let daemon = Arc::new(
-        env.daemon(&extra, Progress::new(sink.clone()))
-            .await
-            .with_clock(clock.clone()),
-    );
+    let daemon = env
+        .on_clock(&extra, Progress::new(sink.clone()), &clock)
+        .await;
     let lock = env.path("tier/locks/component-flows.json");
     let t = std::time::Instant::now();
     let exit = with_daemon(Arc::clone(&daemon), |mut rx| async move {
@@ -805,11 +803,7 @@ async fn a_shutdown_lets_a_running_job_finish_within_its_grace() {
         flows(&gate)
     );
     let clock = Arc::new(ManualClock::new(at(16, 7, 10)));
-    let daemon = Arc::new(
-        env.daemon(&extra, Progress::none())
-            .await
-            .with_clock(clock.clone()),
-    );
+    let daemon = env.on_clock(&extra, Progress::none(), &clock).await;
     // The server answers only once the daemon is stopping: the run must outlast the signal.
     let mut events = daemon.subscribe();
     let open = gate.open.clone();

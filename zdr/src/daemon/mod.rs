@@ -1837,27 +1837,24 @@ fn escape(s: &str) -> String {
 }
 
 fn replication_problems(r: &crate::ReplicationRun) -> String {
-    serde_json::to_value(r)
-        .ok()
-        .map(|v| {
-            let mut out = Vec::new();
-            collect_errors(&v, &mut out);
-            out.join("; ")
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "see zdr replicate".to_owned())
+    report_errors(r, "see zdr replicate")
 }
 
 fn prune_problems(r: &crate::prune::PruneReport) -> String {
-    serde_json::to_value(r)
-        .ok()
-        .map(|v| {
-            let mut out = Vec::new();
-            collect_errors(&v, &mut out);
-            out.join("; ")
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "see zdr prune --dry-run".to_owned())
+    report_errors(r, "see zdr prune --dry-run")
+}
+
+/// The first five `"error"` strings anywhere in a report, joined; `otherwise` when none.
+fn report_errors(report: &impl Serialize, otherwise: &str) -> String {
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::to_value(report) {
+        collect_errors(&v, &mut out);
+    }
+    if out.is_empty() {
+        otherwise.to_owned()
+    } else {
+        out.join("; ")
+    }
 }
 
 /// Every `"error"` string in a report, at most five.
