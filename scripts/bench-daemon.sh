@@ -3,9 +3,10 @@
 #  1. `zdr prune` of BACKUPS (default 10,000) backups of one component on the S3 tier
 #     (SeaweedFS), hourly over 14 months, with keep_daily = 7, keep_weekly = 4,
 #     keep_monthly = 12: wall time and peak memory of the prune that deletes almost all of
-#     them, then of the next prune (nothing to delete); and the S3 requests each makes,
-#     counted by a small HTTP proxy in front of SeaweedFS (the timed runs go direct, on an
-#     identical copy of the bucket).
+#     them, then of the next prune (nothing to delete); and the S3 requests a prune makes,
+#     counted by a small HTTP proxy in front of SeaweedFS on the newest COUNTED (default
+#     1,000) of those backups in another bucket (the proxy, one Python process, is too slow
+#     for 10,000; the timed runs go direct).
 #  2. `zdr daemon` idle: resident memory and CPU time over IDLE seconds (default 120) between
 #     jobs, with the runbook's default jobs for the same config.
 #
@@ -20,6 +21,7 @@ W=${W:-${TMPDIR:-/tmp}/zdr-daemonbench}
 ZDR_BIN_ARG=${ZDR_BIN:-}
 unset ZDR_BIN
 BACKUPS=${BACKUPS:-10000}
+COUNTED=${COUNTED:-1000}
 IDLE=${IDLE:-120}
 for t in weed aws python3; do
     command -v "$t" >/dev/null || { echo "bench-daemon.sh: $t is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
@@ -88,20 +90,26 @@ for i in range(n):
         f"{hashlib.sha256(body).hexdigest()}  {bid}.json\n")
 EOF
 # Uploaded into two buckets by boto3 on 32 threads (aws s3 sync takes minutes per bucket).
-objects=$(python3 - "$EP" "$W/history" timed counted <<'EOF'
+objects=$(python3 - "$EP" "$W/history" "$COUNTED" <<'EOF'
 import os, sys, boto3
 from concurrent.futures import ThreadPoolExecutor
 from botocore.config import Config
-ep, root, buckets = sys.argv[1], sys.argv[2], sys.argv[3:]
+ep, root, counted = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s3 = boto3.client("s3", endpoint_url=ep, config=Config(max_pool_connections=64))
 files = [os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs]
-for b in buckets:
+# The newest COUNTED backups (ids sort by time) for the counted bucket.
+ids = sorted({os.path.basename(f).split(".")[0] for f in files if f.startswith("manifests/")})
+newest = set(ids[-counted:])
+def backup_of(f):
+    name = os.path.basename(f).split(".")[0]
+    return name[len("configs_"):] if name.startswith("configs_") else name
+for b, chosen in (("timed", files), ("counted", [f for f in files if backup_of(f) in newest])):
     s3.create_bucket(Bucket=b)
     def put(key, b=b):
         with open(os.path.join(root, key), "rb") as f:
             s3.put_object(Bucket=b, Key=key, Body=f.read())
     with ThreadPoolExecutor(32) as pool:
-        list(pool.map(put, files))
+        list(pool.map(put, chosen))
 print(len(files))
 EOF
 )
@@ -216,7 +224,7 @@ EOF
 prune "$W/timed.toml" "prune of $BACKUPS backups ($objects objects), direct"
 prune "$W/timed.toml" "next prune (nothing to delete), direct"
 rm -f "$W/requests.json"
-prune "$W/counted.toml" "prune of $BACKUPS backups, through the counting proxy"
+prune "$W/counted.toml" "prune of the newest $COUNTED backups, through the counting proxy"
 cp "$W/requests.json" "$W/requests-first.json"
 rm -f "$W/requests.json"
 prune "$W/counted.toml" "next prune, through the counting proxy"
@@ -245,7 +253,7 @@ DAEMON_PID=
     echo
     cat "$W/rows.md"
     echo
-    echo "S3 requests of the first prune: $(cat "$W/requests-first.json")"
+    echo "S3 requests of the prune of $COUNTED backups: $(cat "$W/requests-first.json")"
     echo
     echo "S3 requests of the next prune: $(cat "$W/requests-next.json")"
     echo

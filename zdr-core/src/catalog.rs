@@ -10,6 +10,10 @@ use crate::id::{BackupId, Component};
 use crate::layout::{self, MANIFESTS};
 use crate::manifest::Manifest;
 use crate::traits::StorageTier;
+use futures::StreamExt as _;
+
+/// Manifests read at once when a catalog is loaded.
+const LOAD_CONCURRENCY: usize = 16;
 
 /// Which backup of a component to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,14 +100,21 @@ impl Catalog {
         let mut problems = Vec::new();
         let keys: std::collections::HashSet<&str> =
             entries.iter().map(|e| e.key.as_str()).collect();
-        for entry in entries.iter().filter(|e| e.key.ends_with(".json")) {
-            match load_one(
-                tier,
-                &entry.key,
-                keys.contains(layout::sidecar_key(&entry.key).as_str()),
-            )
-            .await
-            {
+        // A few manifests at a time: on an object store each is two round trips, and a
+        // repository of thousands of backups would otherwise take minutes to list.
+        let mut loads =
+            futures::stream::iter(entries.iter().filter(|e| e.key.ends_with(".json")).map(
+                |entry| {
+                    let keys = &keys;
+                    async move {
+                        let has_sidecar = keys.contains(layout::sidecar_key(&entry.key).as_str());
+                        (entry, load_one(tier, &entry.key, has_sidecar).await)
+                    }
+                },
+            ))
+            .buffered(LOAD_CONCURRENCY);
+        while let Some((entry, loaded)) = loads.next().await {
+            match loaded {
                 Ok(m) => manifests.push(m),
                 Err(error) if error.kind() == ErrorKind::Storage => return Err(error),
                 Err(error) => problems.push(CatalogProblem {

@@ -1153,17 +1153,24 @@ impl Daemon {
         }
         // The running jobs, polled by this task (the library's operations are not all
         // `Send`, and need not be: their heavy work runs on tokio's blocking threads).
-        let mut tasks: FuturesUnordered<Pin<Box<dyn Future<Output = JobRun> + '_>>> =
+        // The objectives' check runs among them too (it reads every tier: it must not hold up
+        // a running backup), one at a time; it ends with `None`.
+        let mut tasks: FuturesUnordered<Pin<Box<dyn Future<Output = Option<JobRun>> + '_>>> =
             FuturesUnordered::new();
         let mut running: BTreeSet<String> = BTreeSet::new();
         let mut next_status = now;
+        let mut checking = false;
         loop {
             let now = self.clock.now();
             #[cfg(feature = "postgres")]
-            if now >= next_status {
-                self.check_status().await;
-                next_status = self.clock.now()
-                    + chrono::Duration::from_std(self.options.status_every).unwrap_or_default();
+            if !checking && now >= next_status {
+                checking = true;
+                tasks.push(Box::pin(async {
+                    self.check_status().await;
+                    None
+                }));
+                next_status =
+                    now + chrono::Duration::from_std(self.options.status_every).unwrap_or_default();
             }
             for (i, job) in self.jobs.iter().enumerate() {
                 if slots[i].due > now {
@@ -1180,7 +1187,7 @@ impl Daemon {
                     });
                 } else {
                     running.insert(job.name.clone());
-                    tasks.push(Box::pin(self.run_job(job)));
+                    tasks.push(Box::pin(async { Some(self.run_job(job).await) }));
                 }
                 // The next slot; slots missed while this one waited are not made up.
                 let mut next = self.slot_after(job, slots[i].scheduled);
@@ -1200,16 +1207,20 @@ impl Daemon {
                 .map(|s| s.due)
                 .min()
                 .unwrap_or(now + chrono::Duration::days(1));
-            if cfg!(feature = "postgres") {
+            if cfg!(feature = "postgres") && !checking {
                 wake = wake.min(next_status);
             }
             tokio::select! {
                 () = self.clock.sleep_until(wake) => {}
-                Some(done) = tasks.next(), if !tasks.is_empty() => {
-                    running.remove(&done.job);
-                    // A job changes what the status reports: check it now.
-                    next_status = self.clock.now();
-                }
+                Some(done) = tasks.next(), if !tasks.is_empty() => match done {
+                    Some(run) => {
+                        running.remove(&run.job);
+                        // A job changes what the status reports: check it now (or right
+                        // after the check under way).
+                        next_status = self.clock.now();
+                    }
+                    None => checking = false,
+                },
                 () = &mut shutdown => break,
             }
         }
@@ -1226,7 +1237,9 @@ impl Daemon {
         }
         let drained = tokio::time::timeout(self.options.shutdown_grace, async {
             while let Some(done) = tasks.next().await {
-                running.remove(&done.job);
+                if let Some(run) = done {
+                    running.remove(&run.job);
+                }
             }
         })
         .await;
