@@ -199,11 +199,16 @@ for _ in $(seq 1 100); do
 done
 
 prune() { # config label
-    local l t rss
+    local l t rss code=0
     l=$(load)
-    /usr/bin/time -f "%e %M" -o "$W/time" "$ZDR" --config "$1" --no-progress --json prune >"$W/prune.json" 2>"$W/prune.err" || true
-    read -r t rss <"$W/time"
-    python3 - "$W/prune.json" "$2" "$t" "$((rss / 1024))" "$l" <<'EOF' >>"$W/rows.md"
+    /usr/bin/time -f "%e %M" -o "$W/time" "$ZDR" --config "$1" --no-progress --json prune >"$W/prune.json" 2>"$W/prune.err" || code=$?
+    # time(1) puts "Command exited with non-zero status N" first when the command failed.
+    read -r t rss < <(tail -1 "$W/time")
+    if [ "$code" != 0 ]; then
+        echo "bench-daemon.sh: $2: zdr prune exited with $code:" >&2
+        tail -5 "$W/prune.err" >&2
+    fi
+    python3 - "$W/prune.json" "$2 (exit $code)" "$t" "$((rss / 1024))" "$l" <<'EOF' >>"$W/rows.md"
 import json, sys
 r = json.load(open(sys.argv[1]))
 r = r.get("prune", r)
