@@ -262,7 +262,10 @@ DAEMON_PID=
     echo
     echo "S3 requests of the prune of $COUNTED backups: $(cat "$W/requests-first.json")"
     echo
-    echo "S3 requests of the next prune: $(cat "$W/requests-next.json")"
+    # The proxy counts from its start: the next prune's requests are the difference.
+    echo "S3 requests of the next prune: $(python3 -c 'import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+print(json.dumps({k: b[k] - a.get(k, 0) for k in b if b[k] - a.get(k, 0)}))' "$W/requests-first.json" "$W/requests-next.json")"
     echo
     echo "## zdr daemon idle ($(grep -c . <("$ZDR" --config "$W/timed.toml" --no-progress jobs) ) lines of zdr jobs, load $l)"
     echo
