@@ -87,13 +87,7 @@ impl Drop for TierLock {
             let key = self.key.clone();
             let token = self.token.clone();
             handle.spawn(async move {
-                if let Ok(bytes) = tier.read_all(&key).await {
-                    let ours =
-                        serde_json::from_slice::<LockOwner>(&bytes).is_ok_and(|o| o.token == token);
-                    if ours {
-                        let _ = tier.delete(&key).await;
-                    }
-                }
+                let _ = remove_if_ours(tier.as_ref(), &key, &token).await;
             });
         }
     }
@@ -215,17 +209,18 @@ impl TierLock {
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
         self.heartbeat.abort();
-        let name = self
-            .key
-            .strip_prefix(LOCKS)
-            .and_then(|k| k.strip_suffix(".json"))
-            .unwrap_or_default()
-            .to_owned();
-        match lock_holder(self.tier.as_ref(), &name).await {
-            Ok(Some(o)) if o.token == self.token => self.tier.delete(&self.key).await,
-            _ => Ok(()),
-        }
+        remove_if_ours(self.tier.as_ref(), &self.key, &self.token).await
     }
+}
+
+/// Remove the lock object `key` when it still holds `token` (one taken over meanwhile, or
+/// unreadable, stays).
+async fn remove_if_ours(tier: &dyn StorageTier, key: &str, token: &str) -> Result<()> {
+    let ours = match tier.read_all(key).await {
+        Ok(bytes) => serde_json::from_slice::<LockOwner>(&bytes).is_ok_and(|o| o.token == token),
+        Err(_) => false,
+    };
+    if ours { tier.delete(key).await } else { Ok(()) }
 }
 
 fn held(owner: &LockOwner, tier: &str, key: &str, name: &str) -> Error {

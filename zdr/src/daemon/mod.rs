@@ -1031,15 +1031,7 @@ impl Daemon {
     /// The start-up slot of every job: one catch-up run for a job that missed runs while
     /// the daemon was down (or a backup job whose component has no backup yet), else its
     /// next time.
-    async fn initial_slots(&self, now: DateTime<Utc>) -> Vec<Slot> {
-        let state = match self.state.read().await {
-            Ok(s) => s,
-            Err(e) => {
-                self.progress
-                    .warn(format!("{e}; starting without it (no catch-up runs)"));
-                DaemonState::default()
-            }
-        };
+    async fn initial_slots(&self, state: &DaemonState, now: DateTime<Utc>) -> Vec<Slot> {
         // A backup job without a record: the newest backup of its component tells.
         let needs_catalog = self
             .jobs
@@ -1139,7 +1131,15 @@ impl Daemon {
     async fn schedule(&self, shutdown: impl Future<Output = ()>) -> DaemonExit {
         tokio::pin!(shutdown);
         let now = self.clock.now();
-        let mut slots = self.initial_slots(now).await;
+        let state = match self.state.read().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.progress
+                    .warn(format!("{e}; starting without it (no catch-up runs)"));
+                DaemonState::default()
+            }
+        };
+        let mut slots = self.initial_slots(&state, now).await;
         for (job, slot) in self.jobs.iter().zip(&slots) {
             self.emit(DaemonEvent::Scheduled {
                 job: job.name.clone(),
@@ -1148,9 +1148,7 @@ impl Daemon {
             });
         }
         self.publish_next(&slots);
-        if let Ok(state) = self.state.read().await {
-            self.lock_shared().state = state;
-        }
+        self.lock_shared().state = state;
         // The running jobs, polled by this task (the library's operations are not all
         // `Send`, and need not be: their heavy work runs on tokio's blocking threads).
         // The objectives' check runs among them too (it reads every tier: it must not hold up
