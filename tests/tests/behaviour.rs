@@ -259,7 +259,114 @@ macro_rules! suite {
     };
 }
 
-suite!(roundtrip, flipped_byte, truncated, wrong_key, failed_source);
+/// Several backups deleted at once (`Repository::delete_backups`, a batch of manifests and
+/// then one of their files): the others and their files untouched, and the same deletion
+/// again (every key missing now) succeeds.
+async fn delete_backups(kind: Kind) {
+    let fx = TierFixture::new(kind).await;
+    let repo = Repository::new(fx.tier.clone(), options(Compression::Zstd, AgeKeys::none()));
+    let mut made = Vec::new();
+    for i in 0..3u8 {
+        let src = TestSource::new(
+            "db",
+            vec![
+                ("dump", data(1000 + usize::from(i), u64::from(i))),
+                ("globals", data(10, 1)),
+            ],
+        );
+        made.push(repo.backup(&src, "daily", &Progress::none()).await.unwrap());
+    }
+    repo.delete_backups(&[&made[0], &made[2]]).await.unwrap();
+    let cat = Catalog::load(fx.tier.as_ref()).await.unwrap();
+    let ids: Vec<_> = cat.list(None).iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, vec![made[1].id.clone()]);
+    let left: Vec<String> = fx
+        .tier
+        .list("")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .filter(|k| !k.starts_with('.'))
+        .collect();
+    // The kept backup's manifest, two artifacts, and their sidecars: nothing else.
+    assert_eq!(left.len(), 6, "{left:?}");
+    let kept = made[1].id.to_string();
+    assert!(left.iter().all(|k| k.contains(&kept)), "{left:?}");
+    repo.delete_backups(&[&made[0], &made[2]]).await.unwrap();
+    fx.tier.delete_many(&[]).await.unwrap();
+}
+
+suite!(
+    roundtrip,
+    flipped_byte,
+    truncated,
+    wrong_key,
+    failed_source,
+    delete_backups
+);
+
+/// A batch delete on S3 aborts the unfinished multipart uploads of its keys (what a killed
+/// write of them left), and leaves an upload of another key alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_batch_delete_aborts_the_unfinished_uploads_of_its_keys_only() {
+    let fx = TierFixture::new(Kind::S3).await;
+    let s3 = fx.s3.as_ref().unwrap();
+    let zdr_storage::TierConfig::S3(cfg) = &fx.config else {
+        unreachable!()
+    };
+    // Two multipart uploads started by a plain S3 client (curl, SigV4) and never finished.
+    for key in ["db/daily/a_x.zst", "db/daily/keep_y.zst"] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--fail",
+                "-X",
+                "POST",
+                "--aws-sigv4",
+                &format!("aws:amz:{}:s3", s3.region()),
+                "--user",
+                &format!("{}:{}", s3.access_key_id(), s3.secret_access_key()),
+                &format!("{}/{}/zdr/{key}?uploads=", s3.endpoint(), s3.bucket()),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fx.tier
+        .write_all("db/daily/a_x.zst", b"x".to_vec())
+        .await
+        .unwrap();
+    fx.tier
+        .write_all("db/daily/b_x.zst", b"y".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        zdr_storage::unfinished_uploads("s3", cfg)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    fx.tier
+        .delete_many(&[
+            "db/daily/a_x.zst".to_owned(),
+            "db/daily/b_x.zst".to_owned(),
+            "db/daily/missing_z.zst".to_owned(),
+        ])
+        .await
+        .unwrap();
+    let left = zdr_storage::unfinished_uploads("s3", cfg).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].key.ends_with("db/daily/keep_y.zst"), "{left:?}");
+    for key in ["db/daily/a_x.zst", "db/daily/b_x.zst"] {
+        assert!(fx.tier.stat(key).await.unwrap().is_none(), "{key}");
+    }
+}
 
 #[allow(dead_code)]
 fn _uses(_: Arc<dyn StorageTier>) {}

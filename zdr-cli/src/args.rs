@@ -60,6 +60,10 @@ pub(crate) enum Command {
         /// point of point-in-time recovery, instead of a pg_dump of one database.
         #[arg(long, conflicts_with_all = ["logical", "database"])]
         base: bool,
+        /// Wait this long for the component's lock while another run (a prune) holds it
+        /// (`30m`, `0s`: not at all; default: `[locks] wait`, 1h).
+        #[arg(long, value_parser = parse_duration_arg)]
+        wait: Option<std::time::Duration>,
     },
     /// List the backups on each tier.
     List {
@@ -165,11 +169,16 @@ pub(crate) enum Command {
         #[arg(long)]
         to_bucket: Option<String>,
     },
-    /// Remove a component's lock by hand: a backup or prune that died without removing it,
-    /// before its heartbeat goes stale (10 minutes, then the next run takes it over).
+    /// Remove a component's lock by hand (or with --repository, a prune's lock of a tier): a
+    /// run that died without removing it, before its heartbeat goes stale (`[locks] stale`,
+    /// 10 minutes; then the next run takes it over).
     Unlock {
         /// The component.
-        component: String,
+        #[arg(required_unless_present = "repository", conflicts_with = "repository")]
+        component: Option<String>,
+        /// The repository lock a prune holds on the tier, instead of a component's.
+        #[arg(long)]
+        repository: bool,
         /// On this tier (default: the primary).
         #[arg(long)]
         tier: Option<String>,
@@ -207,6 +216,11 @@ pub(crate) enum Command {
         /// Only this tier (the others are still read, to know what was replicated).
         #[arg(long)]
         tier: Option<String>,
+        /// Wait this long for another prune of a tier, and for a backup or a replication of
+        /// a component, to finish (`30m`, `0s`: not at all, the component is left alone;
+        /// default: `[locks] wait`, 1h).
+        #[arg(long, value_parser = parse_duration_arg)]
+        wait: Option<std::time::Duration>,
     },
     /// postgres: the WAL archive, for archive_command and restore_command.
     Wal {
@@ -451,6 +465,11 @@ pub(crate) enum WalAction {
 }
 
 /// Parse `FROM=TO` for `--mount-map`.
+/// A duration such as `30m`, `2h`, `0s`.
+pub(crate) fn parse_duration_arg(s: &str) -> std::result::Result<std::time::Duration, String> {
+    zdr::core::retention::parse_duration(s).map_err(|e| e.to_string())
+}
+
 pub(crate) fn parse_mount_map(s: &str) -> std::result::Result<(String, String), String> {
     match s.split_once('=') {
         Some((a, b)) if !a.trim_matches('/').is_empty() && !b.trim_matches('/').is_empty() => {

@@ -251,8 +251,10 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             pattern,
             db,
             base,
+            wait,
         } => {
             let options = BackupOptions {
+                lock_wait: *wait,
                 schedule: schedule.clone(),
                 replicate: *replicate,
                 logical: *logical,
@@ -366,10 +368,21 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             let report = stack.restore(component, &options, progress).await?;
             Ok(render::restore(&report))
         }
-        Command::Unlock { component, tier } => {
-            let holder = stack.unlock(component, tier.as_deref()).await?;
-            Ok(render::unlock(component, holder.as_ref()))
-        }
+        Command::Unlock {
+            component,
+            repository,
+            tier,
+        } => match component {
+            Some(component) if !*repository => {
+                let holder = stack.unlock(component, tier.as_deref()).await?;
+                Ok(render::unlock(component, holder.as_ref()))
+            }
+            _ => {
+                let holder = stack.unlock_repository(tier.as_deref()).await?;
+                let tier = tier.as_deref().unwrap_or(&stack.config().primary);
+                Ok(render::unlock_repository(tier, holder.as_ref()))
+            }
+        },
         Command::Rollback {
             component,
             database,
@@ -393,11 +406,13 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
             dry_run,
             component,
             tier,
+            wait,
         } => {
             let options = zdr::prune::PruneOptions {
                 dry_run: *dry_run,
                 component: component.clone(),
                 tier: tier.clone(),
+                wait: *wait,
             };
             Ok(render::prune(&stack.prune(&options, progress).await?))
         }

@@ -391,6 +391,17 @@ pub(crate) fn unlock(component: &str, holder: Option<&zdr::storage::LockOwner>) 
     )
 }
 
+pub(crate) fn unlock_repository(tier: &str, holder: Option<&zdr::storage::LockOwner>) -> Outcome {
+    let text = match holder {
+        Some(h) => format!("removed the repository lock of tier {tier}, held by {h}"),
+        None => format!("tier {tier} had no repository lock"),
+    };
+    Outcome::ok(
+        vec![text],
+        serde_json::json!({"ok": true, "tier": tier, "repository": true, "held_by": holder}),
+    )
+}
+
 pub(crate) fn rollback(out: &zdr::pg::RollbackOutcome) -> Outcome {
     Outcome::ok(
         vec![format!(

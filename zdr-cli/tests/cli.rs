@@ -1424,12 +1424,16 @@ fn status_writes_prometheus_metrics_for_the_textfile_collector() {
 }
 
 fn write_lock(env: &Env, heartbeat: &str) {
+    write_named_lock(env, "component-configs", "backup configs", heartbeat);
+}
+
+fn write_named_lock(env: &Env, name: &str, command: &str, heartbeat: &str) {
     let dir = env.tier("local").join("locks");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
-        dir.join("component-configs.json"),
+        dir.join(format!("{name}.json")),
         format!(
-            r#"{{"host": "other-host", "pid": 77, "command": "backup configs", "started_at": "{heartbeat}", "heartbeat_at": "{heartbeat}", "token": "theirs"}}"#
+            r#"{{"host": "other-host", "pid": 77, "command": "{command}", "started_at": "{heartbeat}", "heartbeat_at": "{heartbeat}", "token": "theirs"}}"#
         ),
     )
     .unwrap();
@@ -1437,25 +1441,32 @@ fn write_lock(env: &Env, heartbeat: &str) {
 
 #[test]
 fn a_component_lock_held_elsewhere_stops_backup_and_prune_until_it_is_stale_or_removed() {
-    let env = Env::new("[retention]\nkeep_last = 1\n");
+    let env = Env::new("[retention]\nkeep_last = 1\n[locks]\nwait = \"1s\"\n");
     let b1 = backup_id(&env);
     let now = chrono_like_now();
     write_lock(&env, &now);
-    // A backup refuses, naming the holder; nothing is written.
+    // A backup waits `[locks] wait`, then refuses, naming the holder and the wait; nothing
+    // is written.
     let before = files_under(&env.tier("local"));
     let out = env.zdr(&["backup", "configs"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("other-host") && stderr(&out).contains("77"),
+        stderr(&out).contains("other-host")
+            && stderr(&out).contains("77")
+            && stderr(&out).contains("waited")
+            && stderr(&out).contains("1 s"),
         "{}",
         stderr(&out)
     );
     assert_eq!(files_under(&env.tier("local")), before);
-    // A prune leaves the component alone and says why (exit 1).
-    let (code, v) = env.json(&["prune"]);
+    // A prune that may not wait leaves the component alone and says why (exit 1).
+    let (code, v) = env.json(&["prune", "--wait", "0s"]);
     assert_eq!(code, 1, "{v}");
     assert!(v.to_string().contains("other-host"), "{v}");
     assert_eq!(files_under(&env.tier("local")), before);
+    let out = env.zdr(&["prune", "--wait", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("soon"), "{}", stderr(&out));
     // `zdr unlock` removes it, naming who held it; the backup then runs and removes its own.
     let out = env.zdr(&["unlock", "configs"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -1478,6 +1489,69 @@ fn a_component_lock_held_elsewhere_stops_backup_and_prune_until_it_is_stale_or_r
     );
     let out = env.zdr(&["unlock", "nope"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_prune_elsewhere_holds_the_repository_lock_until_it_is_removed() {
+    let env = Env::new("[retention]\nkeep_last = 1\n");
+    backup_id(&env);
+    backup_id(&env);
+    let out = env.zdr(&["replicate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    write_named_lock(&env, "repository", "prune", &chrono_like_now());
+    let before = files_under(&env.tier("local"));
+    let (code, v) = env.json(&["prune", "--wait", "0s"]);
+    assert_eq!(code, 1, "{v}");
+    let text = v.to_string();
+    assert!(
+        text.contains("lock repository is held by prune on other-host"),
+        "{v}"
+    );
+    assert_eq!(files_under(&env.tier("local")), before);
+    // A dry run takes no lock and still decides.
+    let (code, v) = env.json(&["prune", "--dry-run"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        decisions(&v, "local")
+            .iter()
+            .filter(|d| d.1 == "would_delete")
+            .count(),
+        1,
+        "{v}"
+    );
+    let out = env.zdr(&["unlock", "--repository"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("repository lock of tier local") && said.contains("other-host"),
+        "{said}"
+    );
+    let out = env.zdr(&["unlock", "--repository"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("had no repository lock"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (code, v) = env.json(&["prune"]);
+    assert_eq!(code, 0, "{v}");
+    assert!(!env.tier("local").join("locks/repository.json").exists());
+    // Neither a component nor --repository: a usage error.
+    let out = env.zdr(&["unlock"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_lock_settings_are_refused_naming_the_key() {
+    for (text, key) in [
+        ("[locks]\nwait = \"soon\"\n", "locks.wait"),
+        ("[locks]\nstale = \"2s\"\n", "locks.stale"),
+        ("[locks]\nheartbeat = \"1m\"\n", "heartbeat"),
+    ] {
+        let env = Env::new(text);
+        let out = env.zdr(&["list"]);
+        assert_eq!(out.status.code(), Some(2), "{text}: {}", stderr(&out));
+        assert!(stderr(&out).contains(key), "{text}: {}", stderr(&out));
+    }
 }
 
 /// Now in RFC 3339 (UTC), from `date`.

@@ -61,6 +61,20 @@ pub trait StorageTier: Send + Sync {
     /// unfinished multipart upload); deleting a missing key succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
 
+    /// Delete every key of `keys` as [`StorageTier::delete`] does, in as few requests as the
+    /// store allows (an object store's batch delete, a thousand keys a request). No order
+    /// among them is promised: a caller that needs one key gone before another makes two
+    /// calls. Missing keys succeed. By default, one delete after the other.
+    ///
+    /// # Errors
+    /// The first failure; some keys may be gone by then.
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
+
     /// Remove the partial writes interrupted runs left on the tier (a local disk's
     /// temporary files, an object store's unfinished multipart uploads) that are older than
     /// `older_than`, so no run in progress loses its write. Returns how many were removed

@@ -620,11 +620,14 @@ impl WalArchive {
             if position >= floor {
                 continue;
             }
-            if !dry_run {
-                tier.delete(&e.key).await?;
-            }
             out.bytes += e.size;
             out.files.push(e.key);
+        }
+        if !dry_run {
+            // In batches, the files before their sidecars.
+            let split = out.files.partition_point(|k| !k.ends_with(".sha256"));
+            tier.delete_many(&out.files[..split]).await?;
+            tier.delete_many(&out.files[split..]).await?;
         }
         Ok(out)
     }

@@ -380,11 +380,18 @@ pub async fn sweep_blobs(
         if e.modified.is_none_or(|m| m > cutoff) {
             continue;
         }
-        if !dry_run {
-            tier.delete(&e.key).await?;
-        }
         out.bytes += e.size;
         out.removed.push(e.key);
+    }
+    if !dry_run {
+        // In batches, the blobs before their sidecars.
+        let (blobs, sidecars): (Vec<String>, Vec<String>) = out
+            .removed
+            .iter()
+            .cloned()
+            .partition(|k| !k.ends_with(".sha256"));
+        tier.delete_many(&blobs).await?;
+        tier.delete_many(&sidecars).await?;
     }
     Ok(out)
 }

@@ -59,12 +59,15 @@ mod tier;
 pub use blobs::{BlobList, BlobSweep, sweep_blobs};
 pub use inflight::{Abandoned, abandon_in_flight};
 pub use keys::AgeKeys;
-pub use lock::{LOCKS, LockOwner, TierLock, host_name, lock_holder, lock_key, remove_lock};
+pub use lock::{
+    LOCKS, LockOwner, LockPolicy, REPOSITORY_LOCK, TierLock, component_lock, host_name,
+    lock_holder, lock_key, remove_lock,
+};
 pub use object::{Found, find_object, object_key, put_object};
 pub use pipeline::{
     CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_sidecar, verify_stored,
 };
-pub use replicate::{ReplicationReport, replicate, replicate_backup};
+pub use replicate::{ReplicationReport, replicate, replicate_backup, replicate_locked};
 pub use repo::{DEFAULT_SWEEP_GRACE, Repository};
 pub use retry::RetryPolicy;
 pub use tier::{OpendalTier, S3Config, TierConfig, open_tier};

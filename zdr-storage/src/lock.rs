@@ -6,6 +6,15 @@
 //! older than the stale time is taken over, with a warning naming the old owner; a fresh one is
 //! refused with [`ErrorKind::Conflict`] naming it. Taking a lock writes it and reads it back
 //! after a moment: of two runs writing at once, only the one whose token stayed goes on.
+//!
+//! [`TierLock::take`] waits for a held lock up to [`LockPolicy::wait`]: it asks the tier
+//! again with a growing pause (200 ms up to 5 s), and at once when a lock of this process is
+//! released. The locks zdr takes:
+//! - [`component_lock`] on the primary tier, held by a backup of the component; on a replica
+//!   tier, held by a replication writing the component's backups there; on every tier a
+//!   prune works on, held while it decides and deletes the component's backups there;
+//! - [`REPOSITORY_LOCK`] on every tier a prune works on, for the whole prune: one prune of a
+//!   tier at a time. Backups of different components never wait for each other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +25,41 @@ use zdr_core::{Error, ErrorKind, Progress, Result, StorageTier};
 
 /// The prefix of lock objects on a tier.
 pub const LOCKS: &str = "locks/";
+
+/// The name of the lock a prune holds on a tier while it works there.
+pub const REPOSITORY_LOCK: &str = "repository";
+
+/// The name of the lock a backup, a replication or a prune of `component` holds on a tier.
+#[must_use]
+pub fn component_lock(component: &str) -> String {
+    format!("component-{component}")
+}
+
+/// How a run takes a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockPolicy {
+    /// A lock whose heartbeat is older than this is taken over (default 10 minutes).
+    pub stale: Duration,
+    /// How long to wait for a lock another run holds before giving up with
+    /// [`ErrorKind::Conflict`] (default 1 hour; zero: give up at once).
+    pub wait: Duration,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        Self {
+            stale: Duration::from_secs(600),
+            wait: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Woken whenever a lock of this process is released or dropped, so a run of the same
+/// process waiting for it goes on at once instead of at its next look.
+static RELEASED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// The longest pause between two looks at a held lock.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// Who holds a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +132,7 @@ impl Drop for TierLock {
             let token = self.token.clone();
             handle.spawn(async move {
                 let _ = remove_if_ours(tier.as_ref(), &key, &token).await;
+                RELEASED.notify_waiters();
             });
         }
     }
@@ -122,7 +167,57 @@ pub async fn remove_lock(tier: &dyn StorageTier, name: &str) -> Result<Option<Lo
 }
 
 impl TierLock {
-    /// Take lock `name` on `tier` for `command`. A lock whose heartbeat is older than `stale`
+    /// Take lock `name` on `tier` for `command`, waiting up to `policy.wait` while another
+    /// run holds it (a progress message says once who it waits for). A holder that goes
+    /// stale meanwhile is taken over as [`TierLock::acquire`] does.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Conflict`] naming the holder when the lock is still held after the
+    /// wait; storage errors.
+    pub async fn take(
+        tier: Arc<dyn StorageTier>,
+        name: &str,
+        command: &str,
+        policy: &LockPolicy,
+        progress: &Progress,
+    ) -> Result<Self> {
+        let deadline = tokio::time::Instant::now() + policy.wait;
+        let mut pause = Duration::from_millis(200);
+        let mut announced = false;
+        loop {
+            // Listen before looking, so a release right after the look is not missed.
+            let released = RELEASED.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let err = match Self::acquire(tier.clone(), name, command, policy.stale, progress).await
+            {
+                Err(e) if e.kind() == ErrorKind::Conflict => e,
+                other => return other,
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(if policy.wait.is_zero() {
+                    err
+                } else {
+                    err.with_context("waited", seconds(policy.wait))
+                });
+            }
+            if !announced {
+                announced = true;
+                progress.info(format!(
+                    "waiting up to {} for {err}",
+                    seconds(deadline - now)
+                ));
+            }
+            tokio::select! {
+                () = &mut released => {}
+                () = tokio::time::sleep(pause.min(deadline - now)) => {}
+            }
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+    }
+
+    /// Take lock `name` on `tier` for `command`, without waiting. A lock whose heartbeat is older than `stale`
     /// is taken over (a warning names its owner); the heartbeat is rewritten every
     /// `stale / 4`.
     ///
@@ -209,7 +304,18 @@ impl TierLock {
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
         self.heartbeat.abort();
-        remove_if_ours(self.tier.as_ref(), &self.key, &self.token).await
+        let removed = remove_if_ours(self.tier.as_ref(), &self.key, &self.token).await;
+        RELEASED.notify_waiters();
+        removed
+    }
+}
+
+/// `12 s`, `0.6 s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
     }
 }
 
@@ -369,6 +475,120 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    fn policy(wait_ms: u64) -> LockPolicy {
+        LockPolicy {
+            stale: Duration::from_secs(60),
+            wait: Duration::from_millis(wait_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn take_waits_for_a_release_in_this_process_and_for_a_removal_elsewhere() {
+        let tier = open_tier("mem", &TierConfig::Memory).unwrap();
+        let held = TierLock::acquire(
+            tier.clone(),
+            "component-db",
+            "backup db",
+            Duration::from_secs(60),
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+        let sink = std::sync::Arc::new(zdr_core::RecordingSink::default());
+        let progress = Progress::new(sink.clone());
+        let waiter = {
+            let tier = tier.clone();
+            tokio::spawn(async move {
+                TierLock::take(tier, "component-db", "prune", &policy(60_000), &progress).await
+            })
+        };
+        // The waiter says whom it waits for, then still waits.
+        while sink.messages(zdr_core::Level::Info).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let said = sink.messages(zdr_core::Level::Info);
+        assert!(
+            said[0].contains("waiting up to") && said[0].contains("backup db"),
+            "{said:?}"
+        );
+        assert!(!waiter.is_finished());
+        held.release().await.unwrap();
+        let mine = waiter.await.unwrap().unwrap();
+        let holder = lock_holder(tier.as_ref(), "component-db")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(holder.command, "prune");
+
+        // A holder elsewhere (no wake-up here): seen gone at a later look.
+        let waiter = {
+            let tier = tier.clone();
+            tokio::spawn(async move {
+                TierLock::take(
+                    tier,
+                    "component-db",
+                    "backup db",
+                    &policy(60_000),
+                    &Progress::none(),
+                )
+                .await
+            })
+        };
+        tier.delete(&lock_key("component-db")).await.unwrap();
+        waiter.await.unwrap().unwrap().release().await.unwrap();
+        drop(mine);
+    }
+
+    #[tokio::test]
+    async fn take_gives_up_after_the_wait_naming_the_holder_and_at_once_without_one() {
+        let tier = open_tier("mem", &TierConfig::Memory).unwrap();
+        let held = TierLock::acquire(
+            tier.clone(),
+            REPOSITORY_LOCK,
+            "prune",
+            Duration::from_secs(60),
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+        let err = TierLock::take(
+            tier.clone(),
+            REPOSITORY_LOCK,
+            "prune",
+            &policy(600),
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert!(err.to_string().contains("held by prune"), "{err}");
+        assert_eq!(err.context_value("waited"), Some("0.6 s"));
+        let err = TierLock::take(
+            tier.clone(),
+            REPOSITORY_LOCK,
+            "prune",
+            &policy(0),
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert_eq!(err.context_value("waited"), None);
+        held.release().await.unwrap();
+        TierLock::take(
+            tier.clone(),
+            REPOSITORY_LOCK,
+            "prune",
+            &policy(0),
+            &Progress::none(),
+        )
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use zdr_core::{
 };
 
 use crate::keys::AgeKeys;
+use crate::lock::{LockPolicy, TierLock, component_lock};
 use crate::pipeline::{CHUNK, verify_sidecar, verify_stored};
 use crate::repo::write_manifest;
 use crate::retry::RetryPolicy;
@@ -34,6 +35,9 @@ pub struct ReplicationReport {
 /// that tier, after the retries): then the remaining backups are not tried in this run and are
 /// listed as failed with that reason, instead of each waiting through its own retries.
 ///
+/// This takes no lock: a caller sharing the destination with backups and prunes takes them
+/// itself, or calls [`replicate_locked`].
+///
 /// # Errors
 /// Only when the source catalog cannot be read or listed.
 pub async fn replicate(
@@ -42,65 +46,162 @@ pub async fn replicate(
     policy: &RetryPolicy,
     progress: &Progress,
 ) -> Result<ReplicationReport> {
+    replicate_inner(from, to, policy, None, progress).await
+}
+
+/// [`replicate`], holding each component's lock ([`crate::component_lock`]) on the
+/// destination while its backups are written there, so a prune of that tier waits for them
+/// (and the replication waits, up to `locks.wait`, for a prune working on the component).
+/// A component whose lock stays held is not copied in this run: its backups are listed as
+/// failed with the holder named.
+///
+/// # Errors
+/// Only when the source catalog cannot be read or listed.
+pub async fn replicate_locked(
+    from: &Arc<dyn StorageTier>,
+    to: &Arc<dyn StorageTier>,
+    policy: &RetryPolicy,
+    locks: &LockPolicy,
+    progress: &Progress,
+) -> Result<ReplicationReport> {
+    replicate_inner(from, to, policy, Some(locks), progress).await
+}
+
+async fn replicate_inner(
+    from: &Arc<dyn StorageTier>,
+    to: &Arc<dyn StorageTier>,
+    policy: &RetryPolicy,
+    locks: Option<&LockPolicy>,
+    progress: &Progress,
+) -> Result<ReplicationReport> {
     let source = Catalog::load(from.as_ref()).await?;
     let mut report = ReplicationReport::default();
     let mut destination_down: Option<String> = None;
+    // The backups by component, in the catalog's order.
+    let mut groups: Vec<(String, Vec<&Manifest>)> = Vec::new();
     for m in source.list(None) {
-        if let Some(reason) = &destination_down {
-            report.failed.push((
-                m.id.clone(),
-                Error::new(
-                    ErrorKind::Storage,
-                    format!(
-                        "not tried: tier {} failed earlier in this run ({reason})",
-                        to.name()
-                    ),
-                )
-                .with_context("tier", to.name()),
-            ));
-            continue;
+        match groups.iter_mut().find(|(c, _)| c == m.component.as_str()) {
+            Some((_, v)) => v.push(m),
+            None => groups.push((m.component.to_string(), vec![m])),
         }
-        let key = layout::manifest_key(&m.component, &m.id);
-        let present = policy
-            .run(&format!("stat {key} on {}", to.name()), progress, || {
-                to.stat(&key)
-            })
-            .await;
-        match present {
-            Ok(Some(_)) => {
-                report.already_present += 1;
-                continue;
-            }
-            Ok(None) => {}
-            Err(e) => {
-                if destination_failed(&e, to.as_ref()) {
-                    destination_down = Some(e.to_string());
-                }
-                report.failed.push((m.id.clone(), e));
-                continue;
-            }
-        }
-        match copy_backup(from, to, m, policy, progress).await {
-            Ok(bytes) => {
-                report.bytes += bytes;
-                report.copied.push(m.id.clone());
-                progress.info(format!(
-                    "replicated {} {} from {} to {}",
-                    m.component,
-                    m.id,
-                    from.name(),
-                    to.name()
+    }
+    for (component, backups) in groups {
+        let mut lock: Option<TierLock> = None;
+        // Why the component's lock could not be taken (its other backups are not tried).
+        let mut refused: Option<String> = None;
+        for m in backups {
+            let skipped = match (&destination_down, &refused) {
+                (Some(reason), _) => Some((ErrorKind::Storage, reason)),
+                (None, Some(reason)) => Some((ErrorKind::Conflict, reason)),
+                (None, None) => None,
+            };
+            if let Some((kind, reason)) = skipped {
+                report.failed.push((
+                    m.id.clone(),
+                    Error::new(kind, format!("not tried: {reason}"))
+                        .with_context("tier", to.name()),
                 ));
+                continue;
             }
-            Err(e) => {
-                if destination_failed(&e, to.as_ref()) {
-                    destination_down = Some(e.to_string());
+            match present(to, m, policy, progress).await {
+                Ok(true) => {
+                    report.already_present += 1;
+                    continue;
                 }
-                report.failed.push((m.id.clone(), e));
+                Ok(false) => {}
+                Err(e) => {
+                    if destination_failed(&e, to.as_ref()) {
+                        destination_down = Some(format!(
+                            "tier {} failed earlier in this run ({e})",
+                            to.name()
+                        ));
+                    }
+                    report.failed.push((m.id.clone(), e));
+                    continue;
+                }
             }
+            if lock.is_none()
+                && let Some(lp) = locks
+            {
+                let command = format!("replicate {component} from {}", from.name());
+                match TierLock::take(
+                    to.clone(),
+                    &component_lock(&component),
+                    &command,
+                    lp,
+                    progress,
+                )
+                .await
+                {
+                    Ok(l) => lock = Some(l),
+                    Err(e) => {
+                        if destination_failed(&e, to.as_ref()) {
+                            destination_down = Some(format!(
+                                "tier {} failed earlier in this run ({e})",
+                                to.name()
+                            ));
+                        } else {
+                            refused = Some(format!("{e}"));
+                        }
+                        report.failed.push((m.id.clone(), e));
+                        continue;
+                    }
+                }
+                // Another run may have copied it while this one waited.
+                if matches!(present(to, m, policy, progress).await, Ok(true)) {
+                    report.already_present += 1;
+                    continue;
+                }
+            }
+            match copy_backup(from, to, m, policy, progress).await {
+                Ok(bytes) => {
+                    report.bytes += bytes;
+                    report.copied.push(m.id.clone());
+                    progress.info(format!(
+                        "replicated {} {} from {} to {}",
+                        m.component,
+                        m.id,
+                        from.name(),
+                        to.name()
+                    ));
+                }
+                Err(e) => {
+                    if destination_failed(&e, to.as_ref()) {
+                        destination_down = Some(format!(
+                            "tier {} failed earlier in this run ({e})",
+                            to.name()
+                        ));
+                    }
+                    report.failed.push((m.id.clone(), e));
+                }
+            }
+        }
+        if let Some(l) = lock
+            && let Err(e) = l.release().await
+        {
+            progress.warn(format!(
+                "could not remove the lock of {component} on tier {}: {e}",
+                to.name()
+            ));
         }
     }
     Ok(report)
+}
+
+/// Whether `m`'s manifest is on `to` already.
+async fn present(
+    to: &Arc<dyn StorageTier>,
+    m: &Manifest,
+    policy: &RetryPolicy,
+    progress: &Progress,
+) -> Result<bool> {
+    let key = layout::manifest_key(&m.component, &m.id);
+    policy
+        .run(&format!("stat {key} on {}", to.name()), progress, || {
+            to.stat(&key)
+        })
+        .await
+        .map(|e| e.is_some())
 }
 
 /// A storage failure of the destination tier itself (not a damaged source backup).

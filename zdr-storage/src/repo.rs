@@ -392,6 +392,29 @@ impl Repository {
         }
         Ok(())
     }
+
+    /// Delete several backups in as few requests as the tier allows
+    /// ([`StorageTier::delete_many`]): every manifest first, so each backup leaves the catalog
+    /// before any of its files goes, then the manifests' sidecars, the artifacts and theirs.
+    /// A run cut short leaves unreferenced files, never a manifest without its artifacts.
+    ///
+    /// # Errors
+    /// Storage errors; when the manifests' deletion fails, no artifact was touched.
+    pub async fn delete_backups(&self, manifests: &[&Manifest]) -> Result<()> {
+        let heads: Vec<String> = manifests
+            .iter()
+            .map(|m| layout::manifest_key(&m.component, &m.id))
+            .collect();
+        self.tier.delete_many(&heads).await?;
+        let mut rest: Vec<String> = heads.iter().map(|k| layout::sidecar_key(k)).collect();
+        for m in manifests {
+            for a in &m.artifacts {
+                rest.push(a.key.clone());
+                rest.push(layout::sidecar_key(&a.key));
+            }
+        }
+        self.tier.delete_many(&rest).await
+    }
 }
 
 /// Write a manifest's sidecar, then the manifest itself (which makes the backup exist).

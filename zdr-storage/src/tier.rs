@@ -219,11 +219,13 @@ impl OpendalTier {
 }
 
 /// Remove the temporary files of writes of the file `name` (`<name>.<random>`) in `dir`.
-fn remove_temporary_of(dir: &std::path::Path, name: &str) {
-    let prefix = format!("{name}.");
+fn remove_temporary_of(dir: &std::path::Path, names: &[String]) {
+    let prefixes: Vec<String> = names.iter().map(|n| format!("{n}.")).collect();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let file = entry.file_name();
+            let file = file.to_string_lossy();
+            if prefixes.iter().any(|p| file.starts_with(p.as_str())) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -470,7 +472,7 @@ impl StorageTier for OpendalTier {
         // temporary file (`<file name>.<random>`) in the scratch space: it goes too, so the
         // next run does not start on a disk the failed one filled.
         if let Some(root) = &self.fs_root {
-            let name = key.rsplit('/').next().unwrap_or(key).to_owned();
+            let name = vec![key.rsplit('/').next().unwrap_or(key).to_owned()];
             let tmp = root.join(".zdr-tmp");
             let _ = tokio::task::spawn_blocking(move || remove_temporary_of(&tmp, &name)).await;
         }
@@ -483,6 +485,63 @@ impl StorageTier for OpendalTier {
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(map_opendal(e, "delete", &self.name, key)),
         }
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        match keys {
+            [] => return Ok(()),
+            [key] => return self.delete(key).await,
+            _ => {}
+        }
+        for key in keys {
+            check_key(&self.name, key)?;
+        }
+        if let Some(root) = &self.fs_root {
+            let names: Vec<String> = keys
+                .iter()
+                .map(|k| k.rsplit('/').next().unwrap_or(k).to_owned())
+                .collect();
+            let tmp = root.join(".zdr-tmp");
+            let _ = tokio::task::spawn_blocking(move || remove_temporary_of(&tmp, &names)).await;
+        }
+        // One listing of the unfinished uploads under the keys' common folder, not one
+        // per key.
+        let folder = common_folder(keys);
+        if let Some(uploads) = &self.uploads {
+            let wanted: std::collections::HashSet<String> =
+                keys.iter().map(|k| uploads.object_key(k)).collect();
+            for u in uploads.list(folder).await? {
+                if wanted.contains(&u.key) {
+                    uploads.abort(&u).await?;
+                }
+            }
+        }
+        match self.op.delete_iter(keys.iter().map(String::as_str)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(map_opendal(e, "delete", &self.name, folder)
+                .with_context("keys", keys.len().to_string())),
+        }
+    }
+}
+
+/// The longest folder (ending in `/`, or empty) every key of `keys` lies under.
+fn common_folder(keys: &[String]) -> &str {
+    let Some(first) = keys.first() else {
+        return "";
+    };
+    let mut len = first.len();
+    for k in &keys[1..] {
+        len = first
+            .bytes()
+            .zip(k.bytes())
+            .take(len)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    match first.as_bytes()[..len].iter().rposition(|b| *b == b'/') {
+        Some(i) => &first[..=i],
+        None => "",
     }
 }
 
@@ -526,6 +585,25 @@ fn to_chrono(t: impl Into<std::time::SystemTime>) -> chrono::DateTime<chrono::Ut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_common_folder_of_keys_ends_at_a_slash() {
+        let keys = |v: &[&str]| v.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            common_folder(&keys(&[
+                "manifests/db/a.json",
+                "manifests/db/a.json.sha256"
+            ])),
+            "manifests/db/"
+        );
+        assert_eq!(
+            common_folder(&keys(&["db/daily/x_1.sql", "db/hourly/x_2.sql"])),
+            "db/"
+        );
+        assert_eq!(common_folder(&keys(&["db/a", "dbx/b"])), "");
+        assert_eq!(common_folder(&keys(&["wal/é/1", "wal/é/2"])), "wal/é/");
+        assert_eq!(common_folder(&[]), "");
+    }
 
     #[test]
     fn local_tiers_buffer_less_than_object_stores() {

@@ -96,6 +96,9 @@ pub struct BackupOptions {
     pub db: Option<u32>,
     /// vault, logical: allow an export into artifacts that the pipeline does not encrypt.
     pub allow_plaintext: bool,
+    /// How long to wait for the component's lock while another run (a prune) holds it
+    /// (default: `[locks] wait`).
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 /// Options of one restore call.

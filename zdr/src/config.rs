@@ -72,6 +72,10 @@ pub struct Config {
     /// `[daemon]`: the schedules, metrics and alerts of `zdr daemon` (see [`crate::daemon`]).
     #[serde(default)]
     pub daemon: crate::daemon::DaemonConfig,
+    /// `[locks]`: how long runs wait for the locks other runs hold on a tier, and when a
+    /// lock is stale; see [`Config::lock_policy`].
+    #[serde(default)]
+    pub locks: LocksConfig,
     /// Each component's own retention rules, by component name.
     #[serde(skip)]
     pub component_retention: BTreeMap<String, RetentionConfig>,
@@ -84,6 +88,25 @@ pub struct Config {
     /// components not listed run them as local processes.
     #[serde(skip)]
     pub runners: BTreeMap<String, RunnerConfig>,
+}
+
+/// `[locks]`
+///
+/// ```toml
+/// [locks]
+/// wait = "1h"     # a backup, replication or prune waits this long for a lock held elsewhere
+/// stale = "10m"   # a lock whose heartbeat is older than this is taken over
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocksConfig {
+    /// How long a run waits for a lock another run holds (`0s`: not at all; default `1h`).
+    #[serde(default)]
+    pub wait: Option<String>,
+    /// How old a lock's heartbeat must be before another run takes the lock over (at least
+    /// `10s`; default `10m`).
+    #[serde(default)]
+    pub stale: Option<String>,
 }
 
 /// `[docker]`
@@ -548,6 +571,7 @@ impl Config {
             vault: None,
             docker: DockerConfig::default(),
             retention: RetentionConfig::default(),
+            locks: LocksConfig::default(),
             component_retention: BTreeMap::new(),
             daemon: crate::daemon::DaemonConfig::default(),
             rpo: BTreeMap::new(),
@@ -658,6 +682,39 @@ impl Config {
         Ok(config)
     }
 
+    /// How runs take their locks: `[locks]`, with the defaults of
+    /// [`zdr_storage::LockPolicy`] for what it leaves out.
+    #[must_use]
+    pub fn lock_policy(&self) -> zdr_storage::LockPolicy {
+        let default = zdr_storage::LockPolicy::default();
+        let read = |v: &Option<String>| {
+            v.as_deref()
+                .and_then(|t| zdr_core::retention::parse_duration(t).ok())
+        };
+        zdr_storage::LockPolicy {
+            stale: read(&self.locks.stale).unwrap_or(default.stale),
+            wait: read(&self.locks.wait).unwrap_or(default.wait),
+        }
+    }
+
+    fn check_locks(&self) -> Result<()> {
+        if let Some(w) = &self.locks.wait {
+            zdr_core::retention::parse_duration(w)
+                .map_err(|e| e.with_context("at", "locks.wait"))?;
+        }
+        if let Some(s) = &self.locks.stale {
+            let d = zdr_core::retention::parse_duration(s)
+                .map_err(|e| e.with_context("at", "locks.stale"))?;
+            if d < std::time::Duration::from_secs(10) {
+                return Err(Error::bad_input(format!(
+                    "locks.stale = {s:?} is too short: a lock's heartbeat is rewritten every quarter of it, and a busy tier can take seconds to answer; use at least 10s"
+                ))
+                .with_context("at", "locks.stale"));
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<()> {
         for t in std::iter::once(&self.primary).chain(&self.replicate_to) {
             if !self.tiers.contains_key(t) {
@@ -671,6 +728,7 @@ impl Config {
             zdr_core::Component::new(name.clone())?;
         }
         self.retention.check("retention", &self.tiers)?;
+        self.check_locks()?;
         for (name, value) in &self.rpo {
             if !self.components.contains_key(name) {
                 return Err(Error::bad_input(format!(

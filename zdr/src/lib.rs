@@ -72,8 +72,8 @@ mod stack;
 
 pub use adapter::{BackupOptions, ComponentType, RestoreOptions};
 pub use config::{
-    ComponentConfig, Config, DockerConfig, EncryptionConfig, PipelineConfig, RetentionConfig,
-    RunnerConfig, VaultRefConfig,
+    ComponentConfig, Config, DockerConfig, EncryptionConfig, LocksConfig, PipelineConfig,
+    RetentionConfig, RunnerConfig, VaultRefConfig,
 };
 pub use stack::{
     BackupReport, Problem, ReplicationPair, ReplicationRun, RestoreReport, ScratchRestoreReport,

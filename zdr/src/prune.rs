@@ -31,8 +31,11 @@ use futures::StreamExt as _;
 
 use crate::stack::{Problem, Stack};
 
-/// Backups deleted at once on one tier.
-const DELETE_CONCURRENCY: usize = 16;
+/// Backups deleted together (one batch of manifests, then one of their files).
+const DELETE_CHUNK: usize = 250;
+
+/// Chunks deleted at once on one tier.
+const DELETE_CONCURRENCY: usize = 4;
 
 /// What [`Stack::prune`] does.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +47,9 @@ pub struct PruneOptions {
     /// Only this tier (default: every tier of the chain). The other tiers are still read to
     /// know what has been replicated.
     pub tier: Option<String>,
+    /// How long to wait for a lock another run holds: another prune's repository lock, a
+    /// backup's or a replication's component lock (default: `[locks] wait`).
+    pub wait: Option<std::time::Duration>,
 }
 
 /// What happened to one backup.
@@ -173,6 +179,37 @@ impl Stack {
             None => chain.clone(),
         };
         let pipeline = self.pipeline()?;
+        let mut policy = config.lock_policy();
+        if let Some(w) = options.wait {
+            policy.wait = w;
+        }
+        // One prune of a tier at a time, across hosts: the repository lock of each pruned
+        // tier, taken in chain order before its catalog is read and held to the end.
+        let mut repo_locks: Vec<zdr_storage::TierLock> = Vec::new();
+        let mut locked_out: BTreeMap<String, Problem> = BTreeMap::new();
+        if !options.dry_run {
+            for t in &pruned {
+                let taken = match self.tier(t) {
+                    Ok(tier) => {
+                        zdr_storage::TierLock::take(
+                            tier,
+                            zdr_storage::REPOSITORY_LOCK,
+                            "prune",
+                            &policy,
+                            progress,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match taken {
+                    Ok(l) => repo_locks.push(l),
+                    Err(e) => {
+                        locked_out.insert(t.clone(), Problem::on_tier(&e, t));
+                    }
+                }
+            }
+        }
         let mut catalogs: BTreeMap<String, std::result::Result<Catalog, Problem>> = BTreeMap::new();
         for t in chain.iter().chain(&pruned) {
             if catalogs.contains_key(t) {
@@ -204,15 +241,18 @@ impl Stack {
                 swept: 0,
                 problems: Vec::new(),
             };
-            let catalog = match &catalogs[t] {
-                Ok(c) => c,
-                Err(p) => {
-                    out.problems.push(p.clone());
-                    undecided.extend(names.iter().cloned());
-                    report.tiers.push(out);
-                    continue;
-                }
-            };
+            if let Some(p) = locked_out.remove(t) {
+                out.problems.push(p);
+                undecided.extend(names.iter().cloned());
+                report.tiers.push(out);
+                continue;
+            }
+            if let Err(p) = &catalogs[t] {
+                out.problems.push(p.clone());
+                undecided.extend(names.iter().cloned());
+                report.tiers.push(out);
+                continue;
+            }
             let repo = match self.tier(t) {
                 Ok(tier) => zdr_storage::Repository::with_sweep_grace(
                     tier,
@@ -226,25 +266,18 @@ impl Stack {
                 }
             };
             let later: Vec<&String> = chain.iter().skip_while(|c| *c != t).skip(1).collect();
-            // Every key a manifest on this tier names (for the orphan sweep).
-            let mut named: BTreeSet<String> = BTreeSet::new();
-            for m in catalog.list(None) {
-                for a in &m.artifacts {
-                    named.insert(layout::sidecar_key(&a.key));
-                    named.insert(a.key.clone());
-                }
-            }
             for name in &names {
                 let comp = Component::new(name.clone())?;
-                // Never while a backup of the component works on this tier.
+                // Never while a backup or a replication of the component works on this
+                // tier: the prune waits for it.
                 let lock = if options.dry_run {
                     None
                 } else {
-                    match zdr_storage::TierLock::acquire(
+                    match zdr_storage::TierLock::take(
                         repo.tier().clone(),
                         &crate::stack::component_lock(name),
                         "prune",
-                        crate::stack::LOCK_STALE,
+                        &policy,
                         progress,
                     )
                     .await
@@ -260,6 +293,42 @@ impl Stack {
                         }
                     }
                 };
+                // A backup that landed since the catalog was read (the one this prune
+                // waited for) counts: the catalog is read again.
+                if lock.is_some() {
+                    match landed_since(repo.tier().as_ref(), &catalogs[t], &comp).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            let fresh = Catalog::load(repo.tier().as_ref())
+                                .await
+                                .map_err(|e| Problem::on_tier(&e, t));
+                            catalogs.insert(t.clone(), fresh);
+                        }
+                        Err(e) => {
+                            catalogs.insert(t.clone(), Err(Problem::on_tier(&e, t)));
+                        }
+                    }
+                }
+                let catalog = match &catalogs[t] {
+                    Ok(c) => c,
+                    Err(p) => {
+                        out.problems.push(Problem {
+                            component: Some(name.clone()),
+                            ..p.clone()
+                        });
+                        undecided.insert(name.clone());
+                        release(lock, name, t, progress).await;
+                        continue;
+                    }
+                };
+                // Every key a manifest of the component names (for the orphan sweep).
+                let mut named: BTreeSet<String> = BTreeSet::new();
+                for m in catalog.list(Some(&comp)) {
+                    for a in &m.artifacts {
+                        named.insert(layout::sidecar_key(&a.key));
+                        named.insert(a.key.clone());
+                    }
+                }
                 let window = config
                     .wal_window(name)
                     .map(|w| now - chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX));
@@ -352,21 +421,37 @@ impl Stack {
                             }
                         }
                     }
-                    // The deletions run a few at a time (each backup still manifest first):
-                    // on an object store each is four round trips, and thousands of them one
-                    // after the other take minutes.
+                    // The deletions go in chunks, each a batch of manifests and then one of
+                    // their files (one request a thousand keys on an object store), a few
+                    // chunks at a time.
                     let mut deleted: BTreeMap<usize, Result<()>> = if options.dry_run {
                         BTreeMap::new()
                     } else {
                         let repo = &repo;
-                        futures::stream::iter(
-                            backups
-                                .iter()
-                                .enumerate()
-                                .filter(|(i, _)| reasons[*i].is_empty())
-                                .map(|(i, m)| async move { (i, repo.delete_backup(m).await) }),
-                        )
+                        let going: Vec<usize> = (0..backups.len())
+                            .filter(|i| reasons[*i].is_empty())
+                            .collect();
+                        let chunks: Vec<Vec<usize>> =
+                            going.chunks(DELETE_CHUNK).map(<[usize]>::to_vec).collect();
+                        let backups = &backups;
+                        futures::stream::iter(chunks.into_iter().map(|chunk| async move {
+                            let ms: Vec<&Manifest> = chunk.iter().map(|i| backups[*i]).collect();
+                            let result = repo.delete_backups(&ms).await;
+                            chunk
+                                .into_iter()
+                                .map(|i| {
+                                    let r = match &result {
+                                        Ok(()) => Ok(()),
+                                        Err(e) => {
+                                            Err(zdr_core::Error::new(e.kind(), e.to_string()))
+                                        }
+                                    };
+                                    (i, r)
+                                })
+                                .collect::<Vec<_>>()
+                        }))
                         .buffer_unordered(DELETE_CONCURRENCY)
+                        .flat_map(futures::stream::iter)
                         .collect()
                         .await
                     };
@@ -430,13 +515,7 @@ impl Stack {
                 }
                 self.prune_blobs(&repo, t, catalog, &comp, options, &mut out)
                     .await;
-                if let Some(l) = lock
-                    && let Err(e) = l.release().await
-                {
-                    progress.warn(format!(
-                        "could not remove the lock of {name} on tier {t}: {e}"
-                    ));
-                }
+                release(lock, name, t, progress).await;
             }
             if !options.dry_run {
                 match repo.tier().sweep_temporary(self.sweep_grace()).await {
@@ -466,6 +545,11 @@ impl Stack {
             .await;
         #[cfg(not(feature = "postgres"))]
         let _ = (&kept_bases, &undecided);
+        for l in repo_locks {
+            if let Err(e) = l.release().await {
+                progress.warn(format!("could not remove the repository lock: {e}"));
+            }
+        }
         Ok(report)
     }
 
@@ -494,6 +578,7 @@ impl Stack {
         let grace = self.sweep_grace().max(ORPHAN_GRACE);
         let cutoff =
             Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let mut orphans: Vec<String> = Vec::new();
         for e in entries {
             if named.contains(&e.key) || !is_artifact_key(&e.key) {
                 continue;
@@ -502,14 +587,15 @@ impl Stack {
             if e.modified.is_none_or(|m| m > cutoff) {
                 continue;
             }
-            if !options.dry_run {
-                opened
-                    .delete(&e.key)
-                    .await
-                    .map_err(|err| Problem::on_tier(&err, tier))?;
-            }
-            out.orphans.push(e.key);
+            orphans.push(e.key);
         }
+        if !options.dry_run {
+            opened
+                .delete_many(&orphans)
+                .await
+                .map_err(|err| Problem::on_tier(&err, tier))?;
+        }
+        out.orphans.extend(orphans);
         Ok(())
     }
 
@@ -626,6 +712,38 @@ impl Stack {
             }
         }
     }
+}
+
+/// Release a component's lock, warning when it cannot be removed.
+async fn release(lock: Option<zdr_storage::TierLock>, name: &str, tier: &str, progress: &Progress) {
+    if let Some(l) = lock
+        && let Err(e) = l.release().await
+    {
+        progress.warn(format!(
+            "could not remove the lock of {name} on tier {tier}: {e}"
+        ));
+    }
+}
+
+/// Whether a manifest of `comp` is on the tier that `catalog` (read earlier) does not know.
+async fn landed_since(
+    tier: &dyn zdr_core::StorageTier,
+    catalog: &std::result::Result<Catalog, Problem>,
+    comp: &Component,
+) -> Result<bool> {
+    let Ok(catalog) = catalog else {
+        return Ok(false);
+    };
+    let mut known: BTreeSet<String> = catalog
+        .list(Some(comp))
+        .iter()
+        .map(|m| layout::manifest_key(comp, &m.id))
+        .collect();
+    known.extend(catalog.problems().iter().map(|p| p.key.clone()));
+    let entries = tier.list(&format!("{}{comp}/", layout::MANIFESTS)).await?;
+    Ok(entries
+        .iter()
+        .any(|e| e.key.ends_with(".json") && !known.contains(&e.key)))
 }
 
 /// Files without a manifest are removed only once they are this old (or older than the sweep

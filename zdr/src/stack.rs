@@ -319,12 +319,16 @@ impl Stack {
     ) -> Result<BackupReport> {
         let config = self.config.component(name)?;
         // One run per component at a time on the primary tier (a prune included), across
-        // hosts sharing it.
-        let lock = zdr_storage::TierLock::acquire(
+        // hosts sharing it: a backup waits for a prune of its component.
+        let mut policy = self.config.lock_policy();
+        if let Some(w) = options.lock_wait {
+            policy.wait = w;
+        }
+        let lock = zdr_storage::TierLock::take(
             self.tier(&self.config.primary)?,
             &component_lock(name),
             &format!("backup {name}"),
-            LOCK_STALE,
+            &policy,
             progress,
         )
         .await
@@ -349,6 +353,19 @@ impl Stack {
         self.config.component(component)?;
         let tier = self.tier(tier.unwrap_or(&self.config.primary))?;
         zdr_storage::remove_lock(tier.as_ref(), &component_lock(component)).await
+    }
+
+    /// Remove the repository lock a prune holds on `tier` (default: the primary) by hand.
+    /// Returns who held it.
+    ///
+    /// # Errors
+    /// An unknown tier; storage errors.
+    pub async fn unlock_repository(
+        &self,
+        tier: Option<&str>,
+    ) -> Result<Option<zdr_storage::LockOwner>> {
+        let tier = self.tier(tier.unwrap_or(&self.config.primary))?;
+        zdr_storage::remove_lock(tier.as_ref(), zdr_storage::REPOSITORY_LOCK).await
     }
 
     async fn backup_locked(
@@ -735,9 +752,14 @@ impl Stack {
                 )),
                 Err(e) => progress.warn(format!("could not sweep partial writes on tier {t}: {e}")),
             }
-            let report: ReplicationReport =
-                zdr_storage::replicate(&self.tier(&f)?, &to, &RetryPolicy::default(), progress)
-                    .await?;
+            let report: ReplicationReport = zdr_storage::replicate_locked(
+                &self.tier(&f)?,
+                &to,
+                &RetryPolicy::default(),
+                &self.config.lock_policy(),
+                progress,
+            )
+            .await?;
             run.pairs.push(ReplicationPair {
                 copied: report.copied.iter().map(ToString::to_string).collect(),
                 already_present: report.already_present,
@@ -954,13 +976,10 @@ impl Stack {
 
 /// A scratch restore's result as data: the outcome and a passed verification, or the failed
 /// verification an integrity error carries. Other errors stay errors.
-/// How long a lock may go without a heartbeat before another run takes it over.
-pub const LOCK_STALE: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// The name of the lock a backup or prune of `component` holds on a tier.
+/// The name of the lock a backup, replication or prune of `component` holds on a tier.
 #[must_use]
 pub fn component_lock(component: &str) -> String {
-    format!("component-{component}")
+    zdr_storage::component_lock(component)
 }
 
 pub(crate) fn scratch_outcome(

@@ -3,8 +3,8 @@
 //! twice), alerts sent once and their recovery announced to a webhook receiver, ping URLs,
 //! `/metrics` scraped and parsed, a job timeout, a shutdown that abandons a job past its
 //! grace, and the bad input refused at start-up. The n8n component used to hold a job open
-//! talks to an HTTP gate in this file (a double of nothing but a server that has not answered
-//! yet).
+//! talks to the HTTP gate of `support/` (a double of nothing but a server that has not
+//! answered yet).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -18,6 +18,9 @@ use tokio::sync::{broadcast, watch};
 use zdr::daemon::{AlertKind, Daemon, DaemonEvent, DaemonOptions, ManualClock};
 use zdr::{Config, Progress, Stack};
 use zdr_core::{Level, RecordingSink};
+
+mod support;
+use support::{flows, gate};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -274,52 +277,6 @@ async fn schedules_fire_in_order_and_a_downtime_gets_one_catch_up_run() {
     let state: serde_json::Value = serde_json::from_str(&state).unwrap();
     assert_eq!(state["jobs"]["backup-configs"]["runs"], 7);
     assert_eq!(state["jobs"]["verify"]["runs"], 3);
-}
-
-/// An HTTP server that holds every request until opened, then answers as an n8n with no
-/// workflows; it records the paths it was asked for.
-struct Gate {
-    addr: SocketAddr,
-    open: watch::Sender<bool>,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-async fn gate() -> Gate {
-    let (open, rx) = watch::channel(false);
-    let requests: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = Arc::clone(&requests);
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-        let mut rx = rx.clone();
-        let seen = Arc::clone(&seen);
-        async move {
-            seen.lock().unwrap().push(uri.path().to_owned());
-            let _ = rx.wait_for(|o| *o).await;
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                r#"{"data":[],"nextCursor":null}"#,
-            )
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Gate {
-        addr,
-        open,
-        requests,
-    }
-}
-
-fn flows(gate: &Gate) -> String {
-    format!(
-        r#"
-[components.flows]
-type = "n8n"
-url = "http://{}"
-api_key = "k"
-"#,
-        gate.addr
-    )
 }
 
 #[tokio::test]
