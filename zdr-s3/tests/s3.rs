@@ -907,3 +907,18 @@ async fn a_drill_restores_into_scratch_buckets_compares_and_removes_them() {
     assert!(op(&source, &scratch).list("").await.is_err());
     assert_eq!(all_objects(&data).await, live);
 }
+
+/// A missing bucket created for a tier outside `us-east-1` is sent with its location
+/// constraint, a body the signature covers: the real server takes the signed body and the
+/// bucket is there to write to; creating it again is no error.
+#[tokio::test]
+async fn a_bucket_outside_us_east_1_is_created_with_its_signed_location_constraint() {
+    let s = SeaweedFs::start().await.unwrap();
+    let mut c = s3_config(&s, "eu-bucket");
+    c.region = Some("eu-central-1".into());
+    assert!(zdr_storage::ensure_bucket("test", &c).await.unwrap());
+    assert!(!zdr_storage::ensure_bucket("test", &c).await.unwrap());
+    let o = op(&s, "eu-bucket");
+    o.write("k", b"v".to_vec()).await.unwrap();
+    assert_eq!(o.read("k").await.unwrap().to_vec(), b"v");
+}

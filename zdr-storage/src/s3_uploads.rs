@@ -194,7 +194,16 @@ impl S3Uploads {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        match self.send("PUT", "", &[], "create the bucket").await {
+        match self
+            .send_body(
+                "PUT",
+                "",
+                &[],
+                create_bucket_body(&self.region),
+                "create the bucket",
+            )
+            .await
+        {
             Ok(_) => Ok(true),
             // Created by someone else between the lookup and the creation.
             Err(e) if e.message().contains("BucketAlreadyOwnedByYou") => Ok(false),
@@ -214,6 +223,17 @@ impl S3Uploads {
         method: &str,
         key: &str,
         query: &[(String, String)],
+        what: &str,
+    ) -> Result<String> {
+        self.send_body(method, key, query, Vec::new(), what).await
+    }
+
+    async fn send_body(
+        &self,
+        method: &str,
+        key: &str,
+        query: &[(String, String)],
+        body: Vec<u8>,
         what: &str,
     ) -> Result<String> {
         let path = if key.is_empty() {
@@ -238,7 +258,11 @@ impl S3Uploads {
         let url = format!("{}{path}?{canonical_query}", self.origin);
         let http_method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| Error::unexpected(format!("bad HTTP method {method}: {e}")))?;
+        let payload = hex::encode(Sha256::digest(&body));
         let mut request = self.client.request(http_method, &url);
+        if !body.is_empty() {
+            request = request.body(body);
+        }
         if let Some((id, secret)) = &self.credentials {
             let now = Utc::now();
             let signed = sign_v4(&SignInput {
@@ -249,11 +273,12 @@ impl S3Uploads {
                 region: &self.region,
                 access_key_id: id,
                 secret: secret.expose(),
+                payload: &payload,
                 now,
             });
             request = request
                 .header("x-amz-date", signed.amz_date)
-                .header("x-amz-content-sha256", EMPTY_SHA256)
+                .header("x-amz-content-sha256", &payload)
                 .header("authorization", signed.authorization);
         }
         let where_ = |e: Error| {
@@ -289,8 +314,25 @@ impl S3Uploads {
     }
 }
 
-/// SHA-256 of the empty body.
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+/// The body of a bucket creation in `region`: none in `us-east-1` (which refuses a location
+/// constraint naming itself), elsewhere the `LocationConstraint` AWS needs to create the
+/// bucket there rather than refuse it.
+fn create_bucket_body(region: &str) -> Vec<u8> {
+    if region.is_empty() || region == "us-east-1" {
+        return Vec::new();
+    }
+    format!(
+        "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+        xml_escape(region)
+    )
+    .into_bytes()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
 
 struct SignInput<'a> {
     method: &'a str,
@@ -302,6 +344,8 @@ struct SignInput<'a> {
     region: &'a str,
     access_key_id: &'a str,
     secret: &'a str,
+    /// The hex SHA-256 of the body.
+    payload: &'a str,
     now: DateTime<Utc>,
 }
 
@@ -317,8 +361,8 @@ fn sign_v4(i: &SignInput<'_>) -> Signed {
     let day = i.now.format("%Y%m%d").to_string();
     let signed_headers = "host;x-amz-content-sha256;x-amz-date";
     let canonical = format!(
-        "{}\n{}\n{}\nhost:{}\nx-amz-content-sha256:{EMPTY_SHA256}\nx-amz-date:{amz_date}\n\n{signed_headers}\n{EMPTY_SHA256}",
-        i.method, i.path, i.query, i.host
+        "{}\n{}\n{}\nhost:{}\nx-amz-content-sha256:{}\nx-amz-date:{amz_date}\n\n{signed_headers}\n{}",
+        i.method, i.path, i.query, i.host, i.payload, i.payload
     );
     let scope = format!("{day}/{}/s3/aws4_request", i.region);
     let to_sign = format!(
@@ -433,6 +477,9 @@ fn unescape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// SHA-256 of the empty body.
+    const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
     #[test]
     fn hmac_matches_rfc_4231_case_2() {
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
@@ -458,6 +505,7 @@ mod tests {
             region: "us-east-1",
             access_key_id: "AKIAIOSFODNN7EXAMPLE",
             secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            payload: EMPTY_SHA256,
             now,
         });
         assert_eq!(s.amz_date, "20130524T000000Z");
@@ -478,6 +526,7 @@ mod tests {
             region: "us-east-1",
             access_key_id: "AKIAIOSFODNN7EXAMPLE",
             secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            payload: EMPTY_SHA256,
             now,
         });
         assert!(
@@ -485,6 +534,16 @@ mod tests {
                 .ends_with("fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"),
             "{}",
             s.authorization
+        );
+    }
+
+    #[test]
+    fn a_bucket_outside_us_east_1_is_created_with_its_location_constraint() {
+        assert!(create_bucket_body("us-east-1").is_empty());
+        assert!(create_bucket_body("").is_empty());
+        assert_eq!(
+            String::from_utf8(create_bucket_body("eu-central-1")).unwrap_or_default(),
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>eu-central-1</LocationConstraint></CreateBucketConfiguration>"
         );
     }
 
