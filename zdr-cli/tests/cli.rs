@@ -1285,6 +1285,120 @@ fn prune_keeps_the_newest_backup_that_verifies_and_removes_old_orphans() {
     assert!(stray_new.exists(), "{v}");
 }
 
+/// Every backup the tier lists has its manifest's sidecar, its artifacts and theirs.
+fn every_listed_backup_is_whole(tier: &Path) {
+    let files: std::collections::BTreeSet<String> = files_under(tier).into_iter().collect();
+    let manifests = tier.join("manifests/configs");
+    for entry in std::fs::read_dir(&manifests).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let m: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let id = m["id"].as_str().unwrap();
+        assert!(
+            files.contains(&format!("/manifests/configs/{id}.json.sha256")),
+            "{id}: no manifest sidecar"
+        );
+        for a in m["artifacts"].as_array().unwrap() {
+            let key = a["key"].as_str().unwrap();
+            for k in [key.to_owned(), format!("{key}.sha256")] {
+                assert!(files.contains(&format!("/{k}")), "{id}: {k} is missing");
+            }
+        }
+    }
+}
+
+/// A prune killed between the deletion of the manifests and that of their files (the
+/// failpoint), and by `kill -9` at times spread over its run: every backup still listed is
+/// whole and verifies; the next prune takes over the dead run's locks and finishes; the
+/// files the killed runs left without a manifest go once past the orphan grace period.
+#[test]
+fn a_prune_killed_anywhere_never_leaves_a_manifest_without_its_files() {
+    let env = Env::new("[retention]\nkeep_last = 1\n");
+    let ids: Vec<String> = (0..24).map(|_| backup_id(&env)).collect();
+    assert_eq!(env.json(&["replicate"]).0, 0);
+    let local = env.tier("local");
+
+    let out = env.zdr_env(
+        &["prune", "--tier", "local"],
+        &[("ZDR_FAILPOINT", "prune-after-manifests")],
+    );
+    assert!(!out.status.success(), "{}", stderr(&out));
+    every_listed_backup_is_whole(&local);
+    let (code, v) = env.json(&["list", "--tier", "local"]);
+    assert_eq!(code, 0, "{v}");
+    let listed = v.to_string();
+    assert!(listed.contains(ids.last().unwrap()), "{v}");
+    assert!(!listed.contains(&ids[0]), "{v}");
+    // The killed run's locks are still there, their process gone.
+    assert!(local.join("locks/repository.json").exists());
+
+    // kill -9 at spread times, each followed by the check, with new backups in between.
+    for delay_ms in [5u64, 20, 60, 150, 400] {
+        for _ in 0..4 {
+            backup_id(&env);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zdr"))
+            .arg("--config")
+            .arg(&env.config)
+            .args(["--no-progress", "prune", "--tier", "local"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        every_listed_backup_is_whole(&local);
+        let out = env.zdr(&["verify", "--tier", "local"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "after {delay_ms} ms: {}",
+            stderr(&out)
+        );
+    }
+
+    // The next prune takes the dead runs' locks over and finishes (the backups made in
+    // between replicated first, as the replica tier keeps them).
+    assert_eq!(env.json(&["replicate"]).0, 0);
+    let out = env.zdr(&["prune", "--tier", "local"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!local.join("locks/repository.json").exists());
+    assert!(!local.join("locks/component-configs.json").exists());
+    let (_, v) = env.json(&["list", "--tier", "local"]);
+    assert_eq!(v["tiers"][0]["backups"].as_array().unwrap().len(), 1);
+    // What the killed runs left without a manifest goes once past the grace period.
+    let leftovers: Vec<String> = files_under(&local.join("configs"));
+    assert!(
+        leftovers.len() > 2,
+        "the failpoint run left orphans: {leftovers:?}"
+    );
+    for f in &leftovers {
+        let st = Command::new("touch")
+            .args(["-d", "3 days ago"])
+            .arg(local.join("configs").join(f.trim_start_matches('/')))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let (code, v) = env.json(&["prune", "--tier", "local"]);
+    assert_eq!(code, 0, "{v}");
+    every_listed_backup_is_whole(&local);
+    let kept = v["prune"]["tiers"][0]["backups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let left = files_under(&local.join("configs"));
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|f| f.contains(&kept)), "{left:?}");
+    assert_eq!(
+        env.zdr(&["verify", "--tier", "local"]).status.code(),
+        Some(0)
+    );
+}
+
 #[test]
 fn prune_refuses_bad_retention_rules_and_names_them() {
     for (extra, names) in [

@@ -104,8 +104,11 @@ pub struct TierLock {
     tier: Arc<dyn StorageTier>,
     key: String,
     token: String,
-    heartbeat: tokio::task::JoinHandle<()>,
-    released: bool,
+    /// The heartbeat task, and the sender whose drop stops it (after a write in flight).
+    heartbeat: Option<(
+        tokio::task::JoinHandle<()>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
 }
 
 impl std::fmt::Debug for TierLock {
@@ -122,18 +125,22 @@ impl Drop for TierLock {
     /// shutdown) — is removed in the background when a runtime is still there, so the next
     /// run of a long-lived process need not wait for it to go stale.
     fn drop(&mut self) {
-        self.heartbeat.abort();
-        if self.released {
+        let Some((beat, stop)) = self.heartbeat.take() else {
             return;
-        }
+        };
+        drop(stop);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let tier = Arc::clone(&self.tier);
             let key = self.key.clone();
             let token = self.token.clone();
             handle.spawn(async move {
+                // A heartbeat write in flight lands first, then the lock goes.
+                let _ = beat.await;
                 let _ = remove_if_ours(tier.as_ref(), &key, &token).await;
                 RELEASED.notify_waiters();
             });
+        } else {
+            beat.abort();
         }
     }
 }
@@ -181,7 +188,10 @@ impl TierLock {
         policy: &LockPolicy,
         progress: &Progress,
     ) -> Result<Self> {
-        let deadline = tokio::time::Instant::now() + policy.wait;
+        let start = tokio::time::Instant::now();
+        let deadline = start
+            .checked_add(policy.wait)
+            .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 86_400));
         let mut pause = Duration::from_millis(200);
         let mut announced = false;
         loop {
@@ -189,9 +199,10 @@ impl TierLock {
             let released = RELEASED.notified();
             tokio::pin!(released);
             released.as_mut().enable();
+            // Held elsewhere, or the tier failed for a moment: look again until the deadline.
             let err = match Self::acquire(tier.clone(), name, command, policy.stale, progress).await
             {
-                Err(e) if e.kind() == ErrorKind::Conflict => e,
+                Err(e) if e.kind() == ErrorKind::Conflict || e.is_temporary() => e,
                 other => return other,
             };
             let now = tokio::time::Instant::now();
@@ -209,16 +220,105 @@ impl TierLock {
                     seconds(deadline - now)
                 ));
             }
+            // Spread the next looks of runs that wait for the same lock.
+            let spread = pause.mul_f64(0.75 + rand::random::<f64>() / 2.0);
             tokio::select! {
-                () = &mut released => {}
-                () = tokio::time::sleep(pause.min(deadline - now)) => {}
+                () = &mut released => {
+                    let stagger = Duration::from_millis(rand::random::<u64>() % 100);
+                    tokio::time::sleep(stagger.min(deadline - now)).await;
+                }
+                () = tokio::time::sleep(spread.min(deadline - now)) => {}
             }
             pause = (pause * 2).min(MAX_PAUSE);
         }
     }
 
-    /// Take lock `name` on `tier` for `command`, without waiting. A lock whose heartbeat is older than `stale`
-    /// is taken over (a warning names its owner); the heartbeat is rewritten every
+    /// Take lock `name` on every tier of `tiers` for `command`, waiting up to `policy.wait`
+    /// while some are held — all at once or none: while it waits it holds none of them, so
+    /// two runs taking the same locks in different orders (two hosts whose configs list
+    /// the tiers differently) never hold one each and wait for the other. Past the wait, the
+    /// locks it could take are kept and the others answered with the conflict. The results
+    /// are in the order of `tiers`; a tier that fails otherwise (not a conflict, not a
+    /// passing failure) is answered with its error at once.
+    pub async fn take_each(
+        tiers: &[Arc<dyn StorageTier>],
+        name: &str,
+        command: &str,
+        policy: &LockPolicy,
+        progress: &Progress,
+    ) -> Vec<Result<Self>> {
+        let start = tokio::time::Instant::now();
+        let deadline = start
+            .checked_add(policy.wait)
+            .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 86_400));
+        let mut pause = Duration::from_millis(200);
+        let mut announced = false;
+        // A tier that failed for good keeps its error.
+        let mut failed: Vec<Option<Error>> = tiers.iter().map(|_| None).collect();
+        loop {
+            let released = RELEASED.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let mut taken: Vec<Option<Result<Self>>> = Vec::with_capacity(tiers.len());
+            let mut busy: Option<Error> = None;
+            for (i, tier) in tiers.iter().enumerate() {
+                if failed[i].is_some() {
+                    taken.push(None);
+                    continue;
+                }
+                match Self::acquire(tier.clone(), name, command, policy.stale, progress).await {
+                    Ok(l) => taken.push(Some(Ok(l))),
+                    Err(e) if e.kind() == ErrorKind::Conflict || e.is_temporary() => {
+                        if busy.is_none() {
+                            busy = Some(Error::new(e.kind(), e.to_string()));
+                        }
+                        taken.push(Some(Err(e)));
+                    }
+                    Err(e) => {
+                        failed[i] = Some(e);
+                        taken.push(None);
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            let Some(busy) = busy.filter(|_| now < deadline) else {
+                return taken
+                    .into_iter()
+                    .zip(failed)
+                    .map(|(t, f)| match (t, f) {
+                        (_, Some(e)) => Err(e),
+                        (Some(Err(e)), None) if !policy.wait.is_zero() => {
+                            Err(e.with_context("waited", seconds(policy.wait)))
+                        }
+                        (Some(r), None) => r,
+                        (None, None) => Err(Error::unexpected("a lock was not tried")),
+                    })
+                    .collect();
+            };
+            for l in taken.into_iter().flatten().flatten() {
+                let _ = l.release().await;
+            }
+            if !announced {
+                announced = true;
+                progress.info(format!(
+                    "waiting up to {} for {busy}",
+                    seconds(deadline - now)
+                ));
+            }
+            let spread = pause.mul_f64(0.75 + rand::random::<f64>() / 2.0);
+            tokio::select! {
+                () = &mut released => {
+                    let stagger = Duration::from_millis(rand::random::<u64>() % 100);
+                    tokio::time::sleep(stagger.min(deadline - now)).await;
+                }
+                () = tokio::time::sleep(spread.min(deadline - now)) => {}
+            }
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+    }
+
+    /// Take lock `name` on `tier` for `command`, without waiting. A lock whose heartbeat is
+    /// older than `stale` is taken over (a warning names its owner); the heartbeat is rewritten every
     /// `stale / 4`.
     ///
     /// # Errors
@@ -268,6 +368,7 @@ impl TierLock {
                 .with_context("key", &key));
             }
         }
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let heartbeat = {
             let tier = tier.clone();
             let key = key.clone();
@@ -276,7 +377,11 @@ impl TierLock {
             tokio::spawn(async move {
                 let every = (stale / 4).max(Duration::from_millis(100));
                 loop {
-                    tokio::time::sleep(every).await;
+                    tokio::select! {
+                        // Released or dropped: the sender is gone.
+                        _ = &mut stopped => return,
+                        () = tokio::time::sleep(every) => {}
+                    }
                     match lock_holder(tier.as_ref(), &name).await {
                         Ok(Some(o)) if o.token == me.token => {}
                         // Taken over or removed: stop beating.
@@ -292,8 +397,7 @@ impl TierLock {
             tier,
             key,
             token: me.token,
-            heartbeat,
-            released: false,
+            heartbeat: Some((heartbeat, stop)),
         })
     }
 
@@ -302,8 +406,11 @@ impl TierLock {
     /// # Errors
     /// Storage errors removing it.
     pub async fn release(mut self) -> Result<()> {
-        self.released = true;
-        self.heartbeat.abort();
+        if let Some((beat, stop)) = self.heartbeat.take() {
+            drop(stop);
+            // A heartbeat write in flight lands before the removal, never after it.
+            let _ = beat.await;
+        }
         let removed = remove_if_ours(self.tier.as_ref(), &self.key, &self.token).await;
         RELEASED.notify_waiters();
         removed
@@ -539,6 +646,118 @@ mod tests {
         tier.delete(&lock_key("component-db")).await.unwrap();
         waiter.await.unwrap().unwrap().release().await.unwrap();
         drop(mine);
+    }
+
+    /// On a paused clock: a waiter whose looks have grown 5 s apart takes the lock within
+    /// the read-back pause of its release in this process, not at its next look.
+    #[tokio::test(start_paused = true)]
+    async fn a_release_in_this_process_wakes_the_waiter_at_once() {
+        let tier = open_tier("mem", &TierConfig::Memory).unwrap();
+        let held = TierLock::acquire(
+            tier.clone(),
+            "component-db",
+            "backup db",
+            Duration::from_secs(60),
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+        let waiter = {
+            let tier = tier.clone();
+            tokio::spawn(async move {
+                let r = TierLock::take(
+                    tier,
+                    "component-db",
+                    "prune",
+                    &policy(600_000),
+                    &Progress::none(),
+                )
+                .await;
+                (r, tokio::time::Instant::now())
+            })
+        };
+        // Long enough for the waiter's pause to reach its 5 s ceiling.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let released_at = tokio::time::Instant::now();
+        held.release().await.unwrap();
+        let (taken, at) = waiter.await.unwrap();
+        taken.unwrap().release().await.unwrap();
+        let after = at - released_at;
+        assert!(
+            after < Duration::from_millis(400),
+            "taken {after:?} after the release"
+        );
+    }
+
+    #[tokio::test]
+    async fn take_each_waits_holding_none_and_keeps_what_it_could_take() {
+        let a = open_tier("a", &TierConfig::Memory).unwrap();
+        let b = open_tier("b", &TierConfig::Memory).unwrap();
+        let held = TierLock::acquire(
+            b.clone(),
+            REPOSITORY_LOCK,
+            "prune",
+            Duration::from_secs(60),
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+        let tiers = vec![a.clone(), b.clone()];
+        let sink = std::sync::Arc::new(zdr_core::RecordingSink::default());
+        let progress = Progress::new(sink.clone());
+        let waiter = {
+            let tiers = tiers.clone();
+            tokio::spawn(async move {
+                TierLock::take_each(&tiers, REPOSITORY_LOCK, "prune", &policy(60_000), &progress)
+                    .await
+            })
+        };
+        while sink.messages(zdr_core::Level::Info).is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // While it waits for b it does not hold a.
+        let mut free = false;
+        for _ in 0..100 {
+            if lock_holder(a.as_ref(), REPOSITORY_LOCK)
+                .await
+                .unwrap()
+                .is_none()
+            {
+                free = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(free, "tier a stayed locked while the run waited for b");
+        held.release().await.unwrap();
+        let got = waiter.await.unwrap();
+        assert_eq!(got.len(), 2);
+        for l in got {
+            l.unwrap().release().await.unwrap();
+        }
+        // Past the wait: the lock it could take is kept, the other answered with the holder.
+        let held = TierLock::acquire(
+            b.clone(),
+            REPOSITORY_LOCK,
+            "prune",
+            Duration::from_secs(60),
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+        let mut got = TierLock::take_each(
+            &tiers,
+            REPOSITORY_LOCK,
+            "prune",
+            &policy(300),
+            &Progress::none(),
+        )
+        .await;
+        let second = got.pop().unwrap().unwrap_err();
+        assert_eq!(second.kind(), ErrorKind::Conflict);
+        assert_eq!(second.context_value("waited"), Some("0.3 s"));
+        got.pop().unwrap().unwrap().release().await.unwrap();
+        held.release().await.unwrap();
     }
 
     #[tokio::test]

@@ -406,6 +406,7 @@ impl Repository {
             .map(|m| layout::manifest_key(&m.component, &m.id))
             .collect();
         self.tier.delete_many(&heads).await?;
+        zdr_core::failpoint("prune-after-manifests");
         let mut rest: Vec<String> = heads.iter().map(|k| layout::sidecar_key(k)).collect();
         for m in manifests {
             for a in &m.artifacts {
@@ -413,7 +414,12 @@ impl Repository {
                 rest.push(layout::sidecar_key(&a.key));
             }
         }
-        self.tier.delete_many(&rest).await
+        self.tier.delete_many(&rest).await.map_err(|e| {
+            e.with_context(
+                "state",
+                "the manifests are deleted; the files left are removed by a later prune as orphans",
+            )
+        })
     }
 }
 

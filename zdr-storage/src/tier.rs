@@ -516,12 +516,24 @@ impl StorageTier for OpendalTier {
                 }
             }
         }
-        match self.op.delete_iter(keys.iter().map(String::as_str)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(map_opendal(e, "delete", &self.name, folder)
-                .with_context("keys", keys.len().to_string())),
+        if self
+            .op
+            .delete_iter(keys.iter().map(String::as_str))
+            .await
+            .is_ok()
+        {
+            return Ok(());
         }
+        // A batch that failed stops at its first failing key and may not have sent the rest:
+        // each key again on its own, so every one is gone or its own error says why.
+        for key in keys {
+            match self.op.delete(key).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
+                Err(e) => return Err(map_opendal(e, "delete", &self.name, key)),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -188,21 +188,26 @@ impl Stack {
         let mut repo_locks: Vec<zdr_storage::TierLock> = Vec::new();
         let mut locked_out: BTreeMap<String, Problem> = BTreeMap::new();
         if !options.dry_run {
+            let mut opened: Vec<(String, std::sync::Arc<dyn zdr_core::StorageTier>)> = Vec::new();
             for t in &pruned {
-                let taken = match self.tier(t) {
-                    Ok(tier) => {
-                        zdr_storage::TierLock::take(
-                            tier,
-                            zdr_storage::REPOSITORY_LOCK,
-                            "prune",
-                            &policy,
-                            progress,
-                        )
-                        .await
+                match self.tier(t) {
+                    Ok(tier) => opened.push((t.clone(), tier)),
+                    Err(e) => {
+                        locked_out.insert(t.clone(), Problem::on_tier(&e, t));
                     }
-                    Err(e) => Err(e),
-                };
-                match taken {
+                }
+            }
+            let tiers: Vec<_> = opened.iter().map(|(_, tier)| tier.clone()).collect();
+            let taken = zdr_storage::TierLock::take_each(
+                &tiers,
+                zdr_storage::REPOSITORY_LOCK,
+                "prune",
+                &policy,
+                progress,
+            )
+            .await;
+            for ((t, _), r) in opened.iter().zip(taken) {
+                match r {
                     Ok(l) => repo_locks.push(l),
                     Err(e) => {
                         locked_out.insert(t.clone(), Problem::on_tier(&e, t));

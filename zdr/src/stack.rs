@@ -320,15 +320,11 @@ impl Stack {
         let config = self.config.component(name)?;
         // One run per component at a time on the primary tier (a prune included), across
         // hosts sharing it: a backup waits for a prune of its component.
-        let mut policy = self.config.lock_policy();
-        if let Some(w) = options.lock_wait {
-            policy.wait = w;
-        }
         let lock = zdr_storage::TierLock::take(
             self.tier(&self.config.primary)?,
             &component_lock(name),
             &format!("backup {name}"),
-            &policy,
+            &self.backup_lock_policy(options),
             progress,
         )
         .await
@@ -389,7 +385,10 @@ impl Stack {
                     .base_backup(name, options.schedule.as_deref(), progress)
                     .await?;
                 if options.replicate {
-                    report.replication = Some(self.replicate(None, progress).await?);
+                    report.replication = Some(
+                        self.replicate_with(None, &self.backup_lock_policy(options), progress)
+                            .await?,
+                    );
                 }
                 return Ok(report);
             }
@@ -422,7 +421,10 @@ impl Stack {
             replication: None,
         };
         if options.replicate {
-            report.replication = Some(self.replicate(None, progress).await?);
+            report.replication = Some(
+                self.replicate_with(None, &self.backup_lock_policy(options), progress)
+                    .await?,
+            );
         }
         Ok(report)
     }
@@ -723,6 +725,25 @@ impl Stack {
         pair: Option<(&str, &str)>,
         progress: &Progress,
     ) -> Result<ReplicationRun> {
+        self.replicate_with(pair, &self.config.lock_policy(), progress)
+            .await
+    }
+
+    /// The locks of a backup: `[locks]`, with the backup's own wait.
+    fn backup_lock_policy(&self, options: &BackupOptions) -> zdr_storage::LockPolicy {
+        let mut policy = self.config.lock_policy();
+        if let Some(w) = options.lock_wait {
+            policy.wait = w;
+        }
+        policy
+    }
+
+    async fn replicate_with(
+        &self,
+        pair: Option<(&str, &str)>,
+        locks: &zdr_storage::LockPolicy,
+        progress: &Progress,
+    ) -> Result<ReplicationRun> {
         let pairs: Vec<(String, String)> = match pair {
             Some((f, t)) => {
                 self.config.tier(f)?;
@@ -756,7 +777,7 @@ impl Stack {
                 &self.tier(&f)?,
                 &to,
                 &RetryPolicy::default(),
-                &self.config.lock_policy(),
+                locks,
                 progress,
             )
             .await?;

@@ -342,11 +342,9 @@ async fn a_replication_holds_the_component_lock_on_the_destination() {
         run.pairs[0].failed
     );
     assert!(
-        offsite
-            .list("manifests/")
-            .await
-            .map(|v| v.is_empty())
-            .unwrap_or(true)
+        stack.list(Some("offsite"), Some("configs")).await.unwrap()[0]
+            .backups
+            .is_empty()
     );
     // Waiting for it (the library call with a wait), the replication copies once it is
     // released, and removes its own lock.
