@@ -256,9 +256,6 @@ impl TierLock {
         // A tier that failed for good keeps its error.
         let mut failed: Vec<Option<Error>> = tiers.iter().map(|_| None).collect();
         loop {
-            let released = RELEASED.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
             let mut taken: Vec<Option<Result<Self>>> = Vec::with_capacity(tiers.len());
             let mut busy: Option<Error> = None;
             for (i, tier) in tiers.iter().enumerate() {
@@ -298,6 +295,11 @@ impl TierLock {
             for l in taken.into_iter().flatten().flatten() {
                 let _ = l.release().await;
             }
+            // Listening only now: its own releases must not wake it (that would spin). A
+            // release elsewhere in the process since its look is seen at the next look.
+            let released = RELEASED.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             if !announced {
                 announced = true;
                 progress.info(format!(
