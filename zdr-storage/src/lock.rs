@@ -188,12 +188,7 @@ impl TierLock {
         policy: &LockPolicy,
         progress: &Progress,
     ) -> Result<Self> {
-        let start = tokio::time::Instant::now();
-        let deadline = start
-            .checked_add(policy.wait)
-            .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 86_400));
-        let mut pause = Duration::from_millis(200);
-        let mut announced = false;
+        let mut waiting = Waiting::new(policy.wait);
         loop {
             // Listen before looking, so a release right after the look is not missed.
             let released = RELEASED.notified();
@@ -205,31 +200,10 @@ impl TierLock {
                 Err(e) if e.kind() == ErrorKind::Conflict || e.is_temporary() => e,
                 other => return other,
             };
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Err(if policy.wait.is_zero() {
-                    err
-                } else {
-                    err.with_context("waited", seconds(policy.wait))
-                });
+            if waiting.over() {
+                return Err(waiting.give_up(err));
             }
-            if !announced {
-                announced = true;
-                progress.info(format!(
-                    "waiting up to {} for {err}",
-                    seconds(deadline - now)
-                ));
-            }
-            // Spread the next looks of runs that wait for the same lock.
-            let spread = pause.mul_f64(0.75 + rand::random::<f64>() / 2.0);
-            tokio::select! {
-                () = &mut released => {
-                    let stagger = Duration::from_millis(rand::random::<u64>() % 100);
-                    tokio::time::sleep(stagger.min(deadline - now)).await;
-                }
-                () = tokio::time::sleep(spread.min(deadline - now)) => {}
-            }
-            pause = (pause * 2).min(MAX_PAUSE);
+            waiting.pause(released, &err, progress).await;
         }
     }
 
@@ -247,12 +221,7 @@ impl TierLock {
         policy: &LockPolicy,
         progress: &Progress,
     ) -> Vec<Result<Self>> {
-        let start = tokio::time::Instant::now();
-        let deadline = start
-            .checked_add(policy.wait)
-            .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 86_400));
-        let mut pause = Duration::from_millis(200);
-        let mut announced = false;
+        let mut waiting = Waiting::new(policy.wait);
         // A tier that failed for good keeps its error.
         let mut failed: Vec<Option<Error>> = tiers.iter().map(|_| None).collect();
         loop {
@@ -277,16 +246,13 @@ impl TierLock {
                     }
                 }
             }
-            let now = tokio::time::Instant::now();
-            let Some(busy) = busy.filter(|_| now < deadline) else {
+            let Some(busy) = busy.filter(|_| !waiting.over()) else {
                 return taken
                     .into_iter()
                     .zip(failed)
                     .map(|(t, f)| match (t, f) {
                         (_, Some(e)) => Err(e),
-                        (Some(Err(e)), None) if !policy.wait.is_zero() => {
-                            Err(e.with_context("waited", seconds(policy.wait)))
-                        }
+                        (Some(Err(e)), None) => Err(waiting.give_up(e)),
                         (Some(r), None) => r,
                         (None, None) => Err(Error::unexpected("a lock was not tried")),
                     })
@@ -300,22 +266,7 @@ impl TierLock {
             let released = RELEASED.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if !announced {
-                announced = true;
-                progress.info(format!(
-                    "waiting up to {} for {busy}",
-                    seconds(deadline - now)
-                ));
-            }
-            let spread = pause.mul_f64(0.75 + rand::random::<f64>() / 2.0);
-            tokio::select! {
-                () = &mut released => {
-                    let stagger = Duration::from_millis(rand::random::<u64>() % 100);
-                    tokio::time::sleep(stagger.min(deadline - now)).await;
-                }
-                () = tokio::time::sleep(spread.min(deadline - now)) => {}
-            }
-            pause = (pause * 2).min(MAX_PAUSE);
+            waiting.pause(released, &busy, progress).await;
         }
     }
 
@@ -416,6 +367,69 @@ impl TierLock {
         let removed = remove_if_ours(self.tier.as_ref(), &self.key, &self.token).await;
         RELEASED.notify_waiters();
         removed
+    }
+}
+
+/// The wait of [`TierLock::take`] and [`TierLock::take_each`]: a deadline, and pauses that
+/// grow (200 ms to 5 s) and are spread at random, cut short by a release in this process.
+struct Waiting {
+    wait: Duration,
+    deadline: tokio::time::Instant,
+    pause: Duration,
+    announced: bool,
+}
+
+impl Waiting {
+    fn new(wait: Duration) -> Self {
+        let start = tokio::time::Instant::now();
+        Self {
+            wait,
+            deadline: start
+                .checked_add(wait)
+                .unwrap_or_else(|| start + Duration::from_secs(30 * 365 * 86_400)),
+            pause: Duration::from_millis(200),
+            announced: false,
+        }
+    }
+
+    /// Whether the wait is over.
+    fn over(&self) -> bool {
+        tokio::time::Instant::now() >= self.deadline
+    }
+
+    /// `err`, naming the wait when there was one.
+    fn give_up(&self, err: Error) -> Error {
+        if self.wait.is_zero() {
+            err
+        } else {
+            err.with_context("waited", seconds(self.wait))
+        }
+    }
+
+    /// Say once what it waits for, then pause until the next look or a release.
+    async fn pause(
+        &mut self,
+        released: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        what: &Error,
+        progress: &Progress,
+    ) {
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        if !self.announced {
+            self.announced = true;
+            progress.info(format!("waiting up to {} for {what}", seconds(left)));
+        }
+        // Spread the next looks of runs that wait for the same lock.
+        let spread = self.pause.mul_f64(0.75 + rand::random::<f64>() / 2.0);
+        tokio::select! {
+            () = released => {
+                let stagger = Duration::from_millis(rand::random::<u64>() % 100);
+                tokio::time::sleep(stagger.min(left)).await;
+            }
+            () = tokio::time::sleep(spread.min(left)) => {}
+        }
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
     }
 }
 
