@@ -1,6 +1,6 @@
 //! Throwaway containers on the real Docker engine, from the images of
-//! `scripts/build-test-images.sh`: a PostgreSQL container with its data on a named volume and
-//! a published port, and an app container that depends on it. Everything whose name starts
+//! `scripts/build-test-images.sh`: a PostgreSQL or Redis container with its data on a named
+//! volume and a published port, and an app container that depends on it. Everything whose name starts
 //! with the stack's prefix (containers and volumes, the volumes kept aside by a recovery
 //! included) is removed when the stack is dropped.
 
@@ -17,6 +17,8 @@ use zdr_docker::{Docker, DockerExecRunner};
 pub const PG_IMAGE: &str = "zdr-test/postgres:current";
 /// The minimal Debian test image.
 pub const BASE_IMAGE: &str = "zdr-test/base:current";
+/// The Redis test image.
+pub const REDIS_IMAGE: &str = "zdr-test/redis:current";
 
 /// A PostgreSQL container (database `app`) and an app container depending on it.
 pub struct PgStack {
@@ -84,24 +86,7 @@ impl PgStack {
                 },
             )
             .await?;
-        stack
-            .create(
-                &stack.app,
-                ContainerCreateBody {
-                    image: Some(BASE_IMAGE.to_owned()),
-                    cmd: Some(
-                        [
-                            "sh",
-                            "-c",
-                            "trap 'exit 0' TERM; while :; do sleep 0.2; done",
-                        ]
-                        .map(str::to_owned)
-                        .to_vec(),
-                    ),
-                    ..ContainerCreateBody::default()
-                },
-            )
-            .await?;
+        stack.create(&stack.app, app_body()).await?;
         stack
             .docker
             .wait_healthy(&stack.name, None, Duration::from_secs(120))
@@ -110,15 +95,7 @@ impl PgStack {
     }
 
     async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<()> {
-        self.docker
-            .client()
-            .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(name).build()),
-                body,
-            )
-            .await
-            .map_err(|e| Error::unexpected(format!("create {name}: {e}")))?;
-        self.docker.start(name).await
+        create_started(&self.docker, name, body).await
     }
 
     /// `psql -At -c statement` on database `app`, run inside the PostgreSQL container.
@@ -169,7 +146,14 @@ impl PgStack {
 
 impl Drop for PgStack {
     fn drop(&mut self) {
-        let (name, app, volume) = (self.name.clone(), self.app.clone(), self.volume.clone());
+        remove_stack(self.name.clone(), self.app.clone(), self.volume.clone());
+    }
+}
+
+/// Removes both containers and every volume whose name starts with `volume`, from a thread
+/// of its own (a drop may run inside a runtime).
+fn remove_stack(name: String, app: String, volume: String) {
+    {
         let thread = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -201,6 +185,208 @@ impl Drop for PgStack {
     }
 }
 
+/// A redis container (`redis-server --requirepass PASSWORD --appendonly yes`, healthcheck
+/// `redis-cli -a PASSWORD ping`: secrets on its command line, as compose files often have
+/// them) with `/data` on a named volume, and an app container depending on it.
+pub struct RedisStack {
+    /// The engine.
+    pub docker: Docker,
+    /// The redis container's name (also the prefix of everything else).
+    pub name: String,
+    /// The app container's name.
+    pub app: String,
+    /// The data volume's name.
+    pub volume: String,
+    /// The published port on 127.0.0.1.
+    pub port: u16,
+    password: String,
+}
+
+impl RedisStack {
+    /// Starts both containers and waits until redis is healthy.
+    ///
+    /// # Errors
+    /// A missing test image (named, with the script that builds it), the engine's errors.
+    pub async fn start(prefix: &str, password: &str) -> Result<Self> {
+        let docker = Docker::connect().await?;
+        for image in [REDIS_IMAGE, BASE_IMAGE] {
+            if docker.client().inspect_image(image).await.is_err() {
+                return Err(Error::not_found(format!(
+                    "test image {image} is missing: run scripts/build-test-images.sh first"
+                )));
+            }
+        }
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let stack = Self {
+            app: format!("{name}-app"),
+            volume: format!("{name}-data"),
+            port: free_port()?,
+            docker,
+            name,
+            password: password.to_owned(),
+        };
+        create_started(
+            &stack.docker,
+            &stack.name,
+            ContainerCreateBody {
+                image: Some(REDIS_IMAGE.to_owned()),
+                cmd: Some(
+                    [
+                        "redis-server",
+                        "--requirepass",
+                        password,
+                        "--appendonly",
+                        "yes",
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                ),
+                healthcheck: Some(zdr_docker::bollard::models::HealthConfig {
+                    test: Some(
+                        [
+                            "CMD",
+                            "redis-cli",
+                            "-a",
+                            password,
+                            "--no-auth-warning",
+                            "ping",
+                        ]
+                        .map(str::to_owned)
+                        .to_vec(),
+                    ),
+                    interval: Some(1_000_000_000),
+                    timeout: Some(5_000_000_000),
+                    retries: Some(5),
+                    start_period: Some(60_000_000_000),
+                    ..Default::default()
+                }),
+                exposed_ports: Some(vec!["6379/tcp".to_owned()]),
+                host_config: Some(HostConfig {
+                    binds: Some(vec![format!("{}:/data", stack.volume)]),
+                    port_bindings: Some(HashMap::from([(
+                        "6379/tcp".to_owned(),
+                        Some(vec![PortBinding {
+                            host_ip: Some("127.0.0.1".to_owned()),
+                            host_port: Some(stack.port.to_string()),
+                        }]),
+                    )])),
+                    ..HostConfig::default()
+                }),
+                ..ContainerCreateBody::default()
+            },
+        )
+        .await?;
+        create_started(&stack.docker, &stack.app, app_body()).await?;
+        stack
+            .docker
+            .wait_healthy(&stack.name, None, Duration::from_secs(120))
+            .await?;
+        Ok(stack)
+    }
+
+    /// `redis-cli -a PASSWORD --no-auth-warning ARGS...` inside the redis container; the
+    /// output trimmed.
+    ///
+    /// # Errors
+    /// redis-cli failing (its stderr in the message).
+    pub async fn cli(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-a", self.password.as_str(), "--no-auth-warning"];
+        all.extend_from_slice(args);
+        run_to_string(
+            &DockerExecRunner::new(self.docker.clone(), &self.name),
+            "redis-cli",
+            &all,
+        )
+        .await
+    }
+
+    /// `sh -c script` inside the redis container as root; the output trimmed.
+    ///
+    /// # Errors
+    /// The script failing.
+    pub async fn sh(&self, script: &str) -> Result<String> {
+        run_to_string(
+            &DockerExecRunner::new(self.docker.clone(), &self.name).with_user("0"),
+            "sh",
+            &["-c", script],
+        )
+        .await
+    }
+
+    /// The failure of the runbook's scenario: the container killed and removed, its volume
+    /// lost.
+    ///
+    /// # Errors
+    /// The engine's errors.
+    pub async fn lose_container_and_volume(&self) -> Result<()> {
+        self.docker.kill(&self.name, "SIGKILL").await?;
+        self.docker.remove(&self.name, true).await?;
+        self.docker.remove_volume(&self.volume).await
+    }
+}
+
+impl Drop for RedisStack {
+    fn drop(&mut self) {
+        remove_stack(self.name.clone(), self.app.clone(), self.volume.clone());
+    }
+}
+
+/// Creates container `name` and starts it.
+async fn create_started(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<()> {
+    docker
+        .client()
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(name).build()),
+            body,
+        )
+        .await
+        .map_err(|e| Error::unexpected(format!("create {name}: {e}")))?;
+    docker.start(name).await
+}
+
+/// The app container: a shell loop that exits on TERM.
+fn app_body() -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(BASE_IMAGE.to_owned()),
+        cmd: Some(
+            [
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while :; do sleep 0.2; done",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// `program args...` through `runner`, stdout trimmed; a failure names the command.
+async fn run_to_string(runner: &dyn CommandRunner, program: &str, args: &[&str]) -> Result<String> {
+    let spec = CommandSpec::new(program).args(args.iter().copied());
+    let mut run = runner.spawn(&spec).await?;
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = run.stdout.take() {
+        o.read_to_string(&mut out)
+            .await
+            .map_err(|e| Error::from_io(e, "stdout"))?;
+    }
+    if let Some(mut e) = run.stderr.take() {
+        e.read_to_string(&mut err)
+            .await
+            .map_err(|e| Error::from_io(e, "stderr"))?;
+    }
+    let exit = run.handle.wait().await?;
+    if !exit.success() {
+        return Err(Error::unexpected(format!(
+            "{program} {}: {exit}: {err}",
+            args.last().copied().unwrap_or_default()
+        )));
+    }
+    Ok(out.trim().to_owned())
+}
+
 fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::from_io(e, "bind"))?;
     Ok(l.local_addr()
@@ -214,36 +400,21 @@ fn free_port() -> Result<u16> {
 /// # Errors
 /// psql failing (its stderr in the message).
 pub async fn psql(runner: &dyn CommandRunner, statement: &str) -> Result<String> {
-    let spec = CommandSpec::new("psql").args([
-        "-X",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "postgres",
-        "-d",
-        "app",
-        "-c",
-        statement,
-    ]);
-    let mut run = runner.spawn(&spec).await?;
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut o) = run.stdout.take() {
-        o.read_to_string(&mut out)
-            .await
-            .map_err(|e| Error::from_io(e, "psql stdout"))?;
-    }
-    if let Some(mut e) = run.stderr.take() {
-        e.read_to_string(&mut err)
-            .await
-            .map_err(|e| Error::from_io(e, "psql stderr"))?;
-    }
-    let exit = run.handle.wait().await?;
-    if !exit.success() {
-        return Err(Error::unexpected(format!(
-            "psql {statement}: {exit}: {err}"
-        )));
-    }
-    Ok(out.trim().to_owned())
+    run_to_string(
+        runner,
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-d",
+            "app",
+            "-c",
+            statement,
+        ],
+    )
+    .await
 }

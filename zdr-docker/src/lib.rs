@@ -11,6 +11,9 @@
 //!   passing health probe after it — a container can still read "healthy" right after a crash.
 //! - volumes: create, remove, copy and rename-by-copy through a helper container, export as a
 //!   tar stream (forensics).
+//! - files in a container: [`Docker::upload_file`] streams a host file in (running or stopped
+//!   container), [`Docker::read_file`] reads a small one back, [`Docker::run_on_volumes_of`]
+//!   runs a script on a stopped container's volumes.
 //! - [`DockerExecRunner`]: a [`zdr_core::CommandRunner`] running tools (`pg_dump`, `psql`,
 //!   `redis-cli`, ...) inside a container through `exec`, streams and exit code passed through.
 //!
@@ -19,6 +22,7 @@
 mod args;
 mod client;
 mod exec;
+mod files;
 mod health;
 mod spec;
 mod volume;

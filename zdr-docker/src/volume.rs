@@ -224,6 +224,7 @@ impl Docker {
             .create_helper(
                 helper_image,
                 &[(volume, "/volume", true)],
+                None,
                 &["true"],
                 &format!("export of volume {volume}"),
             )
@@ -277,6 +278,7 @@ impl Docker {
         &self,
         image: &str,
         volumes: &[(&str, &str, bool)],
+        volumes_from: Option<&str>,
         cmd: &[&str],
         what: &str,
     ) -> Result<String> {
@@ -299,6 +301,7 @@ impl Docker {
             network_disabled: Some(true),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
+                volumes_from: volumes_from.map(|c| vec![c.to_owned()]),
                 network_mode: Some("none".to_owned()),
                 ..HostConfig::default()
             }),
@@ -333,7 +336,21 @@ impl Docker {
         cmd: &[&str],
         what: &str,
     ) -> Result<()> {
-        let id = self.create_helper(image, volumes, cmd, what).await?;
+        self.run_helper_with(image, volumes, None, cmd, what).await
+    }
+
+    /// As `run_helper`, also mounting the volumes of container `volumes_from`.
+    pub(crate) async fn run_helper_with(
+        &self,
+        image: &str,
+        volumes: &[(&str, &str, bool)],
+        volumes_from: Option<&str>,
+        cmd: &[&str],
+        what: &str,
+    ) -> Result<()> {
+        let id = self
+            .create_helper(image, volumes, volumes_from, cmd, what)
+            .await?;
         let result = async {
             self.start(&id).await?;
             let mut wait = self.client().wait_container(&id, None);

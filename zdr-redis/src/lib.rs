@@ -41,6 +41,9 @@
 //! - **Physical restore**: stop the Redis that owns the data directory, move the old
 //!   `dump.rdb` and `appendonlydir` aside as `*.zdr-old-<timestamp>`, put the verified RDB in,
 //!   start it, wait for `loading:0`, and compare key counts with the manifest.
+//!   With [`RedisComponent::with_container`] the server runs in a container: the RDB is
+//!   copied in, the container stopped, the files swapped on its volumes and the container
+//!   started, through a [`ServerContainer`] — no data directory or tools on this machine.
 //! - **Verification** ([`RedisComponent::verify_restore`]): the RDB is loaded into a scratch
 //!   `redis-server` on a free port and compared with the manifest: key counts per database
 //!   and the SHA-256 of `DUMP` payloads of a sample of keys recorded at backup time. Logical exports are `RESTORE`d into the
@@ -54,6 +57,7 @@
 //! - `redis-server` and `redis-cli` run through a [`zdr_core::CommandRunner`].
 
 mod client;
+mod container;
 pub mod logical;
 mod physical;
 pub mod rdb;
@@ -75,6 +79,7 @@ use zdr_core::{
     RestoreWithOptions, Restorer, Result, SourceFacts, Verifier, VerifyReport,
 };
 
+pub use container::ServerContainer;
 pub use rdb::{Crc64, RdbSummary};
 
 /// The version of [`RedisFacts`].
@@ -280,6 +285,7 @@ pub struct RedisComponent {
     component: Component,
     config: RedisConfig,
     runner: Arc<dyn CommandRunner>,
+    container: Option<Arc<dyn ServerContainer>>,
     mode: BackupMode,
 }
 
@@ -289,6 +295,7 @@ impl fmt::Debug for RedisComponent {
             .field("component", &self.component)
             .field("config", &self.config)
             .field("runner", &self.runner.describe())
+            .field("container", &self.container.as_ref().map(|c| c.name()))
             .field("mode", &self.mode)
             .finish()
     }
@@ -303,8 +310,21 @@ impl RedisComponent {
             component,
             config,
             runner,
+            container: None,
             mode: BackupMode::Physical,
         }
+    }
+
+    /// The server runs in `container`: a physical restore copies the RDB into the
+    /// container's data directory (the server's `dir`; `data_dir` when the server cannot be
+    /// asked, default `/data`), stops the container, swaps the files on its volumes (the old
+    /// ones kept aside) and starts it again — no data directory on this machine and no
+    /// start/stop commands are needed. Backups and logical restores go over the network as
+    /// always.
+    #[must_use]
+    pub fn with_container(mut self, container: Arc<dyn ServerContainer>) -> Self {
+        self.container = Some(container);
+        self
     }
 
     /// Run `redis-server`/`redis-cli` and the start/stop commands through another runner.
@@ -328,6 +348,15 @@ impl RedisComponent {
     #[must_use]
     pub fn restore_with(&self, options: RestoreOptions) -> RestoreCall<'_, Self> {
         RestoreCall::new(self, options)
+    }
+
+    /// The data directory when it is on this machine: `data_dir`, unless the server runs in
+    /// a container (where `data_dir` names the directory inside it).
+    pub(crate) fn local_data_dir(&self) -> Option<&std::path::Path> {
+        match self.container {
+            Some(_) => None,
+            None => self.config.data_dir.as_deref(),
+        }
     }
 
     /// The connection settings.
@@ -458,18 +487,31 @@ impl RestoreWithOptions for RedisComponent {
             )));
         }
         let facts = self.check_manifest(backup).map_err(|e| self.context(e))?;
-        let repaired = if options.scratch {
-            None
-        } else {
-            server::repair_interrupted(self, progress)
+        let repaired = match (&self.container, options.scratch) {
+            (_, true) => None,
+            (Some(container), false) => {
+                let repaired = container::repair_interrupted(self, container.as_ref(), progress)
+                    .await
+                    .map_err(|e| self.context(e))?;
+                if repaired.is_none()
+                    && !container.is_running().await.map_err(|e| self.context(e))?
+                {
+                    return Err(self.context(container::not_running(&container.name())));
+                }
+                repaired
+            }
+            (None, false) => server::repair_interrupted(self, progress)
                 .await
-                .map_err(|e| self.context(e))?
+                .map_err(|e| self.context(e))?,
         };
         // Scratch first: a scratch restore never touches the configured server.
         let r = if options.scratch {
             server::verify_scratch(self, backup, &facts, from, progress).await
         } else if facts.mode == "logical" {
             logical::restore(self, options, backup, &facts, from, progress).await
+        } else if let Some(container) = &self.container {
+            container::restore_physical(self, container.as_ref(), backup, &facts, from, progress)
+                .await
         } else {
             server::restore_physical(self, backup, &facts, from, progress).await
         };

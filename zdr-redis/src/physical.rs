@@ -140,11 +140,11 @@ pub(crate) async fn backup(
         }
     };
     let writes_during = client::activity(c, &admin).await?.writes_since(&before);
-    let aof_files = match (&c.data_dir, aof_enabled) {
+    let aof_files = match (r.local_data_dir(), aof_enabled) {
         (Some(dir), true) => copy_aof_set(c, &admin, dir, sink, progress).await?,
         (None, true) => {
             progress.warn(
-                "AOF is on but no data_dir is configured: only the RDB is backed up".to_owned(),
+                "AOF is on but its files are not on this machine (no data_dir, or redis runs in a container): only the RDB is backed up".to_owned(),
             );
             Vec::new()
         }
@@ -280,7 +280,7 @@ async fn bgsave_copy(
     progress: &Progress,
 ) -> Result<RdbSummary> {
     let c = &r.config;
-    let Some(dir) = &c.data_dir else {
+    let Some(dir) = r.local_data_dir() else {
         return Err(Error::new(
             ErrorKind::Unsupported,
             "redis refuses SYNC and PSYNC (renamed or disabled), and no data_dir is configured for the BGSAVE fallback",

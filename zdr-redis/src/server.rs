@@ -23,7 +23,7 @@ fn free_port() -> Result<u16> {
 
 /// Copy the artifact `dump` of `backup` to `path`, reading it to its end (the reader checks
 /// the hash there).
-async fn fetch_rdb(
+pub(crate) async fn fetch_rdb(
     backup: &Manifest,
     facts: &RedisFacts,
     from: &dyn ArtifactReader,

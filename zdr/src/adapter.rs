@@ -219,11 +219,10 @@ fn not_for(options: &str, ty: &str, name: &str, actual: ComponentType) -> Error 
 
 impl Adapter {
     /// The same adapter with its client tools run by `runner` (inside a container), when
-    /// given; adapters without client tools are unchanged.
-    #[cfg_attr(
-        not(any(feature = "postgres", feature = "redis")),
-        allow(unused_variables)
-    )]
+    /// given; adapters without client tools in a container are unchanged (redis: the server
+    /// is reached over the network, its files through [`Adapter::in_container`]; a scratch
+    /// server runs on this machine).
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
     pub(crate) fn with_runner(
         self,
         runner: Option<std::sync::Arc<dyn zdr_core::CommandRunner>>,
@@ -234,8 +233,26 @@ impl Adapter {
         match self {
             #[cfg(feature = "postgres")]
             Self::Postgres(p, o) => Self::Postgres(p.with_runner(runner), o),
+            #[allow(unreachable_patterns)]
+            other => other,
+        }
+    }
+
+    /// The same adapter for a server that runs in `container` (redis: a physical restore
+    /// swaps the RDB on the container's volumes and restarts it); others unchanged.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub(crate) fn in_container(self, container: Option<(zdr_docker::Docker, String)>) -> Self {
+        let Some((docker, container)) = container else {
+            return self;
+        };
+        match self {
             #[cfg(feature = "redis")]
-            Self::Redis(r, o) => Self::Redis(r.with_runner(runner), o),
+            Self::Redis(r, o) => Self::Redis(
+                r.with_container(std::sync::Arc::new(
+                    crate::redis_container::DockerRedis::new(docker, container),
+                )),
+                o,
+            ),
             #[allow(unreachable_patterns)]
             other => other,
         }

@@ -238,7 +238,8 @@ pub enum RunnerConfig {
         /// The server's address as the tools see it inside the container (`container_host`,
         /// default `127.0.0.1`); the component's `host` stays the one zdr itself connects to.
         host: String,
-        /// The server's port inside the container (`container_port`, default 5432).
+        /// The server's port inside the container (`container_port`, default 5432 for
+        /// postgres, 6379 for redis).
         port: u16,
         /// The containers that depend on this one (`dependents`: compose service names of
         /// `[docker] project`, or container names), restarted after the container is
@@ -309,12 +310,16 @@ fn take_runners(table: &mut toml::Table) -> Result<BTreeMap<String, RunnerConfig
             .with_context("component", name));
         }
         let ty = c.get("type").and_then(|t| t.as_str()).unwrap_or_default();
-        if ty != "postgres" {
-            return Err(Error::bad_input(format!(
-                "runner = \"docker\" applies to postgres components; {name} is a {ty} component"
-            ))
-            .with_context("component", name));
-        }
+        let default_port = match ty {
+            "postgres" => 5432,
+            "redis" => 6379,
+            _ => {
+                return Err(Error::bad_input(format!(
+                    "runner = \"docker\" applies to postgres and redis components; {name} is a {ty} component"
+                ))
+                .with_context("component", name));
+            }
+        };
         let container = match (text("container")?, text("service")?) {
             (Some(c), None) => zdr_docker::ContainerRef::Name(c),
             (None, Some(service)) => zdr_docker::ContainerRef::Service {
@@ -335,7 +340,7 @@ fn take_runners(table: &mut toml::Table) -> Result<BTreeMap<String, RunnerConfig
             }
         };
         let port = match keys.get("container_port") {
-            None => 5432,
+            None => default_port,
             Some(toml::Value::Integer(p)) => u16::try_from(*p).map_err(|_| {
                 Error::bad_input(format!(
                     "components.{name}.container_port {p} is not a port"

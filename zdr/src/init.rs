@@ -2,8 +2,9 @@
 //!
 //! Datastores are recognised by image (`postgres`, `redis`/`valkey`, `qdrant`, `vault`/`openbao`,
 //! `minio`, `n8n`) and environment; each becomes a component reached on its published port,
-//! PostgreSQL with its tools inside its container (`runner = "docker"`, `service = ...`) and the
-//! services that `depends_on` it as its dependents. A MinIO service becomes an S3 tier (and a
+//! PostgreSQL and Redis in their containers (`runner = "docker"`, `service = ...`: PostgreSQL's
+//! tools run there, Redis's files are restored there) with the services that `depends_on`
+//! them as their dependents. A MinIO service becomes an S3 tier (and a
 //! commented `s3-bucket` component for its own objects, to be given its bucket names); an n8n
 //! service an `n8n` component. Directories bind-mounted
 //! from beside the compose file become `files` components (the config files of the runbook).
@@ -421,9 +422,15 @@ pub fn config_from_compose(
                 let (host, port) = host_port(s, 6379).unwrap_or(("127.0.0.1".to_owned(), 6379));
                 let _ = writeln!(
                     components,
-                    "\n[components.{name}]\ntype = \"redis\"\nurl = {}",
-                    toml_str(&format!("redis://{}:{port}", url_host(&host)))
+                    "\n[components.{name}]\ntype = \"redis\"\nurl = {}\nrunner = \"docker\"\nservice = {}",
+                    toml_str(&format!("redis://{}:{port}", url_host(&host))),
+                    toml_str(&s.name),
                 );
+                let deps = dependents_of(&s.name);
+                if !deps.is_empty() {
+                    let list: Vec<String> = deps.iter().map(|d| toml_str(d)).collect();
+                    let _ = writeln!(components, "dependents = [{}]", list.join(", "));
+                }
                 if s.command.contains("requirepass") || s.env.contains_key("REDIS_PASSWORD") {
                     let from = referenced(&s.command);
                     secrets.push((
@@ -714,7 +721,9 @@ volumes:
             r.toml
         );
         assert!(
-            r.toml.contains("url = \"redis://127.0.0.1:6379\""),
+            r.toml.contains(
+                "url = \"redis://127.0.0.1:6379\"\nrunner = \"docker\"\nservice = \"redis\""
+            ),
             "{}",
             r.toml
         );

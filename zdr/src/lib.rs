@@ -68,6 +68,8 @@ pub mod metrics;
 pub mod postgres;
 pub mod prune;
 pub mod recover;
+#[cfg(feature = "redis")]
+mod redis_container;
 mod stack;
 
 pub use adapter::{BackupOptions, ComponentType, RestoreOptions};
@@ -105,11 +107,7 @@ pub use zdr_s3 as s3;
 #[cfg(feature = "vault")]
 pub use zdr_vault as vault;
 
-/// A free TCP port on 127.0.0.1 (for throwaway and recovery servers).
-#[cfg_attr(
-    not(any(feature = "postgres", all(feature = "files", feature = "redis"))),
-    allow(dead_code)
-)]
+/// A free TCP port on 127.0.0.1 (for throwaway and recovery servers, drill copies).
 pub(crate) fn free_port() -> Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -509,7 +509,11 @@ impl RecoveryReport {
 /// every volume, and every host directory the container may write to (a data directory
 /// bind-mounted from the host), becomes a fresh volume — the copy shares nothing writable with
 /// the live container. Read-only binds (config files) stay.
-fn drill_copy(spec: &ContainerSpec, component: &str, stamp: &str) -> (ContainerSpec, Vec<String>) {
+fn drill_copy(
+    spec: &ContainerSpec,
+    component: &str,
+    stamp: &str,
+) -> Result<(ContainerSpec, Vec<String>)> {
     let copy_name = format!("{}-zdr-drill-{stamp}", spec.name);
     let mut copy = spec.clone();
     copy.name.clone_from(&copy_name);
@@ -520,7 +524,13 @@ fn drill_copy(spec: &ContainerSpec, component: &str, stamp: &str) -> (ContainerS
     copy.labels
         .insert(DRILL_OWNER_LABEL.to_owned(), std::process::id().to_string());
     for p in &mut copy.ports {
-        p.host_port.clear();
+        // A free port of its own, fixed: a port the engine picks changes when the copy is
+        // restarted (a redis restore restarts it).
+        p.host_port = if p.container_port.ends_with("/tcp") {
+            crate::free_port()?.to_string()
+        } else {
+            String::new()
+        };
     }
     for n in &mut copy.networks {
         n.aliases.clear();
@@ -543,7 +553,7 @@ fn drill_copy(spec: &ContainerSpec, component: &str, stamp: &str) -> (ContainerS
             volumes.push(v);
         }
     }
-    (copy, volumes)
+    Ok((copy, volumes))
 }
 
 /// Writes an unfinished recovery's marker (JSON; the spec holds no secret values).
@@ -995,6 +1005,17 @@ impl Stack {
                 values.insert(var.to_owned(), p.clone());
                 continue;
             }
+            // A redis container's `--requirepass` (and the healthcheck's `redis-cli -a`) is the
+            // password zdr itself logs in with, when it logs in as the default user.
+            #[cfg(feature = "redis")]
+            if matches!(var, "REQUIREPASS" | "REDISCLI_AUTH")
+                && let ComponentConfig::Redis(r) = config
+                && let Some(p) = &r.password
+                && r.to_redis().is_ok_and(|c| c.username.is_none())
+            {
+                values.insert(var.to_owned(), p.clone());
+                continue;
+            }
             let _ = config;
             let what = if spec.secret_args.iter().any(|a| a == var) {
                 "the command-line secret"
@@ -1185,9 +1206,12 @@ impl Stack {
                 .step(STEP_RESTORE, async {
                     // Exactly the backup the plan chose (a backup made meanwhile, of the
                     // empty new container, is never taken for the newest).
+                    // The container is new on fresh volumes (the failed ones are kept aside):
+                    // there is no live dataset to take a safety copy of.
                     let restore = RestoreOptions {
                         tier: options.tier.clone(),
                         backup: BackupSelector::Id(backup.id.clone()),
+                        no_safety_copy: true,
                         ..RestoreOptions::default()
                     };
                     let r = self.restore(name, &restore, progress).await?;
@@ -1671,7 +1695,7 @@ impl Stack {
                 "removed the drill copy {c} left by an interrupted drill"
             ));
         }
-        let (copy, volumes) = drill_copy(&spec, name, &stamp);
+        let (copy, volumes) = drill_copy(&spec, name, &stamp)?;
         let copy_name = copy.name.clone();
         let mut recreate = RecreateOptions::new().secrets(secrets);
         for m in &copy.mounts {
@@ -1738,6 +1762,8 @@ impl Stack {
                         &RestoreOptions {
                             tier: options.tier.clone(),
                             backup: BackupSelector::Id(backup.id.clone()),
+                            // A throwaway copy: nothing live to keep.
+                            no_safety_copy: true,
                             ..RestoreOptions::default()
                         },
                         progress,
@@ -1820,6 +1846,21 @@ impl Stack {
                     ))
                     .with_context("component", name)
                 })?;
+            }
+            #[cfg(feature = "redis")]
+            if let Some(ComponentConfig::Redis(r)) = config.components.get_mut(name) {
+                let port = published(inner).ok_or_else(|| {
+                    Error::bad_input(format!(
+                        "the container of {name} publishes no host port for {inner}/tcp: a drill copy cannot be reached"
+                    ))
+                    .with_context("component", name)
+                })?;
+                // The address zdr connects to, with the copy's port (a url's own port too).
+                let lib = r.to_redis()?;
+                r.url = None;
+                r.host = Some(lib.host);
+                r.username = lib.username;
+                r.port = Some(port);
             }
             let _ = inner;
         }
@@ -1968,7 +2009,7 @@ mod tests {
             host_ip: "127.0.0.1".into(),
             host_port: "5432".into(),
         }];
-        let (copy, volumes) = drill_copy(&spec, "postgres", "s1");
+        let (copy, volumes) = drill_copy(&spec, "postgres", "s1").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(copy.name, "zentoria-db-zdr-drill-s1");
         assert_eq!(
             volumes,
@@ -1983,7 +2024,13 @@ mod tests {
         assert_eq!(copy.mounts[2].source.as_deref(), Some("/srv/db/conf"));
         assert_eq!(copy.mounts[2].kind, MountKind::Bind);
         assert!(copy.networks[0].aliases.is_empty());
-        assert_eq!(copy.ports[0].host_port, "");
+        // A free port of its own, not the live container's (fixed across restarts).
+        let port: u16 = copy.ports[0]
+            .host_port
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(port, 5432);
+        assert_eq!(copy.ports[0].host_ip, "127.0.0.1");
         assert!(copy.restart_policy.is_none());
         let labels: Vec<&str> = copy.labels.keys().map(String::as_str).collect();
         assert_eq!(labels, [DRILL_LABEL, DRILL_OWNER_LABEL, "org.example"]);

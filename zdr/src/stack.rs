@@ -401,7 +401,9 @@ impl Stack {
             ),
             None => (None, None),
         };
-        let adapter = Adapter::for_backup(name, config, options)?.with_runner(runner);
+        let adapter = Adapter::for_backup(name, config, options)?
+            .with_runner(runner)
+            .in_container(self.server_container(name, config).await?);
         let repo = self.repository_on(self.tier(&self.config.primary)?, pipeline);
         let started = Instant::now();
         let schedule = options.schedule.as_deref().unwrap_or(&self.config.schedule);
@@ -574,8 +576,9 @@ impl Stack {
     ) -> Result<RestoreReport> {
         let config = self.config.component(name)?;
         let ty = ComponentType::of(config);
-        let adapter =
-            Adapter::for_restore(name, config, options)?.with_runner(self.runner_for(name).await?);
+        let adapter = Adapter::for_restore(name, config, options)?
+            .with_runner(self.runner_for(name).await?)
+            .in_container(self.server_container(name, config).await?);
         let mut target = options.target.clone();
         if target.path.is_none() {
             target.path = adapter::default_target(config);
@@ -923,6 +926,19 @@ impl Stack {
             .await
             .map_err(|e| e.with_context("component", name))?;
         Ok(Some((docker, container)))
+    }
+
+    /// The engine and container of a component whose server itself is handled through the
+    /// container (redis: files and restarts); `None` for the others and for local ones.
+    async fn server_container(
+        &self,
+        name: &str,
+        config: &crate::config::ComponentConfig,
+    ) -> Result<Option<(zdr_docker::Docker, String)>> {
+        if ComponentType::of(config) != ComponentType::Redis {
+            return Ok(None);
+        }
+        self.docker_container(name).await
     }
 
     /// A connection to the engine of `[docker] host` (default: `DOCKER_HOST`, then the

@@ -1,0 +1,326 @@
+//! Physical restore into a Redis that runs in a container: the verified RDB is copied into
+//! the container's data directory, the container is stopped, the files are swapped on its
+//! volumes (old ones kept aside), and it is started again — no `data_dir` on this machine, no
+//! start/stop commands, no client tools on the host.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::types::Value;
+use zdr_core::{ArtifactReader, Error, ErrorKind, Manifest, Progress, RestoreOutcome, Result};
+
+use crate::server::{compare_counts, fetch_rdb, wait_loaded};
+use crate::{RedisComponent, RedisConfig, RedisFacts, client};
+
+/// The container a Redis server runs in, as a physical restore needs it: copy a file into
+/// it, read a small file, run a shell script on its files, stop and start it.
+///
+/// The facade implements it on the Docker Engine API (`zdr-docker`); another runtime (a
+/// Podman socket, a Kubernetes pod) can implement it too.
+#[async_trait]
+pub trait ServerContainer: Send + Sync {
+    /// The container's name, for messages.
+    fn name(&self) -> String;
+
+    /// Whether the container runs.
+    async fn is_running(&self) -> Result<bool>;
+
+    /// Copies the host file `local` into directory `dir` of the container as `name`
+    /// (running or stopped container).
+    async fn put_file(&self, local: &Path, dir: &str, name: &str) -> Result<()>;
+
+    /// The content of a small file of the container (running or stopped), `None` when it
+    /// does not exist.
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Runs `sh -c script` as root on the container's files: inside it while it runs, on
+    /// its volumes while it is stopped.
+    async fn run_script(&self, script: &str) -> Result<()>;
+
+    /// Stops the container (its stop signal, then a kill after `timeout`).
+    async fn stop(&self, timeout: Duration) -> Result<()>;
+
+    /// Starts the container.
+    async fn start(&self) -> Result<()>;
+}
+
+/// The journal of a restore in progress, in the data directory inside the container.
+const JOURNAL: &str = ".zdr-restore-journal";
+/// The data directory when the server cannot be asked and none is configured (the official
+/// image's `/data`).
+const DEFAULT_DIR: &str = "/data";
+
+/// Where the server keeps its files, as it says (`CONFIG GET`), else as configured.
+#[derive(Debug, Clone)]
+struct Layout {
+    dir: String,
+    dbfilename: String,
+    /// `appenddirname` and `appendfilename` when AOF is on.
+    aof: Option<(String, String)>,
+}
+
+/// Accepts a path or file name only when the shell scripts can use it as it is.
+fn safe(what: &str, value: &str, path: bool) -> Result<()> {
+    let ok = !value.is_empty()
+        && value != "."
+        && value != ".."
+        && value
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "._-+@".contains(ch) || (path && ch == '/'));
+    if ok && (!path || value.starts_with('/')) {
+        Ok(())
+    } else {
+        Err(Error::bad_input(format!(
+            "the redis {what} {value:?} is not a plain {}: zdr does not restore into it",
+            if path { "absolute path" } else { "file name" }
+        )))
+    }
+}
+
+async fn config_get(c: &RedisConfig, cl: &fred::prelude::Client, name: &str) -> Option<String> {
+    let v = client::cmd(c, cl, "CONFIG", vec![Value::from("GET"), Value::from(name)])
+        .await
+        .ok()?;
+    // `[name, value]` (RESP2) or `{name: value}` (RESP3); nothing when unknown.
+    match v {
+        Value::Array(a) => a.get(1).and_then(Value::as_string),
+        Value::Map(m) => m.inner().into_values().next().and_then(|v| v.as_string()),
+        _ => None,
+    }
+}
+
+async fn layout(c: &RedisConfig, cl: &fred::prelude::Client) -> Result<Layout> {
+    let configured = c
+        .data_dir
+        .as_ref()
+        .map(|d| d.to_string_lossy().into_owned());
+    let dir = match config_get(c, cl, "dir").await {
+        Some(d) => d,
+        None => configured.unwrap_or_else(|| DEFAULT_DIR.to_owned()),
+    };
+    let dbfilename = config_get(c, cl, "dbfilename")
+        .await
+        .unwrap_or_else(|| c.dbfilename.clone());
+    let aof_on = client::info(c, cl, "persistence")
+        .await?
+        .get("aof_enabled")
+        .is_some_and(|v| v == "1");
+    let aof = if aof_on {
+        let Some(dirname) = config_get(c, cl, "appenddirname").await else {
+            return Err(Error::bad_input(
+                "redis runs with appendonly yes but does not say its appenddirname (redis before 7, or CONFIG renamed): zdr cannot put the backup where it would be loaded",
+            ));
+        };
+        let filename = config_get(c, cl, "appendfilename")
+            .await
+            .unwrap_or_else(|| "appendonly.aof".to_owned());
+        safe("appenddirname", &dirname, false)?;
+        safe("appendfilename", &filename, false)?;
+        Some((dirname, filename))
+    } else {
+        None
+    };
+    safe("data directory", &dir, true)?;
+    safe("dbfilename", &dbfilename, false)?;
+    Ok(Layout {
+        dir,
+        dbfilename,
+        aof,
+    })
+}
+
+/// Bring back a server a restore killed between stopping and starting the container left
+/// down: the previous RDB (and AOF directory) put back where none is in place, the
+/// container started, loading waited for. Returns what was repaired.
+pub(crate) async fn repair_interrupted(
+    r: &RedisComponent,
+    container: &dyn ServerContainer,
+    progress: &Progress,
+) -> Result<Option<String>> {
+    let c = &r.config;
+    if container.is_running().await? {
+        return Ok(None);
+    }
+    let dir = c.data_dir.as_ref().map_or_else(
+        || DEFAULT_DIR.to_owned(),
+        |d| d.to_string_lossy().into_owned(),
+    );
+    safe("data directory", &dir, true)?;
+    let Some(journal) = container.read_file(&format!("{dir}/{JOURNAL}")).await? else {
+        return Ok(None);
+    };
+    let journal = String::from_utf8_lossy(&journal).into_owned();
+    let mut lines = journal.lines();
+    let what = lines.next().unwrap_or("restore").trim().to_owned();
+    let dbfilename = lines.next().unwrap_or(&c.dbfilename).trim().to_owned();
+    let aofdir = lines.next().unwrap_or("appendonlydir").trim().to_owned();
+    safe("dbfilename", &dbfilename, false)?;
+    safe("appenddirname", &aofdir, false)?;
+    progress.warn(format!(
+        "the redis container {} is down after an interrupted {what}: starting it",
+        container.name()
+    ));
+    // The newest file kept aside goes back where nothing is in place.
+    container
+        .run_script(&format!(
+            "set -e; cd {dir}
+for f in {dbfilename} {aofdir}; do
+  if [ ! -e \"$f\" ]; then
+    old=$(ls -d \"$f\".zdr-old-* 2>/dev/null | sort | tail -n 1)
+    if [ -n \"$old\" ]; then mv \"$old\" \"$f\"; fi
+  fi
+done
+rm -rf .zdr-restore-*.rdb ./*.zdr-new-*"
+        ))
+        .await?;
+    container.start().await?;
+    wait_loaded(c, c.timeout * 5).await?;
+    container
+        .run_script(&format!("rm -f {dir}/{JOURNAL}"))
+        .await?;
+    Ok(Some(format!(
+        "repaired an interrupted {what}: the previous files where the new ones were missing, the container {} started",
+        container.name()
+    )))
+}
+
+/// The physical restore into the container.
+pub(crate) async fn restore_physical(
+    r: &RedisComponent,
+    container: &dyn ServerContainer,
+    backup: &Manifest,
+    facts: &RedisFacts,
+    from: &dyn ArtifactReader,
+    progress: &Progress,
+) -> Result<RestoreOutcome> {
+    let c = &r.config;
+    let name = container.name();
+    // The RDB checked on this machine first (hash, magic, records, CRC64): nothing is
+    // stopped for a backup that cannot be loaded.
+    let staging = tempfile::Builder::new()
+        .prefix("zdr-redis-restore-")
+        .tempdir()
+        .map_err(|e| Error::from_io(e, "cannot create a staging directory"))?;
+    let staged = staging.path().join("dump.rdb");
+    let bytes = fetch_rdb(backup, facts, from, &staged).await?;
+
+    // The server must answer with the configured credentials, and says where its files are.
+    let cl = client::connect(c, 0).await.map_err(|e| {
+        e.with_hint("nothing was stopped or replaced: the server must run and accept the configured credentials")
+    })?;
+    let layout = layout(c, &cl).await;
+    let _ = fred::prelude::ClientLike::quit(&cl).await;
+    let layout = layout?;
+    let dir = &layout.dir;
+    let ts = chrono::Utc::now().format("%Y%m%d_%H%M%S").to_string();
+    let staged_name = format!(".zdr-restore-{}.rdb", backup.id);
+    safe("staged file", &staged_name, false)?;
+
+    // Leftovers of a killed run go; the RDB goes in beside the data while the server runs.
+    container
+        .run_script(&format!("rm -f {dir}/.zdr-restore-*.rdb"))
+        .await?;
+    progress.info(format!(
+        "copying the RDB ({bytes} bytes) into {dir} of container {name}"
+    ));
+    container.put_file(&staged, dir, &staged_name).await?;
+    drop(staging);
+    // From here on the server may be down: the journal lets the next run bring it back.
+    let aofdir = layout
+        .aof
+        .as_ref()
+        .map_or("appendonlydir", |(d, _)| d.as_str());
+    container
+        .run_script(&format!(
+            "printf '%s\\n' 'restore of {id} at {ts}' {dbf} {aofdir} > {dir}/{JOURNAL}",
+            id = backup.id,
+            dbf = layout.dbfilename,
+        ))
+        .await?;
+    progress.info(format!("stopping the redis container {name}"));
+    container.stop(c.timeout).await?;
+    zdr_core::failpoint("redis-after-stop");
+
+    // Everything new is made complete first; then each old file is moved aside and the new
+    // one moved in (a run killed between two moves is repaired by the next: what is missing
+    // comes back from aside).
+    let dbf = &layout.dbfilename;
+    let mut script = format!(
+        "set -e; cd {dir}
+owner=$(stat -c %u:%g .)
+chown \"$owner\" {staged_name}
+"
+    );
+    let mut notes = Vec::new();
+    if let Some((aofdir, prefix)) = &layout.aof {
+        // AOF in use: redis 7 would start empty (and ignore the RDB) without an AOF set; a
+        // new set whose base is the backup's RDB loads it.
+        script.push_str(&format!(
+            "rm -rf {aofdir}.zdr-new-{ts}
+mkdir {aofdir}.zdr-new-{ts}
+cp {staged_name} {aofdir}.zdr-new-{ts}/{prefix}.1.base.rdb
+printf 'file {prefix}.1.base.rdb seq 1 type b\\n' > {aofdir}.zdr-new-{ts}/{prefix}.manifest
+chown -R \"$owner\" {aofdir}.zdr-new-{ts}
+if [ -e {aofdir} ]; then mv {aofdir} {aofdir}.zdr-old-{ts}; fi
+mv {aofdir}.zdr-new-{ts} {aofdir}
+"
+        ));
+        notes.push(format!(
+            "the AOF directory is kept as {dir}/{aofdir}.zdr-old-{ts}; a new AOF set has the backup's RDB as its base"
+        ));
+    }
+    script.push_str(&format!(
+        "if [ -e {dbf} ]; then mv {dbf} {dbf}.zdr-old-{ts}; fi
+mv {staged_name} {dbf}
+"
+    ));
+    container.run_script(&script).await.map_err(|e| {
+        e.with_hint(format!(
+            "the container {name} is stopped; the next restore puts the previous files back and starts it"
+        ))
+    })?;
+    notes.insert(
+        0,
+        format!(
+            "the previous RDB (if any) is kept as {dir}/{}.zdr-old-{ts} in the container's volume",
+            dbf
+        ),
+    );
+    zdr_core::failpoint("redis-after-swap");
+
+    progress.info(format!("starting the redis container {name}"));
+    container.start().await?;
+    wait_loaded(c, c.timeout * 5).await?;
+    container
+        .run_script(&format!("rm -f {dir}/{JOURNAL}"))
+        .await?;
+    let report = compare_counts(r, c, facts).await?;
+    if !report.is_ok() {
+        return Err(Error::integrity(format!(
+            "redis loaded the backup but its key counts differ from the manifest: {}",
+            report.problems.join("; ")
+        ))
+        .with_verify_report(report));
+    }
+    Ok(RestoreOutcome {
+        target: format!(
+            "redis container {name} ({}:{}, {dir}/{})",
+            c.host, c.port, dbf
+        ),
+        items: facts.keys.values().sum(),
+        bytes,
+        notes,
+    })
+}
+
+/// A container that is not running when a restore begins and has no journal is not ours to
+/// start: say so instead of failing on the connection.
+pub(crate) fn not_running(name: &str) -> Error {
+    Error::new(
+        ErrorKind::Source,
+        format!("the redis container {name} is not running: nothing was restored"),
+    )
+    .with_context("container", name)
+    .with_hint("start it (docker start), or recover it: zdr recover container <component>")
+}
