@@ -1,7 +1,8 @@
 //! `zdr recover container` as an operator runs it, against the real Docker engine: the plan
 //! with `--dry-run` (text and JSON) changes nothing; a recovery killed (abort, as `kill -9`) right
 //! after recreating the container, and again right after keeping the volumes aside, is
-//! completed by the next run: data back, the report printed and stored.
+//! completed by the next run: data back, the report printed and stored. A physical restore of a
+//! redis in a container killed while the container is down is repaired by the next run.
 
 #![allow(
     clippy::unwrap_used,
@@ -218,4 +219,95 @@ async fn a_killed_recovery_is_completed_by_the_next_run() {
     let out = zdr(&config, &["recover", "rollback", id], None);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("kept nothing aside"), "{}", text(&out));
+}
+
+/// `zdr restore` of a redis in a container, killed (abort, as `kill -9`) after the container
+/// was stopped and again after the files were swapped: the container stays down, and the next
+/// command on the component (a backup) starts it again, saying so; nothing of the restore is
+/// left in the volume. A wrong password is refused before anything is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restore_killed_while_its_container_is_down_is_repaired_by_the_next_run() {
+    use std::os::unix::process::ExitStatusExt;
+    let redis = zdr_tests::containers::RedisStack::start("zdrt-cli-redis", PASSWORD)
+        .await
+        .unwrap();
+    redis
+        .cli(&[
+            "EVAL",
+            "for i=1,500 do redis.call('SET','k'..i,i) end return 1",
+            "0",
+        ])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zdr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{root}/tier\"\n\
+             [components.db]\ntype = \"redis\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             bin_dir = \"/nonexistent/zdr-no-client-tools\"\n\
+             runner = \"docker\"\ncontainer = \"{name}\"\n",
+            root = dir.path().display(),
+            port = redis.port,
+            name = redis.name,
+        ),
+    )
+    .unwrap();
+    let out = zdr(&config, &["--json", "backup", "db"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = first["backup"]["id"].as_str().unwrap().to_owned();
+
+    // A wrong password: refused before the container is stopped.
+    let started = redis.docker.status(&redis.name).await.unwrap().started_at;
+    let out = Command::new(env!("CARGO_BIN_EXE_zdr"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--no-progress", "restore", "db", "--no-safety-copy"])
+        .env("ZDR_COMPONENTS__DB__PASSWORD", "not-the-password")
+        .env_remove("ZDR_FAILPOINT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("not-the-password"), "{}", text(&out));
+    let status = redis.docker.status(&redis.name).await.unwrap();
+    assert!(status.running && status.started_at == started, "{status:?}");
+
+    for point in ["redis-after-stop", "redis-after-swap"] {
+        redis.cli(&["SET", "k1", "changed"]).await.unwrap();
+        let out = zdr(
+            &config,
+            &["restore", "db", "--backup", &first, "--no-safety-copy"],
+            Some(point),
+        );
+        assert_eq!(out.status.signal(), Some(6), "{point}: {}", text(&out));
+        assert!(
+            !redis.docker.status(&redis.name).await.unwrap().running,
+            "{point}: the container is down"
+        );
+        let out = zdr(&config, &["backup", "db"], None);
+        assert!(out.status.success(), "{point}: {}", text(&out));
+        assert!(
+            text(&out).contains("interrupted restore"),
+            "{point}: {}",
+            text(&out)
+        );
+        assert!(redis.docker.status(&redis.name).await.unwrap().running);
+        assert_eq!(redis.cli(&["DBSIZE"]).await.unwrap(), "500", "{point}");
+        // Killed after the swap, the first backup's data is in place; killed before, the data
+        // as it was.
+        let k1 = redis.cli(&["GET", "k1"]).await.unwrap();
+        let expected = if point == "redis-after-swap" {
+            "1"
+        } else {
+            "changed"
+        };
+        assert_eq!(k1, expected, "{point}");
+        let files = redis.sh("ls -a /data").await.unwrap();
+        assert!(
+            !files.contains(".zdr-restore-") && !files.contains(".zdr-new-"),
+            "{point}: {files}"
+        );
+    }
 }

@@ -324,3 +324,30 @@ pub(crate) fn not_running(name: &str) -> Error {
     .with_context("container", name)
     .with_hint("start it (docker start), or recover it: zdr recover container <component>")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::safe;
+
+    #[test]
+    fn only_plain_paths_and_names_reach_the_scripts() {
+        assert!(safe("data directory", "/data", true).is_ok());
+        assert!(safe("data directory", "/var/lib/redis-7", true).is_ok());
+        assert!(safe("dbfilename", "dump.rdb", false).is_ok());
+        for (value, path) in [
+            ("data", true),
+            ("/data dir", true),
+            ("/data;rm -rf /", true),
+            ("/$(id)", true),
+            ("", false),
+            ("..", false),
+            ("a/b.rdb", false),
+            ("dump'.rdb", false),
+        ] {
+            let e = safe("x", value, path)
+                .err()
+                .unwrap_or_else(|| panic!("{value:?} was accepted"));
+            assert!(e.to_string().contains("zdr does not restore into it"), "{e}");
+        }
+    }
+}

@@ -350,6 +350,16 @@ impl RedisComponent {
         RestoreCall::new(self, options)
     }
 
+    /// Bring back a server a killed physical restore left down (in its container, or the
+    /// one owning `data_dir`); what was repaired.
+    async fn repair_interrupted(&self, progress: &Progress) -> Result<Option<String>> {
+        match &self.container {
+            Some(c) => container::repair_interrupted(self, c.as_ref(), progress).await,
+            None => server::repair_interrupted(self, progress).await,
+        }
+        .map_err(|e| self.context(e))
+    }
+
     /// The data directory when it is on this machine: `data_dir`, unless the server runs in
     /// a container (where `data_dir` names the directory inside it).
     pub(crate) fn local_data_dir(&self) -> Option<&std::path::Path> {
@@ -420,10 +430,7 @@ impl BackupSource for RedisComponent {
         sink: &mut dyn ArtifactSink,
         progress: &Progress,
     ) -> Result<SourceFacts> {
-        if let Some(note) = server::repair_interrupted(self, progress)
-            .await
-            .map_err(|e| self.context(e))?
-        {
+        if let Some(note) = self.repair_interrupted(progress).await? {
             progress.warn(note);
         }
         let r = match &self.mode {
@@ -490,9 +497,7 @@ impl RestoreWithOptions for RedisComponent {
         let repaired = match (&self.container, options.scratch) {
             (_, true) => None,
             (Some(container), false) => {
-                let repaired = container::repair_interrupted(self, container.as_ref(), progress)
-                    .await
-                    .map_err(|e| self.context(e))?;
+                let repaired = self.repair_interrupted(progress).await?;
                 if repaired.is_none()
                     && !container.is_running().await.map_err(|e| self.context(e))?
                 {
@@ -500,9 +505,7 @@ impl RestoreWithOptions for RedisComponent {
                 }
                 repaired
             }
-            (None, false) => server::repair_interrupted(self, progress)
-                .await
-                .map_err(|e| self.context(e))?,
+            (None, false) => self.repair_interrupted(progress).await?,
         };
         // Scratch first: a scratch restore never touches the configured server.
         let r = if options.scratch {
