@@ -12,6 +12,9 @@
 #
 #   scripts/bench-daemon.sh                              # builds the release zdr
 #   ZDR_BIN=target/release/zdr scripts/bench-daemon.sh   # no build: use this binary
+#   ZDR_BIN=target/dist/zdr BACKUPS=200 COUNTED=100 scripts/bench-daemon.sh
+#                                   # the shipped profile (cargo build --profile dist); a
+#                                   # small history when only the idle daemon is of interest
 #
 # Everything lives under $W (default $TMPDIR/zdr-daemonbench) and is removed at the end except
 # $W/results.md (also printed, with the load average beside each figure).
@@ -251,6 +254,11 @@ sleep "$IDLE"
 c1=$(ticks)
 rss1=$(awk '/VmRSS/ {print $2}' "/proc/$DAEMON_PID/status")
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$DAEMON_PID/status")
+# The split: memory zdr allocates (heap, stacks) and pages of the executable mapped from the
+# page cache (shared, dropped first under memory pressure).
+anon=$(awk '/^Anonymous:/ {print $2}' "/proc/$DAEMON_PID/smaps_rollup")
+file=$((rss1 - anon))
+exe=$(du -k "$ZDR" | cut -f1)
 kill -TERM "$DAEMON_PID"
 wait "$DAEMON_PID" || true
 DAEMON_PID=
@@ -274,6 +282,9 @@ print(json.dumps({k: b[k] - a.get(k, 0) for k in b if b[k] - a.get(k, 0)}))' "$W
     echo "| RSS after start-up, KiB | $rss0 |"
     echo "| RSS after ${IDLE} s idle, KiB | $rss1 |"
     echo "| peak RSS (VmHWM), KiB | $hwm |"
+    echo "| of it anonymous (heap, stacks), KiB | $anon |"
+    echo "| of it file-backed (the executable's pages), KiB | $file |"
+    echo "| executable size, KiB | $exe |"
     echo "| CPU time over ${IDLE} s idle, s | $(echo "scale=3; ($c1 - $c0) / $hz" | bc) |"
 } >"$W/results.md"
 cat "$W/results.md"

@@ -347,7 +347,10 @@ mod tests {
             let e = safe("x", value, path)
                 .err()
                 .unwrap_or_else(|| panic!("{value:?} was accepted"));
-            assert!(e.to_string().contains("zdr does not restore into it"), "{e}");
+            assert!(
+                e.to_string().contains("zdr does not restore into it"),
+                "{e}"
+            );
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The runbook's "full system disaster" scenario against real servers: a PostgreSQL container
-//! (with an app container depending on it) and config files, backed up and replicated to an
-//! S3 tier (SeaweedFS); then the host's local tier is wiped, the container and its volume are
-//! lost and the config directory deleted. `Stack::recover_system` brings everything back from
+//! and a Redis container (each with an app container depending on it) and config files, backed
+//! up and replicated to an S3 tier (SeaweedFS); then the host's local tier is wiped, the
+//! containers and their volumes are lost and the config directory deleted. `Stack::recover_system` brings everything back from
 //! the S3 tier to a target time — refusing first, with nothing touched, a time before the first
 //! backup; a run stopped halfway is marked unfinished and continued by the next.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use zdr::recover::{StepStatus, SystemRecoveryOptions};
 use zdr::{BackupOptions, Config, Progress, Stack};
 use zdr_core::{Error, ErrorKind, Result};
-use zdr_tests::containers::PgStack;
+use zdr_tests::containers::{PgStack, RedisStack};
 use zdr_tests::seaweed::SeaweedFs;
 
 const PASSWORD: &str = "pw-recover-system-test-a1c0";
@@ -18,6 +18,14 @@ const PASSWORD: &str = "pw-recover-system-test-a1c0";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_stack_comes_back_from_the_s3_tier_to_a_target_time() -> Result<()> {
     let pg = PgStack::start("zdrt-system", PASSWORD).await?;
+    let redis = RedisStack::start("zdrt-system-cache", PASSWORD).await?;
+    redis
+        .cli(&[
+            "EVAL",
+            "for i=1,1000 do redis.call('SET','session:'..i,'user '..i) end return 1",
+            "0",
+        ])
+        .await?;
     let s3 = SeaweedFs::start()
         .await
         .map_err(|e| Error::from_io(e, "SeaweedFS"))?;
@@ -62,6 +70,14 @@ runner = "docker"
 container = "{name}"
 dependents = ["{app}"]
 
+[components.cache]
+type = "redis"
+host = "127.0.0.1"
+port = {cache_port}
+runner = "docker"
+container = "{cache}"
+dependents = ["{cache_app}"]
+
 [components.configs]
 type = "files"
 path = "{live}"
@@ -74,15 +90,24 @@ path = "{live}"
         port = pg.port,
         name = pg.name,
         app = pg.app,
+        cache_port = redis.port,
+        cache = redis.name,
+        cache_app = redis.app,
         live = live.display(),
     );
     let config = Config::parse(
         &text,
         "test",
-        [(
-            "ZDR_COMPONENTS__DB__PASSWORD".to_owned(),
-            PASSWORD.to_owned(),
-        )]
+        [
+            (
+                "ZDR_COMPONENTS__DB__PASSWORD".to_owned(),
+                PASSWORD.to_owned(),
+            ),
+            (
+                "ZDR_COMPONENTS__CACHE__PASSWORD".to_owned(),
+                PASSWORD.to_owned(),
+            ),
+        ]
         .into_iter(),
     )?;
     let stack = Stack::open(config).await?;
@@ -91,6 +116,7 @@ path = "{live}"
         ..BackupOptions::default()
     };
     let db_backup = stack.backup("db", &replicate, &Progress::none()).await?;
+    let cache_backup = stack.backup("cache", &replicate, &Progress::none()).await?;
     let first = stack
         .backup("configs", &replicate, &Progress::none())
         .await?;
@@ -131,6 +157,7 @@ path = "{live}"
         drilled,
         [
             ("drill-db", StepStatus::Done),
+            ("drill-cache", StepStatus::Done),
             ("drill-configs", StepStatus::Done)
         ]
     );
@@ -149,6 +176,7 @@ path = "{live}"
     std::fs::remove_dir_all(dir.path().join("tiers/local"))
         .map_err(|e| Error::from_io(e, "wipe local tier"))?;
     pg.lose_container_and_volume().await?;
+    redis.lose_container_and_volume().await?;
     std::fs::remove_dir_all(&live).map_err(|e| Error::from_io(e, "wipe config"))?;
 
     // A target time before the first backup: refused, nothing touched.
@@ -196,10 +224,18 @@ path = "{live}"
         .iter()
         .map(|c| (c.component.as_str(), c.backup.as_str()))
         .collect();
-    let (db_id, first_id) = (db_backup.backup.id.to_string(), first.backup.id.to_string());
+    let (db_id, cache_id, first_id) = (
+        db_backup.backup.id.to_string(),
+        cache_backup.backup.id.to_string(),
+        first.backup.id.to_string(),
+    );
     assert_eq!(
         planned,
-        [("db", db_id.as_str()), ("configs", first_id.as_str())]
+        [
+            ("db", db_id.as_str()),
+            ("cache", cache_id.as_str()),
+            ("configs", first_id.as_str())
+        ]
     );
     assert!(plan.to_text().contains("restore-configs"));
     assert!(
@@ -224,11 +260,12 @@ path = "{live}"
         [
             ("fetch", StepStatus::Done),
             ("restore-db", StepStatus::Done),
+            ("restore-cache", StepStatus::Done),
             ("restore-configs", StepStatus::Failed),
             ("backup", StepStatus::NotRun)
         ]
     );
-    let configs = &stopped.components[1];
+    let configs = &stopped.components[2];
     assert_eq!(configs.backup, first.backup.id.to_string());
     assert!(configs.skew_seconds.is_some_and(|s| s >= 1), "{configs:?}");
     assert!(configs.fetched_bytes > 0);
@@ -237,11 +274,12 @@ path = "{live}"
         db_backup.backup.id.to_string()
     );
     assert!(stopped.components[0].container_recovery.is_some());
+    assert!(stopped.components[1].container_recovery.is_some());
     // It is marked unfinished, with the database done; status names it.
     let unfinished = stack.unfinished_system_recoveries().await?;
     assert_eq!(unfinished.len(), 1, "{unfinished:?}");
     assert_eq!(unfinished[0].1.id, stopped.id);
-    assert_eq!(unfinished[0].1.done, ["db"]);
+    assert_eq!(unfinished[0].1.done, ["db", "cache"]);
     let status = stack.status(None).await?;
     assert!(
         status.problems.iter().any(|p| p
@@ -282,6 +320,7 @@ path = "{live}"
         [
             ("fetch", StepStatus::Done),
             ("restore-db", StepStatus::NotRun),
+            ("restore-cache", StepStatus::NotRun),
             ("restore-configs", StepStatus::Done),
             ("backup", StepStatus::Done)
         ]
@@ -293,6 +332,9 @@ path = "{live}"
             .await?,
         "1500|36750"
     );
+    assert_eq!(redis.cli(&["DBSIZE"]).await?, "1000");
+    assert_eq!(redis.cli(&["GET", "session:1000"]).await?, "user 1000");
+    assert!(redis.docker.status(&redis.app).await?.running);
     assert_eq!(
         std::fs::read_to_string(live.join("app.env")).map_err(|e| Error::from_io(e, "read"))?,
         "MODE=first\n"
