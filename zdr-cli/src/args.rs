@@ -310,7 +310,11 @@ pub(crate) enum Command {
         /// aliases), restored, verified and removed; the live container is never touched.
         /// `system`: every component, in recovery order, restored into a scratch target
         /// (a throwaway container copy, a scratch directory, database or server) and verified.
-        #[arg(long, value_parser = ["container", "system"], conflicts_with = "sandbox")]
+        /// `project`: the containers of the components and those depending on them, copied
+        /// onto a private network where the copies answer to the service names; the data
+        /// restored and verified, the app copies started against it and waited healthy; all
+        /// removed.
+        #[arg(long, value_parser = ["container", "system", "project"], conflicts_with = "sandbox")]
         scenario: Option<String>,
         /// With --scenario: seconds the copy may take to become healthy.
         #[arg(long, default_value_t = 120, requires = "scenario")]

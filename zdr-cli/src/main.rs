@@ -496,8 +496,12 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 ..zdr::recover::ContainerRecoveryOptions::default()
             };
             match scenario.as_deref() {
-                Some("system") => {
-                    let r = stack.drill_system(&options, progress).await?;
+                Some(which @ ("system" | "project")) => {
+                    let r = if which == "system" {
+                        stack.drill_system(&options, progress).await?
+                    } else {
+                        stack.drill_project(&options, progress).await?
+                    };
                     let mut out = render::Outcome::ok(
                         r.to_markdown().lines().map(str::to_owned).collect(),
                         json!({"ok": r.ok, "report": r}),

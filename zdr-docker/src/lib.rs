@@ -14,6 +14,8 @@
 //! - files in a container: [`Docker::upload_file`] streams a host file in (running or stopped
 //!   container), [`Docker::read_file`] reads a small one back, [`Docker::run_on_volumes_of`]
 //!   runs a script on a stopped container's volumes.
+//! - networks: [`Docker::create_network`] (a private bridge for a throwaway copy of a stack),
+//!   [`Docker::remove_network`].
 //! - [`DockerExecRunner`]: a [`zdr_core::CommandRunner`] running tools (`pg_dump`, `psql`,
 //!   `redis-cli`, ...) inside a container through `exec`, streams and exit code passed through.
 //!
@@ -24,6 +26,7 @@ mod client;
 mod exec;
 mod files;
 mod health;
+mod network;
 mod spec;
 mod volume;
 

@@ -33,6 +33,7 @@ use crate::adapter::{self, BackupOptions, ComponentType, RestoreOptions};
 use crate::config::{ComponentConfig, RunnerConfig};
 use crate::stack::{Stack, select_for};
 
+mod project;
 mod system;
 pub use system::{
     ComponentRecovery, SystemDrillReport, SystemRecoveryOptions, SystemRecoveryPlan,
@@ -554,6 +555,36 @@ fn drill_copy(
         }
     }
     Ok((copy, volumes))
+}
+
+/// Removes the drill copies labelled for `label` (a component, or a project drill's app)
+/// that a killed drill left — its process, named in the copy's label, is gone — with their
+/// volumes; a drill running beside this one keeps its copies.
+pub(crate) async fn remove_abandoned_copies(
+    docker: &Docker,
+    label: &str,
+    progress: &Progress,
+) -> Result<()> {
+    for (c, vols, labels) in docker.labelled(DRILL_LABEL, label).await? {
+        let owner_alive = labels
+            .get(DRILL_OWNER_LABEL)
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| std::path::Path::new("/proc").join(pid.to_string()).exists());
+        if owner_alive {
+            continue;
+        }
+        docker.remove(&c, true).await?;
+        for v in vols.iter().filter(|v| v.contains("-zdr-drill-")) {
+            docker.remove_abandoned_helpers(v).await?;
+            if docker.volume_exists(v).await? {
+                docker.remove_volume(v).await?;
+            }
+        }
+        progress.info(format!(
+            "removed the drill copy {c} left by an interrupted drill"
+        ));
+    }
+    Ok(())
 }
 
 /// Writes an unfinished recovery's marker (JSON; the spec holds no secret values).
@@ -1673,28 +1704,7 @@ impl Stack {
             ..
         } = self.prepare_container_recovery(name, options).await?;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
-        // Copies left by a drill that was killed (its process, named in the copy's label, is
-        // gone) are removed first, with their volumes; a drill running beside this one keeps
-        // its copy.
-        for (c, vols, labels) in docker.labelled(DRILL_LABEL, name).await? {
-            let owner_alive = labels
-                .get(DRILL_OWNER_LABEL)
-                .and_then(|pid| pid.parse::<u32>().ok())
-                .is_some_and(|pid| std::path::Path::new("/proc").join(pid.to_string()).exists());
-            if owner_alive {
-                continue;
-            }
-            docker.remove(&c, true).await?;
-            for v in vols.iter().filter(|v| v.contains("-zdr-drill-")) {
-                docker.remove_abandoned_helpers(v).await?;
-                if docker.volume_exists(v).await? {
-                    docker.remove_volume(v).await?;
-                }
-            }
-            progress.info(format!(
-                "removed the drill copy {c} left by an interrupted drill"
-            ));
-        }
+        remove_abandoned_copies(&docker, name, progress).await?;
         let (copy, volumes) = drill_copy(&spec, name, &stamp)?;
         let copy_name = copy.name.clone();
         let mut recreate = RecreateOptions::new().secrets(secrets);

@@ -302,7 +302,7 @@ struct Planned {
 
 /// The order the data tier comes back in: secrets first (the others may need them), then the
 /// databases, the caches, the vector store, and the config files last.
-fn rank(ty: ComponentType) -> u8 {
+pub(crate) fn rank(ty: ComponentType) -> u8 {
     match ty {
         ComponentType::Vault => 0,
         ComponentType::Postgres => 1,
@@ -731,8 +731,13 @@ impl SystemDrillReport {
     /// The report as markdown.
     #[must_use]
     pub fn to_markdown(&self) -> String {
+        let what = if self.id.starts_with("drill-project-") {
+            "the whole stack on a private network"
+        } else {
+            "full system"
+        };
         let mut md = format!(
-            "# Drill report: full system\n\n- Drill: `{}`\n- Outcome: **{}**\n- Started: {}\n- Total: {:.1} s\n\n\
+            "# Drill report: {what}\n\n- Drill: `{}`\n- Outcome: **{}**\n- Started: {}\n- Total: {:.1} s\n\n\
              | # | Step | Status | Seconds | Detail |\n|---|---|---|---|---|\n",
             self.id,
             if self.ok { "passed" } else { "FAILED" },
