@@ -983,6 +983,14 @@ fn recover_container_refuses_before_touching_anything() {
         "{}",
         stderr(&out)
     );
+    // A project drill with nothing backed up: refused before anything is made.
+    let out = env.zdr(&["drill", "--scenario", "project"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no usable backup of db"),
+        "{}",
+        stderr(&out)
+    );
     // The full-system scenario: an unknown tier, a malformed time, a tier without backups.
     let out = env.zdr(&["recover", "system", "--from", "ghost"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -118,6 +118,23 @@ async fn a_killed_recovery_is_completed_by_the_next_run() {
         pg.docker.status(&pg.name).await.unwrap().started_at,
         started
     );
+    // The whole stack on a private network: the database copy and its app's copy, removed.
+    let out = zdr(&config, &["drill", "--scenario", "project"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let md = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(md.contains("the whole stack on a private network"), "{md}");
+    for step in [
+        "| network | done |",
+        "| drill-db | done |",
+        "| apps | done |",
+        "| teardown | done |",
+    ] {
+        assert!(md.contains(step), "{step}: {md}");
+    }
+    assert_eq!(
+        pg.docker.status(&pg.name).await.unwrap().started_at,
+        started
+    );
     assert_eq!(
         pg.volumes().await.unwrap(),
         std::slice::from_ref(&pg.volume)
