@@ -224,22 +224,35 @@ pub(crate) async fn restore_physical(
     progress.info(format!(
         "copying the RDB ({bytes} bytes) into {dir} of container {name}"
     ));
-    container.put_file(&staged, dir, &staged_name).await?;
-    drop(staging);
-    // From here on the server may be down: the journal lets the next run bring it back.
     let aofdir = layout
         .aof
         .as_ref()
         .map_or("appendonlydir", |(d, _)| d.as_str());
-    container
-        .run_script(&format!(
-            "printf '%s\\n' 'restore of {id} at {ts}' {dbf} {aofdir} > {dir}/{JOURNAL}",
-            id = backup.id,
-            dbf = layout.dbfilename,
-        ))
-        .await?;
-    progress.info(format!("stopping the redis container {name}"));
-    container.stop(c.timeout).await?;
+    let prepared: Result<()> = async {
+        container.put_file(&staged, dir, &staged_name).await?;
+        // From here on the server may be down: the journal lets the next run bring it back.
+        container
+            .run_script(&format!(
+                "printf '%s\\n' 'restore of {id} at {ts}' {dbf} {aofdir} > {dir}/{JOURNAL}",
+                id = backup.id,
+                dbf = layout.dbfilename,
+            ))
+            .await?;
+        progress.info(format!("stopping the redis container {name}"));
+        container.stop(c.timeout).await
+    }
+    .await;
+    drop(staging);
+    if let Err(e) = prepared {
+        // Still running (the stop failed or never came): what this run put beside the data
+        // goes again.
+        if container.is_running().await.unwrap_or(false) {
+            let _ = container
+                .run_script(&format!("rm -f {dir}/{staged_name} {dir}/{JOURNAL}"))
+                .await;
+        }
+        return Err(e);
+    }
     zdr_core::failpoint("redis-after-stop");
 
     // Everything new is made complete first; then each old file is moved aside and the new
@@ -275,11 +288,18 @@ mv {aofdir}.zdr-new-{ts} {aofdir}
 mv {staged_name} {dbf}
 "
     ));
-    container.run_script(&script).await.map_err(|e| {
-        e.with_hint(format!(
-            "the container {name} is stopped; the next restore puts the previous files back and starts it"
-        ))
-    })?;
+    if let Err(e) = container.run_script(&script).await {
+        // The server must not stay down: what is missing comes back from aside, and the
+        // container starts on its previous data.
+        return Err(match repair_interrupted(r, container, progress).await {
+            Ok(_) => e.with_hint(format!(
+                "nothing was restored: the container {name} runs again on its previous data"
+            )),
+            Err(again) => e.with_hint(format!(
+                "the container {name} is stopped and could not be started again ({again}); the next zdr command on the component retries"
+            )),
+        });
+    }
     notes.insert(
         0,
         format!(
