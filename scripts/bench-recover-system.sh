@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Benchmark (not a test) of the runbook's "full system disaster" scenario: `zdr recover system`
-# bringing a PostgreSQL container (>= 1 GB), a Redis server (>= 500 MB) and config files back
-# from an S3 tier (SeaweedFS) after the local tier, the container with its volume, the Redis
-# dataset and the config directory are all gone. Target: <= 5 min on this machine (runbook
+# bringing a PostgreSQL container (>= 1 GB), a Redis container (>= 500 MB) and config files back
+# from an S3 tier (SeaweedFS) after the local tier, the containers with their volumes and the
+# config directory are all gone. REDIS_IN=host runs Redis as a process on the host instead
+# (its dataset lost, the server restarted by its start_command). Target: <= 5 min on this machine (runbook
 # objective: 24 h).
 #
 #   scripts/bench-recover-system.sh                               # builds the release zdr
 #   ZDR_BIN=target/release/zdr scripts/bench-recover-system.sh    # no build: use this binary
-#   PG_SCALE=70 REDIS_KEYS=500000 REDIS_VALUE=1000 (the defaults)
+#   PG_SCALE=70 REDIS_KEYS=500000 REDIS_VALUE=1000 REDIS_IN=container (the defaults)
 #
 # Everything lives under $W (default $TMPDIR/zdr-systembench) and is removed at the end except
 # $W/results.md (printed) and the recovery's report.
@@ -17,7 +18,11 @@ W=${W:-${TMPDIR:-/tmp}/zdr-systembench}
 PG_SCALE=${PG_SCALE:-70}
 REDIS_KEYS=${REDIS_KEYS:-500000}
 REDIS_VALUE=${REDIS_VALUE:-1000}
+REDIS_IN=${REDIS_IN:-container}
 PG_IMAGE=zdr-test/postgres:current
+REDIS_IMAGE=zdr-test/redis:current
+RC=zdrs-redis
+RVOL=zdrs-redis-data
 BASE_IMAGE=zdr-test/base:current
 PG=zdrs-pg
 APP=zdrs-app
@@ -30,8 +35,8 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 WEED_PID=
 RPORT=$(free_port)
 cleanup() {
-    docker rm -f "$PG" "$APP" >/dev/null 2>&1 || true
-    for v in $(docker volume ls -q | grep "^$VOL" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
+    docker rm -f "$PG" "$APP" "$RC" >/dev/null 2>&1 || true
+    for v in $(docker volume ls -q | grep -E "^($VOL|$RVOL)" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
     redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
     if [ -n "$WEED_PID" ]; then kill -- "-$WEED_PID" 2>/dev/null || true; wait "$WEED_PID" 2>/dev/null || true; fi
     if [ -f "$W/results.md" ]; then
@@ -43,7 +48,7 @@ cleanup() {
 trap cleanup EXIT
 
 command -v weed >/dev/null || { echo "bench-recover-system.sh: SeaweedFS weed is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
-for image in "$PG_IMAGE" "$BASE_IMAGE"; do
+for image in "$PG_IMAGE" "$BASE_IMAGE" "$REDIS_IMAGE"; do
     docker image inspect "$image" >/dev/null 2>&1 || bash scripts/build-test-images.sh
 done
 if [[ -n $ZDR_BIN_ARG ]]; then
@@ -52,8 +57,8 @@ else
     cargo build --release -q --locked -p zdr-cli
     ZDR=$(realpath "${CARGO_TARGET_DIR:-target}/release/zdr")
 fi
-docker rm -f "$PG" "$APP" >/dev/null 2>&1 || true
-for v in $(docker volume ls -q | grep "^$VOL" || true); do docker volume rm "$v" >/dev/null; done
+docker rm -f "$PG" "$APP" "$RC" >/dev/null 2>&1 || true
+for v in $(docker volume ls -q | grep -E "^($VOL|$RVOL)" || true); do docker volume rm "$v" >/dev/null; done
 rm -rf "$W"; mkdir -p "$W/redis" "$W/s3" "$W/tier" "$W/config"
 
 # PostgreSQL in its container, with an app container depending on it.
@@ -67,9 +72,15 @@ docker exec "$PG" pgbench -q -i -s "$PG_SCALE" -U postgres app >/dev/null 2>&1
 PG_SIZE=$(docker exec "$PG" psql -X -At -U postgres -d app -c "SELECT pg_size_pretty(pg_database_size('app'))")
 PG_ROWS=$(docker exec "$PG" psql -X -At -U postgres -d app -c "SELECT count(*) FROM pgbench_accounts")
 
-# Redis on the host, its dataset under $W/redis.
-redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$W/redis" --save "" --appendonly no \
-    --daemonize yes --pidfile "$W/redis/redis.pid" --logfile "$W/redis.log"
+if [[ $REDIS_IN == container ]]; then
+    # Redis in its container, /data on a volume, no persistence of its own (as on the host).
+    docker run -d --name "$RC" -v "$RVOL:/data" -p "127.0.0.1:$RPORT:6379" "$REDIS_IMAGE" \
+        redis-server --save "" --appendonly no >/dev/null
+else
+    # Redis on the host, its dataset under $W/redis.
+    redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$W/redis" --save "" --appendonly no \
+        --daemonize yes --pidfile "$W/redis/redis.pid" --logfile "$W/redis.log"
+fi
 until redis-cli -p "$RPORT" ping >/dev/null 2>&1; do sleep 0.1; done
 log "loading Redis: $REDIS_KEYS keys of $REDIS_VALUE bytes"
 python3 scripts/gen-redis.py "$REDIS_KEYS" "$REDIS_VALUE" | redis-cli -p "$RPORT" --pipe >/dev/null
@@ -139,15 +150,21 @@ database = "app"
 runner = "docker"
 container = "$PG"
 dependents = ["$APP"]
-[components.cache]
-type = "redis"
-url = "redis://127.0.0.1:$RPORT"
-data_dir = "$W/redis"
-start_command = ["redis-server", "--port", "$RPORT", "--bind", "127.0.0.1", "--dir", "$W/redis", "--save", "", "--appendonly", "no", "--daemonize", "yes", "--pidfile", "$W/redis/redis.pid", "--logfile", "$W/redis.log"]
 [components.configs]
 type = "files"
 path = "$W/config"
+[components.cache]
+type = "redis"
+url = "redis://127.0.0.1:$RPORT"
 EOF
+if [[ $REDIS_IN == container ]]; then
+    printf 'runner = "docker"\ncontainer = "%s"\n' "$RC" >>"$W/zdr.toml"
+else
+    cat >>"$W/zdr.toml" <<EOF
+data_dir = "$W/redis"
+start_command = ["redis-server", "--port", "$RPORT", "--bind", "127.0.0.1", "--dir", "$W/redis", "--save", "", "--appendonly", "no", "--daemonize", "yes", "--pidfile", "$W/redis/redis.pid", "--logfile", "$W/redis.log"]
+EOF
+fi
 export ZDR_COMPONENTS__DB__PASSWORD=$PW ZDR_TIERS__OFFSITE__ACCESS_KEY_ID=$S3_KEY ZDR_TIERS__OFFSITE__SECRET_ACCESS_KEY=$S3_SECRET
 zdr() { "$ZDR" --config "$W/zdr.toml" --no-progress "$@"; }
 log "database $PG_SIZE ($PG_ROWS rows), Redis $REDIS_MEM ($REDIS_KEYS_NOW keys), $CONFIG_FILES config files; backing up and replicating"
@@ -156,10 +173,14 @@ OFFSITE=$(du -sh "$W/s3" | cut -f1)
 
 # The disaster.
 docker kill "$PG" >/dev/null; docker rm -f "$PG" >/dev/null; docker volume rm "$VOL" >/dev/null
-redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
-rm -f "$W/redis/dump.rdb"
+if [[ $REDIS_IN == container ]]; then
+    docker kill "$RC" >/dev/null; docker rm -f "$RC" >/dev/null; docker volume rm "$RVOL" >/dev/null
+else
+    redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
+    rm -f "$W/redis/dump.rdb"
+fi
 rm -rf "$W/tier" "$W/config"
-log "disaster: local tier, container and volume, Redis dataset and config files gone"
+log "disaster: local tier, containers and volumes, Redis dataset and config files gone"
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 t0=$(date +%s.%N)
@@ -179,7 +200,7 @@ log "recovered in $SECS s; data checked"
     echo "| data | size |"
     echo "|---|---|"
     echo "| PostgreSQL in its container (pgbench -s $PG_SCALE) | $PG_SIZE, $PG_ROWS rows in pgbench_accounts |"
-    echo "| Redis on the host | $REDIS_MEM used_memory, $REDIS_KEYS_NOW keys |"
+    echo "| Redis ($REDIS_IN) | $REDIS_MEM used_memory, $REDIS_KEYS_NOW keys |"
     echo "| config files | $CONFIG_FILES files |"
     echo "| on the S3 tier | $OFFSITE |"
     echo

@@ -41,15 +41,7 @@ impl PgStack {
     /// # Errors
     /// A missing test image (named, with the script that builds it), the engine's errors.
     pub async fn start(prefix: &str, password: &str) -> Result<Self> {
-        let docker = Docker::connect().await?;
-        for image in [PG_IMAGE, BASE_IMAGE] {
-            if docker.client().inspect_image(image).await.is_err() {
-                return Err(Error::not_found(format!(
-                    "test image {image} is missing: run scripts/build-test-images.sh first"
-                )));
-            }
-        }
-        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let (docker, name) = engine_and_name(prefix, PG_IMAGE).await?;
         let stack = Self {
             app: format!("{name}-app"),
             volume: format!("{name}-data"),
@@ -208,15 +200,7 @@ impl RedisStack {
     /// # Errors
     /// A missing test image (named, with the script that builds it), the engine's errors.
     pub async fn start(prefix: &str, password: &str) -> Result<Self> {
-        let docker = Docker::connect().await?;
-        for image in [REDIS_IMAGE, BASE_IMAGE] {
-            if docker.client().inspect_image(image).await.is_err() {
-                return Err(Error::not_found(format!(
-                    "test image {image} is missing: run scripts/build-test-images.sh first"
-                )));
-            }
-        }
-        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let (docker, name) = engine_and_name(prefix, REDIS_IMAGE).await?;
         let stack = Self {
             app: format!("{name}-app"),
             volume: format!("{name}-data"),
@@ -331,6 +315,20 @@ impl Drop for RedisStack {
     }
 }
 
+/// The engine, once the datastore's `image` and the app's image are there, and a fresh name
+/// `<prefix>-<random>`.
+async fn engine_and_name(prefix: &str, image: &str) -> Result<(Docker, String)> {
+    let docker = Docker::connect().await?;
+    for image in [image, BASE_IMAGE] {
+        if docker.client().inspect_image(image).await.is_err() {
+            return Err(Error::not_found(format!(
+                "test image {image} is missing: run scripts/build-test-images.sh first"
+            )));
+        }
+    }
+    Ok((docker, format!("{prefix}-{:08x}", rand::random::<u32>())))
+}
+
 /// Creates container `name` and starts it.
 async fn create_started(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<()> {
     docker
@@ -345,7 +343,8 @@ async fn create_started(docker: &Docker, name: &str, body: ContainerCreateBody) 
 }
 
 /// The app container: a shell loop that exits on TERM.
-fn app_body() -> ContainerCreateBody {
+#[must_use]
+pub fn app_body() -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(BASE_IMAGE.to_owned()),
         cmd: Some(

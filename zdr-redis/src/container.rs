@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use fred::types::Value;
 use zdr_core::{ArtifactReader, Error, ErrorKind, Manifest, Progress, RestoreOutcome, Result};
 
-use crate::server::{compare_counts, fetch_rdb, wait_loaded};
+use crate::server::{fetch_rdb, loaded_outcome, wait_loaded};
 use crate::{RedisComponent, RedisConfig, RedisFacts, client};
 
 /// The container a Redis server runs in, as a physical restore needs it: copy a file into
@@ -315,23 +315,17 @@ mv {staged_name} {dbf}
     container
         .run_script(&format!("rm -f {dir}/{JOURNAL}"))
         .await?;
-    let report = compare_counts(r, c, facts).await?;
-    if !report.is_ok() {
-        return Err(Error::integrity(format!(
-            "redis loaded the backup but its key counts differ from the manifest: {}",
-            report.problems.join("; ")
-        ))
-        .with_verify_report(report));
-    }
-    Ok(RestoreOutcome {
-        target: format!(
-            "redis container {name} ({}:{}, {dir}/{})",
-            c.host, c.port, dbf
+    loaded_outcome(
+        r,
+        facts,
+        format!(
+            "redis container {name} ({}:{}, {dir}/{dbf})",
+            c.host, c.port
         ),
-        items: facts.keys.values().sum(),
         bytes,
         notes,
-    })
+    )
+    .await
 }
 
 /// A container that is not running when a restore begins and has no journal is not ours to

@@ -571,7 +571,26 @@ pub(crate) async fn restore_physical(
     run_to_end(r, &command_spec(&start)?, "starting redis").await?;
     wait_loaded(c, c.timeout * 5).await?;
     let _ = tokio::fs::remove_file(dir.join(JOURNAL)).await;
-    let report = compare_counts(r, c, facts).await?;
+    loaded_outcome(
+        r,
+        facts,
+        format!("redis at {}:{} ({})", c.host, c.port, target.display()),
+        bytes,
+        notes,
+    )
+    .await
+}
+
+/// The outcome of a physical restore once the server has loaded the RDB: its key counts
+/// per database compared with the manifest's (an integrity error naming the differences).
+pub(crate) async fn loaded_outcome(
+    r: &RedisComponent,
+    facts: &RedisFacts,
+    target: String,
+    bytes: u64,
+    notes: Vec<String>,
+) -> Result<RestoreOutcome> {
+    let report = compare_counts(r, &r.config, facts).await?;
     if !report.is_ok() {
         return Err(Error::integrity(format!(
             "redis loaded the backup but its key counts differ from the manifest: {}",
@@ -580,7 +599,7 @@ pub(crate) async fn restore_physical(
         .with_verify_report(report));
     }
     Ok(RestoreOutcome {
-        target: format!("redis at {}:{} ({})", c.host, c.port, target.display()),
+        target,
         items: facts.keys.values().sum(),
         bytes,
         notes,

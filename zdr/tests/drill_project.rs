@@ -14,7 +14,7 @@ use zdr_core::{Error, ErrorKind, Result};
 use zdr_docker::Docker;
 use zdr_docker::bollard::models::{ContainerCreateBody, HealthConfig};
 use zdr_docker::bollard::query_parameters::CreateContainerOptionsBuilder;
-use zdr_tests::containers::{BASE_IMAGE, PgStack, RedisStack};
+use zdr_tests::containers::{PgStack, RedisStack, app_body};
 
 const PASSWORD: &str = "pw-drill-project-5e1b";
 
@@ -89,16 +89,6 @@ async fn the_whole_stack_is_drilled_on_a_private_network_and_removed() -> Result
         .create_container(
             Some(CreateContainerOptionsBuilder::new().name(&api).build()),
             ContainerCreateBody {
-                image: Some(BASE_IMAGE.to_owned()),
-                cmd: Some(
-                    [
-                        "sh",
-                        "-c",
-                        "trap 'exit 0' TERM; while :; do sleep 0.2; done",
-                    ]
-                    .map(str::to_owned)
-                    .to_vec(),
-                ),
                 healthcheck: Some(HealthConfig {
                     test: Some(vec![
                         "CMD-SHELL".to_owned(),
@@ -109,7 +99,7 @@ async fn the_whole_stack_is_drilled_on_a_private_network_and_removed() -> Result
                     retries: Some(3),
                     ..HealthConfig::default()
                 }),
-                ..ContainerCreateBody::default()
+                ..app_body()
             },
         )
         .await

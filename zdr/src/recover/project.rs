@@ -315,14 +315,7 @@ impl Stack {
             .await
             .map(|_| ());
         let ok = result.is_ok() && teardown.is_ok();
-        let mut report = SystemDrillReport {
-            id: format!("drill-project-{stamp}"),
-            started_at,
-            rto_seconds: started.elapsed().as_secs_f64(),
-            ok,
-            steps: run.finish(),
-            stored: Vec::new(),
-        };
+        let mut report = SystemDrillReport::finished("project", started_at, started, ok, run);
         self.store_report(&mut report, progress).await;
         Ok(report)
     }

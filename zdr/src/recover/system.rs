@@ -728,6 +728,25 @@ pub struct SystemDrillReport {
 }
 
 impl SystemDrillReport {
+    /// The report of a drill of `kind` (`system`, `project`) that started at `started_at`
+    /// (`started` on the monotonic clock) and ran the steps of `run`.
+    pub(crate) fn finished(
+        kind: &str,
+        started_at: DateTime<Utc>,
+        started: Instant,
+        ok: bool,
+        run: super::Run<'_>,
+    ) -> Self {
+        Self {
+            id: format!("drill-{kind}-{}", started_at.format("%Y%m%dt%H%M%S%3fz")),
+            started_at,
+            rto_seconds: started.elapsed().as_secs_f64(),
+            ok,
+            steps: run.finish(),
+            stored: Vec::new(),
+        }
+    }
+
     /// The report as markdown.
     #[must_use]
     pub fn to_markdown(&self) -> String {
@@ -836,15 +855,7 @@ impl Stack {
                 .await;
             ok &= result.is_ok();
         }
-        let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
-        let mut report = SystemDrillReport {
-            id: format!("drill-system-{stamp}"),
-            started_at,
-            rto_seconds: started.elapsed().as_secs_f64(),
-            ok,
-            steps: run.finish(),
-            stored: Vec::new(),
-        };
+        let mut report = SystemDrillReport::finished("system", started_at, started, ok, run);
         self.store_report(&mut report, progress).await;
         Ok(report)
     }
