@@ -139,13 +139,37 @@ pub(crate) async fn repair_interrupted(
     progress: &Progress,
 ) -> Result<Option<String>> {
     let c = &r.config;
-    if container.is_running().await? {
-        return Ok(None);
-    }
-    let dir = c.data_dir.as_ref().map_or_else(
+    let configured = c.data_dir.as_ref().map_or_else(
         || DEFAULT_DIR.to_owned(),
         |d| d.to_string_lossy().into_owned(),
     );
+    if container.is_running().await? {
+        // The server answers: a restore killed before it stopped the container, or after it
+        // started it again, left at most its journal and staged copy beside the data.
+        let Ok(cl) = client::connect(c, 0).await else {
+            return Ok(None);
+        };
+        let dir = config_get(c, &cl, "dir").await.unwrap_or(configured);
+        let _ = fred::prelude::ClientLike::quit(&cl).await;
+        safe("data directory", &dir, true)?;
+        if container
+            .read_file(&format!("{dir}/{JOURNAL}"))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        container
+            .run_script(&format!(
+                "rm -f {dir}/{JOURNAL} {dir}/.zdr-restore-*.rdb; rm -rf {dir}/*.zdr-new-*"
+            ))
+            .await?;
+        return Ok(Some(format!(
+            "removed what an interrupted restore left beside the data in container {} (the server runs)",
+            container.name()
+        )));
+    }
+    let dir = configured;
     safe("data directory", &dir, true)?;
     let Some(journal) = container.read_file(&format!("{dir}/{JOURNAL}")).await? else {
         return Ok(None);
@@ -205,7 +229,11 @@ pub(crate) async fn restore_physical(
     let staged = staging.path().join("dump.rdb");
     let bytes = fetch_rdb(backup, facts, from, &staged).await?;
 
-    // The server must answer with the configured credentials, and says where its files are.
+    // The server must answer with the configured credentials (once it has loaded its data:
+    // a container just started is still loading), and says where its files are.
+    wait_loaded(c, c.timeout).await.map_err(|e| {
+        e.with_hint("nothing was stopped or replaced: the server must run and accept the configured credentials")
+    })?;
     let cl = client::connect(c, 0).await.map_err(|e| {
         e.with_hint("nothing was stopped or replaced: the server must run and accept the configured credentials")
     })?;
