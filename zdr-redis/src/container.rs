@@ -364,7 +364,9 @@ pub(crate) fn not_running(name: &str) -> Error {
         format!("the redis container {name} is not running: nothing was restored"),
     )
     .with_context("container", name)
-    .with_hint("start it (docker start), or recover it: zdr recover container <component>")
+    .with_hint(
+        "start it (docker start), or recover it: zdr recover container <component>; a restore killed while the container was down is found through its journal in data_dir (default /data): set data_dir when the server's dir is elsewhere",
+    )
 }
 
 #[cfg(test)]

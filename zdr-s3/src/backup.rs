@@ -84,11 +84,14 @@ impl BackupSource for S3BucketComponent {
                 let mut listing_done = false;
                 loop {
                     while !listing_done && pending.len() < self.settings.concurrency() {
-                        let Some(entry) = lister
-                            .try_next()
-                            .await
-                            .map_err(|e| s3_error(e, &bucket, &prefix, "list the bucket"))?
-                        else {
+                        let entry = match lister.try_next().await {
+                            Ok(entry) => entry,
+                            Err(e) => {
+                                settle(&mut pending).await;
+                                return Err(s3_error(e, &bucket, &prefix, "list the bucket"));
+                            }
+                        };
+                        let Some(entry) = entry else {
                             listing_done = true;
                             break;
                         };
@@ -127,7 +130,14 @@ impl BackupSource for S3BucketComponent {
                     let Some(outcome) = pending.next().await else {
                         break;
                     };
-                    let line = match outcome? {
+                    let outcome = match outcome {
+                        Ok(o) => o,
+                        Err(e) => {
+                            settle(&mut pending).await;
+                            return Err(e);
+                        }
+                    };
+                    let line = match outcome {
                         Outcome::Reused(line) => {
                             totals.reused += 1;
                             line
@@ -443,4 +453,11 @@ async fn read_pinned(
         return Ok(None);
     }
     Ok(Some((content, hex::encode(hasher.finalize()))))
+}
+
+/// Lets the reads and blob writes already under way end (stored whole, or failed) before a
+/// failed backup returns: nothing it started lands on the tier after it has reported its
+/// failure, so what a failed run left is exactly what the next one finds.
+async fn settle<F: std::future::Future>(pending: &mut FuturesOrdered<F>) {
+    while pending.next().await.is_some() {}
 }
