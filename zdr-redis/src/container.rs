@@ -60,6 +60,30 @@ struct Layout {
     aof: Option<(String, String)>,
 }
 
+/// The staging directories of container restores: `<prefix><pid>-<random>` in the temp dir.
+const STAGING_PREFIX: &str = "zdr-redis-restore-";
+
+/// Removes the staging directories (each holding a whole RDB) that restores killed before
+/// they could remove their own left in `dir`: those whose process is gone.
+fn sweep_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(STAGING_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Accepts a path or file name only when the shell scripts can use it as it is.
 fn safe(what: &str, value: &str, path: bool) -> Result<()> {
     let ok = !value.is_empty()
@@ -222,8 +246,9 @@ pub(crate) async fn restore_physical(
     let name = container.name();
     // The RDB checked on this machine first (hash, magic, records, CRC64): nothing is
     // stopped for a backup that cannot be loaded.
+    sweep_staging(&std::env::temp_dir());
     let staging = tempfile::Builder::new()
-        .prefix("zdr-redis-restore-")
+        .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| Error::from_io(e, "cannot create a staging directory"))?;
     let staged = staging.path().join("dump.rdb");
@@ -371,7 +396,25 @@ pub(crate) fn not_running(name: &str) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::safe;
+    use super::{STAGING_PREFIX, safe, sweep_staging};
+
+    #[test]
+    fn staging_left_by_a_dead_process_is_swept_and_a_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // No process has a pid above the kernel's maximum (4194304).
+        let dead = dir.path().join(format!("{STAGING_PREFIX}99999999-abc"));
+        let live = dir
+            .path()
+            .join(format!("{STAGING_PREFIX}{}-def", std::process::id()));
+        let other = dir.path().join("zdr-something-else-1-x");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir(d).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(d.join("dump.rdb"), b"REDIS").unwrap_or_else(|e| panic!("{e}"));
+        }
+        sweep_staging(dir.path());
+        assert!(!dead.exists(), "the dead process's staging stayed");
+        assert!(live.exists() && other.exists());
+    }
 
     #[test]
     fn only_plain_paths_and_names_reach_the_scripts() {
