@@ -41,6 +41,20 @@ impl PgStack {
     /// # Errors
     /// A missing test image (named, with the script that builds it), the engine's errors.
     pub async fn start(prefix: &str, password: &str) -> Result<Self> {
+        Self::start_with(prefix, password, Vec::new(), None).await
+    }
+
+    /// [`PgStack::start`] with more bind mounts (`host:container[:ro]`) and another
+    /// command (such as `postgres -c archive_mode=on -c archive_command=...`).
+    ///
+    /// # Errors
+    /// As [`PgStack::start`].
+    pub async fn start_with(
+        prefix: &str,
+        password: &str,
+        binds: Vec<String>,
+        cmd: Option<Vec<String>>,
+    ) -> Result<Self> {
         let (docker, name) = engine_and_name(prefix, PG_IMAGE).await?;
         let stack = Self {
             app: format!("{name}-app"),
@@ -63,8 +77,13 @@ impl PgStack {
                         "org.example.role".to_owned(),
                         "database".to_owned(),
                     )])),
+                    cmd,
                     host_config: Some(HostConfig {
-                        binds: Some(vec![format!("{}:/var/lib/postgresql/data", stack.volume)]),
+                        binds: Some(
+                            std::iter::once(format!("{}:/var/lib/postgresql/data", stack.volume))
+                                .chain(binds)
+                                .collect(),
+                        ),
                         port_bindings: Some(HashMap::from([(
                             "5432/tcp".to_owned(),
                             Some(vec![PortBinding {

@@ -388,9 +388,15 @@ pub(crate) enum RecoverScenario {
         /// Recover a container that runs and is healthy (refused by default).
         #[arg(long)]
         force: bool,
-        /// latest, previous, before:TIME, or a backup id.
+        /// latest, previous, before:TIME, or a backup id. PostgreSQL recovered from a base
+        /// backup and the WAL archive replays to the end of the archive, or to TIME exactly.
         #[arg(long, default_value = "latest")]
         backup: String,
+        /// PostgreSQL: physical (a base backup rolled forward through the WAL archive,
+        /// RPO of seconds), logical (the logical backup), or auto (physical when the archive
+        /// reaches the moment asked for and is not older than the newest logical backup).
+        #[arg(long, default_value = "auto")]
+        method: String,
     },
     /// Full system disaster: every component back from one tier (the offsite copy). The
     /// chosen backups are copied once onto the primary tier (checked while copied), then the

@@ -546,6 +546,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                 health_timeout,
                 force,
                 backup,
+                method,
             } => {
                 let options = zdr::recover::ContainerRecoveryOptions {
                     discard_volume: *discard_volume,
@@ -554,6 +555,7 @@ async fn run(cli: &Cli, progress: &Progress) -> Result<Outcome> {
                     tier: tier.clone(),
                     force: *force,
                     backup: backup.parse()?,
+                    method: method.parse()?,
                 };
                 if *dry_run {
                     Ok(render::recovery_plan(

@@ -328,3 +328,247 @@ async fn a_redis_restore_killed_while_its_container_is_down_is_repaired_by_the_n
         );
     }
 }
+
+/// Runs `statement` until it returns `want` (PostgreSQL applies a change a moment later).
+async fn wait_sql(pg: &PgStack, statement: &str, want: &str) {
+    for _ in 0..200 {
+        if pg.sql(statement).await.ok().as_deref() == Some(want) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{statement} never returned {want}");
+}
+
+/// The runbook's single-container scenario with WAL archiving on: PostgreSQL in its container
+/// archives through the zdr binary mounted into it, a base backup is taken with the tools of
+/// the container, and the lost container comes back from the base backup and the archive —
+/// first to the end of the archive (every archived commit back), then, lost again, to an exact
+/// time (nothing after it). A damaged base backup is refused before the server ever starts,
+/// and the next run completes the recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_container_comes_back_from_a_base_backup_and_the_wal_archive() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tier = dir.path().join("tier");
+    std::fs::create_dir_all(tier.join(".zdr-tmp")).unwrap();
+    // The server's user in the image (uid 999) runs archive_command: the tier is its.
+    let chown = Command::new("chown")
+        .args(["-R", "999:999"])
+        .arg(&tier)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let config = dir.path().join("zdr.toml");
+    let write_config = |port: u16, name: &str, app: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "primary = \"local\"\n[tiers.local]\ntype = \"fs\"\nroot = \"{root}\"\n\
+                 [components.db]\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+                 user = \"postgres\"\ndatabase = \"app\"\nbin_dir = \"/nonexistent/zdr-no-client-tools\"\n\
+                 runner = \"docker\"\ncontainer = \"{name}\"\ndependents = [\"{app}\"]\n",
+                root = tier.display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    // Mounted into the container, so it must exist first; the port is known once it runs
+    // (the file is rewritten in place, which the mount shows).
+    write_config(1, "db", "app");
+    let zdr_bin = env!("CARGO_BIN_EXE_zdr");
+    let archive_command = "archive_command=/usr/local/bin/zdr --config /etc/zdr/zdr.toml --no-progress wal push --component db %p";
+    let pg = PgStack::start_with(
+        "zdrt-cli-physical",
+        PASSWORD,
+        vec![
+            format!("{zdr_bin}:/usr/local/bin/zdr:ro"),
+            format!("{}:/etc/zdr/zdr.toml:ro", config.display()),
+            format!("{}:{}", tier.display(), tier.display()),
+        ],
+        Some(
+            [
+                "postgres",
+                "-c",
+                "wal_level=replica",
+                "-c",
+                "archive_mode=on",
+                "-c",
+                archive_command,
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        ),
+    )
+    .await
+    .unwrap();
+    write_config(pg.port, &pg.name, &pg.app);
+    pg.sql(
+        "CREATE TABLE items (id int PRIMARY KEY, v text);
+         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 1000) g;",
+    )
+    .await
+    .unwrap();
+    // A logical backup first, then the base backup (pg_basebackup inside the container).
+    let out = zdr(&config, &["backup", "db"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = zdr(&config, &["--json", "backup", "db", "--base"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let base: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(base["backup"]["facts"]["kind"], "base", "{base}");
+    assert_eq!(
+        base["backup"]["facts"]["container"]["name"], pg.name,
+        "the base backup records the container's spec: {base}"
+    );
+    let base_key = base["backup"]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|a| a["size"].as_u64().unwrap())
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    pg.sql("INSERT INTO items SELECT g, 'second' FROM generate_series(1001, 2000) g")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let between = pg.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    pg.sql("INSERT INTO items SELECT g, 'third' FROM generate_series(2001, 3000) g")
+        .await
+        .unwrap();
+    // Everything so far archived: the segment switched and stored.
+    let segment = pg
+        .sql("SELECT pg_walfile_name(pg_current_wal_lsn()) FROM (SELECT pg_switch_wal()) s")
+        .await
+        .unwrap();
+    wait_sql(
+        &pg,
+        &format!("SELECT last_archived_wal >= '{segment}' FROM pg_stat_archiver"),
+        "t",
+    )
+    .await;
+
+    // The container and its volume lost. The plan: base backup and WAL, not the logical one.
+    pg.lose_container_and_volume().await.unwrap();
+    let out = zdr(
+        &config,
+        &["--json", "recover", "container", "db", "--dry-run"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["plan"]["backup"]["kind"], "physical", "{v}");
+    assert_eq!(v["plan"]["backup"]["id"], base["backup"]["id"], "{v}");
+    assert!(v["plan"]["wal"]["segments"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["plan"]["wal"]["target"], "the end of the archive", "{v}");
+
+    // A damaged base backup: refused while it streams in; the server never starts on it.
+    let path = tier.join(&base_key);
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&path, &bad).unwrap();
+    let out = zdr(
+        &config,
+        &[
+            "recover",
+            "container",
+            "db",
+            "--method",
+            "physical",
+            "--no-backup",
+        ],
+        None,
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("| restore | FAILED |"),
+        "{}",
+        text(&out)
+    );
+    let status = pg.docker.status(&pg.name).await.unwrap();
+    assert!(
+        !status.running,
+        "the container started on a damaged base backup"
+    );
+    assert!(
+        status.started_at.is_none_or(|s| s.timestamp() < 0),
+        "{status:?}"
+    );
+    std::fs::write(&path, &good).unwrap();
+
+    // The next run completes it: every archived commit is back, the server is a primary
+    // again, the recovery settings and the staged WAL are gone.
+    let out = zdr(
+        &config,
+        &["recover", "container", "db", "--no-backup"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(report.contains("the end of the archive"), "{report}");
+    assert_eq!(pg.sql("SELECT count(*) FROM items").await.unwrap(), "3000");
+    assert_eq!(pg.sql("SELECT pg_is_in_recovery()").await.unwrap(), "f");
+    assert_eq!(pg.sql("SHOW restore_command").await.unwrap(), "");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_ls_dir('.') d WHERE d IN ('zdr-restore-wal', 'recovery.signal', 'zdr-recovery.conf')")
+            .await
+            .unwrap(),
+        "0"
+    );
+    let app = pg.docker.status(&pg.app).await.unwrap();
+    assert!(app.running, "{app:?}");
+
+    // Written on the new timeline and archived, then lost again: recovered to the time
+    // between the second and the third batch, across the timeline switch.
+    pg.sql("INSERT INTO items VALUES (5000, 'new timeline')")
+        .await
+        .unwrap();
+    let segment = pg
+        .sql("SELECT pg_walfile_name(pg_current_wal_lsn()) FROM (SELECT pg_switch_wal()) s")
+        .await
+        .unwrap();
+    wait_sql(
+        &pg,
+        &format!("SELECT last_archived_wal >= '{segment}' FROM pg_stat_archiver"),
+        "t",
+    )
+    .await;
+    pg.lose_container_and_volume().await.unwrap();
+    let at = format!("before:{between}");
+    let out = zdr(
+        &config,
+        &[
+            "--json",
+            "recover",
+            "container",
+            "db",
+            "--no-backup",
+            "--backup",
+            &at,
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let restored = &v["report"]["restored"];
+    assert_eq!(restored["kind"], "physical", "{v}");
+    assert!(
+        restored["target"].as_str().unwrap().starts_with("time "),
+        "{v}"
+    );
+    let to = restored["recovered_to"].as_str().unwrap();
+    assert!(to <= between.as_str(), "recovered to {to}, after {between}");
+    assert_eq!(pg.sql("SELECT count(*) FROM items").await.unwrap(), "2000");
+    assert_eq!(pg.sql("SELECT pg_is_in_recovery()").await.unwrap(), "f");
+    // The report is stored with the rest.
+    assert!(tier.join("reports").exists());
+}

@@ -16,6 +16,42 @@ use crate::Docker;
 /// The size of a tar block.
 const BLOCK: u64 = 512;
 
+/// The header block of a regular file `name` of `len` bytes with `mode`, owned by `owner`
+/// (uid and gid), for a tar stream built on the fly ([`Docker::upload_tar`]).
+///
+/// # Errors
+/// [`ErrorKind::BadInput`] for a name a tar header cannot hold.
+pub fn tar_entry(name: &str, len: u64, mode: u32, owner: u64) -> Result<Bytes> {
+    let mut header = tar::Header::new_gnu();
+    header
+        .set_path(name)
+        .map_err(|e| Error::bad_input(format!("{name} cannot be a file name: {e}")))?;
+    header.set_size(len);
+    header.set_mode(mode);
+    header.set_uid(owner);
+    header.set_gid(owner);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    header.set_cksum();
+    Ok(Bytes::copy_from_slice(header.as_bytes()))
+}
+
+/// The zero bytes that follow a tar entry of `len` bytes up to the next block.
+#[must_use]
+pub fn tar_padding(len: u64) -> u64 {
+    (BLOCK - len % BLOCK) % BLOCK
+}
+
+/// The end of a tar stream: two zero blocks.
+#[must_use]
+pub fn tar_end() -> Bytes {
+    Bytes::from(vec![0u8; 1024])
+}
+
 impl Docker {
     /// Copies the host file `local` into directory `dir` of `container` as `name` (mode
     /// 0600, owned by root: the caller sets the owner it needs), streamed as a one-entry tar
@@ -40,23 +76,13 @@ impl Docker {
             .await
             .map_err(|e| Error::from_io(e, format!("cannot read {}", local.display())))?
             .len();
-        let mut header = tar::Header::new_gnu();
-        header
-            .set_path(name)
-            .map_err(|e| Error::bad_input(format!("{name} cannot be a file name: {e}")))?;
-        header.set_size(len);
-        header.set_mode(0o600);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        );
-        header.set_cksum();
-        let head = Bytes::copy_from_slice(header.as_bytes());
-        let padding = (BLOCK - len % BLOCK) % BLOCK;
+        let head = tar_entry(name, len, 0o600, 0)?;
         // The entry's padding and the two zero blocks that end an archive.
-        let tail = Bytes::from(vec![0u8; usize::try_from(padding + 2 * BLOCK).unwrap_or(0)]);
+        let tail = Bytes::from(vec![
+            0u8;
+            usize::try_from(tar_padding(len) + 2 * BLOCK)
+                .unwrap_or(0)
+        ]);
         let content = tokio_util::io::ReaderStream::with_capacity(
             tokio::io::AsyncReadExt::take(file, len),
             256 * 1024,
@@ -64,6 +90,24 @@ impl Docker {
         let body = futures::stream::once(async move { Ok(head) })
             .chain(content)
             .chain(futures::stream::once(async move { Ok(tail) }));
+        self.upload_tar(container, dir, body)
+            .await
+            .map_err(|e| e.with_context("path", format!("{dir}/{name}")))?;
+        Ok(len)
+    }
+
+    /// Streams the tar archive `body` into directory `dir` of `container` (running, stopped
+    /// or created and never started: its volumes are written too) through the engine's
+    /// archive API, which extracts it with the owners and modes its headers carry. `dir` must
+    /// exist in the container.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] naming a missing container or directory; the error of `body`;
+    /// [`ErrorKind::Io`] when the engine refuses the archive.
+    pub async fn upload_tar<S>(&self, container: &str, dir: &str, body: S) -> Result<()>
+    where
+        S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
         let opts = UploadToContainerOptionsBuilder::new().path(dir).build();
         self.client()
             .upload_to_container(container, Some(opts), bollard::body_try_stream(body))
@@ -71,12 +115,30 @@ impl Docker {
             .map_err(|e| {
                 self.err(
                     e,
-                    format!("cannot copy {name} into {dir} of container {container}"),
+                    format!("cannot copy files into {dir} of container {container}"),
                 )
                 .with_context("container", container)
-                .with_context("path", format!("{dir}/{name}"))
-            })?;
-        Ok(len)
+                .with_context("path", dir)
+            })
+    }
+
+    /// The last `lines` lines the container wrote to its stdout and stderr (an empty string
+    /// when the engine has none), for errors.
+    pub async fn logs_tail(&self, container: &str, lines: usize) -> String {
+        let opts = bollard::query_parameters::LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.client().logs(container, Some(opts));
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            if text.len() > 64 * 1024 {
+                break;
+            }
+        }
+        text.trim_end().to_owned()
     }
 
     /// The content of file `path` in `container` (running or stopped), or `None` when it

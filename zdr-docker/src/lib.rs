@@ -35,6 +35,7 @@ pub use client::{
     ContainerInfo, ContainerRef, ContainerStatus, Docker, LABEL_PROJECT, LABEL_SERVICE,
 };
 pub use exec::DockerExecRunner;
+pub use files::{tar_end, tar_entry, tar_padding};
 pub use spec::{
     ContainerSpec, EnvVar, HealthcheckSpec, MountKind, MountSpec, NetworkSpec, PortSpec,
     RecreateOptions, RestartSpec, VolumeChoice, has_url_credentials, is_secret_env_name,

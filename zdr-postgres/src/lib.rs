@@ -254,7 +254,7 @@ impl PgConfig {
     }
 
     /// Remove the password from a text (tool output, driver messages).
-    pub(crate) fn scrub(&self, text: &str) -> String {
+    pub fn scrub(&self, text: &str) -> String {
         let text = match &self.password {
             Some(p) if !p.expose().is_empty() => text.replace(p.expose(), "<redacted>"),
             _ => text.to_owned(),

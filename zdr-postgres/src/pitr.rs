@@ -61,6 +61,12 @@ pub struct PitrPlan {
     pub path: Vec<TimelineSpan>,
     /// The last segment of the unbroken WAL chain checked.
     pub chain_end: String,
+    /// Every segment of that chain, in replay order (from the backup's start).
+    #[serde(skip)]
+    pub segments: Vec<Segment>,
+    /// The timelines with a history file in the archive.
+    #[serde(skip)]
+    pub histories: Vec<u32>,
 }
 
 /// How to run the recovery instance.
@@ -181,12 +187,15 @@ pub async fn plan(
         RecoveryTarget::Lsn(l) => Some(*l),
         _ => None,
     };
+    let segments = archive.chain(&listing, &path, facts.start_lsn, until)?;
     let chain_end = archive.check_chain(&listing, &path, facts.start_lsn, until)?;
     Ok(PitrPlan {
         backup,
         facts,
         path,
         chain_end,
+        segments,
+        histories: listing.histories.iter().copied().collect(),
     })
 }
 
@@ -425,14 +434,24 @@ impl RecoveryInstance {
         )
         .await;
         if let Err(e) = started {
-            return Err(server_failed(e, &log, &self.config).await);
+            return Err(server_failed(
+                e,
+                &FileLog {
+                    path: &log,
+                    config: &self.config,
+                },
+            )
+            .await);
         }
         let target = RecoveryTarget::Name(String::new()); // any target: wait for the pause
         wait_for_target(
             &self.config,
             &target,
             Duration::from_secs(600),
-            &log,
+            &FileLog {
+                path: &log,
+                config: &self.config,
+            },
             progress,
         )
         .await?;
@@ -524,7 +543,9 @@ fn as_user(
     }
 }
 
-fn quote_conf(v: &str) -> String {
+/// A value for `postgresql.conf`, quoted.
+#[must_use]
+pub fn quote_setting(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
 
@@ -613,14 +634,31 @@ pub async fn recover(
         )
         .await;
         if let Err(e) = start {
-            return Err(server_failed(e, &log, live).await);
+            return Err(server_failed(
+                e,
+                &FileLog {
+                    path: &log,
+                    config: live,
+                },
+            )
+            .await);
         }
         zdr_core::failpoint("pitr-after-start");
         let mut side = live.clone();
         side.host = "127.0.0.1".into();
         side.port = options.port;
         side.database = live.maintenance_database.clone();
-        let reached = wait_for_target(&side, target, options.timeout, &log, progress).await?;
+        let reached = wait_for_target(
+            &side,
+            target,
+            options.timeout,
+            &FileLog {
+                path: &log,
+                config: live,
+            },
+            progress,
+        )
+        .await?;
         let mut report = reached;
         report.backup = plan.backup.id.to_string();
         report.target = target.to_string();
@@ -732,6 +770,40 @@ async fn verify_base(
     }
 }
 
+/// The settings that make a server with `recovery.signal` replay to `target`: the
+/// `restore_command`, the timeline followed (`latest` without one), hot standby, the target,
+/// and a pause there (every target but [`RecoveryTarget::Latest`], which promotes at the end
+/// of the archive). Each is a name and its unquoted value.
+#[must_use]
+pub fn recovery_settings(
+    target: &RecoveryTarget,
+    restore_command: &str,
+    timeline: Option<u32>,
+) -> Vec<(&'static str, String)> {
+    let mut s = vec![
+        ("restore_command", restore_command.to_owned()),
+        (
+            "recovery_target_timeline",
+            timeline.map_or_else(|| "latest".to_owned(), |t| t.to_string()),
+        ),
+        ("hot_standby", "on".to_owned()),
+    ];
+    match target {
+        RecoveryTarget::Time(t) => s.push((
+            "recovery_target_time",
+            t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+        )),
+        RecoveryTarget::Lsn(l) => s.push(("recovery_target_lsn", l.to_string())),
+        RecoveryTarget::Xid(x) => s.push(("recovery_target_xid", x.clone())),
+        RecoveryTarget::Name(n) => s.push(("recovery_target_name", n.clone())),
+        RecoveryTarget::Latest => {}
+    }
+    if *target != RecoveryTarget::Latest {
+        s.push(("recovery_target_action", "pause".to_owned()));
+    }
+    s
+}
+
 async fn write_recovery_conf(dir: &Path, target: &RecoveryTarget, o: &PitrOptions) -> Result<()> {
     let io = |e: std::io::Error| {
         Error::from_io(e, "cannot write the recovery settings").with_context("path", dir.display())
@@ -748,30 +820,13 @@ async fn write_recovery_conf(dir: &Path, target: &RecoveryTarget, o: &PitrOption
             .map_err(io)?;
     }
     let mut conf = String::from("\n# --- zdr pitr (recovery instance) ---\n");
-    let mut set = |k: &str, v: &str| conf.push_str(&format!("{k} = {}\n", quote_conf(v)));
+    let mut set = |k: &str, v: &str| conf.push_str(&format!("{k} = {}\n", quote_setting(v)));
     set("port", &o.port.to_string());
     set("listen_addresses", "127.0.0.1");
     set("unix_socket_directories", &dir.display().to_string());
     set("archive_mode", "off");
-    set("restore_command", &o.restore_command);
-    set(
-        "recovery_target_timeline",
-        &o.timeline
-            .map_or_else(|| "latest".to_owned(), |t| t.to_string()),
-    );
-    set("hot_standby", "on");
-    match target {
-        RecoveryTarget::Time(t) => set(
-            "recovery_target_time",
-            &t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
-        ),
-        RecoveryTarget::Lsn(l) => set("recovery_target_lsn", &l.to_string()),
-        RecoveryTarget::Xid(x) => set("recovery_target_xid", x),
-        RecoveryTarget::Name(n) => set("recovery_target_name", n),
-        RecoveryTarget::Latest => {}
-    }
-    if *target != RecoveryTarget::Latest {
-        set("recovery_target_action", "pause");
+    for (k, v) in recovery_settings(target, &o.restore_command, o.timeline) {
+        set(k, &v);
     }
     use tokio::io::AsyncWriteExt;
     let mut f = tokio::fs::OpenOptions::new()
@@ -788,16 +843,40 @@ async fn write_recovery_conf(dir: &Path, target: &RecoveryTarget, o: &PitrOption
     Ok(())
 }
 
-/// The end of the server log, for errors.
-async fn log_tail(log: &Path, config: &PgConfig) -> String {
-    let text = tokio::fs::read_to_string(log).await.unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(12);
-    config.scrub(&lines[start..].join("\n"))
+/// Where the end of a recovering server's log comes from, for errors: a log file on this
+/// host, or the output of the container the server runs in.
+#[async_trait::async_trait]
+pub trait ServerLog: Send + Sync {
+    /// The last lines of the log, secrets scrubbed.
+    async fn tail(&self) -> String;
 }
 
-async fn server_failed(e: Error, log: &Path, config: &PgConfig) -> Error {
-    let tail = log_tail(log, config).await;
+/// A server log file on this host.
+struct FileLog<'a> {
+    path: &'a Path,
+    config: &'a PgConfig,
+}
+
+#[async_trait::async_trait]
+impl ServerLog for FileLog<'_> {
+    async fn tail(&self) -> String {
+        let text = tokio::fs::read_to_string(self.path)
+            .await
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(12);
+        self.config.scrub(&lines[start..].join("\n"))
+    }
+}
+
+/// The end of the server log, for errors.
+async fn log_tail(log: &Path, config: &PgConfig) -> String {
+    FileLog { path: log, config }.tail().await
+}
+
+/// The error of a recovering server that failed, told by what its log says.
+pub async fn server_failed(e: Error, log: &dyn ServerLog) -> Error {
+    let tail = log.tail().await;
     if tail.contains("recovery ended before configured recovery target was reached") {
         return Error::new(
             ErrorKind::NotFound,
@@ -818,11 +897,18 @@ async fn server_failed(e: Error, log: &Path, config: &PgConfig) -> Error {
     .with_context("server log", tail)
 }
 
-async fn wait_for_target(
+/// Wait until the server at `side` reached `target`: out of recovery for
+/// [`RecoveryTarget::Latest`], paused at the target otherwise (`recovery_target_action =
+/// pause`). Reports where replay stopped and the last commit it replayed.
+///
+/// # Errors
+/// The server unreachable eight times in a row (what `log` says of it in the error), out of
+/// recovery without pausing at a target, or `timeout` passed.
+pub async fn wait_for_target(
     side: &PgConfig,
     target: &RecoveryTarget,
     timeout: Duration,
-    log: &Path,
+    log: &dyn ServerLog,
     progress: &Progress,
 ) -> Result<RecoveryReport> {
     let deadline = Instant::now() + timeout;
@@ -886,7 +972,7 @@ async fn wait_for_target(
             Err(e) => {
                 failures += 1;
                 if failures >= 8 {
-                    return Err(server_failed(e, log, side).await);
+                    return Err(server_failed(e, log).await);
                 }
             }
         }
@@ -898,12 +984,48 @@ async fn wait_for_target(
                     timeout.as_secs()
                 ),
             )
-            .with_context("server log", log_tail(log, side).await)
+            .with_context("server log", log.tail().await)
             .temporary());
         }
         progress.info("waiting for recovery to reach the target");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Ends a recovery done in place, in the server that stays (a container's data directory):
+/// promotes it when it paused at a target, removes the recovery settings named in `settings`
+/// from `postgresql.auto.conf` (`ALTER SYSTEM RESET`), reloads, and checkpoints. Returns the
+/// timeline the server now runs on.
+///
+/// # Errors
+/// The server unreachable, `pg_promote` not finishing within two minutes, a setting that
+/// cannot be reset.
+pub async fn finish_in_place(config: &PgConfig, paused: bool, settings: &[&str]) -> Result<u32> {
+    let mut conn = pg::connect(config, &config.maintenance_database).await?;
+    if paused {
+        let promoted: bool = sqlx::query_scalar("SELECT pg_promote(true, 120)")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| pg::db_error(e, config, "pg_promote failed"))?;
+        if !promoted {
+            return Err(Error::new(
+                ErrorKind::Source,
+                "pg_promote did not finish within 120 s",
+            ));
+        }
+    }
+    for name in settings {
+        // Names come from `recovery_settings`: plain identifiers.
+        pg::exec(&mut conn, config, &format!("ALTER SYSTEM RESET {name}")).await?;
+    }
+    pg::exec(&mut conn, config, "SELECT pg_reload_conf()").await?;
+    pg::exec(&mut conn, config, "CHECKPOINT").await?;
+    let timeline: i32 = sqlx::query_scalar("SELECT timeline_id FROM pg_control_checkpoint()")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| pg::db_error(e, config, "cannot read the timeline"))?;
+    pg::close(conn).await;
+    Ok(u32::try_from(timeline).unwrap_or(0))
 }
 
 /// The segment holding `lsn` on `timeline`, by name.

@@ -745,6 +745,33 @@ impl WalArchive {
         start: Lsn,
         until: Option<Lsn>,
     ) -> Result<String> {
+        let chain = self.chain(listing, path, start, until)?;
+        Ok(chain.last().map_or_else(
+            || {
+                Segment {
+                    timeline: path.last().map_or(1, |s| s.timeline),
+                    number: start.0 / self.segment_size,
+                }
+                .name(self.segment_size)
+            },
+            |g| g.name(self.segment_size),
+        ))
+    }
+
+    /// The segments a recovery from `start` up to `until` (or, with `None`, up to the newest
+    /// segment archived on the path) replays, in order, each on the timeline PostgreSQL takes
+    /// it from (the newest on `path` that holds it), as [`WalArchive::check_chain`] checks
+    /// them.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] naming the first missing segment.
+    pub fn chain(
+        &self,
+        listing: &WalListing,
+        path: &[TimelineSpan],
+        start: Lsn,
+        until: Option<Lsn>,
+    ) -> Result<Vec<Segment>> {
         let size = self.segment_size;
         let empty = BTreeSet::new();
         let have = |tl: u32, n: u64| listing.segments.get(&tl).unwrap_or(&empty).contains(&n);
@@ -769,11 +796,11 @@ impl WalArchive {
                 .max()
                 .unwrap_or(first),
         };
-        let mut good = None;
+        let mut chain: Vec<Segment> = Vec::new();
         for n in first..=last.max(first) {
             let tls = covering(n);
             if let Some(tl) = tls.iter().find(|&&tl| have(tl, n)) {
-                good = Some(Segment {
+                chain.push(Segment {
                     timeline: *tl,
                     number: n,
                 });
@@ -792,7 +819,7 @@ impl WalArchive {
                 ErrorKind::NotFound,
                 format!(
                     "the WAL chain is broken: segment {missing} is missing from the archive{}",
-                    match good {
+                    match chain.last() {
                         Some(g) => format!(" (the chain ends at {})", g.name(size)),
                         None => " (the base backup's first segment)".to_owned(),
                     }
@@ -804,16 +831,7 @@ impl WalArchive {
                  or find the segment on another tier and copy it into the archive",
             ));
         }
-        Ok(good.map_or_else(
-            || {
-                Segment {
-                    timeline: path.last().map_or(1, |s| s.timeline),
-                    number: first,
-                }
-                .name(size)
-            },
-            |g| g.name(size),
-        ))
+        Ok(chain)
     }
 
     /// Check the archive on tier `index`: per timeline, the segments missing between the

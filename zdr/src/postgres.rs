@@ -276,7 +276,7 @@ pub(crate) use crate::{free_port, is_root};
 
 impl Stack {
     /// The postgres component `name`, or the only one when `name` is `None`.
-    fn pg_component<'a>(
+    pub(crate) fn pg_component<'a>(
         &'a self,
         name: Option<&'a str>,
     ) -> Result<(&'a str, &'a PostgresSettings)> {
@@ -324,7 +324,7 @@ impl Stack {
         }
     }
 
-    fn archive_of(&self, name: &str, pg: &PostgresSettings) -> Result<WalArchive> {
+    pub(crate) fn archive_of(&self, name: &str, pg: &PostgresSettings) -> Result<WalArchive> {
         let tiers = match &pg.wal.tiers {
             Some(t) => t.clone(),
             None => self.tier_order(),
@@ -427,18 +427,27 @@ impl Stack {
         let (name, pg) = self.pg_component(Some(name))?;
         let archive = self.archive_of(name, pg)?;
         let wait = Duration::from_secs(pg.wal.archive_wait_secs.unwrap_or(60));
-        let source =
+        let mut source =
             PgBaseBackup::new(Component::new(name)?, pg.to_pg(None)?).with_archive(archive, wait);
+        // In a container: pg_basebackup runs there, and the container's spec is recorded.
+        let spec = match self.docker_runner(name, true).await? {
+            Some((runner, spec)) => {
+                source = source.with_runner(Arc::new(runner));
+                spec
+            }
+            None => None,
+        };
         let primary = self.config().primary.clone();
         let repo = self.repository(&primary)?;
         let started = Instant::now();
-        let m = repo
-            .backup(
-                &source,
-                schedule.unwrap_or(&self.config().schedule),
-                progress,
-            )
-            .await?;
+        let schedule = schedule.unwrap_or(&self.config().schedule);
+        let m = match spec {
+            Some(spec) => {
+                let source = crate::recover::WithContainerSpec::new(&source, &spec)?;
+                repo.backup(&source, schedule, progress).await?
+            }
+            None => repo.backup(&source, schedule, progress).await?,
+        };
         Ok(BackupReport {
             backup: m,
             tier: primary,

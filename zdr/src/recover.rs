@@ -18,14 +18,16 @@
 //! environment variables, the backup to restore and the tier holding it.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
 use zdr_core::{
-    ArtifactSink, BackupRequest, BackupSelector, BackupSource, Component, Error, ErrorKind,
-    Manifest, Progress, Result, Secret, SourceFacts,
+    ArtifactSink, BackupRequest, BackupSelector, BackupSource, CommandRunner, CommandSpec,
+    Component, Error, ErrorKind, Manifest, Progress, Result, Secret, SourceFacts,
 };
 use zdr_docker::{ContainerSpec, Docker, MountKind, RecreateOptions, VolumeChoice};
 
@@ -33,6 +35,8 @@ use crate::adapter::{self, BackupOptions, ComponentType, RestoreOptions};
 use crate::config::{ComponentConfig, RunnerConfig};
 use crate::stack::{Stack, select_for};
 
+#[cfg(feature = "postgres")]
+mod physical;
 mod project;
 mod system;
 pub use system::{
@@ -67,6 +71,97 @@ pub struct UnfinishedRecovery {
     /// What it kept aside before it stopped.
     #[serde(default)]
     pub kept_aside: Vec<KeptAside>,
+}
+
+/// `sh -c script` as `user` inside the running `container`; a non-zero exit is an error with
+/// its output.
+pub(crate) async fn exec_script(
+    docker: &Docker,
+    container: &str,
+    user: &str,
+    script: &str,
+) -> Result<()> {
+    let runner = docker.exec_runner(container.to_owned()).with_user(user);
+    let mut spec = CommandSpec::new("sh").args(["-c", script]);
+    spec.stdout = true;
+    let mut run = runner.spawn(&spec).await?;
+    let mut err = String::new();
+    let mut out = String::new();
+    let (mut stderr, mut stdout) = (run.stderr.take(), run.stdout.take());
+    let read_err = async {
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_string(&mut err).await;
+        }
+    };
+    let read_out = async {
+        if let Some(o) = stdout.as_mut() {
+            let _ = o.read_to_string(&mut out).await;
+        }
+    };
+    tokio::join!(read_err, read_out);
+    let exit = run.handle.wait().await?;
+    if exit.success() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "a script on the files of container {container} failed with {exit}: {}",
+                format!("{} {}", out.trim(), err.trim()).trim()
+            ),
+        )
+        .with_context("container", container))
+    }
+}
+
+/// How [`Stack::recover_container`] brings a PostgreSQL container's data back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryMethod {
+    /// A base backup and the WAL archive when they can reach the chosen moment (the end of
+    /// the archive, or the `Before` time) and the archive is not older than the newest
+    /// logical backup; the logical backup otherwise. Other component types: their backup.
+    #[default]
+    Auto,
+    /// The logical backup, as for every other component type.
+    Logical,
+    /// A base backup and the WAL archive; an error when they cannot be used.
+    Physical,
+}
+
+impl FromStr for RecoveryMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "logical" => Ok(Self::Logical),
+            "physical" => Ok(Self::Physical),
+            other => Err(Error::bad_input(format!(
+                "unknown recovery method {other:?}: auto, logical or physical"
+            ))),
+        }
+    }
+}
+
+/// The WAL replay of a physical recovery plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedWal {
+    /// Where replay stops: `the end of the archive` or a time.
+    pub target: String,
+    /// The timelines followed, oldest first.
+    pub timelines: Vec<u32>,
+    /// The first segment replayed (the base backup's start).
+    pub first_segment: String,
+    /// The last segment of the unbroken chain in the archive.
+    pub last_segment: String,
+    /// Segments staged for the replay.
+    pub segments: usize,
+    /// When the newest archived file was stored, where the tier tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_until: Option<DateTime<Utc>>,
+    /// How long the replay may take (`wal.recovery_timeout_secs`).
+    #[serde(default)]
+    pub recovery_timeout_secs: u64,
 }
 
 /// The container spec a backup recorded (facts key [`CONTAINER_FACT`]), if any.
@@ -136,13 +231,18 @@ pub struct ContainerRecoveryOptions {
     /// failed, and its data would be replaced by the backup's).
     pub force: bool,
     /// Which backup: the newest usable one (default), or a selector (`Before(time)`, an id).
+    /// A physical recovery recovers to that time exactly, or to the end of the archive.
     pub backup: BackupSelector,
+    /// PostgreSQL: a base backup and the WAL archive, or the logical backup
+    /// ([`RecoveryMethod::Auto`] chooses).
+    pub method: RecoveryMethod,
 }
 
 impl Default for ContainerRecoveryOptions {
     fn default() -> Self {
         Self {
             backup: BackupSelector::Latest,
+            method: RecoveryMethod::Auto,
             discard_volume: false,
             no_backup: false,
             health_timeout: Duration::from_secs(120),
@@ -212,6 +312,12 @@ pub struct RecoveryPlan {
     /// run continues their work.
     #[serde(default)]
     pub unfinished: Vec<String>,
+    /// A physical recovery (PostgreSQL): the WAL replayed after the base backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<PlannedWal>,
+    /// Why the logical backup was chosen when a base backup and the archive could not be used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_note: Option<String>,
 }
 
 impl RecoveryPlan {
@@ -233,6 +339,15 @@ impl RecoveryPlan {
                 .to_rfc3339_opts(SecondsFormat::Secs, true),
             self.backup.tier,
         );
+        if let Some(w) = &self.wal {
+            out.push_str(&format!(
+                "WAL: {} segment(s) {} .. {} on timeline(s) {:?}, replayed to {}\n",
+                w.segments, w.first_segment, w.last_segment, w.timelines, w.target
+            ));
+        }
+        if let Some(n) = &self.method_note {
+            out.push_str(&format!("Logical backup: {n}\n"));
+        }
         if let Some(r) = &self.refused {
             out.push_str(&format!("Refused now: {r}\n"));
         }
@@ -321,6 +436,18 @@ pub struct RestoredRecord {
     pub verified: u64,
     /// Verification problems (empty when it passed).
     pub problems: Vec<String>,
+    /// A physical recovery: the last commit replayed, the moment the data was recovered to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_to: Option<DateTime<Utc>>,
+    /// A physical recovery: where replay stopped (`the end of the archive`, a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// A physical recovery: the WAL location replay reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lsn: Option<String>,
+    /// A physical recovery: the timeline the server runs on after its promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
 }
 
 impl RestoredRecord {
@@ -335,6 +462,10 @@ impl RestoredRecord {
             items: r.outcome.items,
             verified: r.verify.checked,
             problems: r.verify.problems.iter().map(ToString::to_string).collect(),
+            recovered_to: None,
+            target: None,
+            replay_lsn: None,
+            timeline: None,
         }
     }
 }
@@ -475,6 +606,18 @@ impl RecoveryReport {
                 }
             )),
             None => md.push_str("- Nothing was restored.\n"),
+        }
+        if let Some(r) = &self.restored
+            && let Some(target) = &r.target
+        {
+            md.push_str(&format!(
+                "- WAL replayed to {target}: {} segment(s), up to {}; the last commit replayed \
+                 is of {}; timeline {} since the promotion\n",
+                r.items,
+                r.replay_lsn.as_deref().unwrap_or("?"),
+                r.recovered_to.map_or_else(|| "none".to_owned(), |t| ts(&t)),
+                r.timeline.unwrap_or(0)
+            ));
         }
         if let Some(b) = &self.post_backup {
             md.push_str(&format!("- Fresh backup after the recovery: `{b}`\n"));
@@ -676,6 +819,9 @@ pub(crate) struct Prepared {
     backup: Manifest,
     /// Markers of recoveries of this component that did not finish, oldest first.
     unfinished: Vec<(String, UnfinishedRecovery)>,
+    /// A physical recovery (PostgreSQL base backup and WAL), when the plan is one.
+    #[cfg(feature = "postgres")]
+    physical: Option<physical::Physical>,
 }
 
 const STEP_REMOVE: &str = "remove-failed";
@@ -776,6 +922,47 @@ impl Stack {
                     Ok(m) => chosen = Some((t.clone(), m)),
                     Err(e) => reasons.push(format!("tier {t}: {e}")),
                 }
+            }
+        }
+        // PostgreSQL: a base backup rolled forward through the archive, when it can be.
+        #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
+        let mut method_note = None;
+        #[cfg(feature = "postgres")]
+        let mut physical = None;
+        if options.method == RecoveryMethod::Physical && ty != ComponentType::Postgres {
+            return Err(Error::bad_input(format!(
+                "component {name} is not postgres: only PostgreSQL recovers from a base backup and WAL"
+            ))
+            .with_context("component", name));
+        }
+        #[cfg(feature = "postgres")]
+        if ty == ComponentType::Postgres && options.method != RecoveryMethod::Logical {
+            match self.physical_recovery(name, &options.backup, &tiers).await {
+                Ok(p) => {
+                    // The archive stopped before the newest logical backup: that one is newer.
+                    let newer_logical = chosen.as_ref().and_then(|(_, m)| {
+                        let until = p.archived_until?;
+                        (options.method == RecoveryMethod::Auto
+                            && p.target == zdr_postgres::pitr::RecoveryTarget::Latest
+                            && m.finished_at > until)
+                            .then(|| {
+                                format!(
+                                    "backup {} is newer than the end of the WAL archive ({})",
+                                    m.id,
+                                    until.to_rfc3339_opts(SecondsFormat::Secs, true)
+                                )
+                            })
+                    });
+                    match newer_logical {
+                        Some(note) => method_note = Some(note),
+                        None => {
+                            chosen = Some((p.tier.clone(), p.plan.backup.clone()));
+                            physical = Some(p);
+                        }
+                    }
+                }
+                Err(e) if options.method == RecoveryMethod::Physical => return Err(e),
+                Err(e) => method_note = Some(e.to_string()),
             }
         }
         let Some((tier, backup)) = chosen else {
@@ -911,12 +1098,21 @@ impl Stack {
             "the copies exist; the original names are free",
             6 * 3600,
         ));
+        #[cfg(feature = "postgres")]
+        let is_physical = physical.is_some();
+        #[cfg(not(feature = "postgres"))]
+        let is_physical = false;
         steps.push(step(
             STEP_RECREATE,
             format!(
-                "create {} from its spec (image {}) on fresh volume(s) and start it{}",
+                "create {} from its spec (image {}) on fresh volume(s){}{}",
                 spec.name,
                 spec.image,
+                if is_physical {
+                    " without starting it"
+                } else {
+                    " and start it"
+                },
                 if binds.is_empty() {
                     String::new()
                 } else {
@@ -924,17 +1120,14 @@ impl Stack {
                 }
             ),
             "the image exists locally; the name is free",
-            "the container runs",
+            if is_physical {
+                "the container exists"
+            } else {
+                "the container runs"
+            },
             60,
         ));
-        steps.push(step(
-            STEP_HEALTHY,
-            format!("wait until {} is healthy", spec.name),
-            "the container started",
-            "a health probe begun after this start passed (running, without a healthcheck)",
-            health + 10,
-        ));
-        steps.push(step(
+        let restore_step = step(
             STEP_RESTORE,
             format!(
                 "restore backup {} from tier {} and verify it",
@@ -943,7 +1136,47 @@ impl Stack {
             "the datastore answers",
             "the restored data matches the manifest's facts",
             3600,
-        ));
+        );
+        let healthy_step = step(
+            STEP_HEALTHY,
+            format!("wait until {} is healthy", spec.name),
+            "the container started",
+            "a health probe begun after this start passed (running, without a healthcheck)",
+            health + 10,
+        );
+        #[cfg(feature = "postgres")]
+        let planned_wal = physical.as_ref().map(physical::Physical::planned);
+        #[cfg(not(feature = "postgres"))]
+        let planned_wal: Option<PlannedWal> = None;
+        if let Some(w) = &planned_wal {
+            steps.push(step(
+                STEP_RESTORE,
+                format!(
+                    "stream base backup {} from tier {} into the new data directory (checksum \
+                     checked on the way, then pg_verifybackup), and {} WAL segment(s) {} .. {} \
+                     with the recovery settings",
+                    backup.id, tier, w.segments, w.first_segment, w.last_segment
+                ),
+                "the container exists and never ran on the fresh volume(s)",
+                "the base backup's SHA-256 and PostgreSQL's backup_manifest match",
+                3600,
+            ));
+            steps.push(step(
+                STEP_HEALTHY,
+                format!(
+                    "start {}: PostgreSQL replays the WAL to {}, is checked there and promoted; \
+                     the recovery settings and the staged WAL are removed; wait until healthy",
+                    spec.name, w.target
+                ),
+                "the data directory holds the base backup, the WAL and recovery.signal",
+                "out of recovery on a new timeline, replay reached the target, no commit after a \
+                 time target, every database of the base backup there, a health probe passed",
+                w.recovery_timeout_secs + health,
+            ));
+        } else {
+            steps.push(healthy_step);
+            steps.push(restore_step);
+        }
         steps.push(step(
             STEP_DEPENDENTS,
             if dependent_names.is_empty() {
@@ -984,6 +1217,8 @@ impl Stack {
             steps,
             refused: None,
             unfinished: Vec::new(),
+            wal: planned_wal,
+            method_note,
         };
         Ok(Prepared {
             docker,
@@ -993,6 +1228,8 @@ impl Stack {
             plan,
             backup,
             unfinished,
+            #[cfg(feature = "postgres")]
+            physical,
         })
     }
 
@@ -1091,7 +1328,13 @@ impl Stack {
             plan,
             backup,
             unfinished,
+            #[cfg(feature = "postgres")]
+            physical,
         } = prepared;
+        #[cfg(feature = "postgres")]
+        let in_place = physical.is_some();
+        #[cfg(not(feature = "postgres"))]
+        let in_place = false;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
         let id = format!("recovery-{name}-{stamp}");
         // Written before anything is touched, removed once a recovery of this component
@@ -1196,6 +1439,8 @@ impl Stack {
             // 3. The container again, from its spec, on fresh volumes.
             run.step(STEP_RECREATE, async {
                 let mut opts = RecreateOptions::new().secrets(secrets.clone());
+                // A physical recovery fills the data directory before the first start.
+                opts.start = !in_place;
                 for m in &spec.mounts {
                     if m.kind == MountKind::Volume
                         && let Some(v) = &m.source
@@ -1217,42 +1462,93 @@ impl Stack {
             })
             .await?;
 
-            // 4. Healthy.
-            run.step(STEP_HEALTHY, async {
-                let s = docker
-                    .wait_healthy(&spec.name, None, options.health_timeout)
-                    .await?;
-                Ok(format!(
-                    "{} {}{}",
-                    s.name,
-                    s.status,
-                    s.health.map(|h| format!(", {h}")).unwrap_or_default()
-                ))
-            })
-            .await?;
-
-            // 5. Restore and verify.
-            let mut restored = None;
-            let step = run
-                .step(STEP_RESTORE, async {
-                    // Exactly the backup the plan chose (a backup made meanwhile, of the
-                    // empty new container, is never taken for the newest).
-                    // The container is new on fresh volumes (the failed ones are kept aside):
-                    // there is no live dataset to take a safety copy of.
-                    let restore = RestoreOptions {
-                        tier: options.tier.clone(),
-                        backup: BackupSelector::Id(backup.id.clone()),
-                        no_safety_copy: true,
-                        ..RestoreOptions::default()
-                    };
-                    let r = self.restore(name, &restore, progress).await?;
-                    let (record, outcome) = RestoredRecord::checked(&r);
-                    restored = Some(record);
-                    outcome
+            // 4-5 of a physical recovery: the base backup and the WAL into the data
+            // directory, then the first start replays them.
+            #[cfg(feature = "postgres")]
+            if let Some(physical) = &physical {
+                run.step(STEP_RESTORE, async {
+                    self.stage_physical(physical, &docker, &spec, progress)
+                        .await
                 })
-                .await;
-            report.restored = restored;
-            step?;
+                .await?;
+                let mut restored = None;
+                let step = run
+                    .step(STEP_HEALTHY, async {
+                        let record = self
+                            .finish_physical(
+                                name,
+                                physical,
+                                &docker,
+                                &spec,
+                                options.health_timeout,
+                                progress,
+                            )
+                            .await?;
+                        let outcome = if record.problems.is_empty() {
+                            Ok(format!(
+                                "recovered to {} (last commit {}), {} WAL segment(s) replayed, \
+                                 timeline {}; {} database(s) checked",
+                                record.target.as_deref().unwrap_or("?"),
+                                record.recovered_to.map_or_else(
+                                    || "none replayed".to_owned(),
+                                    |t| t.to_rfc3339_opts(SecondsFormat::Micros, true)
+                                ),
+                                record.items,
+                                record.timeline.unwrap_or(0),
+                                record.verified
+                            ))
+                        } else {
+                            Err(Error::integrity(format!(
+                                "the recovered server fails its checks: {}",
+                                record.problems.join("; ")
+                            )))
+                        };
+                        restored = Some(record);
+                        outcome
+                    })
+                    .await;
+                report.restored = restored;
+                step?;
+            }
+
+            // 4. Healthy.
+            if !in_place {
+                run.step(STEP_HEALTHY, async {
+                    let s = docker
+                        .wait_healthy(&spec.name, None, options.health_timeout)
+                        .await?;
+                    Ok(format!(
+                        "{} {}{}",
+                        s.name,
+                        s.status,
+                        s.health.map(|h| format!(", {h}")).unwrap_or_default()
+                    ))
+                })
+                .await?;
+
+                // 5. Restore and verify.
+                let mut restored = None;
+                let step = run
+                    .step(STEP_RESTORE, async {
+                        // Exactly the backup the plan chose (a backup made meanwhile, of the
+                        // empty new container, is never taken for the newest).
+                        // The container is new on fresh volumes (the failed ones are kept aside):
+                        // there is no live dataset to take a safety copy of.
+                        let restore = RestoreOptions {
+                            tier: options.tier.clone(),
+                            backup: BackupSelector::Id(backup.id.clone()),
+                            no_safety_copy: true,
+                            ..RestoreOptions::default()
+                        };
+                        let r = self.restore(name, &restore, progress).await?;
+                        let (record, outcome) = RestoredRecord::checked(&r);
+                        restored = Some(record);
+                        outcome
+                    })
+                    .await;
+                report.restored = restored;
+                step?;
+            }
 
             // 6. Dependents restarted, each healthy again.
             let mut deps = Vec::new();
@@ -1497,8 +1793,13 @@ impl Stack {
             ))
             .with_context("recovery", id));
         }
+        // What the rollback needs of the plan is the container, not a backup to restore.
+        let logical = ContainerRecoveryOptions {
+            method: RecoveryMethod::Logical,
+            ..options.clone()
+        };
         let prepared = self
-            .prepare_container_recovery(&recovery.component, options)
+            .prepare_container_recovery(&recovery.component, &logical)
             .await?;
         let Prepared {
             docker,
@@ -1695,6 +1996,11 @@ impl Stack {
     ) -> Result<RecoveryReport> {
         let started = Instant::now();
         let started_at = Utc::now();
+        // A drill restores the logical backup into its copy.
+        let logical = ContainerRecoveryOptions {
+            method: RecoveryMethod::Logical,
+            ..options.clone()
+        };
         let Prepared {
             docker,
             spec,
@@ -1702,7 +2008,7 @@ impl Stack {
             plan,
             backup,
             ..
-        } = self.prepare_container_recovery(name, options).await?;
+        } = self.prepare_container_recovery(name, &logical).await?;
         let stamp = started_at.format("%Y%m%dt%H%M%S%3fz").to_string();
         remove_abandoned_copies(&docker, name, progress).await?;
         let (copy, volumes) = drill_copy(&spec, name, &stamp)?;

@@ -5,8 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::AsyncReadExt;
-use zdr_core::{CommandRunner, CommandSpec, Error, ErrorKind, Result};
+use zdr_core::{Error, Result};
 use zdr_docker::Docker;
 
 /// A Redis server's container on the engine.
@@ -27,41 +26,7 @@ impl DockerRedis {
     /// `sh -c script` as root inside the running container; a non-zero exit is an error with
     /// its output.
     async fn exec(&self, script: &str) -> Result<()> {
-        let runner = self
-            .docker
-            .exec_runner(self.container.clone())
-            .with_user("0");
-        let mut spec = CommandSpec::new("sh").args(["-c", script]);
-        spec.stdout = true;
-        let mut run = runner.spawn(&spec).await?;
-        let mut err = String::new();
-        let mut out = String::new();
-        let (mut stderr, mut stdout) = (run.stderr.take(), run.stdout.take());
-        let read_err = async {
-            if let Some(e) = stderr.as_mut() {
-                let _ = e.read_to_string(&mut err).await;
-            }
-        };
-        let read_out = async {
-            if let Some(o) = stdout.as_mut() {
-                let _ = o.read_to_string(&mut out).await;
-            }
-        };
-        tokio::join!(read_err, read_out);
-        let exit = run.handle.wait().await?;
-        if exit.success() {
-            Ok(())
-        } else {
-            Err(Error::new(
-                ErrorKind::Io,
-                format!(
-                    "a script on the files of container {} failed with {exit}: {}",
-                    self.container,
-                    format!("{} {}", out.trim(), err.trim()).trim()
-                ),
-            )
-            .with_context("container", &self.container))
-        }
+        crate::recover::exec_script(&self.docker, &self.container, "0", script).await
     }
 }
 

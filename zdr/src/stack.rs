@@ -970,7 +970,7 @@ impl Stack {
 
     /// The exec runner of component `name`'s tools and, with `with_spec`, the spec of its
     /// container (recorded in its backups), when the config puts the tools in a container.
-    async fn docker_runner(
+    pub(crate) async fn docker_runner(
         &self,
         name: &str,
         with_spec: bool,

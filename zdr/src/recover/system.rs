@@ -20,7 +20,7 @@ use zdr_core::{
 };
 use zdr_storage::{Repository, RetryPolicy};
 
-use super::{ContainerRecoveryOptions, PlanStep, RestoredRecord, Run, StepRecord};
+use super::{ContainerRecoveryOptions, PlanStep, RecoveryMethod, RestoredRecord, Run, StepRecord};
 use crate::adapter::{self, BackupOptions, ComponentType, RestoreOptions};
 use crate::config::RunnerConfig;
 use crate::stack::{Stack, select_for};
@@ -439,6 +439,7 @@ impl Stack {
             {
                 let probe = ContainerRecoveryOptions {
                     backup: BackupSelector::Id(m.id.clone()),
+                    method: RecoveryMethod::Logical,
                     ..ContainerRecoveryOptions::default()
                 };
                 if let Some(why) = self.plan_container_recovery(name, &probe).await?.refused {
@@ -613,6 +614,8 @@ impl Stack {
                                 // Checked for the whole system before anything was touched.
                                 force: true,
                                 health_timeout: options.health_timeout,
+                                // The backup chosen for the whole system, as it is.
+                                method: RecoveryMethod::Logical,
                                 ..ContainerRecoveryOptions::default()
                             };
                             let r = self.recover_container(name, &opts, progress).await?;
