@@ -849,6 +849,12 @@ async fn write_recovery_conf(dir: &Path, target: &RecoveryTarget, o: &PitrOption
 pub trait ServerLog: Send + Sync {
     /// The last lines of the log, secrets scrubbed.
     async fn tail(&self) -> String;
+
+    /// Whether the server's process still runs (a container that exited does not). While it
+    /// runs, a server still starting up is waited for; otherwise its errors end the wait.
+    async fn alive(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// A server log file on this host.
@@ -970,7 +976,16 @@ pub async fn wait_for_target(
                 }
             }
             Err(e) => {
-                failures += 1;
+                // Before it is consistent, a recovering server refuses connections as
+                // "starting up": that is the replay under way, not a failure.
+                let text = e.to_string();
+                let starting =
+                    text.contains("starting up") || text.contains("not yet accepting connections");
+                match log.alive().await {
+                    Some(false) => return Err(server_failed(e, log).await),
+                    Some(true) if starting => failures = 0,
+                    _ => failures += 1,
+                }
                 if failures >= 8 {
                     return Err(server_failed(e, log).await);
                 }

@@ -126,6 +126,15 @@ impl pitr::ServerLog for ContainerLog<'_> {
         self.config
             .scrub(&self.docker.logs_tail(self.container, 12).await)
     }
+
+    async fn alive(&self) -> Option<bool> {
+        Some(
+            self.docker
+                .status(self.container)
+                .await
+                .is_ok_and(|s| s.running),
+        )
+    }
 }
 
 /// The recovery target for a backup selector, and the base backups it may start from.
