@@ -103,6 +103,51 @@ async fn a_killed_recovery_is_completed_by_the_next_run() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["plan"]["steps"].as_array().map(Vec::len), Some(7), "{v}");
     assert_eq!(v["plan"]["container_exists"], true, "{v}");
+    // Without a base backup the logical one is used, and the plan says why.
+    assert_eq!(v["plan"]["backup"]["kind"], "logical", "{v}");
+    assert!(
+        v["plan"]["method_note"]
+            .as_str()
+            .is_some_and(|n| n.contains("no base backup")),
+        "{v}"
+    );
+    // Asked for explicitly, a physical recovery without a base backup is refused, naming it.
+    let out = zdr(
+        &config,
+        &[
+            "recover",
+            "container",
+            "db",
+            "--dry-run",
+            "--method",
+            "physical",
+        ],
+        None,
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("no base backup of db that the WAL archive can roll forward"),
+        "{}",
+        text(&out)
+    );
+    let out = zdr(
+        &config,
+        &[
+            "recover",
+            "container",
+            "db",
+            "--dry-run",
+            "--method",
+            "base",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("auto, logical or physical"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(
         pg.docker.status(&pg.name).await.unwrap().started_at,
         started
@@ -290,6 +335,21 @@ async fn a_redis_restore_killed_while_its_container_is_down_is_repaired_by_the_n
     assert!(!text(&out).contains("not-the-password"), "{}", text(&out));
     let status = redis.docker.status(&redis.name).await.unwrap();
     assert!(status.running && status.started_at == started, "{status:?}");
+    // Only PostgreSQL recovers from a base backup and WAL.
+    let out = zdr(
+        &config,
+        &[
+            "recover",
+            "container",
+            "db",
+            "--dry-run",
+            "--method",
+            "physical",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not postgres"), "{}", text(&out));
 
     for point in ["redis-after-stop", "redis-after-swap"] {
         redis.cli(&["SET", "k1", "changed"]).await.unwrap();

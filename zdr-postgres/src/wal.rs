@@ -1110,6 +1110,22 @@ mod tests {
             a.check_chain(&l, &path, Lsn(3 * size), None)?,
             "000000020000000000000006"
         );
+        // What a recovery replays, in order: each segment from the timeline that holds it
+        // (segment 5, where timeline 2 begins, from timeline 2).
+        let names: Vec<String> = a
+            .chain(&l, &path, Lsn(3 * size), None)?
+            .iter()
+            .map(|s| s.name(size))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "000000010000000000000003",
+                "000000010000000000000004",
+                "000000020000000000000005",
+                "000000020000000000000006"
+            ]
+        );
         // Segment 4 only on timeline 2 does not count: timeline 2 starts at 5.
         let l = listing(&[(1, 3), (2, 4), (2, 5)], &[2]);
         assert!(a.check_chain(&l, &path, Lsn(3 * size), None).is_err());

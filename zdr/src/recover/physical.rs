@@ -626,3 +626,78 @@ async fn newest_archived(archive: &WalArchive) -> Option<DateTime<Utc>> {
     }
     newest
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zdr_docker::EnvVar;
+
+    fn spec(pgdata: Option<&str>) -> ContainerSpec {
+        let mut spec: ContainerSpec = serde_json::from_value(serde_json::json!({
+            "name": "db", "image": "postgres:15"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(p) = pgdata {
+            spec.env.push(EnvVar {
+                name: "PGDATA".to_owned(),
+                value: Some(p.to_owned()),
+                secret: false,
+            });
+        }
+        spec
+    }
+
+    #[test]
+    fn the_data_directory_is_pgdata_or_the_official_images() -> Result<()> {
+        assert_eq!(pgdata_of(&spec(None))?, "/var/lib/postgresql/data");
+        assert_eq!(
+            pgdata_of(&spec(Some("/var/lib/postgresql/data/pgdata/")))?,
+            "/var/lib/postgresql/data/pgdata"
+        );
+        // It goes into shell scripts: only plain absolute paths.
+        for bad in [
+            "data",
+            "/",
+            "/srv/it's",
+            "/srv/a b",
+            "/srv/../etc",
+            "/srv/$(x)",
+        ] {
+            let e = pgdata_of(&spec(Some(bad)))
+                .err()
+                .ok_or_else(|| Error::unexpected(format!("{bad} accepted")))?;
+            assert_eq!(e.kind(), ErrorKind::BadInput, "{bad}: {e}");
+            assert!(e.to_string().contains("PGDATA of container db"), "{e}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn methods_and_targets() -> Result<()> {
+        use crate::recover::RecoveryMethod;
+        assert_eq!("auto".parse::<RecoveryMethod>()?, RecoveryMethod::Auto);
+        assert_eq!(
+            "physical".parse::<RecoveryMethod>()?,
+            RecoveryMethod::Physical
+        );
+        assert_eq!(
+            "logical".parse::<RecoveryMethod>()?,
+            RecoveryMethod::Logical
+        );
+        let e = "base".parse::<RecoveryMethod>().err();
+        assert!(e.is_some_and(|e| e.to_string().contains("auto, logical or physical")));
+
+        let t = Utc::now();
+        let (target, _) = target_of(&BackupSelector::Before(t), &[])
+            .ok_or_else(|| Error::unexpected("no target for a time"))?;
+        assert_eq!(target, RecoveryTarget::Time(t));
+        let (target, _) = target_of(&BackupSelector::Latest, &[])
+            .ok_or_else(|| Error::unexpected("no target for latest"))?;
+        assert_eq!(target, RecoveryTarget::Latest);
+        // "previous" names a logical backup; an id the catalog does not hold, none.
+        assert!(target_of(&BackupSelector::Previous, &[]).is_none());
+        let id: zdr_core::BackupId = "20260116_140000_abcd".parse()?;
+        assert!(target_of(&BackupSelector::Id(id), &[]).is_none());
+        Ok(())
+    }
+}
