@@ -844,6 +844,105 @@ else
     echo "(no Docker engine or zdr-test/redis image: the redis container injections are skipped)"
 fi
 
+# --- 18. physical container recoveries killed ------------------------------------------------
+# A PostgreSQL container archiving its WAL through the zdr binary mounted into it, a base
+# backup, rows written after it (archived): each injection crashes the container, kills
+# `zdr recover container --method physical` at a step's failpoint or at a random instant
+# (while the base backup streams in, while the server replays), then runs it again: it must
+# succeed with every archived row back, no recovery marker, no host staging directory, no
+# recovery settings or staged WAL left in the data directory, and the app container running.
+if command -v docker >/dev/null && docker image inspect zdr-test/postgres:current >/dev/null 2>&1 &&
+    docker image inspect zdr-test/base:current >/dev/null 2>&1; then
+    PK=zdrf-phys-$RANDOM$RANDOM
+    PKPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    PKDIR=$WORK/physical
+    physical_cleanup() {
+        docker rm -f "$PK" "$PK-app" >/dev/null 2>&1 || true
+        for v in $(docker volume ls -q | grep "^$PK" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
+    }
+    trap 'physical_cleanup; cleanup' EXIT
+    mkdir -p "$PKDIR/tier/.zdr-tmp"
+    chmod 755 "$WORK" "$PKDIR"
+    cat >"$PKDIR/zdr.toml" <<EOF
+primary = "local"
+[tiers.local]
+type = "fs"
+root = "$PKDIR/tier"
+[components.db]
+type = "postgres"
+host = "127.0.0.1"
+port = $PKPORT
+user = "postgres"
+database = "app"
+runner = "docker"
+container = "$PK"
+dependents = ["$PK-app"]
+EOF
+    chmod 644 "$PKDIR/zdr.toml"
+    # The server's user in the image (uid 999) runs archive_command: the tier is its.
+    chown -R 999:999 "$PKDIR/tier"
+    docker run -d --name "$PK" -e POSTGRES_PASSWORD=faults-pw -e POSTGRES_DB=app \
+        -v "$PK-data:/var/lib/postgresql/data" -p "127.0.0.1:$PKPORT:5432" \
+        -v "$ZDR_BIN:/usr/local/bin/zdr:ro" -v "$PKDIR/zdr.toml:/etc/zdr/zdr.toml:ro" \
+        -v "$PKDIR/tier:$PKDIR/tier" zdr-test/postgres:current postgres -c wal_level=replica \
+        -c archive_mode=on \
+        -c "archive_command=/usr/local/bin/zdr --config /etc/zdr/zdr.toml --no-progress wal push --component db %p" \
+        >/dev/null
+    docker run -d --name "$PK-app" zdr-test/base:current sh -c "trap 'exit 0' TERM; while :; do sleep 0.2; done" >/dev/null
+    until [[ $(docker inspect -f '{{.State.Health.Status}}' "$PK") == healthy ]]; do sleep 0.2; done
+    pk_sql() { docker exec "$PK" psql -X -At -U postgres -d app -c "$1" 2>/dev/null; }
+    pk_sql "CREATE TABLE orders (id int PRIMARY KEY, item text);
+        INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 20000) g;" >/dev/null
+    zpk() { ZDR_COMPONENTS__DB__PASSWORD=faults-pw "$ZDR_BIN" --config "$PKDIR/zdr.toml" --no-progress "$@"; }
+    zpk backup db --base >/dev/null
+    # Written after the base backup: only the archive holds it.
+    pk_sql "INSERT INTO orders SELECT g, 'after ' || g FROM generate_series(20001, 25000) g" >/dev/null
+    seg=$(pk_sql "SELECT pg_walfile_name(pg_current_wal_lsn()) FROM (SELECT pg_switch_wal()) s")
+    until [[ $(pk_sql "SELECT last_archived_wal >= '$seg' FROM pg_stat_archiver") == t ]]; do sleep 0.2; done
+    pk_rows() { pk_sql "SELECT count(*) || ':' || md5(string_agg(item, ',' ORDER BY id)) FROM orders"; }
+    PK_WANT=$(pk_rows)
+    pk_check() {
+        local res=ok note=""
+        if ! zpk recover container db --no-backup --method physical >"$WORK/err" 2>&1; then
+            res=FAIL; note="the next recovery failed: $(tail -c 300 "$WORK/err" | tr '\n' ' ')"
+        fi
+        [[ $(pk_rows) == "$PK_WANT" ]] || { res=FAIL; note="$note; rows differ"; }
+        local markers staged inside
+        markers=$(find "$PKDIR/tier/reports/unfinished" -type f 2>/dev/null | wc -l)
+        staged=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'zdr-pg-recover-*' 2>/dev/null | wc -l)
+        inside=$(pk_sql "SELECT count(*) FROM pg_ls_dir('.') d WHERE d IN ('zdr-restore-wal', 'recovery.signal', 'zdr-recovery.conf')")
+        [[ $markers -eq 0 ]] || { res=FAIL; note="$note; $markers recovery marker(s) left"; }
+        [[ $staged -eq 0 ]] || { res=FAIL; note="$note; $staged host staging dir(s) left"; }
+        [[ $inside == 0 ]] || { res=FAIL; note="$note; recovery files left in the data directory"; }
+        [[ -z $(pk_sql "SHOW restore_command") ]] || { res=FAIL; note="$note; restore_command still set"; }
+        [[ $(docker inspect -f '{{.State.Running}}' "$PK-app") == true ]] || { res=FAIL; note="$note; the app container does not run"; }
+        for v in $(docker volume ls -q | grep "^$PK-data-failed-" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
+        echo "$res|$note"
+    }
+    for rep in $(seq 1 "$REPS"); do
+        for step in recreate restore wait-healthy; do
+            docker kill "$PK" >/dev/null
+            ZDR_FAILPOINT=recover-after-$step zpk recover container db --no-backup --method physical >/dev/null 2>&1 || true
+            IFS='|' read -r res note < <(pk_check)
+            record physical "recover killed after $step" "$res" "$note"
+        done
+        for delay in 0.5 1.5 3 5; do
+            docker kill "$PK" >/dev/null
+            ZDR_COMPONENTS__DB__PASSWORD=faults-pw "$ZDR_BIN" --config "$PKDIR/zdr.toml" --no-progress \
+                recover container db --no-backup --method physical >/dev/null 2>&1 &
+            BGPID=$!
+            sleep "$delay"
+            kill -9 "$BGPID" 2>/dev/null || true
+            wait "$BGPID" 2>/dev/null || true
+            IFS='|' read -r res note < <(pk_check)
+            record physical "recover SIGKILL after ${delay}s" "$res" "$note"
+        done
+    done
+    physical_cleanup
+else
+    echo "(no Docker engine or zdr-test images: the physical container recovery injections are skipped)"
+fi
+
 # --- leftovers -------------------------------------------------------------------------------
 left=$(find "$WORK/tiers/local/.zdr-tmp" -type f 2>/dev/null | wc -l)
 ZDR_PIPELINE__SWEEP_GRACE_SECS=0 zdr backup configs >/dev/null 2>&1 || true

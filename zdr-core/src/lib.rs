@@ -52,6 +52,7 @@ mod progress;
 pub mod retention;
 pub mod runner;
 mod secret;
+pub mod staging;
 mod traits;
 
 pub use catalog::{BackupSelector, Catalog, CatalogProblem, parse_time};

@@ -63,27 +63,6 @@ struct Layout {
 /// The staging directories of container restores: `<prefix><pid>-<random>` in the temp dir.
 const STAGING_PREFIX: &str = "zdr-redis-restore-";
 
-/// Removes the staging directories (each holding a whole RDB) that restores killed before
-/// they could remove their own left in `dir`: those whose process is gone.
-fn sweep_staging(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(STAGING_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 /// Accepts a path or file name only when the shell scripts can use it as it is.
 fn safe(what: &str, value: &str, path: bool) -> Result<()> {
     let ok = !value.is_empty()
@@ -246,7 +225,8 @@ pub(crate) async fn restore_physical(
     let name = container.name();
     // The RDB checked on this machine first (hash, magic, records, CRC64): nothing is
     // stopped for a backup that cannot be loaded.
-    sweep_staging(&std::env::temp_dir());
+    // Those of restores killed before they could remove their own (each holds a whole RDB).
+    zdr_core::staging::sweep_abandoned(&std::env::temp_dir(), STAGING_PREFIX);
     let staging = tempfile::Builder::new()
         .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
         .tempdir()
@@ -396,7 +376,7 @@ pub(crate) fn not_running(name: &str) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::{STAGING_PREFIX, safe, sweep_staging};
+    use super::{STAGING_PREFIX, safe};
 
     #[test]
     fn staging_left_by_a_dead_process_is_swept_and_a_live_ones_kept() {
@@ -411,7 +391,7 @@ mod tests {
             std::fs::create_dir(d).unwrap_or_else(|e| panic!("{e}"));
             std::fs::write(d.join("dump.rdb"), b"REDIS").unwrap_or_else(|e| panic!("{e}"));
         }
-        sweep_staging(dir.path());
+        zdr_core::staging::sweep_abandoned(dir.path(), STAGING_PREFIX);
         assert!(!dead.exists(), "the dead process's staging stayed");
         assert!(live.exists() && other.exists());
     }

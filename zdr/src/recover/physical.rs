@@ -41,6 +41,9 @@ const STAGED_WAL: &str = "zdr-restore-wal";
 const STAGED_SETTINGS: &str = "zdr-recovery.conf";
 /// Where the official image keeps its data directory when `PGDATA` is not set.
 const DEFAULT_PGDATA: &str = "/var/lib/postgresql/data";
+/// The host staging directories of WAL on its way into a container:
+/// `<prefix><pid>-<random>` in the temp dir.
+const STAGING_PREFIX: &str = "zdr-pg-recover-";
 /// Segments fetched at once while the WAL is staged.
 const FETCH_AHEAD: usize = 4;
 
@@ -397,8 +400,10 @@ impl Stack {
             .collect();
         names.extend(physical.plan.segments.iter().map(|s| s.name(size)));
         let count = names.len();
+        // Those of recoveries killed before they could remove their own go first.
+        zdr_core::staging::sweep_abandoned(&std::env::temp_dir(), STAGING_PREFIX);
         let staging = Staging(std::env::temp_dir().join(format!(
-            "zdr-pg-recover-{}-{:08x}",
+            "{STAGING_PREFIX}{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
         )));
