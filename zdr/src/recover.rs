@@ -967,8 +967,12 @@ impl Stack {
         }
         let Some((tier, backup)) = chosen else {
             return Err(Error::not_found(format!(
-                "no usable backup of {name} to recover the container with ({})",
-                reasons.join("; ")
+                "no usable backup of {name} to recover the container with ({}{})",
+                reasons.join("; "),
+                method_note
+                    .as_deref()
+                    .map(|n| format!("; base backup and WAL: {n}"))
+                    .unwrap_or_default()
             ))
             .with_context("component", name)
             .with_hint(format!("back it up first: zdr backup {name}")));
