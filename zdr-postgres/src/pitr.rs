@@ -976,11 +976,13 @@ pub async fn wait_for_target(
                 }
             }
             Err(e) => {
-                // Before it is consistent, a recovering server refuses connections as
-                // "starting up": that is the replay under way, not a failure.
-                let text = e.to_string();
-                let starting =
-                    text.contains("starting up") || text.contains("not yet accepting connections");
+                // Before it listens, and before it is consistent (it answers "starting up"),
+                // a recovering server refuses connections: the replay under way, not a
+                // failure, while its process runs.
+                let text = e.to_string().to_lowercase();
+                let starting = text.contains("starting up")
+                    || text.contains("not yet accepting connections")
+                    || text.contains("connection refused");
                 match log.alive().await {
                     Some(false) => return Err(server_failed(e, log).await),
                     Some(true) if starting => failures = 0,
