@@ -919,6 +919,7 @@ pub async fn wait_for_target(
 ) -> Result<RecoveryReport> {
     let deadline = Instant::now() + timeout;
     let mut failures = 0;
+    let mut refusals = 0;
     loop {
         let state = async {
             let mut conn = pg::connect(side, &side.database).await?;
@@ -951,6 +952,7 @@ pub async fn wait_for_target(
         match state {
             Ok((in_recovery, pause, lsn, last_commit, databases)) => {
                 failures = 0;
+                refusals = 0;
                 let done = match target {
                     RecoveryTarget::Latest => !in_recovery,
                     _ => pause == "paused",
@@ -980,12 +982,14 @@ pub async fn wait_for_target(
                 // a recovering server refuses connections: the replay under way, not a
                 // failure, while its process runs.
                 let text = e.to_string().to_lowercase();
-                let starting = text.contains("starting up")
-                    || text.contains("not yet accepting connections")
-                    || text.contains("connection refused");
+                let starting =
+                    text.contains("starting up") || text.contains("not yet accepting connections");
+                let refused = text.contains("connection refused");
                 match log.alive().await {
                     Some(false) => return Err(server_failed(e, log).await),
                     Some(true) if starting => failures = 0,
+                    // Not listening yet: about a minute, then it is counted (a wrong port).
+                    Some(true) if refused && refusals < 240 => refusals += 1,
                     _ => failures += 1,
                 }
                 if failures >= 8 {

@@ -1157,12 +1157,12 @@ impl Stack {
                 STEP_RESTORE,
                 format!(
                     "stream base backup {} from tier {} into the new data directory (checksum \
-                     checked on the way, then pg_verifybackup), and {} WAL segment(s) {} .. {} \
-                     with the recovery settings",
+                     checked on the way, then pg_verifybackup where the image has it), and {} \
+                     WAL segment(s) {} .. {} with the recovery settings",
                     backup.id, tier, w.segments, w.first_segment, w.last_segment
                 ),
                 "the container exists and never ran on the fresh volume(s)",
-                "the base backup's SHA-256 and PostgreSQL's backup_manifest match",
+                "the base backup's SHA-256 and PostgreSQL's backup_manifest (pg_verifybackup) match",
                 3600,
             ));
             steps.push(step(

@@ -75,6 +75,42 @@ impl Physical {
         }
     }
 
+    /// What the recovered server must show and does not: every database of the base backup,
+    /// a new timeline (promoted), and for the end of the archive replay up to its last
+    /// segment.
+    fn problems(&self, reached: &pitr::RecoveryReport, timeline: u32) -> Vec<String> {
+        let size = self.archive.segment_size();
+        let mut problems = Vec::new();
+        for db in &self.plan.facts.databases {
+            if !reached.databases.contains(db) {
+                problems.push(format!("database {db} of the base backup is missing"));
+            }
+        }
+        if timeline <= self.timeline().unwrap_or(self.plan.facts.timeline) {
+            problems.push(format!(
+                "the server still runs on timeline {timeline}: it was not promoted"
+            ));
+        }
+        if self.target == RecoveryTarget::Latest
+            && let Some(last) = self.plan.segments.last()
+        {
+            let end = last.number * size;
+            let replayed = reached
+                .replay_lsn
+                .as_deref()
+                .and_then(|l| zdr_postgres::walname::Lsn::from_str(l).ok())
+                .map_or(0, |l| l.0);
+            if replayed < end {
+                problems.push(format!(
+                    "replay stopped at {} before the last archived segment {}",
+                    reached.replay_lsn.as_deref().unwrap_or("?"),
+                    last.name(size)
+                ));
+            }
+        }
+        problems
+    }
+
     /// The timeline recovery follows: the last of the path.
     fn timeline(&self) -> Option<u32> {
         self.plan.path.last().map(|s| s.timeline)
@@ -121,6 +157,9 @@ struct ContainerLog<'a> {
     docker: &'a Docker,
     container: &'a str,
     config: &'a PgConfig,
+    /// When zdr started it: a container started again since (a restart policy after the
+    /// server exited) counts as gone.
+    started: Option<DateTime<Utc>>,
 }
 
 #[async_trait::async_trait]
@@ -135,7 +174,7 @@ impl pitr::ServerLog for ContainerLog<'_> {
             self.docker
                 .status(self.container)
                 .await
-                .is_ok_and(|s| s.running),
+                .is_ok_and(|s| s.running && s.started_at == self.started),
         )
     }
 }
@@ -307,18 +346,18 @@ impl Stack {
         if uploaded.is_err() {
             task.abort();
         }
-        let read = task
-            .await
-            .map_err(|e| Error::unexpected("the base backup's reader failed").with_source(e))
-            .and_then(|r| r);
-        let bytes = match (read, uploaded) {
-            (Err(e), _) => {
+        let bytes = match (task.await, uploaded) {
+            // The reader's own error (a checksum that failed) comes first.
+            (Ok(Err(e)), _) => {
                 return Err(e
                     .with_context("backup", backup.id.to_string())
                     .with_context("tier", &physical.tier));
             }
-            (Ok(_), Err(e)) => return Err(e),
-            (Ok(n), Ok(())) => n,
+            (_, Err(e)) => return Err(e),
+            (Err(e), Ok(())) => {
+                return Err(Error::unexpected("the base backup's reader failed").with_source(e));
+            }
+            (Ok(Ok(n)), Ok(())) => n,
         };
 
         // The WAL and the settings.
@@ -407,9 +446,14 @@ impl Stack {
             std::process::id(),
             rand::random::<u32>()
         )));
-        tokio::fs::create_dir_all(&staging.0)
-            .await
-            .map_err(|e| Error::from_io(e, "cannot create the WAL staging directory"))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Only this user reads the WAL on its way through.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&staging.0)
+                .map_err(|e| Error::from_io(e, "cannot create the WAL staging directory"))?;
+        }
         let dir = staging.0.clone();
         let archive = physical.archive.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
@@ -500,14 +544,16 @@ impl Stack {
         if uploaded.is_err() {
             producer.abort();
         }
-        let produced = producer
-            .await
-            .map_err(|e| Error::unexpected("the WAL staging task failed").with_source(e))
-            .and_then(|r| r);
+        let produced = producer.await;
         drop(staging);
-        produced?;
-        uploaded?;
-        Ok(count)
+        match (produced, uploaded) {
+            // A fetch that failed (a damaged segment) comes first.
+            (Ok(Err(e)), _) | (_, Err(e)) => Err(e),
+            (Err(e), Ok(())) => {
+                Err(Error::unexpected("the WAL staging task failed").with_source(e))
+            }
+            (Ok(Ok(())), Ok(())) => Ok(count),
+        }
     }
 
     /// Step `wait-healthy` of a physical recovery: start the container, wait until replay
@@ -530,11 +576,13 @@ impl Stack {
         side.database = side.maintenance_database.clone();
         let timeout = physical.recovery_timeout;
         docker.start(container).await?;
+        let started = docker.status(container).await?.started_at;
         let result = async {
             let log = ContainerLog {
                 docker,
                 container,
                 config: &side,
+                started,
             };
             let reached =
                 pitr::wait_for_target(&side, &physical.target, timeout, &log, progress).await?;
@@ -552,47 +600,23 @@ impl Stack {
             )
             .await
             .unwrap_or_else(|e| progress.warn(format!("the staged WAL stays in {container}: {e}")));
-            Ok::<_, Error>((reached, timeline))
+            let problems = physical.problems(&reached, timeline);
+            if problems.is_empty() {
+                docker.wait_healthy(container, None, health_timeout).await?;
+            }
+            Ok::<_, Error>((reached, timeline, problems))
         }
         .await;
-        let (reached, timeline) = match result {
+        let (reached, timeline, problems) = match result {
             Ok(r) => r,
             Err(e) => {
                 let _ = docker.stop(container, Some(Duration::from_secs(30))).await;
                 return Err(e.with_context("container", container));
             }
         };
-        docker.wait_healthy(container, None, health_timeout).await?;
-
-        // What the manifest and the plan say must hold now.
-        let size = physical.archive.segment_size();
-        let mut problems = Vec::new();
-        for db in &physical.plan.facts.databases {
-            if !reached.databases.contains(db) {
-                problems.push(format!("database {db} of the base backup is missing"));
-            }
-        }
-        if timeline <= physical.timeline().unwrap_or(physical.plan.facts.timeline) {
-            problems.push(format!(
-                "the server still runs on timeline {timeline}: it was not promoted"
-            ));
-        }
-        if physical.target == RecoveryTarget::Latest
-            && let Some(last) = physical.plan.segments.last()
-        {
-            let end = last.number * size;
-            let replayed = reached
-                .replay_lsn
-                .as_deref()
-                .and_then(|l| zdr_postgres::walname::Lsn::from_str(l).ok())
-                .map_or(0, |l| l.0);
-            if replayed < end {
-                problems.push(format!(
-                    "replay stopped at {} before the last archived segment {}",
-                    reached.replay_lsn.as_deref().unwrap_or("?"),
-                    last.name(size)
-                ));
-            }
+        if !problems.is_empty() {
+            // Nothing may use a server that fails its checks.
+            let _ = docker.stop(container, Some(Duration::from_secs(30))).await;
         }
         Ok(RestoredRecord {
             backup: physical.plan.backup.id.to_string(),

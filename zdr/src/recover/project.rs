@@ -13,8 +13,8 @@ use zdr_docker::{ContainerSpec, Docker, NetworkSpec, RecreateOptions, VolumeChoi
 
 use super::system::{SystemDrillReport, rank};
 use super::{
-    ContainerRecoveryOptions, DRILL_LABEL, DRILL_OWNER_LABEL, PlanStep, Prepared, RestoredRecord,
-    Run, drill_copy, remove_abandoned_copies,
+    ContainerRecoveryOptions, DRILL_LABEL, DRILL_OWNER_LABEL, PlanStep, Prepared, RecoveryMethod,
+    RestoredRecord, Run, drill_copy, remove_abandoned_copies,
 };
 use crate::adapter::RestoreOptions;
 use crate::config::RunnerConfig;
@@ -141,10 +141,15 @@ impl Stack {
         names.sort_by_key(|(n, r)| (*r, n.clone()));
         // Everything is found before anything is made.
         let mut prepared: Vec<(String, Prepared)> = Vec::new();
+        // The copies are restored from their logical backups.
+        let logical = ContainerRecoveryOptions {
+            method: RecoveryMethod::Logical,
+            ..options.clone()
+        };
         for (name, _) in &names {
             prepared.push((
                 name.clone(),
-                self.prepare_container_recovery(name, options).await?,
+                self.prepare_container_recovery(name, &logical).await?,
             ));
         }
         let Some(docker) = prepared.first().map(|(_, p)| p.docker.clone()) else {
