@@ -897,6 +897,9 @@ impl Stack {
         let mut chosen: Option<(String, Manifest)> = None;
         let mut recorded_spec: Option<(String, ContainerSpec)> = None;
         let mut reasons = Vec::new();
+        // The component's manifests per readable tier, for a physical plan.
+        #[cfg_attr(not(feature = "postgres"), allow(unused_mut, unused_variables))]
+        let mut catalogs: Vec<(String, Vec<Manifest>)> = Vec::new();
         for t in &tiers {
             let catalog = match zdr_storage::Repository::new(self.tier(t)?, pipeline.clone())
                 .catalog()
@@ -908,6 +911,11 @@ impl Stack {
                     continue;
                 }
             };
+            #[cfg(feature = "postgres")]
+            catalogs.push((
+                t.clone(),
+                catalog.list(Some(&comp)).into_iter().cloned().collect(),
+            ));
             if recorded_spec.is_none() {
                 recorded_spec = catalog
                     .list(Some(&comp))
@@ -937,7 +945,10 @@ impl Stack {
         }
         #[cfg(feature = "postgres")]
         if ty == ComponentType::Postgres && options.method != RecoveryMethod::Logical {
-            match self.physical_recovery(name, &options.backup, &tiers).await {
+            match self
+                .physical_recovery(name, &options.backup, &catalogs)
+                .await
+            {
                 Ok(p) => {
                     // The archive stopped before the newest logical backup: that one is newer.
                     let newer_logical = chosen.as_ref().and_then(|(_, m)| {

@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
-use zdr_core::{BackupSelector, Component, Error, ErrorKind, Manifest, Progress, Result};
+use zdr_core::{BackupSelector, Error, ErrorKind, Manifest, Progress, Result};
 use zdr_docker::{ContainerSpec, Docker};
 use zdr_postgres::PgConfig;
 use zdr_postgres::basebackup::BASE_ARTIFACT;
@@ -236,7 +236,8 @@ fn pump(
 
 impl Stack {
     /// The physical recovery of postgres component `name` to what `selector` asks for, from
-    /// the first of `tiers` whose catalog holds a base backup the archive can roll forward.
+    /// the first tier of `catalogs` (the component's manifests per readable tier, in tier
+    /// order) that holds a base backup the archive can roll forward.
     ///
     /// # Errors
     /// No base backup, a broken WAL chain, a target outside the archive: the reason per tier.
@@ -244,26 +245,13 @@ impl Stack {
         &self,
         name: &str,
         selector: &BackupSelector,
-        tiers: &[String],
+        catalogs: &[(String, Vec<Manifest>)],
     ) -> Result<Physical> {
         let (name, pg) = self.pg_component(Some(name))?;
         let archive = self.archive_of(name, pg)?;
-        let comp = Component::new(name)?;
-        let pipeline = self.pipeline()?;
         let mut reasons = Vec::new();
-        for t in tiers {
-            let catalog = match zdr_storage::Repository::new(self.tier(t)?, pipeline.clone())
-                .catalog()
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    reasons.push(format!("tier {t}: {e}"));
-                    continue;
-                }
-            };
-            let backups: Vec<Manifest> = catalog.list(Some(&comp)).into_iter().cloned().collect();
-            let Some((target, backups)) = target_of(selector, &backups) else {
+        for (t, backups) in catalogs {
+            let Some((target, backups)) = target_of(selector, backups) else {
                 return Err(Error::bad_input(
                     "a physical recovery restores the newest state, a time, or a base backup by id",
                 ));
