@@ -790,9 +790,19 @@ impl WalArchive {
         let first = start.0 / size;
         let last = match until {
             Some(l) => l.0 / size,
+            // The newest segment of each timeline within its span of the path: what a
+            // timeline archived after the path left it (an abandoned branch) is not replayed.
             None => path
                 .iter()
-                .filter_map(|s| listing.segments.get(&s.timeline)?.iter().max().copied())
+                .filter_map(|s| {
+                    let end = s.end.map_or(u64::MAX, |e| e.0.saturating_sub(1) / size);
+                    listing
+                        .segments
+                        .get(&s.timeline)?
+                        .range(..=end)
+                        .next_back()
+                        .copied()
+                })
                 .max()
                 .unwrap_or(first),
         };
@@ -1129,6 +1139,17 @@ mod tests {
         // Segment 4 only on timeline 2 does not count: timeline 2 starts at 5.
         let l = listing(&[(1, 3), (2, 4), (2, 5)], &[2]);
         assert!(a.check_chain(&l, &path, Lsn(3 * size), None).is_err());
+        // Timeline 1 went on archiving after timeline 2 branched off it (segments 6 and 7,
+        // an abandoned branch): the chain of this path ends with timeline 2's newest segment,
+        // and does not ask timeline 2 for segment 7.
+        let l = listing(
+            &[(1, 3), (1, 4), (1, 5), (1, 6), (1, 7), (2, 5), (2, 6)],
+            &[2],
+        );
+        assert_eq!(
+            a.check_chain(&l, &path, Lsn(3 * size), None)?,
+            "000000020000000000000006"
+        );
         Ok(())
     }
 
