@@ -329,8 +329,18 @@ impl Stack {
             Some(t) => t.clone(),
             None => self.tier_order(),
         };
+        self.archive_on(name, pg, &tiers)
+    }
+
+    /// The WAL archive of a postgres component on the named tiers only.
+    pub(crate) fn archive_on(
+        &self,
+        name: &str,
+        pg: &PostgresSettings,
+        tiers: &[String],
+    ) -> Result<WalArchive> {
         let mut opened: Vec<Arc<dyn StorageTier>> = Vec::new();
-        for t in &tiers {
+        for t in tiers {
             opened.push(self.tier(t)?);
         }
         let mut options = self.pipeline()?;

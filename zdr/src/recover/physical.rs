@@ -117,6 +117,21 @@ impl Physical {
     }
 }
 
+/// How a full-system recovery brings back a postgres component in a container.
+pub(crate) enum SystemPg {
+    /// Its base backup and the WAL archive, replayed to `restored_to`.
+    Physical {
+        /// The base backup.
+        base: Box<Manifest>,
+        /// The WAL replayed.
+        wal: PlannedWal,
+        /// The target time, or the end of the archive.
+        restored_to: DateTime<Utc>,
+    },
+    /// Its logical backup; why not the archive, when there was a reason.
+    Logical(Option<String>),
+}
+
 /// The data directory in the container: `PGDATA` of its environment, else the official
 /// image's. Only plain absolute paths: it goes into shell scripts.
 pub(crate) fn pgdata_of(spec: &ContainerSpec) -> Result<String> {
@@ -249,6 +264,19 @@ impl Stack {
     ) -> Result<Physical> {
         let (name, pg) = self.pg_component(Some(name))?;
         let archive = self.archive_of(name, pg)?;
+        self.physical_recovery_in(name, selector, catalogs, archive)
+            .await
+    }
+
+    /// [`Stack::physical_recovery`] from `archive`.
+    async fn physical_recovery_in(
+        &self,
+        name: &str,
+        selector: &BackupSelector,
+        catalogs: &[(String, Vec<Manifest>)],
+        archive: WalArchive,
+    ) -> Result<Physical> {
+        let (name, pg) = self.pg_component(Some(name))?;
         let mut reasons = Vec::new();
         for (t, backups) in catalogs {
             let Some((target, backups)) = target_of(selector, backups) else {
@@ -286,6 +314,89 @@ impl Stack {
             reasons.join("; ")
         ))
         .with_context("component", name))
+    }
+
+    /// How a full-system recovery brings back postgres component `name`, which runs in a
+    /// container: its base backup rolled forward through the WAL archive to `at` (or to the
+    /// end of the archive), when the archive can do that and, without a target time, reaches
+    /// past `newest_logical`. `manifests` are the component's backups on the source tier;
+    /// `marked` the backup an unfinished recovery chose (a base backup continues the same way).
+    ///
+    /// # Errors
+    /// Only for a marked base backup that can no longer be rolled forward; any other reason
+    /// not to use the archive is returned as [`SystemPg::Logical`]'s note.
+    pub(crate) async fn system_physical(
+        &self,
+        name: &str,
+        from: &str,
+        manifests: Vec<Manifest>,
+        at: Option<DateTime<Utc>>,
+        marked: Option<&zdr_core::BackupId>,
+        newest_logical: Option<&Manifest>,
+    ) -> Result<SystemPg> {
+        let marked_base = marked.map(|id| {
+            manifests
+                .iter()
+                .any(|m| &m.id == id && m.kind == zdr_core::BackupKind::Physical)
+        });
+        let selector = match (marked_base, at) {
+            (Some(false), _) => return Ok(SystemPg::Logical(None)),
+            (Some(true), None) => BackupSelector::Id(
+                marked
+                    .cloned()
+                    .ok_or_else(|| Error::unexpected("a marked base backup without its id"))?,
+            ),
+            (_, Some(t)) => BackupSelector::Before(t),
+            (None, None) => BackupSelector::Latest,
+        };
+        // The archive on the tiers that exist: a local-disk tier that is gone (the disaster)
+        // is neither read nor made again before the recovery starts.
+        let (_, pg) = self.pg_component(Some(name))?;
+        let mut present = Vec::new();
+        for t in self.wal_tier_names(name) {
+            match self.config().tier(&t)? {
+                zdr_storage::TierConfig::Fs { root } if !root.exists() => {}
+                _ => present.push(t),
+            }
+        }
+        if present.is_empty() {
+            return Ok(SystemPg::Logical(Some(
+                "no tier of the WAL archive exists".to_owned(),
+            )));
+        }
+        let archive = self.archive_on(name, pg, &present)?;
+        let planned = self
+            .physical_recovery_in(name, &selector, &[(from.to_owned(), manifests)], archive)
+            .await;
+        let p = match planned {
+            Ok(p) => p,
+            Err(e) if marked_base == Some(true) => {
+                return Err(e.with_hint(
+                    "the unfinished recovery chose this base backup; remove its marker to choose again",
+                ));
+            }
+            Err(e) => return Ok(SystemPg::Logical(Some(e.to_string()))),
+        };
+        if marked.is_none()
+            && p.target == RecoveryTarget::Latest
+            && let (Some(m), Some(until)) = (newest_logical, p.archived_until)
+            && m.finished_at > until
+        {
+            return Ok(SystemPg::Logical(Some(format!(
+                "backup {} is newer than the end of the WAL archive ({})",
+                m.id,
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ))));
+        }
+        let restored_to = match p.target {
+            RecoveryTarget::Time(t) => t,
+            _ => p.archived_until.unwrap_or(p.plan.backup.finished_at),
+        };
+        Ok(SystemPg::Physical {
+            base: Box::new(p.plan.backup.clone()),
+            wal: p.planned(),
+            restored_to,
+        })
     }
 
     /// Step `restore` of a physical recovery: the base backup and the WAL into `$PGDATA` of

@@ -132,6 +132,14 @@ pub struct ComponentRecovery {
     /// The container recovery of a component in a container (its report id).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_recovery: Option<String>,
+    /// PostgreSQL in a container recovered from a base backup and the WAL archive: the WAL
+    /// replayed and where replay stops. `None` for a restore of the backup as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<super::PlannedWal>,
+    /// Why a PostgreSQL component is not recovered through its WAL archive, when it could
+    /// have been asked to (no base backup, a gap, a target outside the archive, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_note: Option<String>,
 }
 
 /// What [`Stack::recover_system`] did.
@@ -197,10 +205,15 @@ impl SystemRecoveryReport {
         md.push_str("\n## What was restored\n\n| Component | Backup | Restored to | Skew from target | Verification |\n|---|---|---|---|---|\n");
         for c in &self.components {
             md.push_str(&format!(
-                "| {} ({}) | `{}` | {} | {} | {} |\n",
+                "| {} ({}) | `{}`{} | {} | {} | {} |\n",
                 c.component,
                 c.component_type,
                 c.backup,
+                if c.wal.is_some() {
+                    " + WAL archive"
+                } else {
+                    ""
+                },
                 ts(&c.restored_to),
                 c.skew_seconds
                     .map(|s| format!("{s} s"))
@@ -261,15 +274,30 @@ impl SystemRecoveryPlan {
         );
         for c in &self.components {
             out.push_str(&format!(
-                "  {} ({}): backup {}, restores to {}{}\n",
+                "  {} ({}): {} {}{}, restores to {}{}\n",
                 c.component,
                 c.component_type,
+                if c.wal.is_some() {
+                    "base backup"
+                } else {
+                    "backup"
+                },
                 c.backup,
+                c.wal
+                    .as_ref()
+                    .map(|w| format!(
+                        " + {} WAL segment(s) ({} to {})",
+                        w.segments, w.first_segment, w.last_segment
+                    ))
+                    .unwrap_or_default(),
                 ts(&c.restored_to),
                 c.skew_seconds
                     .map(|s| format!(" ({s} s before the target)"))
                     .unwrap_or_default()
             ));
+            if let Some(n) = &c.method_note {
+                out.push_str(&format!("    not through the WAL archive: {n}\n"));
+            }
         }
         if let Some(u) = &self.continues {
             out.push_str(&format!(
@@ -288,6 +316,20 @@ impl SystemRecoveryPlan {
         }
         out
     }
+}
+
+/// How one component comes back, beyond the backup chosen: for PostgreSQL in a container, a
+/// base backup and the WAL archive.
+#[derive(Default)]
+struct Way {
+    /// The base backup (moved into the chosen backups once planned).
+    base: Option<Manifest>,
+    /// The WAL replayed.
+    wal: Option<super::PlannedWal>,
+    /// Where replay stops.
+    restored_to: Option<DateTime<Utc>>,
+    /// Why not through the archive.
+    note: Option<String>,
 }
 
 /// Everything a system recovery needs, found before anything is touched.
@@ -387,20 +429,70 @@ impl Stack {
             .at
             .map_or(BackupSelector::Latest, BackupSelector::Before);
         let mut chosen: Vec<(String, ComponentType, Manifest)> = Vec::new();
+        // Per component: the WAL a postgres container replays, or why it does not.
+        let mut ways: Vec<Way> = Vec::new();
         for (name, ty) in &names {
             let comp = Component::new(name)?;
-            let selector = match continues.as_ref().and_then(|u| u.backups.get(name)) {
-                Some(id) => BackupSelector::Id(id.parse().map_err(|_| {
-                    Error::integrity(format!(
-                        "the unfinished recovery's marker names backup {id:?} of {name}, which is not a backup id"
-                    ))
-                })?),
-                None => selector.clone(),
-            };
-            let m = select_for(&source, &comp, &selector, |m| {
+            let marked: Option<zdr_core::BackupId> =
+                match continues.as_ref().and_then(|u| u.backups.get(name)) {
+                    Some(id) => Some(id.parse().map_err(|_| {
+                        Error::integrity(format!(
+                            "the unfinished recovery's marker names backup {id:?} of {name}, which is not a backup id"
+                        ))
+                    })?),
+                    None => None,
+                };
+            let in_container = matches!(
+                self.config().runners.get(name),
+                Some(RunnerConfig::Docker { .. })
+            );
+            let selector = marked
+                .clone()
+                .map_or_else(|| selector.clone(), BackupSelector::Id);
+            let logical = select_for(&source, &comp, &selector, |m| {
                 adapter::accepts(*ty, &RestoreOptions::default(), m)
-            })
-            .map_err(|e| {
+            });
+            // PostgreSQL in a container: its base backup rolled forward through the WAL
+            // archive to the target (or the archive's end), when the archive can.
+            #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
+            let mut way = Way::default();
+            #[cfg(feature = "postgres")]
+            if *ty == ComponentType::Postgres && in_container {
+                let manifests = source.list(Some(&comp)).into_iter().cloned().collect();
+                match self
+                    .system_physical(
+                        name,
+                        &options.from,
+                        manifests,
+                        options.at,
+                        marked.as_ref(),
+                        logical.as_ref().ok(),
+                    )
+                    .await?
+                {
+                    super::physical::SystemPg::Physical {
+                        base,
+                        wal,
+                        restored_to,
+                    } => {
+                        way = Way {
+                            base: Some(*base),
+                            wal: Some(wal),
+                            restored_to: Some(restored_to),
+                            note: None,
+                        };
+                    }
+                    super::physical::SystemPg::Logical(note) => way.note = note,
+                }
+            }
+            let selected = match way.base.take() {
+                Some(base) => Ok(base),
+                None => logical.map_err(|e| match &way.note {
+                    Some(n) => Error::new(e.kind(), format!("{e}; base backup and WAL: {n}")),
+                    None => e,
+                }),
+            };
+            let m = selected.map_err(|e| {
                 let when = options
                     .at
                     .map(|t| {
@@ -421,6 +513,7 @@ impl Stack {
                 .with_context("tier", &options.from)
             })?;
             // A container that runs and is healthy has not failed: refused unless forced.
+            let physical = way.wal.is_some();
             let exists = || async {
                 match self.docker_container(name).await {
                     Ok(found) => Ok(found.is_some()),
@@ -429,17 +522,14 @@ impl Stack {
                 }
             };
             // The half-done work of an unfinished recovery is continued, not refused.
-            if !options.force
-                && continues.is_none()
-                && matches!(
-                    self.config().runners.get(name),
-                    Some(RunnerConfig::Docker { .. })
-                )
-                && exists().await?
-            {
+            if !options.force && continues.is_none() && in_container && exists().await? {
                 let probe = ContainerRecoveryOptions {
                     backup: BackupSelector::Id(m.id.clone()),
-                    method: RecoveryMethod::Logical,
+                    method: if physical {
+                        RecoveryMethod::Physical
+                    } else {
+                        RecoveryMethod::Logical
+                    },
                     ..ContainerRecoveryOptions::default()
                 };
                 if let Some(why) = self.plan_container_recovery(name, &probe).await?.refused {
@@ -449,6 +539,7 @@ impl Stack {
                 }
             }
             chosen.push((name.clone(), *ty, m));
+            ways.push(way);
         }
 
         let mut steps = vec![PlanStep {
@@ -462,10 +553,16 @@ impl Stack {
             verification: String::new(),
             timeout_secs: 6 * 3600,
         }];
-        for (name, ty, m) in &chosen {
+        for ((name, ty, m), way) in chosen.iter().zip(&ways) {
             steps.push(PlanStep {
                 id: format!("restore-{name}"),
-                action: format!("{ty} {name}: backup {} and verify it", m.id),
+                action: match &way.wal {
+                    Some(w) => format!(
+                        "{ty} {name}: base backup {} and {} WAL segment(s) to {}, and verify it",
+                        m.id, w.segments, w.target
+                    ),
+                    None => format!("{ty} {name}: backup {} and verify it", m.id),
+                },
                 precondition: String::new(),
                 verification: String::new(),
                 timeout_secs: 6 * 3600,
@@ -484,15 +581,21 @@ impl Stack {
         });
         let components: Vec<ComponentRecovery> = chosen
             .iter()
-            .map(|(name, ty, m)| ComponentRecovery {
-                component: name.clone(),
-                component_type: ty.to_string(),
-                backup: m.id.to_string(),
-                restored_to: m.finished_at,
-                skew_seconds: options.at.map(|t| (t - m.finished_at).num_seconds()),
-                fetched_bytes: 0,
-                restored: None,
-                container_recovery: None,
+            .zip(ways)
+            .map(|((name, ty, m), way)| {
+                let restored_to = way.restored_to.unwrap_or(m.finished_at);
+                ComponentRecovery {
+                    component: name.clone(),
+                    component_type: ty.to_string(),
+                    backup: m.id.to_string(),
+                    restored_to,
+                    skew_seconds: options.at.map(|t| (t - restored_to).num_seconds()),
+                    fetched_bytes: 0,
+                    restored: None,
+                    container_recovery: None,
+                    wal: way.wal,
+                    method_note: way.note,
+                }
             })
             .collect();
         Ok(Planned {
@@ -598,6 +701,7 @@ impl Stack {
                 }
                 let mut record = None;
                 let mut container = None;
+                let physical = components.get(i).is_some_and(|c| c.wal.is_some());
                 let step = run
                     .step(&format!("restore-{name}"), async {
                         let in_container = matches!(
@@ -609,13 +713,22 @@ impl Stack {
                             // the other tiers (the source among them) for the same backup.
                             let opts = ContainerRecoveryOptions {
                                 tier: None,
-                                backup: BackupSelector::Id(m.id.clone()),
+                                // The backup chosen for the whole system: as it is, or a base
+                                // backup replayed to the target time (the newest base backup
+                                // before it, the fetched one among them) or to the archive's end.
+                                backup: match options.at {
+                                    Some(t) if physical => BackupSelector::Before(t),
+                                    _ => BackupSelector::Id(m.id.clone()),
+                                },
                                 no_backup: true,
                                 // Checked for the whole system before anything was touched.
                                 force: true,
                                 health_timeout: options.health_timeout,
-                                // The backup chosen for the whole system, as it is.
-                                method: RecoveryMethod::Logical,
+                                method: if physical {
+                                    RecoveryMethod::Physical
+                                } else {
+                                    RecoveryMethod::Logical
+                                },
                                 ..ContainerRecoveryOptions::default()
                             };
                             let r = self.recover_container(name, &opts, progress).await?;
@@ -652,6 +765,13 @@ impl Stack {
                     })
                     .await;
                 if let Some(c) = components.get_mut(i) {
+                    // Replayed to the archive's end: the last commit it replayed.
+                    if options.at.is_none()
+                        && let Some(to) = record.as_ref().and_then(|r| r.recovered_to)
+                        && c.wal.is_some()
+                    {
+                        c.restored_to = to;
+                    }
                     c.restored = record;
                     c.container_recovery = container;
                 }
