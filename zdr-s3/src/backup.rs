@@ -31,6 +31,8 @@ enum Outcome {
     Vanished(String),
     /// Rewritten during every attempt to read it.
     Unstable(String),
+    /// Not backed up, with the reason.
+    Skipped(String, &'static str),
 }
 
 #[async_trait]
@@ -96,10 +98,12 @@ impl BackupSource for S3BucketComponent {
                             break;
                         };
                         let meta = entry.metadata();
-                        if !meta.is_file() {
+                        let path = entry.path();
+                        // A recursive listing reports only stored keys: one ending in `/` is
+                        // a directory marker (the empty "folder" of consoles), kept too.
+                        if !meta.is_file() && !crate::is_marker(path) {
                             continue;
                         }
-                        let path = entry.path();
                         if path.trim() != path || path.starts_with('/') || path.contains("//") {
                             // The S3 client normalizes such keys (trims blanks, drops
                             // leading and doubled slashes): reading one would read another.
@@ -156,6 +160,11 @@ impl BackupSource for S3BucketComponent {
                                 "{bucket}/{key} was deleted during the backup; it is not in it"
                             ));
                             totals.vanished.push(format!("{bucket}/{key}"));
+                            continue;
+                        }
+                        Outcome::Skipped(key, why) => {
+                            progress.warn(format!("{bucket}/{key:?}: {why}; it is not backed up"));
+                            totals.skipped.push(format!("{bucket}/{key}"));
                             continue;
                         }
                         Outcome::Unstable(key) => {
@@ -291,6 +300,9 @@ impl Content {
 /// Read one new or changed object (pinned to the ETag it has when the read starts, checked
 /// again after it), and store its content as a blob.
 async fn fetch(op: &opendal::Operator, listed: Listed, blobs: &dyn BlobStore) -> Result<Outcome> {
+    if crate::is_marker(&listed.key) {
+        return fetch_marker(listed, blobs).await;
+    }
     let bucket = &listed.bucket;
     let key = &listed.key;
     // The first read is pinned to the version the listing saw; after a change, to the one a
@@ -370,6 +382,41 @@ async fn fetch(op: &opendal::Operator, listed: Listed, blobs: &dyn BlobStore) ->
         return Ok(Outcome::Read(line, stored));
     }
     Ok(Outcome::Unstable(key.clone()))
+}
+
+/// A directory marker: its (empty) content stored as the empty blob. The client reads keys
+/// ending in `/` as folders, never their bytes, so a marker is taken as empty only when the
+/// listing's ETag is the MD5 of no bytes; any other such key is skipped and named, never
+/// recorded empty. (The client makes markers without a content type or user metadata, and
+/// none is recorded.)
+async fn fetch_marker(listed: Listed, blobs: &dyn BlobStore) -> Result<Outcome> {
+    let bucket = &listed.bucket;
+    let key = &listed.key;
+    if listed.etag.as_deref() != Some(crate::EMPTY_MD5) {
+        return Ok(Outcome::Skipped(
+            key.clone(),
+            "a key ending in '/' whose ETag is not that of an empty object",
+        ));
+    }
+    let sha256 = crate::EMPTY_SHA256.to_owned();
+    let empty: zdr_core::BoxRead = Box::new(tokio::io::empty());
+    let put = blobs
+        .put(&sha256, 0, empty)
+        .await
+        .map_err(|e| e.with_context("bucket", bucket).with_context("key", key))?;
+    let stored = put.stored.then_some(put.record.size);
+    let line = ObjectLine {
+        bucket: bucket.clone(),
+        key: key.clone(),
+        size: 0,
+        etag: listed.etag.clone(),
+        modified: listed.modified.clone(),
+        content_type: None,
+        metadata: BTreeMap::new(),
+        sha256,
+        blob: put.record,
+    };
+    Ok(Outcome::Read(line, stored))
 }
 
 /// Read `key` whole with `If-Match: etag`, hashing it; `None` when it changed (the

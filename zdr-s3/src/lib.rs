@@ -320,6 +320,19 @@ impl S3BucketComponent {
     }
 }
 
+/// SHA-256 of no bytes: the content of every directory marker.
+pub(crate) const EMPTY_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// The ETag of an object of no bytes (its MD5), quotes removed.
+pub(crate) const EMPTY_MD5: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
+/// A directory marker: a stored key ending in `/` (an empty "folder" made by a console or
+/// `mkdir` through an S3 client), other than the bucket's root.
+pub(crate) fn is_marker(key: &str) -> bool {
+    key.len() > 1 && key.ends_with('/')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -449,12 +449,23 @@ async fn bucket_digest(
                 .map_err(|e| s3_error(e, bucket, prefix, "list the bucket"))?;
             let last = entry.is_none();
             if let Some(e) = entry
-                && e.metadata().is_file()
+                && (e.metadata().is_file() || crate::is_marker(e.path()))
             {
                 keys.push(e.path().to_owned());
             }
             if keys.len() >= 256 || (last && !keys.is_empty()) {
-                let reads: Vec<_> = keys.iter().map(|k| hash_object(op, bucket, k)).collect();
+                let reads: Vec<_> = keys
+                    .iter()
+                    .map(|k| async move {
+                        if crate::is_marker(k) {
+                            // A directory marker: no bytes to read (the client reads such a
+                            // key as a directory).
+                            Ok((crate::EMPTY_SHA256.to_owned(), 0))
+                        } else {
+                            hash_object(op, bucket, k).await
+                        }
+                    })
+                    .collect();
                 let hashed = futures::stream::iter(reads)
                     .buffered(concurrency)
                     .collect::<Vec<_>>()
@@ -576,6 +587,13 @@ async fn hash_object(op: &opendal::Operator, bucket: &str, key: &str) -> Result<
 }
 
 async fn state(op: &opendal::Operator, bucket: &str, line: &ObjectLine) -> Result<State> {
+    if crate::is_marker(&line.key) {
+        return Ok(if marker_exists(op, bucket, &line.key).await? {
+            State::Identical
+        } else {
+            State::Missing
+        });
+    }
     let meta = match op.stat(&line.key).await {
         Ok(m) => m,
         Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(State::Missing),
@@ -604,6 +622,9 @@ async fn put_object(
         e.with_context("bucket", bucket)
             .with_context("key", &line.key)
     };
+    if crate::is_marker(&line.key) {
+        return put_marker(op, bucket, line).await.map_err(where_);
+    }
     let mut content = from.open(&line.blob).await.map_err(where_)?;
     let mut w = op.writer_with(&line.key).chunk(8 << 20);
     if let Some(ct) = &line.content_type {
@@ -664,6 +685,48 @@ async fn put_object(
         ))));
     }
     Ok(())
+}
+
+/// A directory marker back: the empty object at its key (the client makes markers without
+/// a content type or user metadata), looked up after.
+async fn put_marker(op: &opendal::Operator, bucket: &str, line: &ObjectLine) -> Result<()> {
+    if line.size != 0 || line.sha256 != crate::EMPTY_SHA256 {
+        return Err(Error::integrity(format!(
+            "the index records {} bytes for a key ending in '/'; only empty directory markers are kept",
+            line.size
+        )));
+    }
+    op.create_dir(&line.key)
+        .await
+        .map_err(|e| s3_error(e, bucket, &line.key, "write the directory marker"))?;
+    if marker_exists(op, bucket, &line.key).await? {
+        Ok(())
+    } else {
+        Err(Error::integrity(
+            "the restored directory marker is not listed".to_owned(),
+        ))
+    }
+}
+
+/// Whether the key `key` (ending in `/`) is stored: the first key listed under it is the key
+/// itself. (A lookup of such a key through the client asks whether anything is under it.)
+/// A bucket that does not exist holds none.
+async fn marker_exists(op: &opendal::Operator, bucket: &str, key: &str) -> Result<bool> {
+    let listed = async {
+        let mut lister = op.lister_with(key).recursive(true).limit(1).await?;
+        lister.try_next().await
+    }
+    .await;
+    match listed {
+        Ok(first) => Ok(first.is_some_and(|e| e.path() == key)),
+        Err(e)
+            if e.kind() == opendal::ErrorKind::NotFound
+                || e.to_string().contains("NoSuchBucket") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(s3_error(e, bucket, key, "list the directory marker")),
+    }
 }
 
 #[async_trait]

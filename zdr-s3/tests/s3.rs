@@ -922,3 +922,115 @@ async fn a_bucket_outside_us_east_1_is_created_with_its_signed_location_constrai
     o.write("k", b"v".to_vec()).await.unwrap();
     assert_eq!(o.read("k").await.unwrap().to_vec(), b"v");
 }
+
+/// The keys of `o` as a recursive listing gives them, directory markers (keys ending in `/`)
+/// included.
+async fn listed_keys(o: &opendal::Operator) -> Vec<String> {
+    o.list_with("")
+        .recursive(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path().to_owned())
+        .filter(|p| p != "/")
+        .collect()
+}
+
+/// Directory markers (the empty "folders" consoles make, stored as keys ending in `/`) are
+/// objects of the bucket like any other: backed up, referenced unchanged by the next backup,
+/// restored into another bucket — and a folder that only exists as a prefix stays one.
+#[tokio::test]
+async fn directory_markers_are_backed_up_and_restored() {
+    let source = SeaweedFs::start().await.unwrap();
+    let data = bucket(&source, "media").await;
+    data.create_dir("photos/").await.unwrap();
+    data.create_dir("inbox/empty/").await.unwrap();
+    let obj = Obj {
+        body: b"jpeg".to_vec(),
+        content_type: "image/jpeg".into(),
+        meta: BTreeMap::new(),
+    };
+    put(&data, "photos/a.jpg", &obj).await;
+    put(&data, "docs/x/y.txt", &obj).await;
+    let live = listed_keys(&data).await;
+    assert_eq!(
+        live,
+        ["docs/x/y.txt", "inbox/empty/", "photos/", "photos/a.jpg"],
+        "the server keeps markers as keys and makes none for a prefix"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tier = open_tier(
+        "local",
+        &TierConfig::Fs {
+            root: dir.path().to_owned(),
+        },
+    )
+    .unwrap();
+    let repo = Repository::new(tier, PipelineOptions::default());
+    let s3 = S3BucketComponent::new(
+        Component::new("media").unwrap(),
+        settings(&source, &["media"]),
+    )
+    .unwrap();
+    let first = repo.backup(&s3, "daily", &Progress::none()).await.unwrap();
+    assert_eq!(first.facts["objects"], 4, "{}", first.facts);
+    assert_eq!(first.facts["skipped_keys"], serde_json::json!([]));
+    let report = Verifier::verify(&s3, &first, &RestoreTarget::default())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    repo.verify(&first, true, &Progress::none()).await.unwrap();
+    // Unchanged, the markers are referenced, not looked up again.
+    let second = repo.backup(&s3, "daily", &Progress::none()).await.unwrap();
+    assert_eq!(second.facts["reused_objects"], 4, "{}", second.facts);
+
+    // A lost marker is a difference the live comparison sees.
+    data.delete("inbox/empty/").await.unwrap();
+    let report = Verifier::verify(&s3, &first, &RestoreTarget::default())
+        .await
+        .unwrap();
+    assert!(!report.is_ok(), "a lost marker went unnoticed");
+
+    // Into another bucket: the same keys, markers included and empty, nothing more.
+    let out = repo
+        .restore(
+            &s3.restore_with(RestoreOptions {
+                to_bucket: Some("media-copy".into()),
+                ..RestoreOptions::default()
+            }),
+            &first,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.items, 4);
+    let copy = op(&source, "media-copy");
+    assert_eq!(listed_keys(&copy).await, live);
+    assert_eq!(read(&copy, "photos/a.jpg").await.unwrap().body, b"jpeg");
+    let report = Verifier::verify(
+        &s3,
+        &first,
+        &RestoreTarget {
+            name: Some("media-copy".into()),
+            ..RestoreTarget::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    // Restored again: every key, markers included, is identical and left alone.
+    let again = repo
+        .restore(
+            &s3.restore_with(RestoreOptions {
+                to_bucket: Some("media-copy".into()),
+                ..RestoreOptions::default()
+            }),
+            &first,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.items, 0, "{:?}", again.notes);
+}
