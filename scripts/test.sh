@@ -27,4 +27,12 @@ if ! wait "$images_pid"; then
 fi
 cat "$images_log"
 rm -f "$images_log"
-cargo test --workspace --locked "$@"
+# With cargo-nextest installed the tests of all binaries run side by side (settings in
+# .config/nextest.toml), then the doc tests, which nextest does not run; ZDR_TEST_RUNNER=cargo
+# (or no nextest) runs them with `cargo test`, one binary after the other.
+if [[ ${ZDR_TEST_RUNNER:-nextest} == nextest ]] && cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked "$@"
+    cargo test --workspace --locked --doc "$@"
+else
+    cargo test --workspace --locked "$@"
+fi
