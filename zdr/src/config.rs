@@ -313,9 +313,12 @@ fn take_runners(table: &mut toml::Table) -> Result<BTreeMap<String, RunnerConfig
         let default_port = match ty {
             "postgres" => 5432,
             "redis" => 6379,
+            // Backed up and restored over the S3 API; the container is what a recovery
+            // recreates (MinIO's port).
+            "s3-bucket" => 9000,
             _ => {
                 return Err(Error::bad_input(format!(
-                    "runner = \"docker\" applies to postgres and redis components; {name} is a {ty} component"
+                    "runner = \"docker\" applies to postgres, redis and s3-bucket components; {name} is a {ty} component"
                 ))
                 .with_context("component", name));
             }

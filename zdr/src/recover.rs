@@ -1299,6 +1299,22 @@ impl Stack {
                 values.insert(var.to_owned(), p.clone());
                 continue;
             }
+            // An object store's root password (MinIO's variables) is the secret key zdr
+            // itself signs with, when it signs as the root user.
+            #[cfg(feature = "s3")]
+            if matches!(var, "MINIO_ROOT_PASSWORD" | "MINIO_SECRET_KEY")
+                && let ComponentConfig::S3Bucket(b) = config
+                && let Some(secret) = &b.secret_access_key
+                && b.access_key_id.as_deref().is_some_and(|id| {
+                    spec.env.iter().any(|v| {
+                        matches!(v.name.as_str(), "MINIO_ROOT_USER" | "MINIO_ACCESS_KEY")
+                            && v.value.as_deref() == Some(id)
+                    })
+                })
+            {
+                values.insert(var.to_owned(), secret.clone());
+                continue;
+            }
             let _ = config;
             let what = if spec.secret_args.iter().any(|a| a == var) {
                 "the command-line secret"
