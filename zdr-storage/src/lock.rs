@@ -61,6 +61,11 @@ static RELEASED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 /// The longest pause between two looks at a held lock.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
+/// How long a tier may keep failing with temporary errors while a lock is taken on it: past
+/// this its error is returned, whatever is left of the wait (which is for a lock another run
+/// holds, not for a server that is down).
+pub const TIER_DOWN_AFTER: Duration = Duration::from_secs(30);
+
 /// Who holds a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockOwner {
@@ -189,6 +194,7 @@ impl TierLock {
         progress: &Progress,
     ) -> Result<Self> {
         let mut waiting = Waiting::new(policy.wait);
+        let mut down = Down::default();
         loop {
             // Listen before looking, so a release right after the look is not missed.
             let released = RELEASED.notified();
@@ -200,6 +206,9 @@ impl TierLock {
                 Err(e) if e.kind() == ErrorKind::Conflict || e.is_temporary() => e,
                 other => return other,
             };
+            if down.for_too_long(&err) {
+                return Err(Down::give_up(err));
+            }
             if waiting.over() {
                 return Err(waiting.give_up(err));
             }
@@ -222,8 +231,9 @@ impl TierLock {
         progress: &Progress,
     ) -> Vec<Result<Self>> {
         let mut waiting = Waiting::new(policy.wait);
-        // A tier that failed for good keeps its error.
+        // A tier that failed for good (or stayed down too long) keeps its error.
         let mut failed: Vec<Option<Error>> = tiers.iter().map(|_| None).collect();
+        let mut down: Vec<Down> = tiers.iter().map(|_| Down::default()).collect();
         loop {
             let mut taken: Vec<Option<Result<Self>>> = Vec::with_capacity(tiers.len());
             let mut busy: Option<Error> = None;
@@ -234,6 +244,10 @@ impl TierLock {
                 }
                 match Self::acquire(tier.clone(), name, command, policy.stale, progress).await {
                     Ok(l) => taken.push(Some(Ok(l))),
+                    Err(e) if down[i].for_too_long(&e) => {
+                        failed[i] = Some(Down::give_up(e));
+                        taken.push(None);
+                    }
                     Err(e) if e.kind() == ErrorKind::Conflict || e.is_temporary() => {
                         if busy.is_none() {
                             busy = Some(Error::new(e.kind(), e.to_string()));
@@ -372,6 +386,30 @@ impl TierLock {
 
 /// The wait of [`TierLock::take`] and [`TierLock::take_each`]: a deadline, and pauses that
 /// grow (200 ms to 5 s) and are spread at random, cut short by a release in this process.
+/// Since when a tier has failed with temporary errors, look after look.
+#[derive(Default)]
+struct Down {
+    since: Option<tokio::time::Instant>,
+}
+
+impl Down {
+    /// Whether `err` (the latest look's) ends a run of temporary failures longer than
+    /// [`TIER_DOWN_AFTER`]; a conflict (the tier answered) starts the count again.
+    fn for_too_long(&mut self, err: &Error) -> bool {
+        if err.kind() == ErrorKind::Conflict || !err.is_temporary() {
+            self.since = None;
+            return false;
+        }
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        since.elapsed() >= TIER_DOWN_AFTER
+    }
+
+    /// `err`, saying how long the tier kept failing.
+    fn give_up(err: Error) -> Error {
+        err.with_context("failing for", seconds(TIER_DOWN_AFTER))
+    }
+}
+
 struct Waiting {
     wait: Duration,
     deadline: tokio::time::Instant,
@@ -598,6 +636,97 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A tier whose server is down: every call fails with a temporary error.
+    struct DownTier;
+
+    fn refused() -> Error {
+        Error::new(
+            ErrorKind::Source,
+            "error sending request: connection refused",
+        )
+        .temporary()
+    }
+
+    #[async_trait::async_trait]
+    impl StorageTier for DownTier {
+        fn name(&self) -> &str {
+            "down"
+        }
+        async fn writer(&self, _key: &str) -> Result<zdr_core::BoxWrite> {
+            Err(refused())
+        }
+        async fn reader(&self, _key: &str) -> Result<zdr_core::BoxRead> {
+            Err(refused())
+        }
+        async fn read_all(&self, _key: &str) -> Result<Vec<u8>> {
+            Err(refused())
+        }
+        async fn write_all(&self, _key: &str, _bytes: Vec<u8>) -> Result<()> {
+            Err(refused())
+        }
+        async fn list(&self, _prefix: &str) -> Result<Vec<zdr_core::Entry>> {
+            Err(refused())
+        }
+        async fn stat(&self, _key: &str) -> Result<Option<zdr_core::Entry>> {
+            Err(refused())
+        }
+        async fn delete(&self, _key: &str) -> Result<()> {
+            Err(refused())
+        }
+    }
+
+    /// A server that stays down while a lock is taken on it is an error after
+    /// [`TIER_DOWN_AFTER`], not a wait for the whole lock wait (an hour by default); with
+    /// several tiers, the others' locks are still taken.
+    #[tokio::test(start_paused = true)]
+    async fn a_tier_that_stays_down_is_an_error_long_before_the_lock_wait() {
+        let down: Arc<dyn StorageTier> = Arc::new(DownTier);
+        let policy = LockPolicy {
+            stale: Duration::from_secs(600),
+            wait: Duration::from_secs(3600),
+        };
+        let started = tokio::time::Instant::now();
+        let err = TierLock::take(
+            down.clone(),
+            "component-db",
+            "replicate",
+            &policy,
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+        let took = started.elapsed();
+        assert!(err.is_temporary(), "{err}");
+        assert!(err.to_string().contains("connection refused"), "{err}");
+        assert!(err.to_string().contains("failing for"), "{err}");
+        assert!(
+            took >= TIER_DOWN_AFTER && took < TIER_DOWN_AFTER + MAX_PAUSE * 2,
+            "{took:?}"
+        );
+
+        let up = open_tier("mem", &TierConfig::Memory).unwrap();
+        let started = tokio::time::Instant::now();
+        let mut taken = TierLock::take_each(
+            &[down, up.clone()],
+            "component-db",
+            "replicate",
+            &policy,
+            &Progress::none(),
+        )
+        .await;
+        assert!(started.elapsed() < TIER_DOWN_AFTER + MAX_PAUSE * 2);
+        let second = taken.pop().unwrap().unwrap();
+        let first = taken.pop().unwrap().unwrap_err();
+        assert!(first.to_string().contains("failing for"), "{first}");
+        assert!(
+            lock_holder(up.as_ref(), "component-db")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        second.release().await.unwrap();
     }
 
     fn policy(wait_ms: u64) -> LockPolicy {
