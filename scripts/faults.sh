@@ -528,7 +528,8 @@ while True:
     WP=()
     for _ in 1 2 3 4 5; do WP+=("$(freeport)"); done
     start_weed() {
-        (cd "$S3DIR" && TMPDIR=$S3DIR setsid "$WEED" mini -dir="$S3DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+        # `exec` all the way down: the pid recorded is the server's own, so stop_weed kills it.
+        (cd "$S3DIR" && exec env TMPDIR="$S3DIR" setsid "$WEED" mini -dir="$S3DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
             -s3.config="$S3DIR/s3.json" -bucket=zdr-faults -s3.autoCreateBucket=false -webdav=false \
             -admin.ui=false -master.telemetry=false -master.resumeState=false \
             -filer.localSocket="$S3DIR/filer.sock" -s3.localSocket="$S3DIR/s3.sock" \
@@ -537,9 +538,9 @@ while True:
             -volume.port="${WP[1]}" -volume.port.grpc=$((WP[1] + 10000)) \
             -filer.port="${WP[2]}" -filer.port.grpc=$((WP[2] + 10000)) \
             -s3.port="${WP[3]}" -s3.port.grpc=$((WP[3] + 10000)) \
-            -admin.port="${WP[4]}" -admin.port.grpc=$((WP[4] + 10000)) \
+            -admin.port="${WP[4]}" -admin.port.grpc=$((WP[4] + 10000))) \
             >>"$S3DIR/weed.log" 2>&1 &
-            echo $! >"$S3DIR/weed.pid")
+        echo $! >"$S3DIR/weed.pid"
         local i
         for i in $(seq 1 600); do
             if curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3" \
@@ -556,8 +557,13 @@ while True:
         local pid
         pid=$(cat "$S3DIR/weed.pid")
         kill -9 -- "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        wait "$pid" 2>/dev/null || true
         rm -f "$S3DIR/filer.sock" "$S3DIR/s3.sock"
+        # An injection whose server did not die tests nothing.
+        if curl -s -o /dev/null "http://127.0.0.1:${WP[3]}/"; then
+            echo "faults: the S3 server still answers after SIGKILL of pid $pid" >&2
+            return 1
+        fi
     }
     uploads() {
         curl -s --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3KEY:$S3SECRET" \
@@ -941,6 +947,119 @@ EOF
     physical_cleanup
 else
     echo "(no Docker engine or zdr-test images: the physical container recovery injections are skipped)"
+fi
+
+# --- 19. object-storage backups and restores killed, their server killed ---------------------
+# An s3-bucket component (bucket `objects` of the SeaweedFS of section 14: 300 objects of up
+# to 200 KB) backed up to the local tier. Each injection: a backup killed (SIGKILL) at a
+# random instant, then every listed backup verifies and the next backup succeeds storing only
+# what no stored blob holds yet; a restore into another bucket killed at a random instant,
+# then the same restore completes (verified against the backup) and the live bucket is
+# unchanged; the S3 server killed during a backup, then the backup failed (non-zero), nothing
+# incomplete is listed, and with the server back the next backup succeeds.
+if [[ -n $WEED ]] && start_weed; then
+    S3EP=http://127.0.0.1:${WP[3]}
+    s3curl() { curl -s -f --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3KEY:$S3SECRET" "$@"; }
+    s3curl -X PUT "$S3EP/objects" >/dev/null
+    mkdir -p "$WORK/objects"
+    for i in $(seq 1 300); do
+        head -c $((RANDOM * 6 + 1)) /dev/urandom >"$WORK/objects/o$i"
+        s3curl -T "$WORK/objects/o$i" "$S3EP/objects/dir-$((i % 7))/object-$i.bin" >/dev/null
+    done
+    # Keys, sizes and ETags of a bucket, in listing order: what a restore must leave alone.
+    bucket_state() {
+        local b=$1 token="" page
+        while :; do
+            page=$(s3curl "$S3EP/$b?list-type=2&max-keys=1000${token:+&continuation-token=$token}") ||
+                { echo "no bucket $b"; break; }
+            printf '%s' "$page" | python3 -c '
+import html, re, sys
+for k, e, n in re.findall(r"<Contents>.*?<Key>([^<]*)</Key>.*?<ETag>([^<]*)</ETag>.*?<Size>([0-9]*)</Size>.*?</Contents>", sys.stdin.read(), re.S):
+    print(html.unescape(k), html.unescape(e), n)'
+            token=$(printf '%s' "$page" | python3 -c '
+import re, sys, urllib.parse
+m = re.search(r"<NextContinuationToken>([^<]*)<", sys.stdin.read())
+print(urllib.parse.quote(m.group(1), safe="") if m else "")')
+            [[ -n $token ]] || break
+        done | sha256sum | cut -c1-16
+    }
+    cat >>"$WORK/zdr.toml" <<EOF
+[components.objects]
+type = "s3-bucket"
+endpoint = "$S3EP"
+region = "us-east-1"
+buckets = ["objects"]
+access_key_id = "$S3KEY"
+EOF
+    export ZDR_COMPONENTS__OBJECTS__SECRET_ACCESS_KEY=$S3SECRET
+    zdr backup objects >/dev/null
+    live=$(bucket_state objects)
+    for rep in $(seq 1 $((4 * REPS))); do
+        # New content each time, so the killed backup has something to store.
+        for i in $(seq 1 20); do
+            head -c $((RANDOM * 6 + 1)) /dev/urandom >"$WORK/objects/n"
+            s3curl -T "$WORK/objects/n" "$S3EP/objects/new-$rep/o$i.bin" >/dev/null
+        done
+        live=$(bucket_state objects)
+        delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.0), 3))")
+        zdr_bg backup objects
+        pid=$BGPID
+        sleep "$delay"
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        IFS='|' read -r res note <<<"$(after_kill_checks objects)"
+        stored=$(zdr --json backup objects 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["backup"]["facts"]["stored_blobs"])' || echo "?")
+        [[ $stored == 0 ]] || { res=FAIL; note="$note; a backup after the re-run stored $stored blob(s) again"; }
+        [[ $(bucket_state objects) == "$live" ]] || { res=FAIL; note="$note; the live bucket changed"; }
+        record objects "backup SIGKILL after ${delay}s" "$res" "$note"
+
+        delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.0), 3))")
+        zdr_bg restore objects --to-bucket "copy-$rep"
+        pid=$BGPID
+        sleep "$delay"
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        res=ok note=""
+        zdr restore objects --to-bucket "copy-$rep" >/dev/null 2>"$WORK/err" ||
+            { res=FAIL; note="the same restore failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
+        [[ $(bucket_state objects) == "$live" ]] || { res=FAIL; note="$note; the live bucket changed"; }
+        [[ $(bucket_state "copy-$rep") == "$live" ]] || { res=FAIL; note="$note; the copy differs from the live bucket"; }
+        record objects "restore into a bucket SIGKILL after ${delay}s" "$res" "$note"
+    done
+    # 100 MB of new objects per injection; the server dies at a random fraction of the time a
+    # backup of as much new content takes here.
+    new_objects() {
+        local i
+        for i in $(seq 1 100); do
+            head -c 1000000 /dev/urandom >"$WORK/objects/n"
+            s3curl -T "$WORK/objects/n" "$S3EP/objects/$1/o$i.bin" >/dev/null
+        done
+    }
+    new_objects late-0
+    t0=$(date +%s.%N)
+    zdr backup objects >/dev/null
+    took=$(python3 -c "print($(date +%s.%N) - $t0)")
+    for rep in $(seq 1 $((2 * REPS))); do
+        new_objects "late-$rep"
+        before=$(listed)
+        delay=$(python3 -c "import random; print(round(random.uniform(0.05, 0.25) * $took, 3))")
+        zdr_bg backup objects
+        pid=$BGPID
+        sleep "$delay"
+        stop_weed
+        res=ok note=""
+        if wait "$pid" 2>/dev/null; then
+            note="(finished before the server died)"
+        fi
+        start_weed || { res=FAIL; note="$note; SeaweedFS did not come back"; }
+        zdr verify --tier local --component objects >/dev/null 2>&1 || { res=FAIL; note="$note; a listed backup does not verify"; }
+        zdr backup objects >/dev/null 2>"$WORK/err" ||
+            { res=FAIL; note="$note; the next backup failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
+        (( $(listed) > before )) || { res=FAIL; note="$note; no backup listed after the re-run"; }
+        record objects "S3 server SIGKILL after ${delay}s of a backup" "$res" "$note"
+    done
+    unset ZDR_COMPONENTS__OBJECTS__SECRET_ACCESS_KEY
+    stop_weed
 fi
 
 # --- leftovers -------------------------------------------------------------------------------
