@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark (not a test) of the runbook's "full system disaster" scenario: `zdr recover system`
-# bringing a PostgreSQL container (>= 1 GB), a Redis container (>= 500 MB) and config files back
-# from an S3 tier (SeaweedFS) after the local tier, the containers with their volumes and the
-# config directory are all gone. REDIS_IN=host runs Redis as a process on the host instead
+# bringing a PostgreSQL container (>= 1 GB), a Redis container (>= 500 MB), the stack's object
+# store in its container (`zdr-test/seaweedfs`, a bucket of >= 1 GB) and config files back from
+# an S3 tier (SeaweedFS) after the local tier, the containers with their volumes and the config
+# directory are all gone. REDIS_IN=host runs Redis as a process on the host instead
 # (its dataset lost, the server restarted by its start_command). Target: <= 5 min on this machine (runbook
 # objective: 24 h).
 #
 #   scripts/bench-recover-system.sh                               # builds the release zdr
 #   ZDR_BIN=target/release/zdr scripts/bench-recover-system.sh    # no build: use this binary
-#   PG_SCALE=70 REDIS_KEYS=500000 REDIS_VALUE=1000 REDIS_IN=container (the defaults)
+#   PG_SCALE=70 REDIS_KEYS=500000 REDIS_VALUE=1000 REDIS_IN=container OBJECTS=1000
+#   OBJECT_SIZE=1048576 (the defaults; OBJECTS=0 leaves the object store out)
 #
 # Everything lives under $W (default $TMPDIR/zdr-systembench) and is removed at the end except
 # $W/results.md (printed) and the recovery's report.
@@ -19,6 +21,13 @@ PG_SCALE=${PG_SCALE:-70}
 REDIS_KEYS=${REDIS_KEYS:-500000}
 REDIS_VALUE=${REDIS_VALUE:-1000}
 REDIS_IN=${REDIS_IN:-container}
+OBJECTS=${OBJECTS:-1000}
+OBJECT_SIZE=${OBJECT_SIZE:-1048576}
+S3_IMAGE=zdr-test/seaweedfs:current
+OS=zdrs-objects
+OSVOL=zdrs-objects-data
+OS_USER=zdrs-root
+OS_PW=bench-os-pw-$$
 PG_IMAGE=zdr-test/postgres:current
 REDIS_IMAGE=zdr-test/redis:current
 RC=zdrs-redis
@@ -35,8 +44,8 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 WEED_PID=
 RPORT=$(free_port)
 cleanup() {
-    docker rm -f "$PG" "$APP" "$RC" >/dev/null 2>&1 || true
-    for v in $(docker volume ls -q | grep -E "^($VOL|$RVOL)" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
+    docker rm -f "$PG" "$APP" "$RC" "$OS" >/dev/null 2>&1 || true
+    for v in $(docker volume ls -q | grep -E "^($VOL|$RVOL|$OSVOL)" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
     redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
     if [ -n "$WEED_PID" ]; then kill -- "-$WEED_PID" 2>/dev/null || true; wait "$WEED_PID" 2>/dev/null || true; fi
     if [ -f "$W/results.md" ]; then
@@ -48,7 +57,7 @@ cleanup() {
 trap cleanup EXIT
 
 command -v weed >/dev/null || { echo "bench-recover-system.sh: SeaweedFS weed is missing (scripts/install-test-deps.sh)" >&2; exit 1; }
-for image in "$PG_IMAGE" "$BASE_IMAGE" "$REDIS_IMAGE"; do
+for image in "$PG_IMAGE" "$BASE_IMAGE" "$REDIS_IMAGE" "$S3_IMAGE"; do
     docker image inspect "$image" >/dev/null 2>&1 || bash scripts/build-test-images.sh
 done
 if [[ -n $ZDR_BIN_ARG ]]; then
@@ -57,8 +66,8 @@ else
     cargo build --release -q --locked -p zdr-cli
     ZDR=$(realpath "${CARGO_TARGET_DIR:-target}/release/zdr")
 fi
-docker rm -f "$PG" "$APP" "$RC" >/dev/null 2>&1 || true
-for v in $(docker volume ls -q | grep -E "^($VOL|$RVOL)" || true); do docker volume rm "$v" >/dev/null; done
+docker rm -f "$PG" "$APP" "$RC" "$OS" >/dev/null 2>&1 || true
+for v in $(docker volume ls -q | grep -E "^($VOL|$RVOL|$OSVOL)" || true); do docker volume rm "$v" >/dev/null; done
 rm -rf "$W"; mkdir -p "$W/redis" "$W/s3" "$W/tier" "$W/config"
 
 # PostgreSQL in its container, with an app container depending on it.
@@ -86,6 +95,38 @@ log "loading Redis: $REDIS_KEYS keys of $REDIS_VALUE bytes"
 python3 scripts/gen-redis.py "$REDIS_KEYS" "$REDIS_VALUE" | redis-cli -p "$RPORT" --pipe >/dev/null
 REDIS_MEM=$(redis-cli -p "$RPORT" info memory | awk -F: '/^used_memory_human/ {print $2}' | tr -d '\r')
 REDIS_KEYS_NOW=$(redis-cli -p "$RPORT" dbsize)
+
+# The object store in its container: bucket `uploads`, OBJECTS random objects of OBJECT_SIZE.
+OSPORT=$(free_port)
+OBJ_BYTES=0
+OBJ_COUNT=0
+if ((OBJECTS > 0)); then
+    docker run -d --name "$OS" -e MINIO_ROOT_USER="$OS_USER" -e MINIO_ROOT_PASSWORD="$OS_PW" \
+        -v "$OSVOL:/data" -p "127.0.0.1:$OSPORT:8333" "$S3_IMAGE" >/dev/null
+    until [[ $(docker inspect -f '{{.State.Health.Status}}' "$OS") == healthy ]]; do sleep 0.2; done
+    log "loading the object store: $OBJECTS objects of $OBJECT_SIZE bytes"
+    read -r OBJ_COUNT OBJ_BYTES < <(python3 - "$OSPORT" "$OS_USER" "$OS_PW" "$OBJECTS" "$OBJECT_SIZE" <<'EOF'
+import os, sys
+from concurrent.futures import ThreadPoolExecutor
+import boto3
+port, user, pw, n, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=user,
+                  aws_secret_access_key=pw, region_name="us-east-1")
+s3.create_bucket(Bucket="uploads")
+def put(i):
+    s3.put_object(Bucket="uploads", Key=f"tenant-{i % 10}/file-{i:06}.bin", Body=os.urandom(size),
+                  ContentType="application/octet-stream")
+with ThreadPoolExecutor(8) as pool:
+    list(pool.map(put, range(n)))
+count = total = 0
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="uploads"):
+    for o in page.get("Contents", []):
+        count += 1
+        total += o["Size"]
+print(count, total)
+EOF
+)
+fi
 
 # Config files: a copy of /usr/share/doc (thousands of small files).
 cp -a /usr/share/doc/. "$W/config/"
@@ -165,10 +206,25 @@ data_dir = "$W/redis"
 start_command = ["redis-server", "--port", "$RPORT", "--bind", "127.0.0.1", "--dir", "$W/redis", "--save", "", "--appendonly", "no", "--daemonize", "yes", "--pidfile", "$W/redis/redis.pid", "--logfile", "$W/redis.log"]
 EOF
 fi
+if ((OBJECTS > 0)); then
+    cat >>"$W/zdr.toml" <<EOF
+[components.objects]
+type = "s3-bucket"
+endpoint = "http://127.0.0.1:$OSPORT"
+region = "us-east-1"
+buckets = ["uploads"]
+access_key_id = "$OS_USER"
+runner = "docker"
+container = "$OS"
+EOF
+fi
 export ZDR_COMPONENTS__DB__PASSWORD=$PW ZDR_TIERS__OFFSITE__ACCESS_KEY_ID=$S3_KEY ZDR_TIERS__OFFSITE__SECRET_ACCESS_KEY=$S3_SECRET
+export ZDR_COMPONENTS__OBJECTS__SECRET_ACCESS_KEY=$OS_PW
 zdr() { "$ZDR" --config "$W/zdr.toml" --no-progress "$@"; }
 log "database $PG_SIZE ($PG_ROWS rows), Redis $REDIS_MEM ($REDIS_KEYS_NOW keys), $CONFIG_FILES config files; backing up and replicating"
-for c in db cache configs; do zdr backup "$c" --replicate >/dev/null; done
+COMPONENTS=(db cache configs)
+((OBJECTS > 0)) && COMPONENTS+=(objects)
+for c in "${COMPONENTS[@]}"; do zdr backup "$c" --replicate >/dev/null; done
 OFFSITE=$(du -sh "$W/s3" | cut -f1)
 
 # The disaster.
@@ -179,8 +235,11 @@ else
     redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
     rm -f "$W/redis/dump.rdb"
 fi
+if ((OBJECTS > 0)); then
+    docker kill "$OS" >/dev/null; docker rm -f "$OS" >/dev/null; docker volume rm "$OSVOL" >/dev/null
+fi
 rm -rf "$W/tier" "$W/config"
-log "disaster: local tier, containers and volumes, Redis dataset and config files gone"
+log "disaster: local tier, containers and volumes, Redis dataset, object store and config files gone"
 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 t0=$(date +%s.%N)
@@ -192,6 +251,23 @@ keys=$(redis-cli -p "$RPORT" dbsize)
 [[ $rows == "$PG_ROWS" ]] || { echo "PostgreSQL: $rows rows, not $PG_ROWS" >&2; exit 1; }
 [[ $keys == "$REDIS_KEYS_NOW" ]] || { echo "Redis: $keys keys, not $REDIS_KEYS_NOW" >&2; exit 1; }
 (cd "$W/config" && sha256sum --quiet -c "$W/config.sums") || { echo "config files differ" >&2; exit 1; }
+if ((OBJECTS > 0)); then
+    back=$(python3 - "$OSPORT" "$OS_USER" "$OS_PW" <<'EOF'
+import sys
+import boto3
+port, user, pw = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=user,
+                  aws_secret_access_key=pw, region_name="us-east-1")
+count = total = 0
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="uploads"):
+    for o in page.get("Contents", []):
+        count += 1
+        total += o["Size"]
+print(count, total)
+EOF
+)
+    [[ $back == "$OBJ_COUNT $OBJ_BYTES" ]] || { echo "object store: $back, not $OBJ_COUNT $OBJ_BYTES" >&2; exit 1; }
+fi
 log "recovered in $SECS s; data checked"
 
 {
@@ -202,6 +278,7 @@ log "recovered in $SECS s; data checked"
     echo "| PostgreSQL in its container (pgbench -s $PG_SCALE) | $PG_SIZE, $PG_ROWS rows in pgbench_accounts |"
     echo "| Redis ($REDIS_IN) | $REDIS_MEM used_memory, $REDIS_KEYS_NOW keys |"
     echo "| config files | $CONFIG_FILES files |"
+    ((OBJECTS > 0)) && echo "| object store in its container (bucket uploads) | $OBJ_COUNT objects, $OBJ_BYTES bytes |"
     echo "| on the S3 tier | $OFFSITE |"
     echo
     echo "\`zdr recover system --from offsite --no-backup\`: **$SECS s** (target <= 300 s)"
