@@ -234,14 +234,23 @@ build_image_from() {
 # The S3 image: tests/images/seaweedfs with the `weed` binary of this host beside it (its
 # bytes are part of the image's inputs).
 build_seaweedfs() {
-    local weed context
-    weed=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)/weed
-    if [[ ! -x $weed ]]; then
-        weed=$(command -v weed) || die "SeaweedFS 'weed' is not installed (scripts/install-test-deps.sh installs it)"
-    fi
-    # A pyenv shim is a script that finds the binary: the binary is what goes in.
-    [[ $(head -c 4 "$weed" | tail -c 3) == ELF ]] ||
-        die "$weed is not the weed binary (a shim?): put the binary's directory first on PATH"
+    local weed="" candidate context
+    # Where pip put it (the interpreter's scripts dir, the user's), what pyenv resolves its
+    # shim to, what PATH finds; symlinks followed. A pyenv shim is a script that finds the
+    # binary: the binary (an ELF file) is what goes in.
+    for candidate in \
+        "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)/weed" \
+        "$(python3 -c 'import site; print(site.getuserbase())' 2>/dev/null)/bin/weed" \
+        "$(pyenv which weed 2>/dev/null || true)" \
+        "$(command -v weed 2>/dev/null || true)"; do
+        [[ -n $candidate && -x $candidate ]] || continue
+        candidate=$(realpath "$candidate")
+        if [[ $(head -c 4 "$candidate" | tail -c 3) == ELF ]]; then
+            weed=$candidate
+            break
+        fi
+    done
+    [[ -n $weed ]] || die "SeaweedFS's weed binary is not installed (scripts/install-test-deps.sh installs it)"
     context=$(mktemp -d "${TMPDIR:-/tmp}/zdr-seaweedfs-image.XXXXXX")
     CONTEXTS+=("$context")
     cp -a "$IMAGES_DIR/seaweedfs/." "$context/"
