@@ -98,6 +98,22 @@ REDIS_KEYS_NOW=$(redis-cli -p "$RPORT" dbsize)
 
 # The object store in its container: bucket `uploads`, OBJECTS random objects of OBJECT_SIZE.
 OSPORT=$(free_port)
+# "COUNT BYTES" of the objects in bucket uploads.
+bucket_total() {
+    python3 - "$OSPORT" "$OS_USER" "$OS_PW" <<'EOF'
+import sys
+import boto3
+port, user, pw = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=user,
+                  aws_secret_access_key=pw, region_name="us-east-1")
+count = total = 0
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="uploads"):
+    for o in page.get("Contents", []):
+        count += 1
+        total += o["Size"]
+print(count, total)
+EOF
+}
 OBJ_BYTES=0
 OBJ_COUNT=0
 if ((OBJECTS > 0)); then
@@ -105,7 +121,7 @@ if ((OBJECTS > 0)); then
         -v "$OSVOL:/data" -p "127.0.0.1:$OSPORT:8333" "$S3_IMAGE" >/dev/null
     until [[ $(docker inspect -f '{{.State.Health.Status}}' "$OS") == healthy ]]; do sleep 0.2; done
     log "loading the object store: $OBJECTS objects of $OBJECT_SIZE bytes"
-    read -r OBJ_COUNT OBJ_BYTES < <(python3 - "$OSPORT" "$OS_USER" "$OS_PW" "$OBJECTS" "$OBJECT_SIZE" <<'EOF'
+    python3 - "$OSPORT" "$OS_USER" "$OS_PW" "$OBJECTS" "$OBJECT_SIZE" <<'EOF'
 import os, sys
 from concurrent.futures import ThreadPoolExecutor
 import boto3
@@ -118,14 +134,8 @@ def put(i):
                   ContentType="application/octet-stream")
 with ThreadPoolExecutor(8) as pool:
     list(pool.map(put, range(n)))
-count = total = 0
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket="uploads"):
-    for o in page.get("Contents", []):
-        count += 1
-        total += o["Size"]
-print(count, total)
 EOF
-)
+    read -r OBJ_COUNT OBJ_BYTES < <(bucket_total)
 fi
 
 # Config files: a copy of /usr/share/doc (thousands of small files).
@@ -252,20 +262,7 @@ keys=$(redis-cli -p "$RPORT" dbsize)
 [[ $keys == "$REDIS_KEYS_NOW" ]] || { echo "Redis: $keys keys, not $REDIS_KEYS_NOW" >&2; exit 1; }
 (cd "$W/config" && sha256sum --quiet -c "$W/config.sums") || { echo "config files differ" >&2; exit 1; }
 if ((OBJECTS > 0)); then
-    back=$(python3 - "$OSPORT" "$OS_USER" "$OS_PW" <<'EOF'
-import sys
-import boto3
-port, user, pw = sys.argv[1:]
-s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=user,
-                  aws_secret_access_key=pw, region_name="us-east-1")
-count = total = 0
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket="uploads"):
-    for o in page.get("Contents", []):
-        count += 1
-        total += o["Size"]
-print(count, total)
-EOF
-)
+    back=$(bucket_total)
     [[ $back == "$OBJ_COUNT $OBJ_BYTES" ]] || { echo "object store: $back, not $OBJ_COUNT $OBJ_BYTES" >&2; exit 1; }
 fi
 log "recovered in $SECS s; data checked"

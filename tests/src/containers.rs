@@ -86,13 +86,7 @@ impl PgStack {
                                 .chain(binds)
                                 .collect(),
                         ),
-                        port_bindings: Some(HashMap::from([(
-                            "5432/tcp".to_owned(),
-                            Some(vec![PortBinding {
-                                host_ip: Some("127.0.0.1".to_owned()),
-                                host_port: Some(stack.port.to_string()),
-                            }]),
-                        )])),
+                        port_bindings: Some(published(5432, stack.port)),
                         ..HostConfig::default()
                     }),
                     ..ContainerCreateBody::default()
@@ -129,9 +123,7 @@ impl PgStack {
     /// # Errors
     /// The engine's errors.
     pub async fn lose_container_and_volume(&self) -> Result<()> {
-        self.docker.kill(&self.name, "SIGKILL").await?;
-        self.docker.remove(&self.name, true).await?;
-        self.docker.remove_volume(&self.volume).await
+        lose(&self.docker, &self.name, &self.volume).await
     }
 
     /// The volumes whose names start with the data volume's (those kept aside included).
@@ -268,13 +260,7 @@ impl RedisStack {
                 exposed_ports: Some(vec!["6379/tcp".to_owned()]),
                 host_config: Some(HostConfig {
                     binds: Some(vec![format!("{}:/data", stack.volume)]),
-                    port_bindings: Some(HashMap::from([(
-                        "6379/tcp".to_owned(),
-                        Some(vec![PortBinding {
-                            host_ip: Some("127.0.0.1".to_owned()),
-                            host_port: Some(stack.port.to_string()),
-                        }]),
-                    )])),
+                    port_bindings: Some(published(6379, stack.port)),
                     ..HostConfig::default()
                 }),
                 ..ContainerCreateBody::default()
@@ -324,9 +310,7 @@ impl RedisStack {
     /// # Errors
     /// The engine's errors.
     pub async fn lose_container_and_volume(&self) -> Result<()> {
-        self.docker.kill(&self.name, "SIGKILL").await?;
-        self.docker.remove(&self.name, true).await?;
-        self.docker.remove_volume(&self.volume).await
+        lose(&self.docker, &self.name, &self.volume).await
     }
 }
 
@@ -381,13 +365,7 @@ impl S3Stack {
                 exposed_ports: Some(vec!["8333/tcp".to_owned()]),
                 host_config: Some(HostConfig {
                     binds: Some(vec![format!("{}:/data", stack.volume)]),
-                    port_bindings: Some(HashMap::from([(
-                        "8333/tcp".to_owned(),
-                        Some(vec![PortBinding {
-                            host_ip: Some("127.0.0.1".to_owned()),
-                            host_port: Some(stack.port.to_string()),
-                        }]),
-                    )])),
+                    port_bindings: Some(published(8333, stack.port)),
                     ..HostConfig::default()
                 }),
                 ..ContainerCreateBody::default()
@@ -414,9 +392,7 @@ impl S3Stack {
     /// # Errors
     /// The engine's errors.
     pub async fn lose_container_and_volume(&self) -> Result<()> {
-        self.docker.kill(&self.name, "SIGKILL").await?;
-        self.docker.remove(&self.name, true).await?;
-        self.docker.remove_volume(&self.volume).await
+        lose(&self.docker, &self.name, &self.volume).await
     }
 }
 
@@ -438,6 +414,24 @@ async fn engine_and_name(prefix: &str, image: &str) -> Result<(Docker, String)> 
         }
     }
     Ok((docker, format!("{prefix}-{:08x}", rand::random::<u32>())))
+}
+
+/// The container's `port`/tcp published on 127.0.0.1:`host_port`.
+fn published(port: u16, host_port: u16) -> HashMap<String, Option<Vec<PortBinding>>> {
+    HashMap::from([(
+        format!("{port}/tcp"),
+        Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".to_owned()),
+            host_port: Some(host_port.to_string()),
+        }]),
+    )])
+}
+
+/// Container `name` killed and removed, and its data volume lost.
+async fn lose(docker: &Docker, name: &str, volume: &str) -> Result<()> {
+    docker.kill(name, "SIGKILL").await?;
+    docker.remove(name, true).await?;
+    docker.remove_volume(volume).await
 }
 
 /// Creates container `name` and starts it.
