@@ -280,10 +280,85 @@ fn make_private(path: &std::path::Path) {
 }
 
 /// A local-disk writer that makes its file private once the write is committed (OpenDAL
-/// renames it into place at shutdown).
+/// renames it into place at shutdown), and has the kernel write its data to disk while it
+/// is written ([`WriteBack`]).
 struct PrivateOnClose<W> {
     inner: W,
     path: Option<PathBuf>,
+    writeback: WriteBack,
+}
+
+/// How many bytes a local-disk write passes between two writeback starts.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+/// Starts the kernel's writeback of a local-disk write while it goes on, so the `fsync`
+/// that commits the file (OpenDAL's, at close) waits for its last megabytes instead of all
+/// of them: the disk writes overlap the stream (a 850 MB base backup waited about 1.5 s for
+/// its `fsync` before). Every [`WRITEBACK_EVERY`] bytes, `posix_fadvise(DONTNEED)` on the
+/// part not started yet: on Linux it starts writeback of the dirty pages without waiting,
+/// and drops the pages already written (nothing reads them back). The temporary file is
+/// the one OpenDAL opened, `.zdr-tmp/<name>.<8 random characters>`; when it cannot be
+/// found, nothing is started and the commit writes everything, as before.
+struct WriteBack {
+    /// `.zdr-tmp` and the key's last path element, until the file is looked for.
+    find: Option<(PathBuf, String)>,
+    file: Option<std::fs::File>,
+    written: u64,
+    started: u64,
+}
+
+impl WriteBack {
+    fn new(tmp: PathBuf, key: &str) -> Self {
+        let name = key.rsplit('/').next().unwrap_or(key).to_owned();
+        Self {
+            find: Some((tmp, name)),
+            file: None,
+            written: 0,
+            started: 0,
+        }
+    }
+
+    /// The newest file of `tmp` named `<name>.` and 8 more characters.
+    fn temporary_file(tmp: &std::path::Path, name: &str) -> Option<std::fs::File> {
+        let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+        for entry in std::fs::read_dir(tmp).ok()?.flatten() {
+            let file_name = entry.file_name();
+            let Some(rest) = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix(name))
+                .and_then(|r| r.strip_prefix('.'))
+            else {
+                continue;
+            };
+            if rest.len() != 8 || !rest.chars().all(|c| c.is_ascii_alphanumeric()) {
+                continue;
+            }
+            let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+                continue;
+            };
+            if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
+                newest = Some((modified, entry.path()));
+            }
+        }
+        std::fs::File::open(newest?.1).ok()
+    }
+
+    fn wrote(&mut self, n: usize) {
+        self.written += n as u64;
+        if self.written - self.started < WRITEBACK_EVERY {
+            return;
+        }
+        if let Some((tmp, name)) = self.find.take() {
+            self.file = Self::temporary_file(&tmp, &name);
+        }
+        if let Some(f) = &self.file {
+            // What was handed to the writer last may still be in its buffers: start one
+            // period back, so every page is covered once it reached the file.
+            let from = self.started.saturating_sub(WRITEBACK_EVERY);
+            let _ = rustix::fs::fadvise(f, from, None, rustix::fs::Advice::DontNeed);
+        }
+        self.started = self.written;
+    }
 }
 
 impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for PrivateOnClose<W> {
@@ -292,7 +367,11 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for PrivateOnClose<
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.writeback.wrote(*n);
+        }
+        r
     }
 
     fn poll_flush(
@@ -365,6 +444,7 @@ impl StorageTier for OpendalTier {
             Some(root) => Ok(Box::new(PrivateOnClose {
                 inner: w,
                 path: Some(root.join(key)),
+                writeback: WriteBack::new(root.join(".zdr-tmp"), key),
             })),
             None => Ok(Box::new(w)),
         }
@@ -597,6 +677,65 @@ fn to_chrono(t: impl Into<std::time::SystemTime>) -> chrono::DateTime<chrono::Ut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writeback_finds_the_temporary_file_of_its_key_only() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let tmp = dir.path().join(".zdr-tmp");
+        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("{e}"));
+        let name = "app_20261202_013956_ed7c.dump.zst";
+        // The sidecar's temporary file, another key's, and a name that is not OpenDAL's.
+        for other in [
+            format!("{name}.sha256.Ab3dE6gH"),
+            "app_20261202_013956_ed7c.dump.Ab3dE6gH".to_owned(),
+            format!("{name}.part"),
+        ] {
+            std::fs::write(tmp.join(other), b"x").unwrap_or_else(|e| panic!("{e}"));
+        }
+        let key = format!("postgres/daily/{name}");
+        let mut wb = WriteBack::new(tmp.clone(), &key);
+        wb.wrote(1 << 20);
+        assert!(wb.find.is_some(), "not looked for before a period is written");
+        wb.wrote(usize::try_from(WRITEBACK_EVERY).unwrap_or(usize::MAX));
+        assert!(wb.file.is_none(), "none of those files is this write's");
+        assert_eq!(wb.started, wb.written);
+
+        std::fs::write(tmp.join(format!("{name}.Zx81Qa0p")), b"y").unwrap_or_else(|e| panic!("{e}"));
+        let mut wb = WriteBack::new(tmp, &key);
+        wb.wrote(usize::try_from(2 * WRITEBACK_EVERY).unwrap_or(usize::MAX));
+        assert!(wb.file.is_some(), "the temporary file of the key is found");
+        assert_eq!(wb.started, 2 * WRITEBACK_EVERY);
+    }
+
+    #[tokio::test]
+    async fn a_large_local_write_is_whole_after_its_writeback() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let tier = open_tier(
+            "local",
+            &TierConfig::Fs {
+                root: dir.path().join("tier"),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut w = tier
+            .writer("c/daily/big.bin")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let block: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        for _ in 0..40 {
+            w.write_all(&block).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        w.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+        let back = std::fs::read(dir.path().join("tier/c/daily/big.bin"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.len(), 40 * block.len());
+        assert!(back.chunks(block.len()).all(|c| c == block.as_slice()));
+        let left = std::fs::read_dir(dir.path().join("tier/.zdr-tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "the temporary file was renamed into place");
+    }
 
     #[test]
     fn the_common_folder_of_keys_ends_at_a_slash() {
