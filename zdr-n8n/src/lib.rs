@@ -18,7 +18,11 @@
 //! - **Verify** compares the instance's workflows with the facts.
 //!
 //! Credentials are not part of the public API's workflow export (n8n keeps them encrypted in
-//! its database); a restored workflow refers to credentials by id, as the export does.
+//! its database, and the public API has no call that reads them); a restored workflow refers
+//! to credentials by id and name, as the export does. The backup records, per workflow and
+//! for the whole instance, the credentials its nodes use (type, id, name — never data), and a
+//! restore names those the restored workflows need, so they can be created on a new instance
+//! or come back with n8n's database.
 
 mod api;
 
@@ -124,6 +128,39 @@ fn id_of(w: &Value) -> String {
     }
 }
 
+/// The credentials a workflow's nodes use: `(type, id, name)`, each once, in order. A node
+/// names them in its `credentials` object, type → `{id, name}`; the data is never there.
+fn credential_refs(w: &Value) -> BTreeSet<(String, String, String)> {
+    let mut refs = BTreeSet::new();
+    for node in w.get("nodes").and_then(Value::as_array).into_iter().flatten() {
+        let Some(creds) = node.get("credentials").and_then(Value::as_object) else {
+            continue;
+        };
+        for (kind, c) in creds {
+            let id = match c.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => String::new(),
+            };
+            let name = c
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            refs.insert((kind.clone(), id, name));
+        }
+    }
+    refs
+}
+
+fn credentials_json(refs: &BTreeSet<(String, String, String)>) -> Value {
+    Value::Array(
+        refs.iter()
+            .map(|(kind, id, name)| json!({"type": kind, "id": id, "name": name}))
+            .collect(),
+    )
+}
+
 fn active_of(w: &Value) -> bool {
     w.get("active").and_then(Value::as_bool).unwrap_or(false)
 }
@@ -167,6 +204,7 @@ impl BackupSource for N8nComponent {
         let workflows = self.api.workflows().await?;
         let mut w = sink.create(ARTIFACT, "jsonl").await?;
         let mut facts = Vec::new();
+        let mut all_credentials = BTreeSet::new();
         for mut wf in workflows {
             if wf.get("tags").is_none() {
                 let tags = self.api.workflow_tags(&id_of(&wf)).await?;
@@ -186,7 +224,9 @@ impl BackupSource for N8nComponent {
                 "active": active_of(&wf),
                 "tags": tag_names(&wf),
                 "sha256": definition_sha(&wf),
+                "credentials": credentials_json(&credential_refs(&wf)),
             }));
+            all_credentials.extend(credential_refs(&wf));
         }
         w.finish().await?;
         progress.info(format!(
@@ -201,6 +241,7 @@ impl BackupSource for N8nComponent {
                 "count": facts.len(),
                 "active": facts.iter().filter(|f| f["active"] == true).count(),
                 "workflows": facts,
+                "credentials": credentials_json(&all_credentials),
             }),
         })
     }
@@ -399,6 +440,22 @@ impl Restorer for N8nComponent {
         if same > 0 {
             notes.push(format!(
                 "{same} workflow(s) already identical were left alone"
+            ));
+        }
+        let needed: BTreeSet<(String, String, String)> = restored
+            .iter()
+            .flat_map(|(_, w)| credential_refs(w))
+            .collect();
+        if !needed.is_empty() {
+            let list: Vec<String> = needed
+                .iter()
+                .map(|(kind, id, name)| format!("{name:?} ({kind}, id {id})"))
+                .collect();
+            notes.push(format!(
+                "the restored workflows use {} credential(s) that n8n's API does not export: {}; \
+                 on a new instance, restore n8n's database or create them with these names",
+                needed.len(),
+                list.join(", ")
             ));
         }
         progress.info(format!(

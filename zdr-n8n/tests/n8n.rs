@@ -75,7 +75,11 @@ async fn workflows_move_to_a_new_instance_once_with_tags_and_active_flags() {
         let mut active = workflow("Nightly sync", true);
         active["active"] = json!(true);
         inner.insert(active, &["prod", "sync"]);
-        inner.insert(workflow("Invoice mailer", true), &["prod"]);
+        // Nodes name their credentials by type, id and name; the data stays in n8n.
+        let mut mailer = workflow("Invoice mailer", true);
+        mailer["nodes"][1]["credentials"] =
+            json!({"httpBasicAuth": {"id": "7", "name": "Billing API"}});
+        inner.insert(mailer, &["prod"]);
         inner.insert(workflow("Draft", false), &[]);
     }
     let (_dir, repo) = repo();
@@ -87,6 +91,17 @@ async fn workflows_move_to_a_new_instance_once_with_tags_and_active_flags() {
     assert_eq!(m.facts["count"], 3);
     assert_eq!(m.facts["active"], 1);
     assert!(!serde_json::to_string(&m).unwrap().contains(KEY));
+    let billing = json!([{"type": "httpBasicAuth", "id": "7", "name": "Billing API"}]);
+    assert_eq!(m.facts["credentials"], billing);
+    let per_workflow: Vec<&Value> = m.facts["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["credentials"] != json!([]))
+        .collect();
+    assert_eq!(per_workflow.len(), 1, "{:?}", m.facts);
+    assert_eq!(per_workflow[0]["name"], "Invoice mailer");
+    assert_eq!(per_workflow[0]["credentials"], billing);
 
     let new = N8nDouble::start("other-key-9f1e").await;
     let target = component(&new.url, "other-key-9f1e");
@@ -96,6 +111,12 @@ async fn workflows_move_to_a_new_instance_once_with_tags_and_active_flags() {
         .unwrap();
     assert_eq!(out.items, 3);
     assert_eq!(names(&new), ["Draft", "Invoice mailer", "Nightly sync"]);
+    assert!(
+        out.notes.iter().any(|n| n.contains("1 credential(s)")
+            && n.contains("\"Billing API\" (httpBasicAuth, id 7)")),
+        "{:?}",
+        out.notes
+    );
     for w in new.workflows() {
         let name = w["name"].as_str().unwrap();
         assert_eq!(w["active"], json!(name == "Nightly sync"), "{name}");
