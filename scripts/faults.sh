@@ -23,6 +23,12 @@ if [[ -z ${ZDR_BIN:-} ]]; then
     ZDR_BIN=$PWD/target/debug/zdr
 fi
 ZDR_BIN=$(realpath "$ZDR_BIN")
+# The n8n API double as a process (section 20): no n8n server can be installed here.
+if [[ -z ${N8N_DOUBLE_BIN:-} ]]; then
+    cargo build -q --locked -p zdr-tests --bin zdr-n8n-double
+    N8N_DOUBLE_BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/zdr-n8n-double
+fi
+N8N_DOUBLE_BIN=$(realpath "$N8N_DOUBLE_BIN")
 
 WORK=$(mktemp -d /tmp/zdr-faults.XXXXXX)
 chmod 755 "$WORK"
@@ -39,6 +45,9 @@ cleanup() {
     done
     "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
     [[ -f $WORK/redis/redis.pid ]] && kill "$(cat "$WORK/redis/redis.pid")" 2>/dev/null || true
+    for f in "$WORK"/n8n-*.pid; do
+        if [[ -f $f ]]; then kill -9 "$(cat "$f")" 2>/dev/null || true; fi
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -1060,6 +1069,112 @@ EOF
     done
     unset ZDR_COMPONENTS__OBJECTS__SECRET_ACCESS_KEY
     stop_weed
+fi
+
+# --- 20. n8n restores and backups killed, the instance killed mid-restore -------------------
+# An n8n component on the n8n API **double** (a process, `zdr-n8n-double`; no n8n server can
+# be installed here): 200 workflows, every third active, tagged. Each injection: a restore
+# into a new, empty instance killed (SIGKILL) at a random instant, then the same restore
+# completes and the new instance holds each workflow exactly once (none duplicated by the
+# re-run), with the same names, active flags and tags as the source; a backup killed
+# at a random instant, then every listed backup verifies and the next one succeeds; the new
+# instance killed during a restore, then the restore failed naming it and, into an instance
+# started again (empty, like one whose database was lost), completes.
+N8N_KEY=faults-n8n-key-$RANDOM$RANDOM
+# start_n8n NAME SEED: a double in the background; its URL in N8N_URL.
+start_n8n() {
+    N8N_DOUBLE_API_KEY=$N8N_KEY "$N8N_DOUBLE_BIN" "$2" >"$WORK/n8n-$1.url" 2>"$WORK/n8n-$1.err" &
+    echo $! >"$WORK/n8n-$1.pid"
+    disown $!   # its SIGKILL is the injection, not news
+    local i
+    for i in $(seq 1 200); do
+        [[ -s $WORK/n8n-$1.url ]] && break
+        sleep 0.05
+    done
+    N8N_URL=$(head -1 "$WORK/n8n-$1.url")
+    [[ -n $N8N_URL ]]
+}
+stop_n8n() {
+    local pid i
+    pid=$(cat "$WORK/n8n-$1.pid")
+    kill -9 "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.02
+    done
+    rm -f "$WORK/n8n-$1.pid"
+}
+# Name, active flag and tags of every workflow of the instance at URL, one line each, sorted:
+# a workflow restored twice shows as a repeated line.
+n8n_state() {
+    curl -s -f -H "X-N8N-API-KEY: $N8N_KEY" "$1/api/v1/workflows?limit=250" | python3 -c '
+import json, sys
+for w in sorted(json.load(sys.stdin)["data"], key=lambda w: w["name"]):
+    print(w["name"], w["active"], ",".join(sorted(t["name"] for t in w.get("tags") or [])))'
+}
+if start_n8n source 200; then
+    SOURCE_URL=$N8N_URL
+    printf '[components.n8n]\ntype = "n8n"\nurl = "%s"\n' "$SOURCE_URL" >>"$WORK/zdr.toml"
+    export ZDR_COMPONENTS__N8N__API_KEY=$N8N_KEY
+    zdr backup n8n >/dev/null
+    want=$(n8n_state "$SOURCE_URL" | sha256sum)
+    for rep in $(seq 1 $((4 * REPS))); do
+        start_n8n "new-$rep" 0
+        target=$N8N_URL
+        delay=$(python3 -c "import random; print(round(random.uniform(0.02, 0.3), 3))")
+        ZDR_COMPONENTS__N8N__URL=$target zdr_bg restore n8n
+        pid=$BGPID
+        sleep "$delay"
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        partial=$(n8n_state "$target" | wc -l)
+        res=ok note="$partial of 200 workflows in place after the kill"
+        ZDR_COMPONENTS__N8N__URL=$target zdr restore n8n >/dev/null 2>"$WORK/err" ||
+            { res=FAIL; note="$note; the same restore failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
+        [[ $(n8n_state "$target" | sha256sum) == "$want" ]] ||
+            { res=FAIL; note="$note; the new instance differs (repeated: $(n8n_state "$target" | cut -d' ' -f1-2 | uniq -d | head -3 | tr '\n' ' '))"; }
+        record n8n "restore into a new instance SIGKILL after ${delay}s" "$res" "$note"
+        stop_n8n "new-$rep"
+
+        delay=$(python3 -c "import random; print(round(random.uniform(0.01, 0.3), 3))")
+        zdr_bg backup n8n
+        pid=$BGPID
+        sleep "$delay"
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        IFS='|' read -r res note <<<"$(after_kill_checks n8n)"
+        record n8n "backup SIGKILL after ${delay}s" "$res" "$note"
+    done
+    for rep in $(seq 1 $((2 * REPS))); do
+        start_n8n dying 0
+        target=$N8N_URL
+        delay=$(python3 -c "import random; print(round(random.uniform(0.02, 0.4), 3))")
+        ZDR_COMPONENTS__N8N__URL=$target "$ZDR_BIN" --config "$WORK/zdr.toml" --no-progress \
+            restore n8n >/dev/null 2>"$WORK/err" &
+        pid=$!
+        sleep "$delay"
+        stop_n8n dying
+        res=ok note=""
+        if wait "$pid"; then
+            note="(finished before the instance died)"
+        elif ! grep -q "${target#http://}" "$WORK/err"; then
+            res=FAIL note="the error does not name the instance: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"
+        fi
+        start_n8n again 0
+        again=$N8N_URL
+        ZDR_COMPONENTS__N8N__URL=$again zdr restore n8n >/dev/null 2>"$WORK/err" ||
+            { res=FAIL; note="$note; the restore into the instance started again failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
+        [[ $(n8n_state "$again" | sha256sum) == "$want" ]] || { res=FAIL; note="$note; that instance differs"; }
+        record n8n "instance SIGKILL after ${delay}s of a restore" "$res" "$note"
+        stop_n8n again
+    done
+    res=ok note=""
+    [[ $(n8n_state "$SOURCE_URL" | sha256sum) == "$want" ]] || { res=FAIL; note="it changed"; }
+    record n8n "the source instance untouched by it all" "$res" "$note"
+    unset ZDR_COMPONENTS__N8N__API_KEY
+    stop_n8n source
+else
+    record n8n "the n8n double starts" FAIL "$(tail -c 200 "$WORK/n8n-source.err")"
 fi
 
 # --- leftovers -------------------------------------------------------------------------------
