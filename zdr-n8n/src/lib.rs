@@ -132,7 +132,12 @@ fn id_of(w: &Value) -> String {
 /// names them in its `credentials` object, type → `{id, name}`; the data is never there.
 fn credential_refs(w: &Value) -> BTreeSet<(String, String, String)> {
     let mut refs = BTreeSet::new();
-    for node in w.get("nodes").and_then(Value::as_array).into_iter().flatten() {
+    for node in w
+        .get("nodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let Some(creds) = node.get("credentials").and_then(Value::as_object) else {
             continue;
         };

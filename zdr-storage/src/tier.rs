@@ -695,12 +695,16 @@ mod tests {
         let key = format!("postgres/daily/{name}");
         let mut wb = WriteBack::new(tmp.clone(), &key);
         wb.wrote(1 << 20);
-        assert!(wb.find.is_some(), "not looked for before a period is written");
+        assert!(
+            wb.find.is_some(),
+            "not looked for before a period is written"
+        );
         wb.wrote(usize::try_from(WRITEBACK_EVERY).unwrap_or(usize::MAX));
         assert!(wb.file.is_none(), "none of those files is this write's");
         assert_eq!(wb.started, wb.written);
 
-        std::fs::write(tmp.join(format!("{name}.Zx81Qa0p")), b"y").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(tmp.join(format!("{name}.Zx81Qa0p")), b"y")
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut wb = WriteBack::new(tmp, &key);
         wb.wrote(usize::try_from(2 * WRITEBACK_EVERY).unwrap_or(usize::MAX));
         assert!(wb.file.is_some(), "the temporary file of the key is found");

@@ -43,7 +43,11 @@ async fn main() {
                 "settings": {"executionOrder": "v1"},
                 "staticData": null,
             });
-            let tags: &[&str] = if i % 3 == 0 { &["seed", "prod"] } else { &["seed"] };
+            let tags: &[&str] = if i % 3 == 0 {
+                &["seed", "prod"]
+            } else {
+                &["seed"]
+            };
             inner.insert(w, tags);
         }
     }
