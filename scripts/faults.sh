@@ -144,6 +144,18 @@ after_kill_checks() {
     echo "$listed_ok|$note"
 }
 
+# After a recovery killed at an instant: whether it had already completed (it exited 0, or
+# it left no unfinished-recovery marker in MARKER_DIR... and CONTAINER runs again). A new
+# recovery would then rightly refuse the healthy container, so only the state is checked.
+# completed_recovery EXIT_STATUS CONTAINER MARKER_DIR...
+completed_recovery() {
+    local status=$1 c=$2
+    shift 2
+    [[ $status -eq 0 ]] && return 0
+    [[ $(find "$@" -type f 2>/dev/null | wc -l) -eq 0 ]] &&
+        [[ $(docker inspect -f '{{.State.Running}}' "$c" 2>/dev/null) == true ]]
+}
+
 zdr backup configs --replicate >/dev/null
 zdr backup postgres --replicate >/dev/null
 
@@ -656,9 +668,12 @@ dependents = ["$DK-app"]
 EOF
     zdk() { ZDR_COMPONENTS__DB__PASSWORD=faults-pw "$ZDR_BIN" --config "$WORK/docker.toml" --no-progress "$@"; }
     zdk backup db >/dev/null
+    # With `finished`: the killed run had completed the recovery (`completed_recovery`).
     dk_check() {
         local res=ok note=""
-        if ! zdk recover container db --no-backup >"$WORK/err" 2>&1; then
+        if [[ ${1:-} == finished ]]; then
+            note="(the killed run had completed the recovery)"
+        elif ! zdk recover container db --no-backup >"$WORK/err" 2>&1; then
             res=FAIL; note="the next recovery failed: $(tail -c 300 "$WORK/err" | tr '\n' ' ')"
         fi
         [[ $(dk_rows) == "$DK_WANT" ]] || { res=FAIL; note="$note; rows differ"; }
@@ -688,8 +703,11 @@ EOF
             BGPID=$!
             sleep "$delay"
             kill -9 "$BGPID" 2>/dev/null || true
-            wait "$BGPID" 2>/dev/null || true
-            IFS='|' read -r res note < <(dk_check)
+            status=0
+            wait "$BGPID" 2>/dev/null || status=$?
+            ended=""
+            if completed_recovery "$status" "$DK" "$WORK/tiers/docker/reports/unfinished"; then ended=finished; fi
+            IFS='|' read -r res note < <(dk_check $ended)
             record container "recover SIGKILL after ${delay}s" "$res" "$note"
         done
         # A drill killed midway leaves its copy; the next drill still passes and the live
@@ -740,9 +758,12 @@ EOF
         for v in $(docker volume ls -q | grep "^$DK-data" || true); do docker volume rm "$v" >/dev/null 2>&1 || true; done
         rm -rf "$WORK/tiers/sys-local" "$WORK/sysconf"
     }
+    # With `finished`: the killed run had completed the recovery (`completed_recovery`).
     sys_check() {
         local res=ok note=""
-        if ! zsys recover system --from offsite --no-backup >"$WORK/err" 2>&1; then
+        if [[ ${1:-} == finished ]]; then
+            note="(the killed run had completed the recovery)"
+        elif ! zsys recover system --from offsite --no-backup >"$WORK/err" 2>&1; then
             res=FAIL; note="the next recovery failed: $(tail -c 300 "$WORK/err" | tr '\n' ' ')"
         fi
         [[ $(dk_rows) == "$DK_WANT" ]] || { res=FAIL; note="$note; rows differ"; }
@@ -776,8 +797,12 @@ EOF
             BGPID=$!
             sleep "$delay"
             kill -9 "$BGPID" 2>/dev/null || true
-            wait "$BGPID" 2>/dev/null || true
-            IFS='|' read -r res note < <(sys_check)
+            status=0
+            wait "$BGPID" 2>/dev/null || status=$?
+            ended=""
+            if completed_recovery "$status" "$DK" "$WORK/tiers/sys-local/reports/unfinished" \
+                "$WORK/tiers/sys-local/reports/unfinished-system"; then ended=finished; fi
+            IFS='|' read -r res note < <(sys_check $ended)
             record system "recover system SIGKILL after ${delay}s" "$res" "$note"
         done
     done
@@ -916,9 +941,12 @@ EOF
     until [[ $(pk_sql "SELECT last_archived_wal >= '$seg' FROM pg_stat_archiver") == t ]]; do sleep 0.2; done
     pk_rows() { pk_sql "SELECT count(*) || ':' || md5(string_agg(item, ',' ORDER BY id)) FROM orders"; }
     PK_WANT=$(pk_rows)
+    # With `finished`: the killed run had completed the recovery (`completed_recovery`).
     pk_check() {
         local res=ok note=""
-        if ! zpk recover container db --no-backup --method physical >"$WORK/err" 2>&1; then
+        if [[ ${1:-} == finished ]]; then
+            note="(the killed run had completed the recovery)"
+        elif ! zpk recover container db --no-backup --method physical >"$WORK/err" 2>&1; then
             res=FAIL; note="the next recovery failed: $(tail -c 300 "$WORK/err" | tr '\n' ' ')"
         fi
         [[ $(pk_rows) == "$PK_WANT" ]] || { res=FAIL; note="$note; rows differ"; }
@@ -948,8 +976,11 @@ EOF
             BGPID=$!
             sleep "$delay"
             kill -9 "$BGPID" 2>/dev/null || true
-            wait "$BGPID" 2>/dev/null || true
-            IFS='|' read -r res note < <(pk_check)
+            status=0
+            wait "$BGPID" 2>/dev/null || status=$?
+            ended=""
+            if completed_recovery "$status" "$PK" "$PKDIR/tier/reports/unfinished"; then ended=finished; fi
+            IFS='|' read -r res note < <(pk_check $ended)
             record physical "recover SIGKILL after ${delay}s" "$res" "$note"
         done
     done
