@@ -1051,6 +1051,8 @@ EOF
         stored=$(zdr --json backup objects 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["backup"]["facts"]["stored_blobs"])' || echo "?")
         [[ $stored == 0 ]] || { res=FAIL; note="$note; a backup after the re-run stored $stored blob(s) again"; }
         [[ $(bucket_state objects) == "$live" ]] || { res=FAIL; note="$note; the live bucket changed"; }
+        left=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'zdr-s3-*' | wc -l)
+        [[ $left -eq 0 ]] || { res=FAIL; note="$note; $left temporary file(s) of the killed run left"; }
         record objects "backup SIGKILL after ${delay}s" "$res" "$note"
 
         delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.0), 3))")
@@ -1064,6 +1066,8 @@ EOF
             { res=FAIL; note="the same restore failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
         [[ $(bucket_state objects) == "$live" ]] || { res=FAIL; note="$note; the live bucket changed"; }
         [[ $(bucket_state "copy-$rep") == "$live" ]] || { res=FAIL; note="$note; the copy differs from the live bucket"; }
+        left=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'zdr-s3-*' | wc -l)
+        [[ $left -eq 0 ]] || { res=FAIL; note="$note; $left temporary file(s) of the killed run left"; }
         record objects "restore into a bucket SIGKILL after ${delay}s" "$res" "$note"
     done
     # 100 MB of new objects per injection; the server dies at a random fraction of the time a

@@ -450,7 +450,7 @@ async fn read_pinned(
         Content::Memory(Vec::with_capacity(usize::try_from(size).unwrap_or(0)))
     } else {
         Content::File(
-            tempfile::NamedTempFile::new()
+            crate::index::temp_file()
                 .map_err(|e| Error::from_io(e, "cannot create an object's spool"))?,
         )
     };

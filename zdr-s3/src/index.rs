@@ -66,6 +66,23 @@ pub(crate) fn bare_etag(etag: &str) -> String {
     etag.trim_matches('"').to_owned()
 }
 
+/// Prefix of this crate's temporary files in the temp dir, `zdr-s3-<pid>-<random>`: the next
+/// run removes those of a killed one ([`zdr_core::staging::sweep_abandoned`]).
+const STAGING_PREFIX: &str = "zdr-s3-";
+
+/// A temporary file in the temp dir, named for this process. The first one a process makes
+/// first removes those that processes which are gone left behind (a `kill -9` skips the
+/// removal a dropped [`tempfile::NamedTempFile`] does).
+pub(crate) fn temp_file() -> std::io::Result<tempfile::NamedTempFile> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        zdr_core::staging::sweep_abandoned(&std::env::temp_dir(), STAGING_PREFIX);
+    });
+    tempfile::Builder::new()
+        .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
+        .tempfile()
+}
+
 /// A spooled index: the artifact read to its (verified) end into a local temporary file,
 /// then read back line by line.
 pub(crate) struct Spooled {
@@ -78,7 +95,7 @@ impl Spooled {
     /// Copy `stream` to a temporary file, to its end; any read error (the stored bytes do
     /// not match their record) fails here, before a line is used.
     pub(crate) async fn spool(mut stream: BoxRead, what: &str) -> Result<Self> {
-        let file = tempfile::NamedTempFile::new()
+        let file = temp_file()
             .map_err(|e| Error::from_io(e, "cannot create a temporary file for the index"))?;
         let mut out = tokio::fs::File::from_std(
             file.reopen()
