@@ -109,6 +109,16 @@ zdr_bg() {
     "$ZDR_BIN" --config "$WORK/zdr.toml" --no-progress "$@" >/dev/null 2>&1 &
     BGPID=$!
 }
+# zdr_killed LO HI ARGS...: zdr ARGS in the background, SIGKILLed after a random delay between
+# LO and HI seconds (left in `delay`, for the record), and reaped.
+zdr_killed() {
+    delay=$(python3 -c "import random; print(round(random.uniform($1, $2), 3))")
+    shift 2
+    zdr_bg "$@"
+    sleep "$delay"
+    kill -9 "$BGPID" 2>/dev/null || true
+    wait "$BGPID" 2>/dev/null || true
+}
 # The rows of the live database. A connection made while the server still finishes the
 # killed run's last command (a rename waiting for sessions to end) can be refused once: the
 # check retries for a few seconds, as any client would.
@@ -177,12 +187,7 @@ done
 # --- 2. backups killed at random instants ------------------------------------------------
 for rep in $(seq 1 $((15 * REPS))); do
     for comp in configs postgres; do
-        delay=$(python3 -c "import random; print(round(random.uniform(0.02, 0.6), 3))")
-        zdr_bg backup "$comp"
-        pid=$BGPID
-        sleep "$delay"
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        zdr_killed 0.02 0.6 backup "$comp"
         r=$(after_kill_checks "$comp")
         record backup "$comp SIGKILL after ${delay}s" "${r%%|*}" "${r#*|}"
     done
@@ -216,12 +221,7 @@ done
 # --- 4. restores killed at random instants (load, verification, swap) ----------------------
 for rep in $(seq 1 $((15 * REPS))); do
     live=$(fingerprint)
-    delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.5), 3))")
-    zdr_bg restore postgres
-    pid=$BGPID
-    sleep "$delay"
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    zdr_killed 0.05 1.5 restore postgres
     res=ok note=""
     now=$(fingerprint 2>/dev/null || echo unreachable)
     restored=$(psql_ -d app -c "SELECT count(*) FROM orders" 2>/dev/null || echo unreachable)
@@ -250,12 +250,7 @@ zdr rollback postgres >/dev/null
 # --- 6. replication killed at random instants ----------------------------------------------
 for rep in $(seq 1 $((10 * REPS))); do
     zdr backup configs >/dev/null
-    delay=$(python3 -c "import random; print(round(random.uniform(0.01, 0.4), 3))")
-    zdr_bg replicate
-    pid=$BGPID
-    sleep "$delay"
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    zdr_killed 0.01 0.4 replicate
     res=ok note=""
     zdr verify --tier replica >/dev/null 2>&1 || { res=FAIL; note="a partial copy is listed on the replica"; }
     zdr replicate >/dev/null 2>&1 || { res=FAIL; note="$note; the next replication failed"; }
@@ -441,12 +436,7 @@ for rep in $(seq 1 $((4 * REPS))); do
     for point in files-restore-before-moves files-restore-after-aside files-restore-after-first-move random; do
         for i in 1 2 3 4 5; do echo "changed $rep $RANDOM" >"$WORK/live/nginx/site_$i.conf"; done
         if [[ $point == random ]]; then
-            delay=$(python3 -c "import random; print(round(random.uniform(0.01, 0.3), 3))")
-            zdr_bg restore configs --to "$WORK/live" --overwrite
-            pid=$BGPID
-            sleep "$delay"
-            kill -9 "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
+            zdr_killed 0.01 0.3 restore configs --to "$WORK/live" --overwrite
             label="SIGKILL after ${delay}s"
         else
             ZDR_FAILPOINT=$point zdr restore configs --to "$WORK/live" --overwrite >/dev/null 2>&1 && true
@@ -495,12 +485,7 @@ recovery_servers() { { pgrep -f -- "-D $WORK/recovery" || true; } | wc -l; }
 for rep in $(seq 1 $((4 * REPS))); do
     for point in pitr-after-start random; do
         if [[ $point == random ]]; then
-            delay=$(python3 -c "import random; print(round(random.uniform(0.2, 2.5), 3))")
-            zdr_bg pitr pg2 --target latest --discard
-            pid=$BGPID
-            sleep "$delay"
-            kill -9 "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
+            zdr_killed 0.2 2.5 pitr pg2 --target latest --discard
             label="SIGKILL after ${delay}s"
         else
             ZDR_FAILPOINT=$point zdr pitr pg2 --target latest --discard >/dev/null 2>&1 && true
@@ -1041,12 +1026,7 @@ EOF
             s3curl -T "$WORK/objects/n" "$S3EP/objects/new-$rep/o$i.bin" >/dev/null
         done
         live=$(bucket_state objects)
-        delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.0), 3))")
-        zdr_bg backup objects
-        pid=$BGPID
-        sleep "$delay"
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        zdr_killed 0.05 1.0 backup objects
         IFS='|' read -r res note <<<"$(after_kill_checks objects)"
         stored=$(zdr --json backup objects 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["backup"]["facts"]["stored_blobs"])' || echo "?")
         [[ $stored == 0 ]] || { res=FAIL; note="$note; a backup after the re-run stored $stored blob(s) again"; }
@@ -1055,12 +1035,7 @@ EOF
         [[ $left -eq 0 ]] || { res=FAIL; note="$note; $left temporary file(s) of the killed run left"; }
         record objects "backup SIGKILL after ${delay}s" "$res" "$note"
 
-        delay=$(python3 -c "import random; print(round(random.uniform(0.05, 1.0), 3))")
-        zdr_bg restore objects --to-bucket "copy-$rep"
-        pid=$BGPID
-        sleep "$delay"
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        zdr_killed 0.05 1.0 restore objects --to-bucket "copy-$rep"
         res=ok note=""
         zdr restore objects --to-bucket "copy-$rep" >/dev/null 2>"$WORK/err" ||
             { res=FAIL; note="the same restore failed: $(tail -c 200 "$WORK/err" | tr '\n' ' ')"; }
@@ -1156,12 +1131,7 @@ if start_n8n source 200; then
     for rep in $(seq 1 $((4 * REPS))); do
         start_n8n "new-$rep" 0
         target=$N8N_URL
-        delay=$(python3 -c "import random; print(round(random.uniform(0.02, 0.3), 3))")
-        ZDR_COMPONENTS__N8N__URL=$target zdr_bg restore n8n
-        pid=$BGPID
-        sleep "$delay"
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        ZDR_COMPONENTS__N8N__URL=$target zdr_killed 0.02 0.3 restore n8n
         partial=$(n8n_state "$target" | wc -l)
         res=ok note="$partial of 200 workflows in place after the kill"
         ZDR_COMPONENTS__N8N__URL=$target zdr restore n8n >/dev/null 2>"$WORK/err" ||
@@ -1171,12 +1141,7 @@ if start_n8n source 200; then
         record n8n "restore into a new instance SIGKILL after ${delay}s" "$res" "$note"
         stop_n8n "new-$rep"
 
-        delay=$(python3 -c "import random; print(round(random.uniform(0.01, 0.3), 3))")
-        zdr_bg backup n8n
-        pid=$BGPID
-        sleep "$delay"
-        kill -9 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        zdr_killed 0.01 0.3 backup n8n
         IFS='|' read -r res note <<<"$(after_kill_checks n8n)"
         record n8n "backup SIGKILL after ${delay}s" "$res" "$note"
     done

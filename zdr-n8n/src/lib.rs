@@ -223,15 +223,16 @@ impl BackupSource for N8nComponent {
             w.write_all(&line)
                 .await
                 .map_err(|e| Error::from_io(e, "writing the workflows failed"))?;
+            let used = credential_refs(&wf);
             facts.push(json!({
                 "id": id_of(&wf),
                 "name": name_of(&wf),
                 "active": active_of(&wf),
                 "tags": tag_names(&wf),
                 "sha256": definition_sha(&wf),
-                "credentials": credentials_json(&credential_refs(&wf)),
+                "credentials": credentials_json(&used),
             }));
-            all_credentials.extend(credential_refs(&wf));
+            all_credentials.extend(used);
         }
         w.finish().await?;
         progress.info(format!(
