@@ -657,9 +657,14 @@ fn interrupted_backups_exit_130_and_143_and_list_nothing() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // The run is at the failpoint once its temporary file exists.
+        // The run is at the failpoint once its artifact's temporary file exists (a lock's
+        // temporary file, `locks/component-configs.json`, comes and goes before it).
         let started = std::time::Instant::now();
-        while tmp_files(&env).is_empty() {
+        while !tmp_files(&env).iter().any(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with("component-") && !n.starts_with("repository."))
+        }) {
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(30),
                 "the backup never reached the failpoint"
