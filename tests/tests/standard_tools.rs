@@ -33,13 +33,16 @@ async fn artifacts_decode_with_standard_tools() {
     let key_file = dir.path().join("age.key");
     std::fs::write(&key_file, format!("# test key\n{secret}\n")).unwrap();
     let raw = data(5 << 20, 42);
+    // lz4 on the pipeline's own thread (FrameEncoder) and on three workers (blocks
+    // compressed in parallel, written in order).
     let tools = [
-        (Compression::None, "cat"),
-        (Compression::Gzip, "gunzip -c"),
-        (Compression::Lz4, "lz4 -dc"),
-        (Compression::Zstd, "zstd -dc"),
+        (Compression::None, 0, "cat"),
+        (Compression::Gzip, 0, "gunzip -c"),
+        (Compression::Lz4, 0, "lz4 -dc"),
+        (Compression::Lz4, 3, "lz4 -dc"),
+        (Compression::Zstd, 0, "zstd -dc"),
     ];
-    for (compression, decoder) in tools {
+    for (compression, lz4_workers, decoder) in tools {
         for encrypted in [false, true] {
             let keys = if encrypted {
                 AgeKeys::none()
@@ -53,6 +56,7 @@ async fn artifacts_decode_with_standard_tools() {
                 PipelineOptions {
                     compression,
                     keys,
+                    lz4_workers,
                     ..Default::default()
                 },
             );
@@ -76,7 +80,7 @@ async fn artifacts_decode_with_standard_tools() {
             let out = run(dir, &format!("{decrypt}{decoder}"));
             assert!(
                 out == raw,
-                "{compression} encrypted={encrypted}: decoded bytes differ"
+                "{compression} (lz4 workers {lz4_workers}) encrypted={encrypted}: decoded bytes differ"
             );
         }
     }

@@ -185,6 +185,9 @@ pub trait CommandRunner: Send + Sync {
     }
 }
 
+/// The size asked for the pipe a local command's stdout is read from.
+const PIPE_SIZE: usize = 1 << 20;
+
 /// Runs commands as local processes with `tokio::process`. A relative program name is
 /// looked up in `bin_dir` when set, on `PATH` otherwise. Children are killed when their
 /// handle is dropped.
@@ -291,6 +294,13 @@ impl CommandRunner for LocalRunner {
                 .with_context("program", program.display())
         })?;
         let stdin = child.stdin.take().map(|s| Box::new(s) as BoxWrite);
+        if let Some(out) = &child.stdout {
+            // A dump or a base backup streams gigabytes through this pipe: 1 MiB of room
+            // (instead of 64 KiB) lets the tool keep writing while zdr compresses a chunk,
+            // and lets zdr read in large pieces. Best effort: the limit is
+            // /proc/sys/fs/pipe-max-size (1 MiB by default).
+            let _ = rustix::pipe::fcntl_setpipe_size(out, PIPE_SIZE);
+        }
         let stdout = child.stdout.take().map(|s| Box::new(s) as BoxRead);
         let stderr = child.stderr.take().map(|s| Box::new(s) as BoxRead);
         Ok(RunningCommand {

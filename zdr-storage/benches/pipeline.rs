@@ -38,7 +38,8 @@
 //! reference database's proportions; zstd -3 compresses it about 3.5:1.
 //!
 //! Options: `--tier fs|null` (`null` discards the stored bytes: the pipeline without disk),
-//! `--tier-dir DIR`, `--read-buf BYTES` (default 1 MiB), `--zstd-workers N` (default 0).
+//! `--tier-dir DIR`, `--read-buf BYTES` (default 1 MiB), `--zstd-workers N` (default 0),
+//! `--lz4-workers N` (default: cores, at most 4).
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -79,6 +80,7 @@ struct Opts {
     tier_dir: Option<PathBuf>,
     read_buf: usize,
     zstd_workers: u32,
+    lz4_workers: u32,
     size: Option<u64>,
     seed: u64,
     in_memory: bool,
@@ -86,7 +88,7 @@ struct Opts {
 
 fn usage() -> String {
     "usage: pipeline <mode> <file> [--tier fs|null] [--tier-dir DIR] [--read-buf BYTES] \
-     [--zstd-workers N] [--in-memory] | gen-realistic <file> --size BYTES [--seed N]; \
+     [--zstd-workers N] [--lz4-workers N] [--in-memory] | gen-realistic <file> --size BYTES [--seed N]; \
      modes: store-none, hash-{none,lz4,zstd,gzip}[-age], restore-..., verify-..., \
      stage-{read,sha2,lz4,lz4-nocheck,lz4-block,zstd,lz4+sha2,channel}"
         .to_owned()
@@ -101,6 +103,7 @@ fn parse(args: &[String]) -> BenchResult<Opts> {
         tier_dir: None,
         read_buf: 1 << 20,
         zstd_workers: 0,
+        lz4_workers: zdr_storage::default_lz4_workers(),
         size: None,
         seed: 1,
         in_memory: false,
@@ -117,6 +120,7 @@ fn parse(args: &[String]) -> BenchResult<Opts> {
             "--tier-dir" => o.tier_dir = Some(PathBuf::from(val()?)),
             "--read-buf" => o.read_buf = val()?.parse()?,
             "--zstd-workers" => o.zstd_workers = val()?.parse()?,
+            "--lz4-workers" => o.lz4_workers = val()?.parse()?,
             "--size" => o.size = Some(parse_size(&val()?)?),
             "--seed" => o.seed = val()?.parse()?,
             "--in-memory" => o.in_memory = true,
@@ -281,6 +285,7 @@ async fn run_pipeline(o: &Opts) -> BenchResult<()> {
             compression,
             level: None,
             zstd_workers: o.zstd_workers,
+            lz4_workers: o.lz4_workers,
             keys,
         },
     );

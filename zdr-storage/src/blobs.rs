@@ -44,6 +44,7 @@ impl TierBlobs {
         // Blobs are small and many: compress each on its own pipeline thread.
         let options = PipelineOptions {
             zstd_workers: 0,
+            lz4_workers: 0,
             ..options.clone()
         };
         Self {

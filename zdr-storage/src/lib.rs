@@ -46,6 +46,7 @@ mod blobs;
 mod inflight;
 mod keys;
 mod lock;
+mod lz4par;
 mod object;
 pub mod onedrive;
 mod pipeline;
@@ -65,7 +66,8 @@ pub use lock::{
 };
 pub use object::{Found, find_object, object_key, put_object};
 pub use pipeline::{
-    CHUNK, PipelineOptions, PipelineWriter, open_artifact, verify_sidecar, verify_stored,
+    CHUNK, PipelineOptions, PipelineWriter, default_lz4_workers, open_artifact, verify_sidecar,
+    verify_stored,
 };
 pub use replicate::{ReplicationReport, replicate, replicate_backup, replicate_locked};
 pub use repo::{DEFAULT_SWEEP_GRACE, Repository};

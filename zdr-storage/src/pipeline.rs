@@ -6,7 +6,8 @@
 //!
 //! Compression and encryption run on a blocking thread with the formats' reference `Write`
 //! and `Read` implementations, while hashing and tier I/O run on the async runtime, so the
-//! two halves use two cores. Data moves in chunks of [`CHUNK`] bytes through bounded
+//! two halves use two cores. lz4 and zstd can also compress on worker threads of their own
+//! ([`PipelineOptions::lz4_workers`], [`PipelineOptions::zstd_workers`]). Data moves in chunks of [`CHUNK`] bytes through bounded
 //! channels, so memory stays flat whatever the size of the artifact.
 
 use std::io::{self, Read, Write};
@@ -41,6 +42,11 @@ pub struct PipelineOptions {
     pub level: Option<i32>,
     /// Worker threads for zstd (0: compress on the pipeline's own thread).
     pub zstd_workers: u32,
+    /// Worker threads for lz4 (0 or 1: compress on the pipeline's own thread). The frame's
+    /// blocks are independent, so each is compressed by the next free worker and written in
+    /// order; the stored frame is the same format either way. Default: the number of cores,
+    /// at most 4 ([`default_lz4_workers`]).
+    pub lz4_workers: u32,
     /// Encryption keys; with no recipients and no passphrase, artifacts are plaintext.
     pub keys: AgeKeys,
 }
@@ -51,9 +57,16 @@ impl Default for PipelineOptions {
             compression: Compression::Zstd,
             level: None,
             zstd_workers: 0,
+            lz4_workers: default_lz4_workers(),
             keys: AgeKeys::none(),
         }
     }
+}
+
+/// The default number of lz4 worker threads: the number of cores, at most 4.
+#[must_use]
+pub fn default_lz4_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4) as u32)
 }
 
 enum Msg {
@@ -105,7 +118,7 @@ fn storage_io(tier: &str, key: &str, what: &str, e: io::Error) -> Error {
 // ---------------------------------------------------------------------------------------
 
 /// A writer stage that can be finished, flushing its trailer into the stage below.
-trait Stage: Write + Send {
+pub(crate) trait Stage: Write + Send {
     fn finish_stage(self: Box<Self>) -> io::Result<()>;
 }
 
@@ -207,6 +220,10 @@ fn build_chain(out: ChunkOut, options: &PipelineOptions) -> Result<Box<dyn Stage
                 flate2::Compression::new(level),
             )))
         }
+        Compression::Lz4 if options.lz4_workers > 1 => Box::new(
+            crate::lz4par::ParLz4::new(stage, options.lz4_workers as usize)
+                .map_err(|e| Error::unexpected("cannot start lz4 compression").with_source(e))?,
+        ),
         Compression::Lz4 => {
             let info = lz4_flex::frame::FrameInfo::new()
                 .block_size(lz4_flex::frame::BlockSize::Max4MB)
@@ -244,6 +261,59 @@ impl ChunkIn {
             .send_item(Msg::Data(chunk))
             .map_err(|_| broken_pipe())?;
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Bytes hashed on the upload task until [`HASH_OFFLOAD_AFTER`], then on a blocking thread
+/// of their own, so a large artifact's SHA-256 overlaps with the tier's writes instead of
+/// taking turns with them on one task (small artifacts and blobs never start a thread).
+#[derive(Default)]
+struct StoredHash {
+    inline: Sha256,
+    seen: u64,
+    offloaded: Option<(mpsc::Sender<Bytes>, tokio::task::JoinHandle<Sha256>)>,
+}
+
+/// Stored bytes hashed on the upload task before the hashing moves to its own thread.
+const HASH_OFFLOAD_AFTER: u64 = 4 * CHUNK as u64;
+
+impl StoredHash {
+    async fn update(&mut self, b: &Bytes) -> Result<()> {
+        self.seen += b.len() as u64;
+        if self.offloaded.is_none() {
+            if self.seen <= HASH_OFFLOAD_AFTER {
+                self.inline.update(b);
+                return Ok(());
+            }
+            let (tx, mut rx) = mpsc::channel::<Bytes>(DEPTH);
+            let mut hasher = std::mem::take(&mut self.inline);
+            let task = tokio::task::spawn_blocking(move || {
+                while let Some(b) = rx.blocking_recv() {
+                    hasher.update(&b);
+                }
+                hasher
+            });
+            self.offloaded = Some((tx, task));
+        }
+        if let Some((tx, _)) = &self.offloaded {
+            tx.send(b.clone())
+                .await
+                .map_err(|_| Error::unexpected("the hashing thread of an upload stopped"))?;
+        }
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<String> {
+        let hasher = match self.offloaded {
+            None => self.inline,
+            Some((tx, task)) => {
+                drop(tx);
+                task.await.map_err(|e| {
+                    Error::unexpected("the hashing thread of an upload failed").with_source(e)
+                })?
+            }
+        };
+        Ok(hex::encode(hasher.finalize()))
     }
 }
 
@@ -327,12 +397,12 @@ impl PipelineWriter {
                 let tier_name = tier.name().to_owned();
                 let flight = crate::inflight::begin(&tier, &upload_key);
                 let mut w = tier.writer(&upload_key).await?;
-                let mut hasher = Sha256::new();
+                let mut hasher = StoredHash::default();
                 let mut size = 0u64;
                 loop {
                     match enc_rx.recv().await {
                         Some(Msg::Data(b)) => {
-                            hasher.update(&b);
+                            hasher.update(&b).await?;
                             size += b.len() as u64;
                             w.write_all(&b)
                                 .await
@@ -357,7 +427,7 @@ impl PipelineWriter {
                     .await
                     .map_err(|e| storage_io(&tier_name, &upload_key, "upload commit", e))?;
                 zdr_core::failpoint("artifact-before-sidecar");
-                let sha = hex::encode(hasher.finalize());
+                let sha = hasher.finish().await?;
                 tier.write_all(
                     &layout::sidecar_key(&upload_key),
                     layout::sidecar_line(&upload_key, &sha).into_bytes(),

@@ -408,6 +408,10 @@ pub struct PipelineConfig {
     /// zstd worker threads.
     #[serde(default)]
     pub zstd_workers: Option<u32>,
+    /// lz4 worker threads (default: the number of cores, at most 4; 0 or 1 compresses on
+    /// the pipeline's own thread).
+    #[serde(default)]
+    pub lz4_workers: Option<u32>,
     /// Temporary files of interrupted runs older than this many seconds are removed from a
     /// local-disk tier by the next backup on it (default 3600).
     #[serde(default)]
@@ -871,6 +875,10 @@ impl Config {
             compression,
             level: self.pipeline.level,
             zstd_workers: self.pipeline.zstd_workers.unwrap_or(0),
+            lz4_workers: self
+                .pipeline
+                .lz4_workers
+                .unwrap_or_else(zdr_storage::default_lz4_workers),
             keys,
         })
     }
