@@ -264,23 +264,21 @@ mod tests {
         }
     }
 
-    fn encode(data: &[u8], workers: usize, piece: usize) -> Vec<u8> {
+    fn encode(data: &[u8], workers: usize, piece: usize) -> io::Result<Vec<u8>> {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let mut s = Box::new(ParLz4::new(Box::new(Sink(out.clone())), workers).unwrap());
+        let mut s = Box::new(ParLz4::new(Box::new(Sink(out.clone())), workers)?);
         for p in data.chunks(piece.max(1)) {
-            s.write_all(p).unwrap();
+            s.write_all(p)?;
         }
-        s.finish_stage().unwrap();
-        let v = out.lock().unwrap().clone();
-        v
+        s.finish_stage()?;
+        let frame = out.lock().map_err(|_| io::Error::other("poisoned"))?;
+        Ok(frame.clone())
     }
 
-    fn decode(frame: &[u8]) -> Vec<u8> {
+    fn decode(frame: &[u8]) -> io::Result<Vec<u8>> {
         let mut v = Vec::new();
-        lz4_flex::frame::FrameDecoder::new(frame)
-            .read_to_end(&mut v)
-            .unwrap();
-        v
+        lz4_flex::frame::FrameDecoder::new(frame).read_to_end(&mut v)?;
+        Ok(v)
     }
 
     /// Text-like bytes that compress, then random bytes that do not (stored blocks).
@@ -293,13 +291,13 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            v.push(x as u8);
+            v.push(x.to_le_bytes()[0]);
         }
         v
     }
 
     #[test]
-    fn frames_decode_to_the_input_whatever_the_sizes_and_workers() {
+    fn frames_decode_to_the_input_whatever_the_sizes_and_workers() -> io::Result<()> {
         for (len, workers, piece) in [
             (0, 2, 1),
             (1, 2, 1),
@@ -310,26 +308,31 @@ mod tests {
             (9 * BLOCK, 4, 3 * BLOCK),
         ] {
             let data = mixed(len);
-            let frame = encode(&data, workers, piece);
-            assert_eq!(decode(&frame), data, "len {len} workers {workers}");
+            let frame = encode(&data, workers, piece)?;
+            assert!(
+                decode(&frame)? == data,
+                "len {len} workers {workers}: decoded bytes differ"
+            );
         }
+        Ok(())
     }
 
     #[test]
-    fn the_frame_has_the_reference_encoder_header_and_compresses() {
+    fn the_frame_has_the_reference_encoder_header_and_compresses() -> io::Result<()> {
         let data = mixed(6 * BLOCK);
-        let frame = encode(&data, 2, BLOCK);
-        let h = header().unwrap();
+        let frame = encode(&data, 2, BLOCK)?;
+        let h = header()?;
         assert_eq!(&frame[..h.len()], &h[..]);
         assert_eq!(&frame[..4], &[0x04, 0x22, 0x4d, 0x18], "lz4 frame magic");
         assert_eq!(&frame[frame.len() - 4..], &[0, 0, 0, 0], "end mark");
         // Half of the input compresses well, half is stored as it is.
         assert!(frame.len() < data.len() * 6 / 10, "{}", frame.len());
         assert!(frame.len() > data.len() / 2, "{}", frame.len());
+        Ok(())
     }
 
     #[test]
-    fn a_failing_stage_below_is_an_error_not_a_hang() {
+    fn a_failing_stage_below_is_an_error_not_a_hang() -> io::Result<()> {
         struct Broken;
         impl Write for Broken {
             fn write(&mut self, _: &[u8]) -> io::Result<usize> {
@@ -344,9 +347,12 @@ mod tests {
                 Ok(())
             }
         }
-        let mut s = ParLz4::new(Box::new(Broken), 2).unwrap();
+        let mut s = ParLz4::new(Box::new(Broken), 2)?;
         let data = mixed(8 * BLOCK);
-        let err = s.write_all(&data).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        match s.write_all(&data) {
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::BrokenPipe),
+            Ok(()) => panic!("a write into a broken stage succeeded"),
+        }
+        Ok(())
     }
 }
