@@ -7,8 +7,9 @@
 //! Compression and encryption run on a blocking thread with the formats' reference `Write`
 //! and `Read` implementations, while hashing and tier I/O run on the async runtime, so the
 //! two halves use two cores. lz4 and zstd can also compress on worker threads of their own
-//! ([`PipelineOptions::lz4_workers`], [`PipelineOptions::zstd_workers`]). Data moves in chunks of [`CHUNK`] bytes through bounded
-//! channels, so memory stays flat whatever the size of the artifact.
+//! ([`PipelineOptions::lz4_workers`], [`PipelineOptions::zstd_workers`]). Data moves in
+//! chunks of [`CHUNK`] bytes through bounded channels, so memory stays flat whatever the
+//! size of the artifact.
 
 use std::io::{self, Read, Write};
 use std::pin::Pin;
