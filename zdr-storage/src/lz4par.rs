@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use lz4_flex::block::{CompressTable, compress_into_with_table, get_maximum_output_size};
@@ -36,8 +36,18 @@ struct Block {
     input: Vec<u8>,
 }
 
-/// The frame's header: what `FrameEncoder` writes before the first block with this setup.
-fn header() -> io::Result<Vec<u8>> {
+/// The frame's header: what `FrameEncoder` writes before the first block with this setup
+/// (worked out once per process).
+fn header() -> io::Result<&'static [u8]> {
+    static HEADER: OnceLock<Vec<u8>> = OnceLock::new();
+    let h = HEADER.get_or_init(|| reference_header().unwrap_or_default());
+    if h.is_empty() {
+        return Err(io::Error::other("unexpected lz4 frame layout"));
+    }
+    Ok(h)
+}
+
+fn reference_header() -> io::Result<Vec<u8>> {
     let info = FrameInfo::new()
         .block_size(BlockSize::Max4MB)
         .block_mode(BlockMode::Independent)
@@ -79,7 +89,8 @@ pub(crate) struct ParLz4 {
     workers: usize,
     block: Vec<u8>,
     spare: Vec<Vec<u8>>,
-    header: Option<Vec<u8>>,
+    header: &'static [u8],
+    header_written: bool,
     jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
     pending: VecDeque<Receiver<io::Result<Block>>>,
@@ -94,7 +105,8 @@ impl ParLz4 {
             workers: workers.max(2),
             block: Vec::with_capacity(BLOCK),
             spare: Vec::new(),
-            header: Some(header()?),
+            header: header()?,
+            header_written: false,
             jobs: None,
             threads: Vec::new(),
             pending: VecDeque::new(),
@@ -110,13 +122,15 @@ impl ParLz4 {
 
     /// Write `framed` below, after the frame header if it was not written yet.
     fn emit(&mut self, framed: &[u8]) -> io::Result<()> {
-        if let Some(h) = self.header.take() {
-            self.inner()?.write_all(&h)?;
+        if !self.header_written {
+            self.header_written = true;
+            let h = self.header;
+            self.inner()?.write_all(h)?;
         }
         self.inner()?.write_all(framed)
     }
 
-    fn start_workers(&mut self) -> io::Result<Sender<Job>> {
+    fn start_workers(&mut self) -> io::Result<()> {
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..self.workers {
@@ -126,8 +140,8 @@ impl ParLz4 {
                 .spawn(move || worker(&rx))?;
             self.threads.push(t);
         }
-        self.jobs = Some(tx.clone());
-        Ok(tx)
+        self.jobs = Some(tx);
+        Ok(())
     }
 
     /// Write the oldest block in flight below.
@@ -148,17 +162,19 @@ impl ParLz4 {
         while self.pending.len() > self.workers {
             self.drain_one()?;
         }
-        let jobs = match &self.jobs {
-            Some(tx) => tx.clone(),
-            None => self.start_workers()?,
-        };
+        if self.jobs.is_none() {
+            self.start_workers()?;
+        }
         let next = self
             .spare
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(BLOCK));
         let input = std::mem::replace(&mut self.block, next);
         let (reply, rx) = sync_channel(1);
-        jobs.send(Job { input, reply })
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the lz4 workers stopped"))?
+            .send(Job { input, reply })
             .map_err(|_| io::Error::other("the lz4 workers stopped"))?;
         self.pending.push_back(rx);
         Ok(())
@@ -322,7 +338,7 @@ mod tests {
         let data = mixed(6 * BLOCK);
         let frame = encode(&data, 2, BLOCK)?;
         let h = header()?;
-        assert_eq!(&frame[..h.len()], &h[..]);
+        assert_eq!(&frame[..h.len()], h);
         assert_eq!(&frame[..4], &[0x04, 0x22, 0x4d, 0x18], "lz4 frame magic");
         assert_eq!(&frame[frame.len() - 4..], &[0, 0, 0, 0], "end mark");
         // Half of the input compresses well, half is stored as it is.
