@@ -82,7 +82,15 @@ pub(crate) struct EntryInfo {
     pub(crate) section: i64,
     /// The dump ids it depends on.
     pub(crate) deps: Vec<i64>,
+    /// A `TABLE DATA` entry's `COPY ... FROM stdin;` statement.
+    pub(crate) copy_stmt: Option<String>,
+    /// The SQL of the entries that set up a restore session (`ENCODING`, `STDSTRINGS`,
+    /// `SEARCHPATH`); `None` for every other entry.
+    pub(crate) session_sql: Option<String>,
 }
+
+/// The TOC entries whose SQL every restore session runs first.
+const SESSION_ENTRIES: [&str; 3] = ["ENCODING", "STDSTRINGS", "SEARCHPATH"];
 
 /// `SECTION_PRE_DATA`.
 pub(crate) const SECTION_PRE_DATA: i64 = 2;
@@ -131,6 +139,8 @@ pub(crate) struct OffsetScan {
     spans: Vec<Span>,
     /// Where the table of contents ends (the first data block starts).
     toc_end: Option<u64>,
+    /// The header says the data blocks are not compressed.
+    plain: bool,
     failed: Option<String>,
 }
 
@@ -237,8 +247,21 @@ impl OffsetScan {
             blocks: HashMap::new(),
             spans: Vec::new(),
             toc_end: None,
+            plain: false,
             failed: None,
         }
+    }
+
+    /// Whether the archive's data blocks hold the `COPY` text as it is (`pg_dump
+    /// --compress=0`), known once the header was read.
+    pub(crate) fn plain_data(&self) -> bool {
+        self.plain
+    }
+
+    /// The size of the archive's integers (after the sign byte), known once the header was
+    /// read.
+    pub(crate) fn int_size(&self) -> usize {
+        self.int_size
     }
 
     /// Where the table of contents ends, once it was read whole.
@@ -477,11 +500,12 @@ impl OffsetScan {
             return Err(Halt::Bad("not the custom format".into()));
         }
         c.int_size = int_size;
-        if v >= version(1, 15, 0) {
-            c.byte()?; // compression algorithm
+        // The compression algorithm (0: none), or before 1.15 the zlib level (0: none).
+        let plain = if v >= version(1, 15, 0) {
+            c.byte()? == 0
         } else {
-            c.int()?; // compression level
-        }
+            c.int()? == 0
+        };
         for _ in 0..7 {
             c.int()?; // creation time
         }
@@ -491,6 +515,7 @@ impl OffsetScan {
         self.version = v;
         self.int_size = int_size;
         self.off_size = off_size;
+        self.plain = plain;
         self.state = State::TocCount;
         Ok(())
     }
@@ -510,9 +535,15 @@ impl OffsetScan {
             .map(|d| String::from_utf8_lossy(d).into_owned())
             .unwrap_or_default();
         let section = c.int()?;
-        c.skip_str()?; // defn
+        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+        let defn = c.str_bytes()?;
+        let session_sql = if SESSION_ENTRIES.contains(&desc.as_str()) {
+            text(defn)
+        } else {
+            None
+        };
         c.skip_str()?; // drop statement
-        c.skip_str()?; // copy statement
+        let copy_stmt = text(c.str_bytes()?).filter(|s| !s.is_empty());
         c.skip_str()?; // namespace
         c.skip_str()?; // tablespace
         if self.version >= version(1, 14, 0) {
@@ -548,6 +579,8 @@ impl OffsetScan {
                 desc,
                 section,
                 deps,
+                copy_stmt,
+                session_sql,
             },
         });
         self.state = if left > 1 {

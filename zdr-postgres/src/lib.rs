@@ -66,6 +66,7 @@
 //!   `psql -f`; roles normally exist on the server being restored).
 
 pub mod basebackup;
+mod copyin;
 mod custom;
 mod dir;
 mod facts;

@@ -340,15 +340,35 @@ async fn spool_and_load(
         progress.finish(&task);
         match res? {
             crate::streamed::Streamed::Loaded(n) => Ok(n),
-            crate::streamed::Streamed::Unrecognized { touched } => {
+            crate::streamed::Streamed::Unrecognized { touched, complete } => {
                 progress.info(format!(
-                    "{}: the dump's data blocks were not recognised; loading it from the complete spool",
-                    record.key
+                    "{}: the dump's data blocks were not recognised; {}",
+                    record.key,
+                    if complete {
+                        "loading it from the complete spool"
+                    } else {
+                        "reading it again, whole, into the spool and loading it from there"
+                    }
                 ));
                 if touched {
                     // What was loaded early goes: the database starts empty again.
                     drop_db(admin, c, database).await?;
                     create_db(admin, c, database, like).await?;
+                }
+                if !complete {
+                    // Some rows went to their loaders from memory, not into the spool: the
+                    // artifact is read again, whole, into a new spool file.
+                    let file = spool.dump_file();
+                    std::fs::remove_file(&file).map_err(|e| {
+                        Error::from_io(e, format!("cannot remove {}", file.display()))
+                    })?;
+                    let stream = from
+                        .open(record)
+                        .await
+                        .map_err(|e| e.with_context("key", &record.key))?;
+                    dir::copy_in(stream, &spool, true)
+                        .await
+                        .map_err(|e| e.with_context("key", &record.key))?;
                 }
                 let spec =
                     parallel_restore_spec(&c.config, database, &spool.dump_file(), jobs.max(1));

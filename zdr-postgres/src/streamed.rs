@@ -1,24 +1,36 @@
 //! Loading a custom-format dump while it arrives.
 //!
-//! The artifact is copied into the spool as before (the copy checks the stored bytes'
-//! SHA-256 at the end of the stream), and read by [`OffsetScan`] on the way. As soon as the
-//! table of contents is in, `pg_restore --section=pre-data` creates the schema in the side
-//! database. Each data block (one table's `COPY` data, or the large objects) is then loaded by
-//! its own `pg_restore --data-only` as it arrives: its input is the archive's header and table
-//! of contents followed by the block's bytes, read from the spool as the copy writes them. Up
-//! to `jobs` blocks load at once, in the order they arrive. Once the stream has ended intact
-//! and every block is loaded, `pg_restore -j jobs` runs what is left — sequence values and
-//! the post-data section (indexes, constraints, triggers) — from the complete spool, whose
-//! table of contents then records every block's position.
+//! The copy reads the artifact once (the storage layer checks the stored bytes' SHA-256 at
+//! the end of the stream), and [`OffsetScan`] follows the archive's framing on the way. As
+//! soon as the table of contents is in, `pg_restore --section=pre-data` creates the schema
+//! in the side database. Each data block is then loaded as it arrives:
+//!
+//! - a table's rows, when the archive is not compressed inside (zdr's own dumps), go from
+//!   the copy to their loader in memory and are loaded with `COPY` over the protocol
+//!   ([`crate::copyin`]): a block still arriving is split by rows across every free
+//!   connection, a small one already queued whole takes one. These bytes are never written
+//!   to the spool (they are holes in it), and the copy waits for its loader, so a table
+//!   loads at the speed of the server, and the memory held stays a few MiB;
+//! - anything else (the large objects, a block compressed inside) goes into the spool and
+//!   is loaded by its own `pg_restore --data-only`, whose input is the archive's header and
+//!   table of contents followed by the block's bytes, read from the spool as the copy
+//!   writes them.
+//!
+//! Up to `jobs` connections load at once, the blocks in the order they arrive. Once the
+//! stream has ended intact and every block is loaded, `pg_restore -j jobs` runs what is
+//! left — sequence values and the post-data section (indexes, constraints, triggers) — from
+//! the spool, whose table of contents then records every block's position.
 //!
 //! The target is always a side or scratch database that is swapped in only after the stream
 //! matched its checksum and the facts were compared, so loading before the end of the stream
 //! never exposes unverified data. When the stream fails, the loads are stopped and the
 //! stream's own error (a checksum mismatch, a dead tier) is returned. When the scanner does
-//! not recognise the archive, nothing is loaded early: the caller loads the complete spool.
+//! not recognise the archive, the caller loads it whole from the spool; if rows had gone to
+//! their loaders from memory by then, the spool is not the whole dump and the artifact is
+//! read again.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -30,7 +42,8 @@ use zdr_core::{BoxRead, Error, ErrorKind, Progress, Result};
 
 use crate::custom::{EntryInfo, OffsetScan, SECTION_POST_DATA, SECTION_PRE_DATA};
 use crate::dir::Spool;
-use crate::{PostgresComponent, tools};
+use crate::{PostgresComponent, pg, tools};
+use sqlx::postgres::PgConnection;
 
 /// Read size of the copy and of the block feeders.
 const BUF: usize = 1 << 20;
@@ -47,15 +60,26 @@ enum Event {
     Toc {
         head: Arc<Vec<u8>>,
         entries: Vec<EntryInfo>,
+        /// The `COPY` statements of the tables whose rows are sent to their loader.
+        stmts: Arc<BTreeMap<i64, String>>,
+        /// The archive's integer size.
+        int_size: usize,
     },
-    /// A data block starts at `start` (its bytes follow as they are written).
-    Block { dump_id: i64, start: u64 },
+    /// A data block starts at `start`. A table's rows come through `rows` (they are not
+    /// written to the spool); any other block's bytes follow in the spool as they are
+    /// written.
+    Block {
+        dump_id: i64,
+        start: u64,
+        rows: Option<mpsc::Receiver<Vec<u8>>>,
+    },
 }
 
 /// How far the copy is, for the block feeders.
 #[derive(Clone, Default)]
 struct Written {
-    /// Bytes in the spool file.
+    /// Bytes of the dump read so far (the spool file holds those that are not rows sent to
+    /// a loader).
     bytes: u64,
     /// Ends of the blocks read to their end.
     ends: BTreeMap<i64, u64>,
@@ -63,11 +87,16 @@ struct Written {
     stopped: bool,
 }
 
+/// Reads of a table's rows queued for its loader (up to 1 MiB each).
+const ROWS_QUEUE: usize = 4;
+
 /// The outcome of the copy.
 struct Copied {
     bytes: u64,
     /// The scanner understood the whole archive.
     scanned: bool,
+    /// Rows were sent to loaders instead of the spool: the spool is not the whole dump.
+    holes: bool,
 }
 
 /// Spool the artifact `from` into `spool` and load it into `database` while it arrives; see
@@ -99,6 +128,14 @@ pub(crate) async fn spool_and_load(
         pre_done: false,
         queue: VecDeque::new(),
         running: JoinSet::new(),
+        busy: 0,
+        idle: Vec::new(),
+        session: Vec::new(),
+        stmts: Arc::default(),
+        int_size: 0,
+        rows: 0,
+        copied: 0,
+        widest: 0,
         loaded: BTreeSet::new(),
         failed: None,
     };
@@ -127,9 +164,17 @@ pub(crate) async fn spool_and_load(
         load.stop().await;
         return Ok(Streamed::Unrecognized {
             touched: load.started(),
+            complete: !copied.holes,
         });
     }
     load.finish_loads(progress).await?;
+    if load.copied > 0 {
+        progress.info(format!(
+            "{database}: {} tables loaded with COPY over the protocol ({} rows), one of them \
+             over {} connections at once",
+            load.copied, load.rows, load.widest
+        ));
+    }
     // Sequence values, and indexes, constraints and triggers, in parallel from the spool.
     let rest: Vec<i64> = load
         .ids
@@ -163,10 +208,12 @@ pub(crate) async fn spool_and_load(
 pub(crate) enum Streamed {
     /// Loaded, these many bytes.
     Loaded(u64),
-    /// The archive was not recognised; the spool is complete and verified. `touched`: the
-    /// schema or some data had been loaded before that showed (the database must be made
-    /// empty again before it is loaded from the spool).
-    Unrecognized { touched: bool },
+    /// The archive was not recognised; the stream was verified. `touched`: the schema or
+    /// some data had been loaded before that showed (the database must be made empty again
+    /// before it is loaded from the spool). `complete`: the spool holds the whole dump;
+    /// when some rows went to their loaders from memory, it does not, and the artifact
+    /// must be read again.
+    Unrecognized { touched: bool, complete: bool },
 }
 
 /// The copy, on a blocking thread: artifact → spool file, scanned on the way.
@@ -190,7 +237,7 @@ fn copy_inner(
     written: &watch::Sender<Written>,
 ) -> Result<Copied> {
     let io_error = |e: io::Error| crate::dir::spool_error(e, dest);
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
@@ -203,6 +250,12 @@ fn copy_inner(
     let mut told_toc = false;
     let mut told_blocks = 0;
     let mut told_ends = 0;
+    // The tables whose rows go to their loader in memory, and the senders of the blocks
+    // under way; `routed`: the first span not yet routed to its end.
+    let mut stmts: Arc<BTreeMap<i64, String>> = Arc::default();
+    let mut senders: BTreeMap<i64, mpsc::Sender<Vec<u8>>> = BTreeMap::new();
+    let mut routed = 0;
+    let mut holes = false;
     loop {
         hold.check().map_err(io_error)?;
         let n = match input.read(&mut buf) {
@@ -211,52 +264,107 @@ fn copy_inner(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io_error(e)),
         };
-        file.write_all(&buf[..n]).map_err(io_error)?;
+        let at = total;
         total += n as u64;
         scan.feed(&buf[..n]);
-        if !scan.has_failed() {
-            if !told_toc && let Some(end) = scan.toc_end() {
-                let mut head = vec![0u8; usize::try_from(end).unwrap_or(usize::MAX)];
-                file.read_exact_at(&mut head, 0).map_err(io_error)?;
-                told_toc = true;
-                let _ = events.send(Event::Toc {
-                    head: Arc::new(head),
-                    entries: scan.entries(),
-                });
+        if scan.has_failed() {
+            // From here on everything goes to the spool: the caller loads it whole (or, if
+            // rows went to loaders already, reads the artifact again).
+            senders.clear();
+            file.write_all_at(&buf[..n], at).map_err(io_error)?;
+            written.send_modify(|w| w.bytes = total);
+            continue;
+        }
+        // Route this read: a table's rows to its loader, anything else (the header, the
+        // table of contents, the blocks pg_restore loads) into the spool at its position.
+        if !told_toc && scan.toc_end().is_some() {
+            stmts = Arc::new(copy_statements(&scan.entries(), scan.plain_data()));
+        }
+        let spans = scan.spans();
+        let mut to_loaders: Vec<(i64, std::ops::Range<usize>)> = Vec::new();
+        let mut pos = at;
+        while pos < total {
+            let span = spans.get(routed).filter(|s| s.start <= pos);
+            let upto = match span {
+                Some(s) => s.end.unwrap_or(total).min(total),
+                None => spans.get(routed).map_or(total, |s| s.start.min(total)),
+            };
+            let part =
+                usize::try_from(pos - at).unwrap_or(n)..usize::try_from(upto - at).unwrap_or(n);
+            match span.filter(|s| stmts.contains_key(&s.dump_id)) {
+                Some(s) => to_loaders.push((s.dump_id, part)),
+                None => file.write_all_at(&buf[part], pos).map_err(io_error)?,
             }
-            // Only the blocks new since the last chunk: earlier ones were told already.
-            let spans = scan.spans();
-            for s in &spans[told_blocks..] {
-                // The position goes into the table of contents before anyone reads it.
-                if let Some(p) = scan.patch_for(s.dump_id) {
-                    let (at, bytes) = p.offset();
-                    file.write_all_at(bytes, at).map_err(io_error)?;
-                    let (at, bytes) = p.flag();
-                    file.write_all_at(bytes, at).map_err(io_error)?;
-                }
-                let _ = events.send(Event::Block {
-                    dump_id: s.dump_id,
-                    start: s.start,
-                });
+            if span.is_some_and(|s| s.end.is_some_and(|e| e <= total)) {
+                routed += 1;
             }
-            told_blocks = spans.len();
-            // Blocks end in archive order: the newly ended ones follow the last told.
-            let ended: Vec<(i64, u64)> = spans[told_ends..]
-                .iter()
-                .map_while(|s| s.end.map(|e| (s.dump_id, e)))
-                .collect();
-            if !ended.is_empty() {
-                told_ends += ended.len();
-                written.send_modify(|w| {
-                    w.ends.extend(ended);
-                    w.bytes = total;
-                });
-                continue;
+            pos = upto;
+        }
+        if !told_toc && let Some(end) = scan.toc_end() {
+            told_toc = true;
+            let mut head = vec![0u8; usize::try_from(end).unwrap_or(usize::MAX)];
+            file.read_exact_at(&mut head, 0).map_err(io_error)?;
+            let _ = events.send(Event::Toc {
+                head: Arc::new(head),
+                entries: scan.entries(),
+                stmts: stmts.clone(),
+                int_size: scan.int_size(),
+            });
+        }
+        // Only the blocks new since the last read: earlier ones were told already.
+        for s in &spans[told_blocks..] {
+            // The position goes into the table of contents before anyone reads it.
+            if let Some(p) = scan.patch_for(s.dump_id) {
+                let (at, bytes) = p.offset();
+                file.write_all_at(bytes, at).map_err(io_error)?;
+                let (at, bytes) = p.flag();
+                file.write_all_at(bytes, at).map_err(io_error)?;
+            }
+            let rows = stmts.contains_key(&s.dump_id).then(|| {
+                let (tx, rx) = mpsc::channel(ROWS_QUEUE);
+                senders.insert(s.dump_id, tx);
+                rx
+            });
+            let _ = events.send(Event::Block {
+                dump_id: s.dump_id,
+                start: s.start,
+                rows,
+            });
+        }
+        told_blocks = spans.len();
+        // The rows, to the loaders told of their blocks above (a loader takes them once
+        // it runs: the copy waits for it).
+        for (id, part) in to_loaders {
+            holes = true;
+            if let Some(tx) = senders.get(&id)
+                && tx.blocking_send(buf[part].to_vec()).is_err()
+            {
+                // The loader is gone (it failed, or the restore stops): its rows are
+                // dropped.
+                senders.remove(&id);
             }
         }
-        written.send_modify(|w| w.bytes = total);
+        for s in &spans[told_ends..] {
+            match s.end {
+                // The block ended: its loader sees the end of its rows.
+                Some(_) => drop(senders.remove(&s.dump_id)),
+                None => break,
+            }
+        }
+        // Blocks end in archive order: the newly ended ones follow the last told.
+        let ended: Vec<(i64, u64)> = spans[told_ends..]
+            .iter()
+            .map_while(|s| s.end.map(|e| (s.dump_id, e)))
+            .collect();
+        told_ends += ended.len();
+        written.send_modify(|w| {
+            w.ends.extend(ended);
+            w.bytes = total;
+        });
     }
-    file.flush().map_err(io_error)?;
+    drop(senders);
+    // The spool has the dump's length; the rows loaded from memory are holes in it.
+    file.set_len(total).map_err(io_error)?;
     let scanned = match scan.finish() {
         Ok(patches) => {
             for p in &patches {
@@ -269,7 +377,22 @@ fn copy_inner(
     Ok(Copied {
         bytes: total,
         scanned,
+        holes,
     })
+}
+
+/// The `COPY` statements of the table data entries whose rows a loader can send as they
+/// are (`plain`: the archive does not compress its blocks), by entry.
+fn copy_statements(entries: &[EntryInfo], plain: bool) -> BTreeMap<i64, String> {
+    if !plain {
+        return BTreeMap::new();
+    }
+    entries
+        .iter()
+        .filter(|e| e.desc == "TABLE DATA")
+        .filter_map(|e| Some((e.dump_id, e.copy_stmt.clone()?)))
+        .filter(|(_, s)| s.starts_with("COPY "))
+        .collect()
 }
 
 fn write_list(path: &std::path::Path, ids: &[i64]) -> Result<()> {
@@ -282,10 +405,15 @@ fn write_list(path: &std::path::Path, ids: &[i64]) -> Result<()> {
 }
 
 /// One unit of work of the loader.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum Job {
-    /// A data block: dump id, start.
+    /// A data block loaded by `pg_restore` from the spool: dump id, start.
     Block(i64, u64),
+    /// A table's rows, loaded with `COPY` as they come through `rows`.
+    Copy {
+        id: i64,
+        rows: mpsc::Receiver<Vec<u8>>,
+    },
     /// A post-data entry whose table is loaded.
     Post(i64),
 }
@@ -341,7 +469,22 @@ struct Loader<'a> {
     pre_data: Option<tokio::task::JoinHandle<Result<()>>>,
     pre_done: bool,
     queue: VecDeque<Job>,
-    running: JoinSet<(Vec<i64>, Result<()>)>,
+    running: JoinSet<Done>,
+    /// Connections in use by the running loads (at most `jobs`).
+    busy: usize,
+    /// Loading connections between two blocks.
+    idle: Vec<PgConnection>,
+    /// The archive's session settings, for the loading connections.
+    session: Vec<String>,
+    /// The `COPY` statements of the blocks loaded over the protocol, by data entry (none
+    /// when the archive compresses its blocks).
+    stmts: Arc<BTreeMap<i64, String>>,
+    int_size: usize,
+    /// Rows stored by the `COPY`s, and the blocks they loaded.
+    rows: u64,
+    copied: usize,
+    /// The most connections one table was loaded over.
+    widest: usize,
     /// Entries restored so far (data blocks, early post-data entries).
     loaded: BTreeSet<i64>,
     failed: Option<Error>,
@@ -354,9 +497,20 @@ impl Loader<'_> {
 
     fn on_event(&mut self, ev: Event, progress: &Progress) {
         match ev {
-            Event::Toc { head, entries } => {
+            Event::Toc {
+                head,
+                entries,
+                stmts,
+                int_size,
+            } => {
                 self.ids = entries.iter().map(|e| e.dump_id).collect();
                 self.early_post = single_table_post_data(&entries);
+                self.session = entries
+                    .iter()
+                    .filter_map(|e| e.session_sql.clone())
+                    .collect();
+                self.int_size = int_size;
+                self.stmts = stmts;
                 self.head = Some(head.clone());
                 let c = self.c.clone();
                 let db = self.database.to_owned();
@@ -367,9 +521,20 @@ impl Loader<'_> {
                     restore_from_head(&c, &db, &["--section=pre-data".to_owned()], &head).await
                 }));
             }
-            Event::Block { dump_id, start } => {
+            Event::Block {
+                dump_id,
+                start,
+                rows,
+            } => {
                 self.starts.insert(dump_id, start);
-                self.queue.push_back(Job::Block(dump_id, start));
+                if self.failed.is_some() {
+                    // Nothing starts any more; dropping `rows` lets the copy go on.
+                    return;
+                }
+                self.queue.push_back(match rows {
+                    Some(rows) => Job::Copy { id: dump_id, rows },
+                    None => Job::Block(dump_id, start),
+                });
             }
         }
     }
@@ -392,10 +557,20 @@ impl Loader<'_> {
         }
     }
 
-    fn collect(
-        &mut self,
-        done: std::result::Result<(Vec<i64>, Result<()>), tokio::task::JoinError>,
-    ) {
+    fn collect(&mut self, done: std::result::Result<Done, tokio::task::JoinError>) {
+        let done = match done {
+            Ok(d) => {
+                self.busy = self.busy.saturating_sub(d.lanes);
+                self.idle.extend(d.conns);
+                if let Some(n) = d.rows {
+                    self.rows += n;
+                    self.copied += 1;
+                    self.widest = self.widest.max(d.lanes);
+                }
+                Ok((d.ids, d.res))
+            }
+            Err(e) => Err(e),
+        };
         match done {
             Ok((ids, Ok(()))) => {
                 // A large table's indexes are built while the other tables still load.
@@ -414,7 +589,11 @@ impl Loader<'_> {
                 self.loaded.extend(ids);
             }
             Ok((_, Err(e))) => self.fail(e),
-            Err(e) => self.fail(Error::unexpected("a loading task failed").with_source(e)),
+            Err(e) => {
+                // The task's connections are unknown: none counted busy any more after the
+                // failure (no new load starts once one failed).
+                self.fail(Error::unexpected("a loading task failed").with_source(e))
+            }
         }
     }
 
@@ -422,6 +601,9 @@ impl Loader<'_> {
         if self.failed.is_none() {
             self.failed = Some(e);
         }
+        // The rows queued for loads that will not start are dropped: the copy, which waits
+        // for its loaders, goes on.
+        self.queue.retain(|j| !matches!(j, Job::Copy { .. }));
     }
 
     fn dispatch(&mut self) {
@@ -431,7 +613,7 @@ impl Loader<'_> {
         let Some(head) = self.head.clone() else {
             return;
         };
-        while self.running.len() < self.jobs {
+        while self.busy < self.jobs {
             // Blocks already spooled whole go together (one pg_restore for many small
             // tables), up to a size that leaves large ones to load in parallel; a block still
             // arriving goes alone.
@@ -441,6 +623,7 @@ impl Loader<'_> {
                 let db = self.database.to_owned();
                 let list = self.spool.file(&format!("post-{id}.list"));
                 let head = head.clone();
+                self.busy += 1;
                 self.running.spawn(async move {
                     let res = async {
                         write_list(&list, &[id])?;
@@ -452,8 +635,14 @@ impl Loader<'_> {
                         restore_from_head(&c, &db, &args, &head).await
                     }
                     .await;
-                    (vec![id], res)
+                    Done::of(vec![id], res)
                 });
+                continue;
+            }
+            if matches!(self.queue.front(), Some(Job::Copy { .. })) {
+                if let Some(Job::Copy { id, rows }) = self.queue.pop_front() {
+                    self.spawn_copy(id, rows);
+                }
                 continue;
             }
             let mut batch = Vec::new();
@@ -476,7 +665,7 @@ impl Loader<'_> {
             if batch.is_empty() {
                 match self.queue.pop_front() {
                     Some(Job::Block(id, start)) => batch.push((id, start)),
-                    Some(Job::Post(id)) => self.queue.push_front(Job::Post(id)),
+                    Some(other) => self.queue.push_front(other),
                     None => return,
                 }
                 if batch.is_empty() {
@@ -489,11 +678,53 @@ impl Loader<'_> {
             let file = self.spool.dump_file();
             let rx = self.rx_written.clone();
             let head = head.clone();
+            self.busy += 1;
             self.running.spawn(async move {
                 let ids: Vec<i64> = batch.iter().map(|b| b.0).collect();
                 let res = load_blocks(&c, &db, &batch, &list, &file, &head, rx).await;
-                (ids, res)
+                Done::of(ids, res)
             });
+        }
+    }
+
+    /// Start loading the rows of entry `id` with `COPY` over the protocol: over every free
+    /// connection when its block is still arriving, else (a block of at most a few MiB
+    /// already queued whole) over one.
+    fn spawn_copy(&mut self, id: i64, rows: mpsc::Receiver<Vec<u8>>) {
+        let whole = self.rx_written.borrow().ends.contains_key(&id);
+        let lanes = if whole {
+            1
+        } else {
+            self.jobs.saturating_sub(self.busy).max(1)
+        };
+        let keep = self.idle.len().saturating_sub(lanes);
+        let conns = self.idle.split_off(keep);
+        self.busy += lanes;
+        let cfg = self.c.config.clone();
+        let db = self.database.to_owned();
+        let session = self.session.clone();
+        let stmt = self.stmts.get(&id).cloned().unwrap_or_default();
+        let int_size = self.int_size;
+        self.running.spawn(async move {
+            let (conns, res) = crate::copyin::copy_block(
+                &cfg, &db, &session, conns, lanes, rows, int_size, id, &stmt,
+            )
+            .await;
+            let rows = res.as_ref().ok().copied();
+            Done {
+                ids: vec![id],
+                lanes,
+                conns,
+                rows,
+                res: res.map(|_| ()),
+            }
+        });
+    }
+
+    /// Close the connections between blocks.
+    async fn close_idle(&mut self) {
+        for conn in self.idle.drain(..) {
+            pg::close(conn).await;
         }
     }
 
@@ -523,6 +754,7 @@ impl Loader<'_> {
             self.stop().await;
             return Err(e);
         }
+        self.close_idle().await;
         Ok(())
     }
 
@@ -533,6 +765,34 @@ impl Loader<'_> {
             let _ = h.await;
         }
         self.running.shutdown().await;
+        self.busy = 0;
+        self.close_idle().await;
+    }
+}
+
+/// What a finished load did.
+struct Done {
+    /// The entries it loaded.
+    ids: Vec<i64>,
+    /// The connections it counted as busy.
+    lanes: usize,
+    /// Its loading connections, for the next blocks.
+    conns: Vec<PgConnection>,
+    /// The rows its `COPY` stored, when it was one.
+    rows: Option<u64>,
+    res: Result<()>,
+}
+
+impl Done {
+    /// A load by `pg_restore` (one connection of its own).
+    fn of(ids: Vec<i64>, res: Result<()>) -> Self {
+        Self {
+            ids,
+            lanes: 1,
+            conns: Vec::new(),
+            rows: None,
+            res,
+        }
     }
 }
 
@@ -705,6 +965,7 @@ mod tests {
             desc: desc.to_owned(),
             section,
             deps: deps.to_vec(),
+            ..EntryInfo::default()
         }
     }
 
