@@ -232,6 +232,37 @@ fn copy_target(stmt: &str) -> &str {
     rest.split([' ', '(']).next().unwrap_or(rest)
 }
 
+/// The table a `COPY` statement loads, as schema and name (quoted identifiers unquoted);
+/// `None` when the statement is not `COPY schema.table ...`.
+pub(crate) fn copy_table(stmt: &str) -> Option<(String, String)> {
+    /// One identifier at the start of `s`, and the rest.
+    fn ident(s: &str) -> Option<(String, &str)> {
+        if let Some(q) = s.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = q.char_indices();
+            while let Some((i, ch)) = chars.next() {
+                if ch == '"' {
+                    if q[i + 1..].starts_with('"') {
+                        out.push('"');
+                        chars.next();
+                    } else {
+                        return Some((out, &q[i + 1..]));
+                    }
+                } else {
+                    out.push(ch);
+                }
+            }
+            None
+        } else {
+            let end = s.find(['.', ' ', '(', ';']).unwrap_or(s.len());
+            (end > 0).then(|| (s[..end].to_owned(), &s[end..]))
+        }
+    }
+    let (schema, rest) = ident(stmt.strip_prefix("COPY ")?)?;
+    let (name, rest) = ident(rest.strip_prefix('.')?)?;
+    rest.starts_with([' ', '(']).then_some((schema, name))
+}
+
 /// What one lane did: its connection back when its `COPY` ended cleanly, and the rows.
 type LaneDone = (Option<PgConnection>, Result<u64>);
 
@@ -394,6 +425,22 @@ mod tests {
         p.push(b"\n");
         let long = p.take_rows();
         assert_eq!(long.as_ref().map(Vec::len), Some(2 + 2 * PIECE + 1));
+    }
+
+    #[test]
+    fn the_table_a_copy_loads_is_read_back_from_its_statement() {
+        let t = |s: &str, n: &str| Some((s.to_owned(), n.to_owned()));
+        assert_eq!(
+            copy_table("COPY public.docs (id, body) FROM stdin;\n"),
+            t("public", "docs")
+        );
+        assert_eq!(
+            copy_table("COPY \"My \"\"S\"\"\".\"t.x\" FROM stdin;"),
+            t("My \"S\"", "t.x")
+        );
+        assert_eq!(copy_table("COPY docs FROM stdin;"), None);
+        assert_eq!(copy_table("COPY \"unterminated.t FROM stdin;"), None);
+        assert_eq!(copy_table("INSERT INTO a.b VALUES (1);"), None);
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub(crate) struct EntryInfo {
     /// The SQL of the entries that set up a restore session (`ENCODING`, `STDSTRINGS`,
     /// `SEARCHPATH`); `None` for every other entry.
     pub(crate) session_sql: Option<String>,
+    /// A `TABLE DATA` entry's table: schema and name.
+    pub(crate) table: Option<(String, String)>,
 }
 
 /// The TOC entries whose SQL every restore session runs first.
@@ -529,7 +531,9 @@ impl OffsetScan {
         c.int()?; // had dumper
         c.skip_str()?; // table oid
         c.skip_str()?; // oid
-        c.skip_str()?; // tag
+        let tag = c
+            .str_bytes()?
+            .map(|t| String::from_utf8_lossy(t).into_owned());
         let desc = c
             .str_bytes()?
             .map(|d| String::from_utf8_lossy(d).into_owned())
@@ -544,7 +548,13 @@ impl OffsetScan {
         };
         c.skip_str()?; // drop statement
         let copy_stmt = text(c.str_bytes()?).filter(|s| !s.is_empty());
-        c.skip_str()?; // namespace
+        let namespace = c
+            .str_bytes()?
+            .map(|n| String::from_utf8_lossy(n).into_owned());
+        let table = match (desc.as_str(), namespace, tag) {
+            ("TABLE DATA", Some(n), Some(t)) => Some((n, t)),
+            _ => None,
+        };
         c.skip_str()?; // tablespace
         if self.version >= version(1, 14, 0) {
             c.skip_str()?; // table access method
@@ -581,6 +591,7 @@ impl OffsetScan {
                 deps,
                 copy_stmt,
                 session_sql,
+                table,
             },
         });
         self.state = if left > 1 {

@@ -163,21 +163,28 @@ pub(crate) async fn observe(
     config: &PgConfig,
     counts: bool,
     checksums: bool,
+    counted: &Counted,
 ) -> Result<Observed> {
     let seqs = sequences(conn, config).await?;
-    let rest = observe_data(conn, config, counts, checksums).await?;
+    let rest = observe_data(conn, config, counts, checksums, counted).await?;
     Ok(Observed {
         sequences: seqs,
         ..rest
     })
 }
 
-/// Tables (with counts and checksums), large objects, extensions.
+/// Rows by table (schema, name).
+pub(crate) type Counted = std::collections::BTreeMap<(String, String), i64>;
+
+/// Tables (with counts and checksums), large objects, extensions. A table in `counted` (the
+/// rows a restore's `COPY` stored: the server's own count) is not counted again, unless its
+/// rows are read for checksums anyway.
 pub(crate) async fn observe_data(
     conn: &mut PgConnection,
     config: &PgConfig,
     counts: bool,
     checksums: bool,
+    counted: &Counted,
 ) -> Result<Observed> {
     let names = sqlx::query(TABLES_SQL)
         .fetch_all(&mut *conn)
@@ -188,7 +195,12 @@ pub(crate) async fn observe_data(
         let schema: String = r.get(0);
         let name: String = r.get(1);
         let q = qt(&schema, &name);
-        let rows = if counts {
+        let known = (!checksums)
+            .then(|| counted.get(&(schema.clone(), name.clone())))
+            .flatten();
+        let rows = if let (true, Some(&n)) = (counts, known) {
+            Some(n)
+        } else if counts {
             let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ONLY {q}"))
                 .fetch_one(&mut *conn)
                 .await

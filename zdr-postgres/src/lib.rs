@@ -457,7 +457,8 @@ impl PostgresComponent {
                     let (run, tail) = tools::spawn(self.runner.as_ref(), c, &spec).await?;
                     tools::finish(run, tail, c, "pg_dump").await
                 };
-                let data = facts::observe_data(&mut conn, c, c.row_counts, c.checksums);
+                let none = facts::Counted::new();
+                let data = facts::observe_data(&mut conn, c, c.row_counts, c.checksums, &none);
                 let (dumped, observed) = tokio::join!(dump, data);
                 let _ = pg::exec(&mut conn, c, "COMMIT").await;
                 dumped?;
@@ -475,7 +476,8 @@ impl PostgresComponent {
             let mut writer = sink.create(&artifact, c.format.ext()).await?;
             let (run, tail) = tools::spawn(self.runner.as_ref(), c, &spec).await?;
             let dump = tools::drain(run, tail, &mut writer, c, "pg_dump");
-            let data = facts::observe_data(&mut conn, c, c.row_counts, c.checksums);
+            let none = facts::Counted::new();
+            let data = facts::observe_data(&mut conn, c, c.row_counts, c.checksums, &none);
             let (dumped, observed) = tokio::join!(dump, data);
             let _ = pg::exec(&mut conn, c, "COMMIT").await;
             pg::close(conn).await;
@@ -701,7 +703,7 @@ impl Verifier for PostgresComponent {
             .name
             .clone()
             .unwrap_or_else(|| facts.database.clone());
-        restore::verify_db(self, &facts, &db)
+        restore::verify_db(self, &facts, &db, &facts::Counted::new())
             .await
             .map_err(|e| self.context(e).with_context("database", &db))
     }

@@ -136,6 +136,8 @@ pub(crate) async fn spool_and_load(
         rows: 0,
         copied: 0,
         widest: 0,
+        tables: BTreeMap::new(),
+        counted: BTreeMap::new(),
         loaded: BTreeSet::new(),
         failed: None,
     };
@@ -201,13 +203,20 @@ pub(crate) async fn spool_and_load(
     let (run, tail) = tools::spawn(c.runner.as_ref(), &c.config, &spec).await?;
     tools::finish(run, tail, &c.config, "pg_restore").await?;
     progress.finish(&what);
-    Ok(Streamed::Loaded(copied.bytes))
+    Ok(Streamed::Loaded {
+        bytes: copied.bytes,
+        counted: std::mem::take(&mut load.counted),
+    })
 }
 
 /// What [`spool_and_load`] did.
 pub(crate) enum Streamed {
-    /// Loaded, these many bytes.
-    Loaded(u64),
+    /// Loaded, these many bytes; `counted`: the rows the `COPY`s stored, by table (schema,
+    /// name), for the tables loaded that way.
+    Loaded {
+        bytes: u64,
+        counted: BTreeMap<(String, String), i64>,
+    },
     /// The archive was not recognised; the stream was verified. `touched`: the schema or
     /// some data had been loaded before that showed (the database must be made empty again
     /// before it is loaded from the spool). `complete`: the spool holds the whole dump;
@@ -485,6 +494,11 @@ struct Loader<'a> {
     copied: usize,
     /// The most connections one table was loaded over.
     widest: usize,
+    /// The table each `COPY` loads, by data entry (when its statement names the entry's own
+    /// table).
+    tables: BTreeMap<i64, (String, String)>,
+    /// Rows the `COPY`s stored, by table.
+    counted: BTreeMap<(String, String), i64>,
     /// Entries restored so far (data blocks, early post-data entries).
     loaded: BTreeSet<i64>,
     failed: Option<Error>,
@@ -510,6 +524,15 @@ impl Loader<'_> {
                     .filter_map(|e| e.session_sql.clone())
                     .collect();
                 self.int_size = int_size;
+                self.tables = entries
+                    .iter()
+                    .filter_map(|e| {
+                        let table = e.table.clone()?;
+                        let stmt = stmts.get(&e.dump_id)?;
+                        (crate::copyin::copy_table(stmt).as_ref() == Some(&table))
+                            .then_some((e.dump_id, table))
+                    })
+                    .collect();
                 self.stmts = stmts;
                 self.head = Some(head.clone());
                 let c = self.c.clone();
@@ -566,6 +589,10 @@ impl Loader<'_> {
                     self.rows += n;
                     self.copied += 1;
                     self.widest = self.widest.max(d.lanes);
+                    if let Some(t) = d.ids.first().and_then(|id| self.tables.get(id)) {
+                        *self.counted.entry(t.clone()).or_insert(0) +=
+                            i64::try_from(n).unwrap_or(i64::MAX);
+                    }
                 }
                 Ok((d.ids, d.res))
             }

@@ -778,6 +778,30 @@ async fn verification_mismatch_keeps_live_and_drops_the_side_database() -> Resul
     assert_eq!(e.context_value("database"), Some("app"));
     assert_eq!(env.digest("app"), live);
     assert_eq!(env.cluster.databases(), dbs);
+
+    // Without row checksums, the counts compared are those the restore's COPYs returned:
+    // the mismatch is found all the same.
+    for t in &mut facts.tables {
+        t.md5 = None;
+    }
+    lying.facts = serde_json::to_value(&facts).unwrap();
+    let e = pg
+        .restore(
+            &lying,
+            &reader,
+            &RestoreTarget::default(),
+            &Progress::none(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    assert!(
+        e.to_string()
+            .contains("public.customers: 500 rows, the backup has 499"),
+        "{e}"
+    );
+    assert_eq!(env.digest("app"), live);
+    assert_eq!(env.cluster.databases(), dbs);
     Ok(())
 }
 
@@ -1761,6 +1785,36 @@ async fn rows_load_over_copy_split_across_connections_in_the_archive_encoding() 
             .iter()
             .any(|s| s.program == "pg_restore" && s.args.iter().any(|a| a == "--data-only")),
         "{seen:?}"
+    );
+    // With md5 checksums configured the tables are read again; without, the counts the
+    // COPYs returned are compared with the facts.
+    assert!(
+        !notes
+            .iter()
+            .any(|n| n.contains("as their COPY stored them")),
+        "{notes:?}"
+    );
+    let mut config = pg.config().clone();
+    config.checksums = false;
+    let pg = PostgresComponent::new(pg.component().clone(), config);
+    let m = env.repo.backup(&pg, "daily", &Progress::none()).await?;
+    env.cluster.psql("enc", "DELETE FROM big WHERE id > 100");
+    let sink = Arc::new(zdr_core::RecordingSink::default());
+    env.repo
+        .restore(
+            &pg,
+            &m,
+            &RestoreTarget::default(),
+            &Progress::new(sink.clone()),
+        )
+        .await?;
+    assert_eq!(env.cluster.psql("enc", HARD_DIGEST), before);
+    let notes = sink.messages(zdr_core::Level::Info);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("(row counts of 2 tables as their COPY stored them)")),
+        "{notes:?}"
     );
     assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
     Ok(())
