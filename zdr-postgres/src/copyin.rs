@@ -6,7 +6,7 @@
 //! is not compressed inside (zdr's dumps: `pg_dump --compress=0`, compressed by the pipeline),
 //! the chunks are the rows exactly as `COPY` reads them. [`copy_block`] takes the block's
 //! bytes from the copy as they arrive (they never go through the spool file), gathers the
-//! rows into pieces of about 1 MiB cut at the end of a row, and hands each piece to the next free connection (a "lane"), each in its own
+//! rows into pieces of about 256 KiB cut at the end of a row, and hands each piece to the next free connection (a "lane"), each in its own
 //! `COPY` of the same table. A large table so loads on every core, with no `pg_restore`
 //! process and no pipe in between; the rows' order on disk may differ from the original's
 //! (as after any parallel load), their content does not. The server's count of the rows each
@@ -23,7 +23,7 @@ use crate::PgConfig;
 use crate::pg;
 
 /// Size of the pieces handed to the lanes, and of the reads from the spool.
-const PIECE: usize = 1 << 20;
+const PIECE: usize = 256 << 10;
 
 /// `BLK_DATA`: the type byte of a table's data block.
 const BLK_DATA: u8 = 1;

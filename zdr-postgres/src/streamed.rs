@@ -87,7 +87,10 @@ struct Written {
     stopped: bool,
 }
 
-/// Reads of a table's rows queued for its loader (up to 1 MiB each).
+/// A table's rows go to its loader in messages of at most this size ...
+const ROWS_MSG: usize = 256 << 10;
+
+/// ... and this many are queued.
 const ROWS_QUEUE: usize = 4;
 
 /// The outcome of the copy.
@@ -345,12 +348,14 @@ fn copy_inner(
         // it runs: the copy waits for it).
         for (id, part) in to_loaders {
             holes = true;
-            if let Some(tx) = senders.get(&id)
-                && tx.blocking_send(buf[part].to_vec()).is_err()
-            {
-                // The loader is gone (it failed, or the restore stops): its rows are
-                // dropped.
-                senders.remove(&id);
+            for msg in buf[part].chunks(ROWS_MSG) {
+                if let Some(tx) = senders.get(&id)
+                    && tx.blocking_send(msg.to_vec()).is_err()
+                {
+                    // The loader is gone (it failed, or the restore stops): its rows are
+                    // dropped.
+                    senders.remove(&id);
+                }
             }
         }
         for s in &spans[told_ends..] {
@@ -650,7 +655,7 @@ impl Loader<'_> {
                 let db = self.database.to_owned();
                 let list = self.spool.file(&format!("post-{id}.list"));
                 let head = head.clone();
-                self.busy += 1;
+                self.take_slot();
                 self.running.spawn(async move {
                     let res = async {
                         write_list(&list, &[id])?;
@@ -705,7 +710,7 @@ impl Loader<'_> {
             let file = self.spool.dump_file();
             let rx = self.rx_written.clone();
             let head = head.clone();
-            self.busy += 1;
+            self.take_slot();
             self.running.spawn(async move {
                 let ids: Vec<i64> = batch.iter().map(|b| b.0).collect();
                 let res = load_blocks(&c, &db, &batch, &list, &file, &head, rx).await;
@@ -746,6 +751,17 @@ impl Loader<'_> {
                 res: res.map(|_| ()),
             }
         });
+    }
+
+    /// Count one more load by a `pg_restore` of its own, closing an idle loading connection
+    /// if that would make more than `jobs` connections in all.
+    fn take_slot(&mut self) {
+        self.busy += 1;
+        if self.busy + self.idle.len() > self.jobs
+            && let Some(conn) = self.idle.pop()
+        {
+            tokio::spawn(pg::close(conn));
+        }
     }
 
     /// Close the connections between blocks.
