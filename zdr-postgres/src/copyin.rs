@@ -28,13 +28,11 @@ const PIECE: usize = 256 << 10;
 /// `BLK_DATA`: the type byte of a table's data block.
 const BLK_DATA: u8 = 1;
 
-/// What every lane sets before its first `COPY`, as `pg_restore` does for its sessions.
-/// `synchronous_commit` is off for the loads alone: they go into a side database that is
-/// swapped in by a later transaction, whose synchronous commit flushes everything written
-/// before it.
+/// What every lane sets before its first `COPY`, as `pg_restore` does for its sessions
+/// (each `COPY` commits synchronously: the row counts it returns are the verification's).
 const FIXED_SESSION: &str = "SET statement_timeout = 0; SET lock_timeout = 0; \
      SET idle_in_transaction_session_timeout = 0; SET row_security = off; \
-     SET synchronous_commit = off;";
+     SET xmloption = content;";
 
 /// Open one lane into `database`: a connection with the session settings of the archive
 /// (`session`: the SQL of its `ENCODING`, `STDSTRINGS` and `SEARCHPATH` entries).
@@ -45,6 +43,9 @@ pub(crate) async fn open_lane(
 ) -> Result<PgConnection> {
     let mut conn = pg::connect(cfg, database).await?;
     let mut sql = String::from(FIXED_SESSION);
+    if conn.server_version_num().is_some_and(|v| v >= 170_000) {
+        sql.push_str(" SET transaction_timeout = 0;");
+    }
     for s in session {
         sql.push('\n');
         sql.push_str(s);
@@ -126,7 +127,7 @@ impl Blocks {
         for (i, b) in bytes[1..].iter().enumerate() {
             v |= i64::from(*b) << (8 * i);
         }
-        let v = if bytes[0] != 0 { -v } else { v };
+        let v = if bytes[0] != 0 { v.wrapping_neg() } else { v };
         self.lo = end;
         Some(v)
     }

@@ -196,7 +196,7 @@ impl Cursor<'_> {
         for (i, b) in self.take(self.int_size)?.iter().enumerate() {
             v |= i64::from(*b) << (8 * i);
         }
-        Ok(if negative { -v } else { v })
+        Ok(if negative { v.wrapping_neg() } else { v })
     }
 
     /// `ReadStr`: `None` for NULL.
@@ -651,11 +651,13 @@ impl OffsetScan {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A hand-built archive in the layout `pg_dump` writes (version 1.14, 4-byte ints).
-    fn archive(entries: &[(i64, bool)], blocks: &[(u8, i64, Vec<Vec<u8>>)]) -> Vec<u8> {
+    /// A small custom-format archive: TOC entries (dump id, has data; all `TABLE DATA` of
+    /// `public.t` with `COPY t FROM stdin;`), then the blocks (kind, dump id, chunks).
+    pub(crate) fn archive(entries: &[(i64, bool)], blocks: &[(u8, i64, Vec<Vec<u8>>)]) -> Vec<u8> {
         fn int(out: &mut Vec<u8>, v: i64) {
             out.push(u8::from(v < 0));
             out.extend_from_slice(&(v.unsigned_abs() as u32).to_le_bytes());

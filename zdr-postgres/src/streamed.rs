@@ -93,6 +93,12 @@ const ROWS_MSG: usize = 256 << 10;
 /// ... and this many are queued.
 const ROWS_QUEUE: usize = 4;
 
+/// Rows for a loader: a range of the current read, or bytes read back from the spool.
+enum Part {
+    Read(std::ops::Range<usize>),
+    Spooled(Vec<u8>),
+}
+
 /// The outcome of the copy.
 struct Copied {
     bytes: u64,
@@ -166,9 +172,11 @@ pub(crate) async fn spool_and_load(
         }
     };
     if !copied.scanned || load.head.is_none() {
+        // Taken before the loads stop: a schema step still running has touched it too.
+        let touched = load.started();
         load.stop().await;
         return Ok(Streamed::Unrecognized {
-            touched: load.started(),
+            touched,
             complete: !copied.holes,
         });
     }
@@ -293,7 +301,7 @@ fn copy_inner(
             stmts = Arc::new(copy_statements(&scan.entries(), scan.plain_data()));
         }
         let spans = scan.spans();
-        let mut to_loaders: Vec<(i64, std::ops::Range<usize>)> = Vec::new();
+        let mut to_loaders: Vec<(i64, Part)> = Vec::new();
         let mut pos = at;
         while pos < total {
             let span = spans.get(routed).filter(|s| s.start <= pos);
@@ -304,7 +312,18 @@ fn copy_inner(
             let part =
                 usize::try_from(pos - at).unwrap_or(n)..usize::try_from(upto - at).unwrap_or(n);
             match span.filter(|s| stmts.contains_key(&s.dump_id)) {
-                Some(s) => to_loaders.push((s.dump_id, part)),
+                Some(s) => {
+                    if routed >= told_blocks && s.start < at {
+                        // The block's header began in an earlier read, before the scanner
+                        // knew it was one: those bytes went to the spool; its loader gets
+                        // them first.
+                        let len = usize::try_from(at - s.start).unwrap_or(usize::MAX);
+                        let mut first = vec![0u8; len];
+                        file.read_exact_at(&mut first, s.start).map_err(io_error)?;
+                        to_loaders.push((s.dump_id, Part::Spooled(first)));
+                    }
+                    to_loaders.push((s.dump_id, Part::Read(part)));
+                }
                 None => file.write_all_at(&buf[part], pos).map_err(io_error)?,
             }
             if span.is_some_and(|s| s.end.is_some_and(|e| e <= total)) {
@@ -344,11 +363,28 @@ fn copy_inner(
             });
         }
         told_blocks = spans.len();
+        // What the spool holds now is told before the rows are handed over (a load
+        // reading the spool never waits on a load waiting for its rows).
+        // Blocks end in archive order: the newly ended ones follow the last told.
+        let ended: Vec<(i64, u64)> = spans[told_ends..]
+            .iter()
+            .map_while(|s| s.end.map(|e| (s.dump_id, e)))
+            .collect();
+        told_ends += ended.len();
+        let ended_ids: Vec<i64> = ended.iter().map(|e| e.0).collect();
+        written.send_modify(|w| {
+            w.ends.extend(ended);
+            w.bytes = total;
+        });
         // The rows, to the loaders told of their blocks above (a loader takes them once
         // it runs: the copy waits for it).
         for (id, part) in to_loaders {
             holes = true;
-            for msg in buf[part].chunks(ROWS_MSG) {
+            let bytes = match &part {
+                Part::Read(r) => &buf[r.clone()],
+                Part::Spooled(v) => v.as_slice(),
+            };
+            for msg in bytes.chunks(ROWS_MSG) {
                 if let Some(tx) = senders.get(&id)
                     && tx.blocking_send(msg.to_vec()).is_err()
                 {
@@ -358,23 +394,10 @@ fn copy_inner(
                 }
             }
         }
-        for s in &spans[told_ends..] {
-            match s.end {
-                // The block ended: its loader sees the end of its rows.
-                Some(_) => drop(senders.remove(&s.dump_id)),
-                None => break,
-            }
+        // The blocks that ended: their loaders see the end of their rows.
+        for id in ended_ids {
+            senders.remove(&id);
         }
-        // Blocks end in archive order: the newly ended ones follow the last told.
-        let ended: Vec<(i64, u64)> = spans[told_ends..]
-            .iter()
-            .map_while(|s| s.end.map(|e| (s.dump_id, e)))
-            .collect();
-        told_ends += ended.len();
-        written.send_modify(|w| {
-            w.ends.extend(ended);
-            w.bytes = total;
-        });
     }
     drop(senders);
     // The spool has the dump's length; the rows loaded from memory are holes in it.
@@ -671,8 +694,14 @@ impl Loader<'_> {
                 });
                 continue;
             }
-            if matches!(self.queue.front(), Some(Job::Copy { .. })) {
-                if let Some(Job::Copy { id, rows }) = self.queue.pop_front() {
+            // Rows first, wherever they are queued: the read of the artifact waits for them
+            // (an index built meanwhile would hold up the stream).
+            if let Some(i) = self
+                .queue
+                .iter()
+                .position(|j| matches!(j, Job::Copy { .. }))
+            {
+                if let Some(Job::Copy { id, rows }) = self.queue.remove(i) {
                     self.spawn_copy(id, rows);
                 }
                 continue;
@@ -789,7 +818,8 @@ impl Loader<'_> {
             match self.running.join_next().await {
                 Some(done) => self.collect(done),
                 None if self.queue.is_empty() => break,
-                None => {}
+                // Nothing runs, so no connection is in use: what is queued starts next.
+                None => self.busy = 0,
             }
         }
         progress.finish(&task);
@@ -1010,6 +1040,103 @@ mod tests {
             deps: deps.to_vec(),
             ..EntryInfo::default()
         }
+    }
+
+    /// Serves `data` in reads of 1 to 7 bytes, so that every unit of the archive (block
+    /// headers included) is split between reads somewhere.
+    struct Dribble {
+        data: Vec<u8>,
+        at: usize,
+        next: usize,
+    }
+
+    impl tokio::io::AsyncRead for Dribble {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = (self.next % 7 + 1)
+                .min(self.data.len() - self.at)
+                .min(buf.remaining());
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            self.next += 1;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_block_reaches_its_loader_whole_whatever_the_reads() {
+        use crate::custom::tests::archive;
+        let rows = |tag: &str, n: usize| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|i| format!("{i}\t{tag} row {i}\n").into_bytes())
+                .collect()
+        };
+        let entries = [(1, true), (2, true), (3, false), (4, true)];
+        let blocks = [
+            (1, 1, rows("a", 40)),
+            (1, 2, rows("b", 1)),
+            (1, 4, rows("c", 25)),
+        ];
+        let data = archive(&entries, &blocks);
+        let toc_len = archive(&entries, &[]).len();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::PgConfig::new("localhost", 5432, "u", "db");
+        cfg.spool_dir = Some(dir.path().to_path_buf());
+        let spool = Spool::create(&cfg, &Progress::none()).unwrap();
+        let (events, mut rx_events) = mpsc::unbounded_channel();
+        let (written, _rx_written) = watch::channel(Written::default());
+        let dest = spool.dump_file();
+        let hold = spool.hold();
+        let from: BoxRead = Box::new(Dribble {
+            data: data.clone(),
+            at: 0,
+            next: 0,
+        });
+        let copy = tokio::task::spawn_blocking(move || copy(from, &dest, hold, &events, &written));
+        // Each block's loader takes its bytes as they come.
+        let mut loaders = Vec::new();
+        while let Some(ev) = rx_events.recv().await {
+            if let Event::Block {
+                dump_id,
+                rows: Some(mut rx),
+                ..
+            } = ev
+            {
+                loaders.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Some(m) = rx.recv().await {
+                        got.extend_from_slice(&m);
+                    }
+                    (dump_id, got)
+                }));
+            }
+        }
+        let copied = copy.await.unwrap().unwrap();
+        assert!(copied.scanned && copied.holes);
+        assert_eq!(copied.bytes, data.len() as u64);
+        let mut all = Vec::new();
+        for (i, l) in loaders.into_iter().enumerate() {
+            let (id, got) = l.await.unwrap();
+            assert_eq!(id, [1, 2, 4][i]);
+            // The block from its type byte and entry id to its end mark.
+            assert_eq!(&got[..2], &[1, 0], "block of entry {id}");
+            assert_eq!(got[2], u8::try_from(id).unwrap());
+            all.extend_from_slice(&got);
+        }
+        assert_eq!(all, data[toc_len..]);
+        // The spool has the dump's length and header; where the rows were, it holds zeros (or
+        // the few header bytes read before the scanner knew a block began there).
+        let spooled = std::fs::read(spool.dump_file()).unwrap();
+        assert_eq!(spooled.len(), data.len());
+        assert_eq!(spooled[..16], data[..16]);
+        assert!((toc_len..data.len()).all(|i| spooled[i] == 0 || spooled[i] == data[i]));
+        let zeros = spooled[toc_len..].iter().filter(|&&b| b == 0).count();
+        assert!(zeros > (data.len() - toc_len) / 2, "{zeros} zeros");
+        spool.remove().await;
     }
 
     #[test]

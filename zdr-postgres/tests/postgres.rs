@@ -1496,6 +1496,23 @@ async fn custom_format_restores_with_parallel_jobs_from_a_spool_removed_every_ti
     );
     assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
 
+    // One job: the large objects' pg_restore, the tables' COPYs and the indexes share one
+    // slot, and the read of the artifact waits for them without stalling them.
+    env.cluster.psql("app", "DELETE FROM events WHERE id > 10");
+    let one = pg.restore_with(RestoreOptions {
+        jobs: Some(1),
+        ..RestoreOptions::default()
+    });
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        env.repo
+            .restore(&one, &m, &RestoreTarget::default(), &Progress::none()),
+    )
+    .await
+    .expect("a restore with one job finishes")?;
+    assert_eq!(env.digest("app"), before);
+    assert!(env.spool_left().is_empty(), "{:?}", env.spool_left());
+
     // The stream failing midway: refused before any database is created, spool removed.
     env.cluster.psql("app", "DELETE FROM events WHERE id > 10");
     let live = env.digest("app");
