@@ -669,9 +669,18 @@ impl Loader<'_> {
             return;
         };
         while self.busy < self.jobs {
-            // Blocks already spooled whole go together (one pg_restore for many small
-            // tables), up to a size that leaves large ones to load in parallel; a block still
-            // arriving goes alone.
+            // Rows first, wherever they are queued: the read of the artifact waits for them
+            // (an index built meanwhile would hold up the stream).
+            if let Some(i) = self
+                .queue
+                .iter()
+                .position(|j| matches!(j, Job::Copy { .. }))
+            {
+                if let Some(Job::Copy { id, rows }) = self.queue.remove(i) {
+                    self.spawn_copy(id, rows);
+                }
+                continue;
+            }
             if let Some(&Job::Post(id)) = self.queue.front() {
                 self.queue.pop_front();
                 let c = self.c.clone();
@@ -694,18 +703,9 @@ impl Loader<'_> {
                 });
                 continue;
             }
-            // Rows first, wherever they are queued: the read of the artifact waits for them
-            // (an index built meanwhile would hold up the stream).
-            if let Some(i) = self
-                .queue
-                .iter()
-                .position(|j| matches!(j, Job::Copy { .. }))
-            {
-                if let Some(Job::Copy { id, rows }) = self.queue.remove(i) {
-                    self.spawn_copy(id, rows);
-                }
-                continue;
-            }
+            // Blocks already spooled whole go together (one pg_restore for many small
+            // tables), up to a size that leaves large ones to load in parallel; a block still
+            // arriving goes alone.
             let mut batch = Vec::new();
             {
                 let w = self.rx_written.borrow();
