@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use zdr_core::{Error, ErrorKind, Progress, Result, StorageTier};
 use zdr_storage::{Found, PipelineOptions, find_object, open_artifact, put_object};
 
@@ -470,19 +470,19 @@ impl WalArchive {
         let tmp = tmp_path(dest);
         let res = async {
             let r = open_artifact(tier.clone(), record, &self.options.keys, Progress::none())?;
-            // Big writes: every write to a `tokio::fs::File` is a hand-off to the blocking pool.
-            let mut r = tokio::io::BufReader::with_capacity(zdr_storage::CHUNK, r);
-            let created = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| io_err(e, "cannot write the restored WAL file", &tmp))?;
-            let mut out = tokio::io::BufWriter::with_capacity(zdr_storage::CHUNK, created);
-            let n = tokio::io::copy_buf(&mut r, &mut out)
-                .await
-                .map_err(|e| Error::from_io(e, "restoring the WAL file failed"))?;
-            out.flush()
-                .await
-                .map_err(|e| io_err(e, "cannot write the restored WAL file", &tmp))?;
-            drop(out);
+            // One blocking task writes the file straight from a large read buffer: no copy
+            // into `tokio::fs`'s own buffer, no hand-off to the blocking pool per write.
+            let input = tokio_util::io::SyncIoBridge::new(r);
+            let path = tmp.clone();
+            let n = tokio::task::spawn_blocking(move || -> Result<u64> {
+                let mut input = std::io::BufReader::with_capacity(zdr_storage::CHUNK, input);
+                let mut out = std::fs::File::create(&path)
+                    .map_err(|e| io_err(e, "cannot write the restored WAL file", &path))?;
+                std::io::copy(&mut input, &mut out)
+                    .map_err(|e| Error::from_io(e, "restoring the WAL file failed"))
+            })
+            .await
+            .map_err(|e| Error::unexpected("the WAL fetch task failed").with_source(e))??;
             if let WalFile::Segment(_) = file
                 && n != self.segment_size
             {
