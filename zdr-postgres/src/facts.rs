@@ -195,12 +195,16 @@ pub(crate) async fn observe_data(
         let schema: String = r.get(0);
         let name: String = r.get(1);
         let q = qt(&schema, &name);
-        let known = (!checksums)
-            .then(|| counted.get(&(schema.clone(), name.clone())))
-            .flatten();
-        let rows = if let (true, Some(&n)) = (counts, known) {
-            Some(n)
-        } else if counts {
+        let known = if checksums {
+            None
+        } else {
+            counted.get(&(schema.clone(), name.clone())).copied()
+        };
+        let rows = if !counts {
+            None
+        } else if known.is_some() {
+            known
+        } else {
             let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ONLY {q}"))
                 .fetch_one(&mut *conn)
                 .await
@@ -209,8 +213,6 @@ pub(crate) async fn observe_data(
                         .with_context("table", format!("{schema}.{name}"))
                 })?;
             Some(n)
-        } else {
-            None
         };
         let md5 = if checksums {
             let h: String = sqlx::query_scalar(&format!(

@@ -297,8 +297,13 @@ fn copy_inner(
         }
         // Route this read: a table's rows to its loader, anything else (the header, the
         // table of contents, the blocks pg_restore loads) into the spool at its position.
-        if !told_toc && scan.toc_end().is_some() {
-            stmts = Arc::new(copy_statements(&scan.entries(), scan.plain_data()));
+        // The table of contents just completed: which tables' rows go to loaders is known
+        // before this read is routed; the loader hears of it once the read is in the spool.
+        let toc = (!told_toc)
+            .then(|| scan.toc_end().map(|end| (end, scan.entries())))
+            .flatten();
+        if let Some((_, entries)) = &toc {
+            stmts = Arc::new(copy_statements(entries, scan.plain_data()));
         }
         let spans = scan.spans();
         let mut to_loaders: Vec<(i64, Part)> = Vec::new();
@@ -331,13 +336,13 @@ fn copy_inner(
             }
             pos = upto;
         }
-        if !told_toc && let Some(end) = scan.toc_end() {
+        if let Some((end, entries)) = toc {
             told_toc = true;
             let mut head = vec![0u8; usize::try_from(end).unwrap_or(usize::MAX)];
             file.read_exact_at(&mut head, 0).map_err(io_error)?;
             let _ = events.send(Event::Toc {
                 head: Arc::new(head),
-                entries: scan.entries(),
+                entries,
                 stmts: stmts.clone(),
                 int_size: scan.int_size(),
             });
