@@ -7,6 +7,8 @@
 //! manifests/<component>/<backup-id>.json.sha256
 //! <component>/blobs/<aa>/<sha256>[.zst][.age]  # content-addressed blobs (object storage),
 //!                                             # shared by the backups whose index names them
+//! <component>/blobs/packs/<aa>/<id>.pack     # small blobs, each stored as above, end to end
+//! <component>/blobs/packs/<aa>/<id>.pack.idx # JSON lines: the record of each blob in it
 //! ```
 
 use crate::id::{BackupId, Component};
@@ -59,6 +61,23 @@ pub fn blob_key(
         blob_prefix(component),
         compression.suffix()
     )
+}
+
+/// The key of the pack `id` (32 lowercase hex digits) of `component`:
+/// `<component>/blobs/packs/<first two digits>/<id>.pack`. A pack holds small blobs end to
+/// end, each exactly as it would be stored alone (compressed, encrypted); a record with an
+/// [`crate::ArtifactRecord::offset`] names one. Its `.sha256` sidecar covers the whole pack,
+/// and its table ([`pack_table_key`]) lists the records of the blobs in it.
+#[must_use]
+pub fn pack_key(component: &Component, id: &str) -> String {
+    let fan = id.get(..2).unwrap_or("00");
+    format!("{}packs/{fan}/{id}.pack", blob_prefix(component))
+}
+
+/// The key of the table of the pack at `pack_key`: `<pack key>.idx`.
+#[must_use]
+pub fn pack_table_key(pack_key: &str) -> String {
+    format!("{pack_key}.idx")
 }
 
 /// True for a lowercase hex SHA-256 (64 digits), the only names a blob can have.

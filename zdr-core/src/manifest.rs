@@ -114,6 +114,21 @@ pub struct ArtifactRecord {
     /// Encryption of the stored bytes, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// Where the stored bytes start inside the object at `key` when that object is a
+    /// *pack* of several small blobs (see [`crate::layout::pack_key`]): the artifact is the
+    /// `size` bytes from this offset, and `sha256` is theirs. `None` when the artifact is
+    /// the whole object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+impl ArtifactRecord {
+    /// The byte range of the stored bytes inside the object at `key`, when the artifact is a
+    /// slice of a pack.
+    #[must_use]
+    pub fn packed_range(&self) -> Option<std::ops::Range<u64>> {
+        self.offset.map(|o| o..o.saturating_add(self.size))
+    }
 }
 
 /// The part of a blob-index line every reader understands: the record of the blob it

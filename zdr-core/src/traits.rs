@@ -45,6 +45,26 @@ pub trait StorageTier: Send + Sync {
     /// Open `key` for reading.
     async fn reader(&self, key: &str) -> Result<BoxRead>;
 
+    /// Open the `len` bytes of `key` from `offset` for reading (a blob inside a pack). By
+    /// default, [`StorageTier::reader`] with the bytes before `offset` skipped; a tier that
+    /// can ask its store for a range does.
+    async fn reader_range(&self, key: &str, offset: u64, len: u64) -> Result<BoxRead> {
+        use tokio::io::AsyncReadExt;
+        let mut r = self.reader(key).await?;
+        let skipped = tokio::io::copy(&mut (&mut r).take(offset), &mut tokio::io::sink())
+            .await
+            .map_err(|e| {
+                crate::Error::from_io(e, "reading up to a range failed").with_context("key", key)
+            })?;
+        if skipped < offset {
+            return Err(crate::Error::integrity(format!(
+                "the object ends at {skipped} bytes, before the range at {offset}"
+            ))
+            .with_context("key", key));
+        }
+        Ok(Box::new(r.take(len)))
+    }
+
     /// Read a small object (a manifest, a sidecar) whole.
     async fn read_all(&self, key: &str) -> Result<Vec<u8>>;
 
@@ -148,8 +168,9 @@ pub trait ArtifactSink: Send {
 
 /// Content-addressed blobs on the tier a backup writes to (see [`ArtifactSink::blobs`]).
 /// A blob is named by the SHA-256 of its raw content and stored through the same pipeline as
-/// any artifact (compressed, encrypted, a `.sha256` sidecar over the stored bytes).
-/// Shared between concurrent tasks of one backup.
+/// any artifact (compressed, encrypted, a `.sha256` sidecar over the stored bytes); small
+/// blobs may be stored several to an object (a pack), their records then naming the slice
+/// ([`ArtifactRecord::offset`]). Shared between concurrent tasks of one backup.
 #[async_trait]
 pub trait BlobStore: Send + Sync {
     /// The record of the complete blob (object and sidecar) holding the raw content whose
@@ -161,6 +182,17 @@ pub trait BlobStore: Send + Sync {
     /// that does not match (it changed while it was read) is refused with
     /// [`crate::ErrorKind::Integrity`] and nothing is stored.
     async fn put(&self, sha256: &str, raw_size: u64, content: BoxRead) -> Result<BlobPut>;
+
+    /// Store what [`BlobStore::put`] accepted but still holds (small blobs gathered into a
+    /// pack), and wait until every blob it returned a record for is stored whole. A backup
+    /// calls it before its index is committed; the repository calls it again before the
+    /// manifest. By default there is nothing to store.
+    ///
+    /// # Errors
+    /// The first failure to store a blob: the backup must then fail.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What [`BlobStore::put`] did.

@@ -24,7 +24,7 @@
 //! #     async fn finish(self: Box<Self>) -> Result<ArtifactRecord> {
 //! #         let W(bytes, mem, name) = *self;
 //! #         let record = ArtifactRecord { key: format!("{name}.tar"), name, size: bytes.len() as u64,
-//! #             sha256: zdr_core::sha256_hex(&bytes), raw_size: bytes.len() as u64, compression: Compression::None, encryption: None };
+//! #             sha256: zdr_core::sha256_hex(&bytes), raw_size: bytes.len() as u64, compression: Compression::None, encryption: None, offset: None };
 //! #         *mem.0.lock().unwrap() = (bytes, vec![record.clone()]);
 //! #         Ok(record)
 //! #     }

@@ -198,6 +198,8 @@ impl BackupSource for S3BucketComponent {
                 }),
             );
         }
+        // Every blob the index names is stored whole before the index is.
+        blobs.flush().await?;
         index.finish().await?;
         list.finish().await?;
         progress.finish(&task);
@@ -331,20 +333,27 @@ async fn fetch(op: &opendal::Operator, listed: Listed, blobs: &dyn BlobStore) ->
             }
         };
         let read = read_pinned(op, bucket, key, &etag, size).await?;
-        let Some((content, sha256)) = read else {
+        let Some((content, sha256, answered)) = read else {
             continue;
         };
-        // Still the same version after the read (never a torn copy); its content type and
-        // user metadata come with this lookup.
-        let meta = match op.stat(key).await {
-            Ok(after) if after.etag() == Some(etag.as_str()) && after.content_length() == size => {
-                after
-            }
-            Ok(_) => continue,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
-                return Ok(Outcome::Vanished(key.clone()));
-            }
-            Err(e) => return Err(s3_error(e, bucket, key, "look up the object")),
+        // The content type and user metadata come with the read's answer. An object read in
+        // one answer is one version (the read was pinned to its ETag); a large one, which a
+        // server may assemble from chunks while it is rewritten, is looked up again after
+        // the read and must still be the same version (never a torn copy).
+        let meta = match answered {
+            Some(m) if size <= IN_MEMORY && m.etag() == Some(etag.as_str()) => m,
+            _ => match op.stat(key).await {
+                Ok(after)
+                    if after.etag() == Some(etag.as_str()) && after.content_length() == size =>
+                {
+                    after
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                    return Ok(Outcome::Vanished(key.clone()));
+                }
+                Err(e) => return Err(s3_error(e, bucket, key, "look up the object")),
+            },
         };
         // `put` looks the blob up first and stores it only when the tier lacks it.
         let put = blobs
@@ -419,15 +428,16 @@ async fn fetch_marker(listed: Listed, blobs: &dyn BlobStore) -> Result<Outcome> 
     Ok(Outcome::Read(line, stored))
 }
 
-/// Read `key` whole with `If-Match: etag`, hashing it; `None` when it changed (the
-/// precondition failed, it vanished, or its length differs from `size`).
+/// Read `key` whole with `If-Match: etag`, hashing it, with the metadata the server answered
+/// with (when it gave any); `None` when it changed (the precondition failed, it vanished, or
+/// its length differs from `size`).
 async fn read_pinned(
     op: &opendal::Operator,
     bucket: &str,
     key: &str,
     etag: &str,
     size: u64,
-) -> Result<Option<(Content, String)>> {
+) -> Result<Option<(Content, String, Option<opendal::Metadata>)>> {
     let changed = |e: &opendal::Error| {
         matches!(
             e.kind(),
@@ -443,6 +453,16 @@ async fn read_pinned(
         Ok(s) => s,
         Err(e) if changed(&e) => return Ok(None),
         Err(e) => return Err(s3_error(e, bucket, key, "read the object")),
+    };
+    let answered = if size == 0 {
+        None // no read is sent for no bytes
+    } else {
+        match stream.metadata().await {
+            Ok(m) => Some(m),
+            Err(e) if changed(&e) => return Ok(None),
+            Err(e) if e.kind() == opendal::ErrorKind::Unsupported => None,
+            Err(e) => return Err(s3_error(e, bucket, key, "read the object")),
+        }
     };
     let mut hasher = Sha256::new();
     let mut got = 0u64;
@@ -499,7 +519,7 @@ async fn read_pinned(
     if got != size {
         return Ok(None);
     }
-    Ok(Some((content, hex::encode(hasher.finalize()))))
+    Ok(Some((content, hex::encode(hasher.finalize()), answered)))
 }
 
 /// Lets the reads and blob writes already under way end (stored whole, or failed) before a

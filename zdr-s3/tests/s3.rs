@@ -136,13 +136,69 @@ fn count() -> usize {
         .unwrap_or(400)
 }
 
-async fn blob_keys(tier: &Arc<dyn StorageTier>, component: &Component) -> BTreeSet<String> {
+/// The complete stored blobs of `component` (alone, or in a pack with its sidecar and
+/// table), by content SHA-256: the object holding each, and where in it.
+async fn stored_blobs(
+    tier: &Arc<dyn StorageTier>,
+    component: &Component,
+) -> BTreeMap<String, Held> {
+    let keys: BTreeSet<String> = tier
+        .list(&zdr_core::layout::blob_prefix(component))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    let mut out = BTreeMap::new();
+    for k in &keys {
+        if k.ends_with(".sha256") || k.ends_with(".idx") || !keys.contains(&format!("{k}.sha256")) {
+            continue;
+        }
+        if k.ends_with(".pack") {
+            let table = tier.read_all(&format!("{k}.idx")).await.unwrap();
+            for line in String::from_utf8(table).unwrap().lines() {
+                let r: ArtifactRecord = serde_json::from_str(line).unwrap();
+                assert_eq!(&r.key, k);
+                out.insert(
+                    r.name,
+                    Held {
+                        key: k.clone(),
+                        offset: r.offset.unwrap(),
+                        size: r.size,
+                    },
+                );
+            }
+        } else {
+            let name = k.rsplit('/').next().unwrap();
+            let size = tier.stat(k).await.unwrap().unwrap().size;
+            out.insert(
+                name[..64].to_owned(),
+                Held {
+                    key: k.clone(),
+                    offset: 0,
+                    size,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Where a blob is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Held {
+    key: String,
+    offset: u64,
+    size: u64,
+}
+
+/// Every key under the component's blobs (blobs, packs, tables, sidecars).
+async fn blob_area(tier: &Arc<dyn StorageTier>, component: &Component) -> BTreeSet<String> {
     tier.list(&zdr_core::layout::blob_prefix(component))
         .await
         .unwrap()
         .into_iter()
         .map(|e| e.key)
-        .filter(|k| !k.ends_with(".sha256"))
         .collect()
 }
 
@@ -193,7 +249,12 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
     let distinct: BTreeSet<&Vec<u8>> = truth.values().map(|o| &o.body).collect();
 
     let tier = open_tier("minio", &TierConfig::S3(s3_config(&store, store.bucket()))).unwrap();
-    let repo = Repository::new(tier.clone(), PipelineOptions::default());
+    // Small packs: several of them, some holding only content a later backup drops.
+    let options = PipelineOptions {
+        blob_pack_size: 256 << 10,
+        ..PipelineOptions::default()
+    };
+    let repo = Repository::new(tier.clone(), options.clone());
     let component = Component::new("objects").unwrap();
     let s3 =
         S3BucketComponent::new(component.clone(), settings(&source, &["uploads", "docs"])).unwrap();
@@ -202,7 +263,23 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
     assert_eq!(first.facts["objects"], n as u64);
     assert_eq!(first.facts["read_objects"], n as u64);
     assert_eq!(first.facts["stored_blobs"], distinct.len() as u64);
-    assert_eq!(blob_keys(&tier, &component).await.len(), distinct.len());
+    let held = stored_blobs(&tier, &component).await;
+    assert_eq!(held.len(), distinct.len());
+    let packs: BTreeSet<&String> = held
+        .values()
+        .filter(|h| h.key.ends_with(".pack"))
+        .map(|h| &h.key)
+        .collect();
+    assert!(
+        packs.len() > 1 && packs.len() < held.len() / 2,
+        "small contents share packs: {} packs for {} blobs",
+        packs.len(),
+        held.len()
+    );
+    assert!(
+        held.values().any(|h| !h.key.ends_with(".pack")),
+        "a large content is stored alone"
+    );
     assert_eq!(first.blob_index.as_deref(), Some("blobs"));
     let blobs_record = first.artifact("blobs").unwrap();
     assert!(blobs_record.encryption.is_none());
@@ -239,7 +316,7 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
         put(&uploads, &key, &obj).await;
         truth.insert(("uploads".into(), key), obj);
     }
-    let blobs_before = blob_keys(&tier, &component).await;
+    let blobs_before = stored_blobs(&tier, &component).await;
     let second = repo.backup(&s3, "daily", &Progress::none()).await.unwrap();
     let changed = keys
         .iter()
@@ -257,9 +334,12 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
         changed + added as u64,
         "only the changed and added objects are read"
     );
-    let new_blobs = blob_keys(&tier, &component).await;
+    let new_blobs = stored_blobs(&tier, &component).await;
     assert_eq!(
-        new_blobs.difference(&blobs_before).count() as u64,
+        new_blobs
+            .keys()
+            .filter(|k| !blobs_before.contains_key(*k))
+            .count() as u64,
         changed + added as u64
     );
     let stored = second.facts["stored_blob_bytes"].as_u64().unwrap();
@@ -440,10 +520,11 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
         .unwrap();
     assert_eq!(report.copied.len(), 2, "{:?}", report.failed);
     assert_eq!(
-        blob_keys(&local, &component).await,
-        blob_keys(&tier, &component).await
+        blob_area(&local, &component).await,
+        blob_area(&tier, &component).await,
+        "every pack with its table and sidecar, every blob with its sidecar"
     );
-    let replica = Repository::new(local.clone(), PipelineOptions::default());
+    let replica = Repository::new(local.clone(), options.clone());
     replica
         .verify(&second, true, &Progress::none())
         .await
@@ -469,13 +550,31 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
     };
     let gone = sha_set(&before).difference(&sha_set(&truth)).count();
     assert!(gone > 0);
+    // A blob alone goes with its sidecar; a pack only when none of its blobs is used any
+    // more, with its table and sidecar.
+    let live = sha_set(&truth);
+    let mut used: BTreeMap<&String, bool> = BTreeMap::new();
+    for (sha, h) in &new_blobs {
+        *used.entry(&h.key).or_default() |= live.contains(sha);
+    }
+    let expected: BTreeSet<String> = used
+        .iter()
+        .filter(|(_, used)| !**used)
+        .flat_map(|(k, _)| {
+            let mut v = vec![(*k).clone(), format!("{k}.sha256")];
+            if k.ends_with(".pack") {
+                v.push(format!("{k}.idx"));
+            }
+            v
+        })
+        .collect();
     assert_eq!(
-        dry.removed.len(),
-        2 * gone,
-        "blobs only the first backup used, and their sidecars"
+        dry.removed.iter().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "only what no kept backup uses"
     );
     assert_eq!(
-        blob_keys(&tier, &component).await,
+        stored_blobs(&tier, &component).await,
         new_blobs,
         "a dry run removes nothing"
     );
@@ -505,14 +604,11 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
             b == "uploads" && !o.body.is_empty() && counts[&zdr_core::sha256_hex(&o.body)] == 1
         })
         .unwrap();
-    let target_key = zdr_core::layout::blob_key(
-        &component,
-        &zdr_core::sha256_hex(&victim_obj.body),
-        zdr_core::Compression::Zstd,
-        false,
-    );
+    let victim_at =
+        stored_blobs(&tier, &component).await[&zdr_core::sha256_hex(&victim_obj.body)].clone();
+    let target_key = victim_at.key.clone();
     let mut bytes = tier.read_all(&target_key).await.unwrap();
-    let mid = bytes.len() / 2;
+    let mid = usize::try_from(victim_at.offset + victim_at.size / 2).unwrap();
     bytes[mid] ^= 0x01;
     tier.write_all(&target_key, bytes).await.unwrap();
     let bad = repo
@@ -635,7 +731,14 @@ async fn an_interrupted_backup_leaves_no_index_and_the_next_still_shares_its_blo
         },
     )
     .unwrap();
-    let repo = Repository::new(tier.clone(), PipelineOptions::default());
+    // Packs of about one small object each: most are stored before the failure.
+    let repo = Repository::new(
+        tier.clone(),
+        PipelineOptions {
+            blob_pack_size: 4096,
+            ..PipelineOptions::default()
+        },
+    );
     let component = Component::new("data").unwrap();
     let s3 = S3BucketComponent::new(component.clone(), settings(&source, &["data"])).unwrap();
     let err = repo
@@ -653,13 +756,8 @@ async fn an_interrupted_backup_leaves_no_index_and_the_next_still_shares_its_blo
     assert!(repo.catalog().await.unwrap().list(None).is_empty());
     let left = tier.list("data/daily/").await.unwrap();
     assert!(left.is_empty(), "no index or blob list left: {left:?}");
-    // Blobs whose write completed (with their sidecar) before the failure.
-    let mut kept_blobs = 0;
-    for k in blob_keys(&tier, &component).await {
-        if tier.stat(&format!("{k}.sha256")).await.unwrap().is_some() {
-            kept_blobs += 1;
-        }
-    }
+    // Blobs whose write completed (alone or in a pack, with the sidecar) before the failure.
+    let kept_blobs = stored_blobs(&tier, &component).await.len();
     assert!(
         kept_blobs >= 20,
         "the blobs stored before the failure stay: {kept_blobs}"

@@ -287,6 +287,7 @@ async fn run_pipeline(o: &Opts) -> BenchResult<()> {
             zstd_workers: o.zstd_workers,
             lz4_workers: o.lz4_workers,
             keys,
+            ..PipelineOptions::default()
         },
     );
     let source = FileSource {

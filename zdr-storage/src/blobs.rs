@@ -23,7 +23,25 @@ use zdr_core::{
 use crate::keys::AgeKeys;
 use crate::pipeline::{CHUNK, FailureSlot, PipelineOptions, PipelineWriter, open_artifact};
 
+/// Blobs of at most this many raw bytes are stored in packs.
+pub const PACKED_MAX: u64 = 1 << 20;
+/// A pack is stored once it holds this many bytes (the default of
+/// [`PipelineOptions::blob_pack_size`]).
+pub const DEFAULT_PACK_SIZE: u64 = 8 << 20;
+/// Packs being stored at once, beside the one filling.
+const PACKS_IN_FLIGHT: usize = 2;
+/// The mark of a blob stored on its own in [`Known::blobs`].
+const ALONE: u32 = u32::MAX;
+
 /// The blob store of one backup on one tier.
+///
+/// A blob of up to [`PACKED_MAX`] raw bytes is compressed and encrypted in memory and put
+/// into the pack filling; the pack is stored (pack, table, sidecar last) once it holds
+/// [`PipelineOptions::blob_pack_size`] bytes, and at [`BlobStore::flush`]. A larger blob is
+/// stored on its own through the pipeline. Content already stored on the tier — alone, or in
+/// a complete pack (with its sidecar and table) of any backup, finished or not — is found
+/// through one listing of the component's blobs and the tables of its packs, read when the
+/// first new content arrives.
 pub(crate) struct TierBlobs {
     tier: Arc<dyn StorageTier>,
     options: PipelineOptions,
@@ -32,6 +50,92 @@ pub(crate) struct TierBlobs {
     /// Blobs being stored right now, so two objects with the same content in one backup
     /// store it once (an encrypted blob differs byte for byte on every write).
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// What the tier held when the first new content arrived, and what this backup stored
+    /// since; shared with the tasks storing packs.
+    shared: Arc<Shared>,
+    /// Room for packs being stored.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// The table last read, for a run of finds in the same pack.
+    table: Mutex<Option<(String, Arc<Vec<ArtifactRecord>>)>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    known: tokio::sync::OnceCell<Mutex<Known>>,
+    packing: Mutex<Packing>,
+    /// The first pack that could not be stored: every later call fails with it.
+    failed: Mutex<Option<Error>>,
+}
+
+impl Shared {
+    /// A pack is stored: its blobs are found through the known set from now on.
+    fn stored(&self, pack: &OpenPack) {
+        if let Some(known) = self.known.get()
+            && let Ok(mut known) = known.lock()
+        {
+            known.add_pack(pack.key.clone(), &pack.records);
+        }
+        if let Ok(mut packing) = self.packing.lock() {
+            for r in &pack.records {
+                if packing
+                    .pending
+                    .get(&r.name)
+                    .is_some_and(|p| p.key == pack.key)
+                {
+                    packing.pending.remove(&r.name);
+                }
+            }
+        }
+    }
+
+    fn fail(&self, e: Error) {
+        if let Ok(mut f) = self.failed.lock()
+            && f.is_none()
+        {
+            *f = Some(e);
+        }
+    }
+}
+
+/// Stored blobs by the first 8 bytes of their SHA-256: the pack holding each (an index into
+/// `packs`), or [`ALONE`]. Twelve bytes or so a blob, whatever the number of backups; a
+/// match is confirmed against the pack's table or the blob's own sidecar.
+#[derive(Default)]
+struct Known {
+    packs: Vec<String>,
+    blobs: HashMap<u64, u32>,
+}
+
+impl Known {
+    fn add_pack(&mut self, key: String, records: &[ArtifactRecord]) {
+        let Ok(n) = u32::try_from(self.packs.len()) else {
+            return;
+        };
+        self.packs.push(key);
+        for r in records {
+            if let Some(p) = prefix(&r.name) {
+                self.blobs.insert(p, n);
+            }
+        }
+    }
+}
+
+/// The first 8 bytes of a hex SHA-256.
+fn prefix(sha256: &str) -> Option<u64> {
+    u64::from_str_radix(sha256.get(..16)?, 16).ok()
+}
+
+/// The pack filling and the blobs of this backup whose pack is not stored yet.
+#[derive(Default)]
+struct Packing {
+    current: Option<OpenPack>,
+    pending: HashMap<String, ArtifactRecord>,
+}
+
+struct OpenPack {
+    key: String,
+    bytes: Vec<u8>,
+    records: Vec<ArtifactRecord>,
 }
 
 impl TierBlobs {
@@ -53,6 +157,9 @@ impl TierBlobs {
             component,
             progress,
             busy: Mutex::new(HashMap::new()),
+            shared: Arc::new(Shared::default()),
+            slots: Arc::new(tokio::sync::Semaphore::new(PACKS_IN_FLIGHT)),
+            table: Mutex::new(None),
         }
     }
 
@@ -65,13 +172,335 @@ impl TierBlobs {
         )
     }
 
-    async fn store(&self, sha256: &str, raw_size: u64, mut content: BoxRead) -> Result<BlobPut> {
-        if let Some(record) = self.find(sha256, raw_size).await? {
+    /// The first failure to store a pack, as an error of its own kind.
+    fn failure(&self) -> Option<Error> {
+        let f = self.shared.failed.lock().ok()?;
+        f.as_ref().map(|e| {
+            Error::new(
+                e.kind(),
+                format!("a pack of blobs could not be stored: {e}"),
+            )
+            .with_context("tier", self.tier.name())
+        })
+    }
+
+    /// What the tier holds, read once: one listing of the component's blobs, and the table
+    /// of each complete pack.
+    async fn known(&self) -> Result<&Mutex<Known>> {
+        self.shared
+            .known
+            .get_or_try_init(|| async {
+                let entries = self
+                    .tier
+                    .list(&layout::blob_prefix(&self.component))
+                    .await?;
+                let keys: std::collections::HashSet<&str> =
+                    entries.iter().map(|e| e.key.as_str()).collect();
+                let mut known = Known::default();
+                let mut packs = Vec::new();
+                for e in &entries {
+                    let complete = keys.contains(layout::sidecar_key(&e.key).as_str());
+                    if !complete {
+                        continue;
+                    }
+                    if e.key.ends_with(".pack") {
+                        if keys.contains(layout::pack_table_key(&e.key).as_str()) {
+                            packs.push((e.key.clone(), e.size));
+                        }
+                        continue;
+                    }
+                    let Some(name) = e.key.rsplit('/').next() else {
+                        continue;
+                    };
+                    let sha = name.get(..64).unwrap_or("");
+                    if layout::is_sha256_hex(sha)
+                        && self.key(sha) == e.key
+                        && let Some(p) = prefix(sha)
+                    {
+                        known.blobs.insert(p, ALONE);
+                    }
+                }
+                use futures::StreamExt;
+                let tables =
+                    futures::stream::iter(packs.into_iter().map(|(key, size)| async move {
+                        (read_table(self.tier.as_ref(), &key, size).await, key)
+                    }))
+                    .buffer_unordered(8)
+                    .collect::<Vec<_>>()
+                    .await;
+                for (table, key) in tables {
+                    match table {
+                        Ok::<Vec<ArtifactRecord>, Error>(records) => known.add_pack(key, &records),
+                        Err(e) => self.progress.warn(format!(
+                            "the pack {key} is not shared: its table cannot be used ({e})"
+                        )),
+                    }
+                }
+                Ok::<_, Error>(Mutex::new(known))
+            })
+            .await
+    }
+
+    /// The record of the stored (or being stored) blob `sha256` of `raw_size` bytes, as this
+    /// backup's options would store it.
+    async fn lookup(&self, sha256: &str, raw_size: u64) -> Result<Option<ArtifactRecord>> {
+        let pending = self
+            .shared
+            .packing
+            .lock()
+            .map_err(|_| Error::unexpected("pack state poisoned"))?
+            .pending
+            .get(sha256)
+            .cloned();
+        if let Some(r) = pending.filter(|r| r.raw_size == raw_size) {
+            return Ok(Some(r));
+        }
+        let Some(p) = prefix(sha256) else {
+            return Ok(None);
+        };
+        let place = {
+            let known = self
+                .known()
+                .await?
+                .lock()
+                .map_err(|_| Error::unexpected("blob set poisoned"))?;
+            match known.blobs.get(&p) {
+                None => return Ok(None),
+                Some(&ALONE) => None,
+                Some(&n) => known.packs.get(n as usize).cloned(),
+            }
+        };
+        let Some(pack) = place else {
+            return self.find_alone(sha256, raw_size).await;
+        };
+        let table = self.table_of(&pack).await?;
+        Ok(table
+            .iter()
+            .find(|r| {
+                r.name == sha256
+                    && r.raw_size == raw_size
+                    && r.compression == self.options.compression
+                    && r.encryption == self.options.keys.encryption_record()
+            })
+            .cloned())
+    }
+
+    async fn table_of(&self, pack: &str) -> Result<Arc<Vec<ArtifactRecord>>> {
+        if let Ok(t) = self.table.lock()
+            && let Some((key, table)) = t.as_ref()
+            && key == pack
+        {
+            return Ok(table.clone());
+        }
+        let size = self.tier.stat(pack).await?.map(|e| e.size).ok_or_else(|| {
+            Error::not_found("a pack of this component is gone").with_context("key", pack)
+        })?;
+        let table = Arc::new(read_table(self.tier.as_ref(), pack, size).await?);
+        if let Ok(mut t) = self.table.lock() {
+            *t = Some((pack.to_owned(), table.clone()));
+        }
+        Ok(table)
+    }
+
+    /// The record of the blob stored on its own, when it is complete (object and sidecar).
+    async fn find_alone(&self, sha256: &str, raw_size: u64) -> Result<Option<ArtifactRecord>> {
+        let key = self.key(sha256);
+        let Some(entry) = self.tier.stat(&key).await? else {
+            return Ok(None);
+        };
+        // A blob whose sidecar is missing or damaged was cut short: it is stored again.
+        let sidecar = match self.tier.read_all(&layout::sidecar_key(&key)).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let text = String::from_utf8_lossy(&sidecar);
+        let Some(stored) = layout::parse_sidecar_for(&text, &key) else {
+            return Ok(None);
+        };
+        Ok(Some(ArtifactRecord {
+            name: sha256.to_owned(),
+            key,
+            size: entry.size,
+            sha256: stored.to_owned(),
+            raw_size,
+            compression: self.options.compression,
+            encryption: self.options.keys.encryption_record(),
+            offset: None,
+        }))
+    }
+
+    async fn store(&self, sha256: &str, raw_size: u64, content: BoxRead) -> Result<BlobPut> {
+        if let Some(record) = self.lookup(sha256, raw_size).await? {
             return Ok(BlobPut {
                 record,
                 stored: false,
             });
         }
+        let record = if raw_size <= PACKED_MAX && self.options.blob_pack_size > 0 {
+            self.store_packed(sha256, raw_size, content).await?
+        } else {
+            let record = self.store_alone(sha256, raw_size, content).await?;
+            if let (Ok(known), Some(p)) = (self.known().await?.lock(), prefix(sha256)) {
+                let mut known = known;
+                known.blobs.insert(p, ALONE);
+            }
+            record
+        };
+        Ok(BlobPut {
+            record,
+            stored: true,
+        })
+    }
+
+    /// Encode the blob in memory and add it to the pack filling; store the pack when full.
+    async fn store_packed(
+        &self,
+        sha256: &str,
+        raw_size: u64,
+        mut content: BoxRead,
+    ) -> Result<ArtifactRecord> {
+        let mut raw = Vec::with_capacity(usize::try_from(raw_size).unwrap_or(0));
+        (&mut content)
+            .take(raw_size.saturating_add(1))
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| Error::from_io(e, "reading the blob's content failed"))?;
+        let actual = zdr_core::sha256_hex(&raw);
+        if raw.len() as u64 != raw_size || actual != sha256 {
+            return Err(Error::integrity(format!(
+                "the content changed while it was read ({} bytes with SHA-256 {actual}, expected {raw_size} bytes with {sha256})",
+                raw.len()
+            ))
+            .with_context("blob", sha256));
+        }
+        let options = self.options.clone();
+        let frame =
+            tokio::task::spawn_blocking(move || crate::pipeline::encode_in_memory(&options, &raw))
+                .await
+                .map_err(|e| Error::unexpected("the blob encoder stopped").with_source(e))??;
+        let frame_sha = zdr_core::sha256_hex(&frame);
+        let (record, full) = {
+            let mut packing = self
+                .shared
+                .packing
+                .lock()
+                .map_err(|_| Error::unexpected("pack state poisoned"))?;
+            let open = packing.current.get_or_insert_with(|| OpenPack {
+                key: layout::pack_key(&self.component, &new_pack_id()),
+                bytes: Vec::with_capacity(
+                    usize::try_from(self.options.blob_pack_size)
+                        .unwrap_or(0)
+                        .min(64 << 20)
+                        + (1 << 20),
+                ),
+                records: Vec::new(),
+            });
+            let record = ArtifactRecord {
+                name: sha256.to_owned(),
+                key: open.key.clone(),
+                size: frame.len() as u64,
+                sha256: frame_sha,
+                raw_size,
+                compression: self.options.compression,
+                encryption: self.options.keys.encryption_record(),
+                offset: Some(open.bytes.len() as u64),
+            };
+            open.bytes.extend_from_slice(&frame);
+            open.records.push(record.clone());
+            let full = if open.bytes.len() as u64 >= self.options.blob_pack_size {
+                packing.current.take()
+            } else {
+                None
+            };
+            packing.pending.insert(sha256.to_owned(), record.clone());
+            (record, full)
+        };
+        if let Some(pack) = full {
+            self.seal(pack).await?;
+        }
+        Ok(record)
+    }
+
+    /// Start storing `pack` once a slot is free (the caller waits for one, so at most
+    /// [`PACKS_IN_FLIGHT`] full packs are held at once).
+    async fn seal(&self, pack: OpenPack) -> Result<()> {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::unexpected("pack slots closed"))?;
+        // The known set is read before anything is stored, so the task can add to it.
+        self.known().await?;
+        let tier = self.tier.clone();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match store_pack(tier.as_ref(), &pack).await {
+                Ok(()) => shared.stored(&pack),
+                Err(e) => shared.fail(e),
+            }
+        });
+        Ok(())
+    }
+
+    /// Store the pack filling, and wait until no pack is being stored.
+    async fn flush_packs(&self) -> Result<()> {
+        let open = self
+            .shared
+            .packing
+            .lock()
+            .map_err(|_| Error::unexpected("pack state poisoned"))?
+            .current
+            .take();
+        if let Some(pack) = open {
+            self.seal(pack).await?;
+        }
+        let all = u32::try_from(PACKS_IN_FLIGHT).unwrap_or(u32::MAX);
+        drop(
+            self.slots
+                .acquire_many(all)
+                .await
+                .map_err(|_| Error::unexpected("pack slots closed"))?,
+        );
+        let first = self
+            .shared
+            .failed
+            .lock()
+            .map_err(|_| Error::unexpected("pack state poisoned"))?
+            .take();
+        match first {
+            Some(e) => {
+                // Later calls still fail: the backup cannot be completed.
+                let again = Error::new(
+                    e.kind(),
+                    format!("a pack of blobs could not be stored: {e}"),
+                );
+                self.shared.fail(again);
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Wait until no pack is being stored, dropping the one filling (a failed backup: what
+    /// it started is stored whole, or not at all, before it reports).
+    pub(crate) async fn settle(&self) {
+        if let Ok(mut packing) = self.shared.packing.lock() {
+            packing.current = None;
+        }
+        let all = u32::try_from(PACKS_IN_FLIGHT).unwrap_or(u32::MAX);
+        drop(self.slots.acquire_many(all).await);
+    }
+
+    /// Store one blob alone through the pipeline.
+    async fn store_alone(
+        &self,
+        sha256: &str,
+        raw_size: u64,
+        mut content: BoxRead,
+    ) -> Result<ArtifactRecord> {
         let key = self.key(sha256);
         let mut w = PipelineWriter::start(
             self.tier.clone(),
@@ -109,11 +538,66 @@ impl TierBlobs {
             ))
             .with_context("key", &key));
         }
-        Ok(BlobPut {
-            record: Box::new(w).finish().await?,
-            stored: true,
-        })
+        Box::new(w).finish().await
     }
+}
+
+/// A fresh pack id: 32 random hex digits.
+fn new_pack_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Store a full pack: its bytes, its table, then its sidecar (a pack without a sidecar was
+/// cut short and is never used).
+async fn store_pack(tier: &dyn StorageTier, pack: &OpenPack) -> Result<()> {
+    let sha = zdr_core::sha256_hex(&pack.bytes);
+    let mut table = Vec::with_capacity(pack.records.len() * 256);
+    for r in &pack.records {
+        serde_json::to_writer(&mut table, r)
+            .map_err(|e| Error::unexpected("cannot write a pack's table").with_source(e))?;
+        table.push(b'\n');
+    }
+    tier.write_all(&pack.key, pack.bytes.clone()).await?;
+    tier.write_all(&layout::pack_table_key(&pack.key), table)
+        .await?;
+    tier.write_all(
+        &layout::sidecar_key(&pack.key),
+        layout::sidecar_line(&pack.key, &sha).into_bytes(),
+    )
+    .await
+}
+
+/// The records of the pack at `key` (of `size` bytes), from its table; each must name a
+/// slice of the pack.
+async fn read_table(tier: &dyn StorageTier, key: &str, size: u64) -> Result<Vec<ArtifactRecord>> {
+    let table_key = layout::pack_table_key(key);
+    let bytes = tier.read_all(&table_key).await?;
+    let mut out = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let r: ArtifactRecord = serde_json::from_slice(line).map_err(|e| {
+            Error::integrity(format!(
+                "line {} of the pack's table is not a blob record",
+                i + 1
+            ))
+            .with_context("key", &table_key)
+            .with_source(e)
+        })?;
+        let inside = r
+            .offset
+            .is_some_and(|o| o.checked_add(r.size).is_some_and(|end| end <= size));
+        if r.key != key || !inside || !layout::is_sha256_hex(&r.name) {
+            return Err(Error::integrity(format!(
+                "line {} of the pack's table names a blob outside the pack",
+                i + 1
+            ))
+            .with_context("key", &table_key));
+        }
+        out.push(r);
+    }
+    Ok(out)
 }
 
 #[async_trait]
@@ -124,29 +608,7 @@ impl BlobStore for TierBlobs {
                 "{sha256:?} is not a lowercase hex SHA-256"
             )));
         }
-        let key = self.key(sha256);
-        let Some(entry) = self.tier.stat(&key).await? else {
-            return Ok(None);
-        };
-        // A blob whose sidecar is missing or damaged was cut short: it is stored again.
-        let sidecar = match self.tier.read_all(&layout::sidecar_key(&key)).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let text = String::from_utf8_lossy(&sidecar);
-        let Some(stored) = layout::parse_sidecar_for(&text, &key) else {
-            return Ok(None);
-        };
-        Ok(Some(ArtifactRecord {
-            name: sha256.to_owned(),
-            key,
-            size: entry.size,
-            sha256: stored.to_owned(),
-            raw_size,
-            compression: self.options.compression,
-            encryption: self.options.keys.encryption_record(),
-        }))
+        self.lookup(sha256, raw_size).await
     }
 
     async fn put(&self, sha256: &str, raw_size: u64, content: BoxRead) -> Result<BlobPut> {
@@ -154,6 +616,9 @@ impl BlobStore for TierBlobs {
             return Err(Error::bad_input(format!(
                 "{sha256:?} is not a lowercase hex SHA-256"
             )));
+        }
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
         let lock = self
             .busy
@@ -172,6 +637,10 @@ impl BlobStore for TierBlobs {
             busy.remove(sha256);
         }
         stored
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.flush_packs().await
     }
 }
 
@@ -370,7 +839,13 @@ pub async fn sweep_blobs(
         }
     }
     for e in entries {
-        let blob_key = e.key.strip_suffix(".sha256").unwrap_or(&e.key);
+        // A pack's table and sidecar go with the pack.
+        let base = e.key.strip_suffix(".sha256").unwrap_or(&e.key);
+        let blob_key = if base.ends_with(".pack.idx") {
+            base.strip_suffix(".idx").unwrap_or(base)
+        } else {
+            base
+        };
         if referenced.contains(blob_key) {
             if blob_key == e.key {
                 out.kept += 1;

@@ -57,7 +57,7 @@ mod s3_uploads;
 pub use s3_uploads::{UnfinishedUpload, ensure_bucket, remove_bucket, unfinished_uploads};
 mod tier;
 
-pub use blobs::{BlobList, BlobSweep, sweep_blobs};
+pub use blobs::{BlobList, BlobSweep, DEFAULT_PACK_SIZE, PACKED_MAX, sweep_blobs};
 pub use inflight::{Abandoned, abandon_in_flight};
 pub use keys::AgeKeys;
 pub use lock::{

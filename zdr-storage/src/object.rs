@@ -142,6 +142,7 @@ pub async fn find_object(
                 recipients: Vec::new(),
                 passphrase: false,
             }),
+            offset: None,
         }));
     }
     Ok(Found::Missing)

@@ -302,6 +302,22 @@ async fn copy_blobs(
             return Ok(bytes);
         }
         let copies = futures::stream::iter(batch.iter().map(|b| async move {
+            // A blob in a pack travels with its pack: the whole object, checked against the
+            // pack's sidecar, then the pack's table.
+            let packed = b.offset.is_some();
+            let whole;
+            let b = if packed {
+                whole = policy
+                    .run(
+                        &format!("read the sidecar of {} on {}", b.key, from.name()),
+                        progress,
+                        || pack_record(from.as_ref(), b),
+                    )
+                    .await?;
+                &whole
+            } else {
+                b
+            };
             let present = policy
                 .run(
                     &format!("stat {} on {}", b.key, to.name()),
@@ -310,7 +326,16 @@ async fn copy_blobs(
                 )
                 .await?;
             if present.is_none() {
-                return copy_one(from, to, b, policy, progress).await;
+                let copied = copy_one(from, to, b, policy, progress).await?;
+                if packed {
+                    let table = layout::pack_table_key(&b.key);
+                    policy
+                        .run(&format!("copy {table} to {}", to.name()), progress, || async {
+                            to.write_all(&table, from.read_all(&table).await?).await
+                        })
+                        .await?;
+                }
+                return Ok(copied);
             }
             // A blob already there is shared by the destination's own backups: it is never
             // replaced or removed. Stored bytes that differ (the same content encrypted
@@ -348,6 +373,40 @@ async fn copy_blobs(
             bytes += c?;
         }
     }
+}
+
+/// The record of the whole pack holding the blob `b`: its size on `from` and the SHA-256
+/// its sidecar gives.
+async fn pack_record(from: &dyn StorageTier, b: &ArtifactRecord) -> Result<ArtifactRecord> {
+    let missing = |what: &str| {
+        Error::integrity(format!("the pack holding a blob of this backup {what}"))
+            .with_context("tier", from.name())
+            .with_context("key", &b.key)
+    };
+    let Some(entry) = from.stat(&b.key).await? else {
+        return Err(missing("is missing"));
+    };
+    let sidecar = match from.read_all(&layout::sidecar_key(&b.key)).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return Err(missing("has no .sha256 sidecar"));
+        }
+        Err(e) => return Err(e),
+    };
+    let text = String::from_utf8_lossy(&sidecar);
+    let Some(sha) = layout::parse_sidecar_for(&text, &b.key) else {
+        return Err(missing("has a sidecar that does not name it"));
+    };
+    Ok(ArtifactRecord {
+        name: b.name.clone(),
+        key: b.key.clone(),
+        size: entry.size,
+        sha256: sha.to_owned(),
+        raw_size: entry.size,
+        compression: zdr_core::Compression::None,
+        encryption: None,
+        offset: None,
+    })
 }
 
 /// Whether the object at `a.key` on `tier` holds exactly the bytes `a` records.

@@ -124,12 +124,19 @@ impl Repository {
             finished: Arc::new(Mutex::new(Vec::new())),
             created: Vec::new(),
             blob_list: None,
+            blob_store: None,
         };
         let result = source.backup(&req, &mut sink, progress).await;
         let outcome = match result {
             Ok(facts) => self.write_manifest(&sink, &req, facts).await,
             Err(e) => Err(sink.failure.take().unwrap_or(e)),
         };
+        if outcome.is_err()
+            && let Some(blobs) = &sink.blob_store
+        {
+            // Nothing the failed backup started lands on the tier after it reports.
+            blobs.settle().await;
+        }
         match outcome {
             Ok(m) => {
                 progress.finish(&task);
@@ -208,6 +215,10 @@ impl Repository {
         if artifacts.is_empty() {
             return Err(Error::unexpected("the source wrote no artifact"));
         }
+        // Every blob the index names is stored whole before the backup exists.
+        if let Some(blobs) = &sink.blob_store {
+            zdr_core::BlobStore::flush(blobs.as_ref()).await?;
+        }
         if let Some(list) = &sink.blob_list
             && !artifacts.iter().any(|a| &a.name == list)
         {
@@ -267,11 +278,11 @@ impl Repository {
         loop {
             // Repeats are dropped within a batch only, so memory stays flat whatever the
             // number of objects (a blob named again in a later batch is checked again).
-            let mut seen: HashSet<String> = HashSet::new();
+            let mut seen: HashSet<(String, Option<u64>)> = HashSet::new();
             let mut batch = Vec::new();
             while batch.len() < 256 {
                 match list.next().await? {
-                    Some(b) if seen.insert(b.key.clone()) => batch.push(b),
+                    Some(b) if seen.insert((b.key.clone(), b.offset)) => batch.push(b),
                     Some(_) => {}
                     None => break,
                 }
@@ -459,6 +470,8 @@ struct BackupSink {
     created: Vec<String>,
     /// The blob list's name, once the source asked for the blob store.
     blob_list: Option<String>,
+    /// The blob store handed to the source.
+    blob_store: Option<Arc<crate::blobs::TierBlobs>>,
 }
 
 impl BackupSink {
@@ -586,12 +599,14 @@ impl ArtifactSink for BackupSink {
             )));
         }
         self.blob_list = Some(index.to_owned());
-        Ok(Arc::new(crate::blobs::TierBlobs::new(
+        let store = Arc::new(crate::blobs::TierBlobs::new(
             self.tier.clone(),
             &self.options,
             self.component.clone(),
             self.progress.clone(),
-        )))
+        ));
+        self.blob_store = Some(store.clone());
+        Ok(store)
     }
 }
 

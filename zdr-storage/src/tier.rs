@@ -466,6 +466,22 @@ impl StorageTier for OpendalTier {
         Ok(Box::new(r.compat()))
     }
 
+    async fn reader_range(&self, key: &str, offset: u64, len: u64) -> Result<BoxRead> {
+        check_key(&self.name, key)?;
+        let r = self
+            .op
+            .reader_with(key)
+            .chunk(self.chunk)
+            .concurrent(self.concurrent)
+            .await
+            .map_err(self.err("open for reading", key))?;
+        let r = r
+            .into_futures_async_read(offset..offset.saturating_add(len))
+            .await
+            .map_err(self.err("open for reading", key))?;
+        Ok(Box::new(r.compat()))
+    }
+
     async fn read_all(&self, key: &str) -> Result<Vec<u8>> {
         check_key(&self.name, key)?;
         let buf = self.op.read(key).await.map_err(self.err("read", key))?;

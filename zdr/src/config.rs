@@ -880,6 +880,7 @@ impl Config {
                 .lz4_workers
                 .unwrap_or_else(zdr_storage::default_lz4_workers),
             keys,
+            ..PipelineOptions::default()
         })
     }
 }

@@ -120,6 +120,7 @@ impl ArtifactWrite for MemWrite {
             raw_size: bytes.len() as u64,
             compression: Compression::None,
             encryption: None,
+            offset: None,
         };
         self.store.put(&self.key, bytes);
         if let Ok(mut r) = self.store.records.lock() {
