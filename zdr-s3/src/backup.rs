@@ -1,6 +1,7 @@
 //! The backup: list, compare with the previous index, read what changed, store blobs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::{FuturesOrdered, StreamExt, TryStreamExt};
@@ -18,6 +19,8 @@ use crate::{BLOB_LIST, INDEX, S3BucketComponent, s3_error};
 /// Objects up to this size are held in memory between reading and storing; larger ones go
 /// through a temporary file.
 const IN_MEMORY: u64 = 1 << 20;
+/// Objects listed ahead of the oldest one not yet done, per object read at once.
+const WINDOW_PER_READ: usize = 16;
 /// How often an object that keeps changing while it is read is tried.
 const ATTEMPTS: usize = 3;
 
@@ -84,8 +87,13 @@ impl BackupSource for S3BucketComponent {
                     .map_err(|e| s3_error(e, &bucket, "", "list the bucket"))?;
                 let mut pending = FuturesOrdered::new();
                 let mut listing_done = false;
+                // `concurrency` objects are read at once; the index is written in listing
+                // order, so a window of objects done behind one still being read (a large
+                // one) waits in order without holding up the reads.
+                let reads = Arc::new(tokio::sync::Semaphore::new(self.settings.concurrency()));
+                let window = self.settings.concurrency() * WINDOW_PER_READ;
                 loop {
-                    while !listing_done && pending.len() < self.settings.concurrency() {
+                    while !listing_done && pending.len() < window {
                         let entry = match lister.try_next().await {
                             Ok(entry) => entry,
                             Err(e) => {
@@ -124,10 +132,16 @@ impl BackupSource for S3BucketComponent {
                         let before = match_previous(&mut previous, &mut held, &listed).await?;
                         let op = op.clone();
                         let blobs = blobs.clone();
+                        let reads = reads.clone();
                         pending.push_back(async move {
                             match before {
                                 Some(line) => Ok(Outcome::Reused(line)),
-                                None => fetch(&op, listed, blobs.as_ref()).await,
+                                None => {
+                                    let _read = reads.acquire_owned().await.map_err(|_| {
+                                        Error::unexpected("the read slots closed")
+                                    })?;
+                                    fetch(&op, listed, blobs.as_ref()).await
+                                }
                             }
                         });
                     }
@@ -283,9 +297,9 @@ enum Content {
 }
 
 impl Content {
-    async fn reader(&self) -> Result<BoxRead> {
+    async fn into_reader(self) -> Result<BoxRead> {
         match self {
-            Self::Memory(v) => Ok(Box::new(std::io::Cursor::new(v.clone()))),
+            Self::Memory(v) => Ok(Box::new(std::io::Cursor::new(v))),
             Self::File(f) => {
                 let mut file = tokio::fs::File::open(f.path())
                     .await
@@ -357,7 +371,7 @@ async fn fetch(op: &opendal::Operator, listed: Listed, blobs: &dyn BlobStore) ->
         };
         // `put` looks the blob up first and stores it only when the tier lacks it.
         let put = blobs
-            .put(&sha256, size, content.reader().await?)
+            .put(&sha256, size, content.into_reader().await?)
             .await
             .map_err(|e| e.with_context("bucket", bucket).with_context("key", key))?;
         let stored = put.stored.then_some(put.record.size);

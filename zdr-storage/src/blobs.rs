@@ -27,7 +27,9 @@ use crate::pipeline::{CHUNK, FailureSlot, PipelineOptions, PipelineWriter, open_
 pub const PACKED_MAX: u64 = 1 << 20;
 /// A pack is stored once it holds this many bytes (the default of
 /// [`PipelineOptions::blob_pack_size`]).
-pub const DEFAULT_PACK_SIZE: u64 = 8 << 20;
+pub const DEFAULT_PACK_SIZE: u64 = 4 << 20;
+/// Blobs of at most this many raw bytes are encoded on the task that stores them.
+const ENCODE_INLINE: u64 = 128 << 10;
 /// Packs being stored at once, beside the one filling.
 const PACKS_IN_FLIGHT: usize = 2;
 /// The mark of a blob stored on its own in [`Known::blobs`].
@@ -69,19 +71,15 @@ struct Shared {
 
 impl Shared {
     /// A pack is stored: its blobs are found through the known set from now on.
-    fn stored(&self, pack: &OpenPack) {
+    fn stored(&self, key: &str, records: &[ArtifactRecord]) {
         if let Some(known) = self.known.get()
             && let Ok(mut known) = known.lock()
         {
-            known.add_pack(pack.key.clone(), &pack.records);
+            known.add_pack(key.to_owned(), records);
         }
         if let Ok(mut packing) = self.packing.lock() {
-            for r in &pack.records {
-                if packing
-                    .pending
-                    .get(&r.name)
-                    .is_some_and(|p| p.key == pack.key)
-                {
+            for r in records {
+                if packing.pending.get(&r.name).is_some_and(|p| p.key == key) {
                     packing.pending.remove(&r.name);
                 }
             }
@@ -374,11 +372,17 @@ impl TierBlobs {
             ))
             .with_context("blob", sha256));
         }
-        let options = self.options.clone();
-        let frame =
+        // A small blob is encoded where it was read (a fraction of a millisecond); a larger
+        // one on a blocking thread. Fewer threads allocating keeps the allocator's memory
+        // near what is in use.
+        let frame = if raw_size <= ENCODE_INLINE {
+            crate::pipeline::encode_in_memory(&self.options, &raw)?
+        } else {
+            let options = self.options.clone();
             tokio::task::spawn_blocking(move || crate::pipeline::encode_in_memory(&options, &raw))
                 .await
-                .map_err(|e| Error::unexpected("the blob encoder stopped").with_source(e))??;
+                .map_err(|e| Error::unexpected("the blob encoder stopped").with_source(e))??
+        };
         let frame_sha = zdr_core::sha256_hex(&frame);
         let (record, full) = {
             let mut packing = self
@@ -388,12 +392,7 @@ impl TierBlobs {
                 .map_err(|_| Error::unexpected("pack state poisoned"))?;
             let open = packing.current.get_or_insert_with(|| OpenPack {
                 key: layout::pack_key(&self.component, &new_pack_id()),
-                bytes: Vec::with_capacity(
-                    usize::try_from(self.options.blob_pack_size)
-                        .unwrap_or(0)
-                        .min(64 << 20)
-                        + (1 << 20),
-                ),
+                bytes: Vec::with_capacity(pack_capacity(self.options.blob_pack_size)),
                 records: Vec::new(),
             });
             let record = ArtifactRecord {
@@ -437,8 +436,13 @@ impl TierBlobs {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match store_pack(tier.as_ref(), &pack).await {
-                Ok(()) => shared.stored(&pack),
+            let OpenPack {
+                key,
+                bytes,
+                records,
+            } = pack;
+            match store_pack(tier.as_ref(), &key, bytes, &records).await {
+                Ok(()) => shared.stored(&key, &records),
                 Err(e) => shared.fail(e),
             }
         });
@@ -542,6 +546,13 @@ impl TierBlobs {
     }
 }
 
+/// Room for a pack that reaches `pack_size` with its last blob: no reallocation while it
+/// fills (a frame is at most a little over [`PACKED_MAX`]).
+fn pack_capacity(pack_size: u64) -> usize {
+    let most = pack_size.min(64 << 20) + PACKED_MAX + (64 << 10);
+    usize::try_from(most).unwrap_or(usize::MAX)
+}
+
 /// A fresh pack id: 32 random hex digits.
 fn new_pack_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
@@ -549,20 +560,24 @@ fn new_pack_id() -> String {
 
 /// Store a full pack: its bytes, its table, then its sidecar (a pack without a sidecar was
 /// cut short and is never used).
-async fn store_pack(tier: &dyn StorageTier, pack: &OpenPack) -> Result<()> {
-    let sha = zdr_core::sha256_hex(&pack.bytes);
-    let mut table = Vec::with_capacity(pack.records.len() * 256);
-    for r in &pack.records {
+async fn store_pack(
+    tier: &dyn StorageTier,
+    key: &str,
+    bytes: Vec<u8>,
+    records: &[ArtifactRecord],
+) -> Result<()> {
+    let sha = zdr_core::sha256_hex(&bytes);
+    let mut table = Vec::with_capacity(records.len() * 256);
+    for r in records {
         serde_json::to_writer(&mut table, r)
             .map_err(|e| Error::unexpected("cannot write a pack's table").with_source(e))?;
         table.push(b'\n');
     }
-    tier.write_all(&pack.key, pack.bytes.clone()).await?;
-    tier.write_all(&layout::pack_table_key(&pack.key), table)
-        .await?;
+    tier.write_all(key, bytes).await?;
+    tier.write_all(&layout::pack_table_key(key), table).await?;
     tier.write_all(
-        &layout::sidecar_key(&pack.key),
-        layout::sidecar_line(&pack.key, &sha).into_bytes(),
+        &layout::sidecar_key(key),
+        layout::sidecar_line(key, &sha).into_bytes(),
     )
     .await
 }

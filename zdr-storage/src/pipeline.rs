@@ -51,7 +51,7 @@ pub struct PipelineOptions {
     /// Encryption keys; with no recipients and no passphrase, artifacts are plaintext.
     pub keys: AgeKeys,
     /// The size at which a pack of small blobs is stored (see [`zdr_core::layout::pack_key`]);
-    /// 0 stores every blob on its own. Default [`crate::DEFAULT_PACK_SIZE`] (8 MiB).
+    /// 0 stores every blob on its own. Default [`crate::DEFAULT_PACK_SIZE`] (4 MiB).
     pub blob_pack_size: u64,
 }
 
@@ -279,6 +279,20 @@ impl Stage for VecOut {
 /// bytes a [`PipelineWriter`] would store for it (a blob put into a pack). Blocking: call it
 /// off the async threads.
 pub(crate) fn encode_in_memory(options: &PipelineOptions, raw: &[u8]) -> Result<Vec<u8>> {
+    if options.compression == Compression::Zstd {
+        // One zstd context per thread, kept: a blob is small, and a fresh context for each
+        // would cost more than compressing it.
+        let frame = zstd_frame(options.level.unwrap_or(3), raw)
+            .map_err(|e| Error::from_io(e, "compressing a blob failed"))?;
+        if !options.keys.encrypts() {
+            return Ok(frame);
+        }
+        let age_only = PipelineOptions {
+            compression: Compression::None,
+            ..options.clone()
+        };
+        return encode_in_memory(&age_only, &frame);
+    }
     let out = Arc::new(Mutex::new(Vec::with_capacity(raw.len() / 2 + 256)));
     let mut chain = build_chain_to(Box::new(VecOut(out.clone())), options)?;
     chain
@@ -289,6 +303,28 @@ pub(crate) fn encode_in_memory(options: &PipelineOptions, raw: &[u8]) -> Result<
         .lock()
         .map_err(|_| Error::unexpected("encoding buffer poisoned"))?;
     Ok(std::mem::take(&mut *guard))
+}
+
+thread_local! {
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `raw` as one zstd frame with its checksum, as the streaming stage writes it (the frame
+/// also records its content size).
+fn zstd_frame(level: i32, raw: &[u8]) -> io::Result<Vec<u8>> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some((l, c)) if *l == level => c,
+            _ => {
+                let mut c = zstd::bulk::Compressor::new(level)?;
+                c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
+                &mut slot.insert((level, c)).1
+            }
+        };
+        compressor.compress(raw)
+    })
 }
 
 /// Feeds raw bytes from the async side into the blocking compression stage.
