@@ -137,9 +137,10 @@ impl BackupSource for S3BucketComponent {
                             match before {
                                 Some(line) => Ok(Outcome::Reused(line)),
                                 None => {
-                                    let _read = reads.acquire_owned().await.map_err(|_| {
-                                        Error::unexpected("the read slots closed")
-                                    })?;
+                                    let _read = reads
+                                        .acquire_owned()
+                                        .await
+                                        .map_err(|_| Error::unexpected("the read slots closed"))?;
                                     fetch(&op, listed, blobs.as_ref()).await
                                 }
                             }
