@@ -113,6 +113,10 @@ impl StorageTier for OneDriveTier {
         self.inner.reader(key).await
     }
 
+    async fn reader_range(&self, key: &str, offset: u64, len: u64) -> Result<BoxRead> {
+        self.inner.reader_range(key, offset, len).await
+    }
+
     async fn read_all(&self, key: &str) -> Result<Vec<u8>> {
         self.inner.read_all(key).await
     }
