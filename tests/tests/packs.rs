@@ -519,3 +519,62 @@ fn run(dir: &Path, cmd: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_table_only_stops_its_pack_being_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = fs_tier(dir.path());
+    let repo = Repository::new(tier.clone(), options(8 << 10));
+    let contents = mixed();
+    let first = repo
+        .backup(&Contents::new(contents.clone()), "daily", &Progress::none())
+        .await
+        .unwrap();
+    let recs = records(&tier, &first).await;
+    let packs = packs(&keys(&tier, "uploads/blobs/").await);
+    let mut damaged = packs.iter();
+    let garbage = damaged.next().unwrap();
+    let outside = damaged.next().unwrap();
+    tier.write_all(&format!("{garbage}.idx"), b"{not json\n".to_vec())
+        .await
+        .unwrap();
+    // A table line naming a slice past the pack's end.
+    let table = String::from_utf8(tier.read_all(&format!("{outside}.idx")).await.unwrap()).unwrap();
+    let mut first_line: ArtifactRecord =
+        serde_json::from_str(table.lines().next().unwrap()).unwrap();
+    first_line.offset = Some(1 << 40);
+    let mut bad = serde_json::to_vec(&first_line).unwrap();
+    bad.push(b'\n');
+    tier.write_all(&format!("{outside}.idx"), bad)
+        .await
+        .unwrap();
+    let held = |p: &String| {
+        recs.iter()
+            .filter(|r| &r.key == p)
+            .map(|r| r.name.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    let unshared = held(garbage).len() + held(outside).len();
+    let recorder = Arc::new(zdr_core::RecordingSink::default());
+    let progress = Progress::new(recorder.clone());
+    let second = repo
+        .backup(&Contents::new(contents.clone()), "daily", &progress)
+        .await
+        .unwrap();
+    assert_eq!(second.facts["stored"], unshared as u64);
+    let warnings = recorder.messages(zdr_core::Level::Warn);
+    for p in [garbage, outside] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(p.as_str()) && w.contains("not shared")),
+            "{p} named: {warnings:?}"
+        );
+    }
+    // The first backup's records do not depend on the tables.
+    for (r, c) in recs.iter().zip(&contents) {
+        assert_eq!(&read_all(&repo, r).await.unwrap(), c);
+    }
+    repo.verify(&first, true, &Progress::none()).await.unwrap();
+    repo.verify(&second, true, &Progress::none()).await.unwrap();
+}
