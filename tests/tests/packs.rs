@@ -349,6 +349,27 @@ async fn replication_copies_packs_with_their_tables_and_the_replica_shares_them(
         keys(&replica, "uploads/blobs/").await,
         keys(&tier, "uploads/blobs/").await
     );
+    // A copy that stopped after a table was lost on the way: the next replication brings it.
+    let table = format!(
+        "{}.idx",
+        packs(&keys(&replica, "uploads/blobs/").await)
+            .into_iter()
+            .next()
+            .unwrap()
+    );
+    replica.delete(&table).await.unwrap();
+    replica.delete(&format!("{table}.sha256")).await.unwrap();
+    replica
+        .delete(&layout::manifest_key(&m.component, &m.id))
+        .await
+        .unwrap();
+    zdr_storage::replicate(&tier, &replica, &RetryPolicy::default(), &Progress::none())
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&replica, "uploads/blobs/").await,
+        keys(&tier, "uploads/blobs/").await
+    );
     let there = Repository::new(replica.clone(), options(16 << 10));
     there.verify(&m, true, &Progress::none()).await.unwrap();
     let again = there
@@ -533,28 +554,51 @@ async fn a_damaged_table_only_stops_its_pack_being_shared() {
     let recs = records(&tier, &first).await;
     let packs = packs(&keys(&tier, "uploads/blobs/").await);
     let mut damaged = packs.iter();
-    let garbage = damaged.next().unwrap();
-    let outside = damaged.next().unwrap();
-    tier.write_all(&format!("{garbage}.idx"), b"{not json\n".to_vec())
+    let (garbage, renamed, outside) = (
+        damaged.next().unwrap(),
+        damaged.next().unwrap(),
+        damaged.next().unwrap(),
+    );
+    let table_of = |p: &String| format!("{p}.idx");
+    // Not JSON at all.
+    tier.write_all(&table_of(garbage), b"{not json\n".to_vec())
         .await
         .unwrap();
-    // A table line naming a slice past the pack's end.
-    let table = String::from_utf8(tier.read_all(&format!("{outside}.idx")).await.unwrap()).unwrap();
-    let mut first_line: ArtifactRecord =
-        serde_json::from_str(table.lines().next().unwrap()).unwrap();
-    first_line.offset = Some(1 << 40);
-    let mut bad = serde_json::to_vec(&first_line).unwrap();
+    // Still JSON, one blob's name changed (a bit flipped in a hex digit): the table's own
+    // sidecar refuses it, so later backups never point at the wrong content.
+    let text = String::from_utf8(tier.read_all(&table_of(renamed)).await.unwrap()).unwrap();
+    let mut lines: Vec<ArtifactRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines[0].name = zdr_core::sha256_hex(b"something else");
+    let mut bad = Vec::new();
+    for l in &lines {
+        bad.extend(serde_json::to_vec(l).unwrap());
+        bad.push(b'\n');
+    }
+    tier.write_all(&table_of(renamed), bad).await.unwrap();
+    // A slice past the pack's end, in a table whose sidecar agrees (a writer gone wrong).
+    let text = String::from_utf8(tier.read_all(&table_of(outside)).await.unwrap()).unwrap();
+    let mut line: ArtifactRecord = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    line.offset = Some(1 << 40);
+    let mut bad = serde_json::to_vec(&line).unwrap();
     bad.push(b'\n');
-    tier.write_all(&format!("{outside}.idx"), bad)
-        .await
-        .unwrap();
+    let sha = zdr_core::sha256_hex(&bad);
+    tier.write_all(&table_of(outside), bad).await.unwrap();
+    tier.write_all(
+        &format!("{}.sha256", table_of(outside)),
+        layout::sidecar_line(&table_of(outside), &sha).into_bytes(),
+    )
+    .await
+    .unwrap();
     let held = |p: &String| {
         recs.iter()
             .filter(|r| &r.key == p)
             .map(|r| r.name.clone())
             .collect::<BTreeSet<_>>()
     };
-    let unshared = held(garbage).len() + held(outside).len();
+    let unshared = held(garbage).len() + held(renamed).len() + held(outside).len();
     let recorder = Arc::new(zdr_core::RecordingSink::default());
     let progress = Progress::new(recorder.clone());
     let second = repo
@@ -563,13 +607,16 @@ async fn a_damaged_table_only_stops_its_pack_being_shared() {
         .unwrap();
     assert_eq!(second.facts["stored"], unshared as u64);
     let warnings = recorder.messages(zdr_core::Level::Warn);
-    for p in [garbage, outside] {
+    for p in [garbage, renamed, outside] {
         assert!(
             warnings
                 .iter()
                 .any(|w| w.contains(p.as_str()) && w.contains("not shared")),
             "{p} named: {warnings:?}"
         );
+    }
+    for r in records(&tier, &second).await {
+        assert!(![garbage, renamed, outside].contains(&&r.key), "{r:?}");
     }
     // The first backup's records do not depend on the tables.
     for (r, c) in recs.iter().zip(&contents) {

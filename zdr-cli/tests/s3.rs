@@ -79,6 +79,10 @@ primary = "local"
 [retention]
 keep_last = 1
 
+# One blob a pack: pruning shows blob by blob.
+[pipeline]
+blob_pack_size = 1
+
 [tiers.local]
 type = "fs"
 root = "{root}/tiers/local"
@@ -201,7 +205,7 @@ access_key_id = "{id}"
     let tier = dir.path().join("tiers/local");
     let blobs: Vec<PathBuf> = files_under(&tier.join("objects/blobs"))
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "zst"))
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
         .collect();
     assert_eq!(
         blobs.len(),
@@ -241,7 +245,7 @@ access_key_id = "{id}"
     assert!(!old_blob.exists(), "{v}");
     let left: Vec<PathBuf> = files_under(&tier.join("objects/blobs"))
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "zst"))
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
         .collect();
     assert_eq!(
         left.len(),

@@ -9,6 +9,7 @@
 //!                                             # shared by the backups whose index names them
 //! <component>/blobs/packs/<aa>/<id>.pack     # small blobs, each stored as above, end to end
 //! <component>/blobs/packs/<aa>/<id>.pack.idx # JSON lines: the record of each blob in it
+//! <component>/blobs/packs/<aa>/<id>.pack.idx.sha256, <id>.pack.sha256  # written last
 //! ```
 
 use crate::id::{BackupId, Component};
@@ -67,7 +68,8 @@ pub fn blob_key(
 /// `<component>/blobs/packs/<first two digits>/<id>.pack`. A pack holds small blobs end to
 /// end, each exactly as it would be stored alone (compressed, encrypted); a record with an
 /// [`crate::ArtifactRecord::offset`] names one. Its `.sha256` sidecar covers the whole pack,
-/// and its table ([`pack_table_key`]) lists the records of the blobs in it.
+/// and its table ([`pack_table_key`], with a sidecar of its own) lists the records of the
+/// blobs in it.
 #[must_use]
 pub fn pack_key(component: &Component, id: &str) -> String {
     let fan = id.get(..2).unwrap_or("00");

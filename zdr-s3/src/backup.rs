@@ -97,6 +97,7 @@ impl BackupSource for S3BucketComponent {
                         let entry = match lister.try_next().await {
                             Ok(entry) => entry,
                             Err(e) => {
+                                reads.close();
                                 settle(&mut pending).await;
                                 return Err(s3_error(e, &bucket, &prefix, "list the bucket"));
                             }
@@ -152,6 +153,7 @@ impl BackupSource for S3BucketComponent {
                     let outcome = match outcome {
                         Ok(o) => o,
                         Err(e) => {
+                            reads.close();
                             settle(&mut pending).await;
                             return Err(e);
                         }

@@ -564,6 +564,7 @@ async fn backups_store_only_what_changed_and_restore_any_point() {
             let mut v = vec![(*k).clone(), format!("{k}.sha256")];
             if k.ends_with(".pack") {
                 v.push(format!("{k}.idx"));
+                v.push(format!("{k}.idx.sha256"));
             }
             v
         })

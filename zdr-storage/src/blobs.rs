@@ -30,8 +30,11 @@ pub const PACKED_MAX: u64 = 1 << 20;
 pub const DEFAULT_PACK_SIZE: u64 = 4 << 20;
 /// Blobs of at most this many raw bytes are encoded on the task that stores them.
 const ENCODE_INLINE: u64 = 128 << 10;
-/// Packs being stored at once, beside the one filling.
-const PACKS_IN_FLIGHT: usize = 2;
+/// Packs held at once: the one filling and those being stored. A new pack waits for a
+/// slot, so memory stays at a few packs whatever the number of blobs.
+const PACKS_IN_FLIGHT: usize = 3;
+/// Pack tables kept after a lookup.
+const TABLES_KEPT: usize = 8;
 /// The mark of a blob stored on its own in [`Known::blobs`].
 const ALONE: u32 = u32::MAX;
 
@@ -57,8 +60,8 @@ pub(crate) struct TierBlobs {
     shared: Arc<Shared>,
     /// Room for packs being stored.
     slots: Arc<tokio::sync::Semaphore>,
-    /// The table last read, for a run of finds in the same pack.
-    table: Mutex<Option<(String, Arc<Vec<ArtifactRecord>>)>>,
+    /// The tables last read (most recent last), for runs of finds in the same packs.
+    tables: Mutex<Vec<(String, Arc<Vec<ArtifactRecord>>)>>,
 }
 
 #[derive(Default)]
@@ -134,6 +137,8 @@ struct OpenPack {
     key: String,
     bytes: Vec<u8>,
     records: Vec<ArtifactRecord>,
+    /// Its slot, from the first blob until it is stored.
+    slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl TierBlobs {
@@ -157,7 +162,7 @@ impl TierBlobs {
             busy: Mutex::new(HashMap::new()),
             shared: Arc::new(Shared::default()),
             slots: Arc::new(tokio::sync::Semaphore::new(PACKS_IN_FLIGHT)),
-            table: Mutex::new(None),
+            tables: Mutex::new(Vec::new()),
         }
     }
 
@@ -202,7 +207,10 @@ impl TierBlobs {
                         continue;
                     }
                     if e.key.ends_with(".pack") {
-                        if keys.contains(layout::pack_table_key(&e.key).as_str()) {
+                        let table = layout::pack_table_key(&e.key);
+                        if keys.contains(table.as_str())
+                            && keys.contains(layout::sidecar_key(&table).as_str())
+                        {
                             packs.push((e.key.clone(), e.size));
                         }
                         continue;
@@ -284,18 +292,23 @@ impl TierBlobs {
     }
 
     async fn table_of(&self, pack: &str) -> Result<Arc<Vec<ArtifactRecord>>> {
-        if let Ok(t) = self.table.lock()
-            && let Some((key, table)) = t.as_ref()
-            && key == pack
+        if let Ok(mut kept) = self.tables.lock()
+            && let Some(at) = kept.iter().position(|(key, _)| key == pack)
         {
-            return Ok(table.clone());
+            let hit = kept.remove(at);
+            let table = hit.1.clone();
+            kept.push(hit);
+            return Ok(table);
         }
         let size = self.tier.stat(pack).await?.map(|e| e.size).ok_or_else(|| {
             Error::not_found("a pack of this component is gone").with_context("key", pack)
         })?;
         let table = Arc::new(read_table(self.tier.as_ref(), pack, size).await?);
-        if let Ok(mut t) = self.table.lock() {
-            *t = Some((pack.to_owned(), table.clone()));
+        if let Ok(mut kept) = self.tables.lock() {
+            if kept.len() >= TABLES_KEPT {
+                kept.remove(0);
+            }
+            kept.push((pack.to_owned(), table.clone()));
         }
         Ok(table)
     }
@@ -372,10 +385,10 @@ impl TierBlobs {
             ))
             .with_context("blob", sha256));
         }
-        // A small blob is encoded where it was read (a fraction of a millisecond); a larger
-        // one on a blocking thread. Fewer threads allocating keeps the allocator's memory
-        // near what is in use.
-        let frame = if raw_size <= ENCODE_INLINE {
+        // A small blob is compressed where it was read (a fraction of a millisecond); a
+        // larger or encrypted one (a passphrase costs a key derivation) on a blocking thread.
+        // Fewer threads allocating keeps the allocator's memory near what is in use.
+        let frame = if raw_size <= ENCODE_INLINE && !self.options.keys.encrypts() {
             crate::pipeline::encode_in_memory(&self.options, &raw)?
         } else {
             let options = self.options.clone();
@@ -384,69 +397,82 @@ impl TierBlobs {
                 .map_err(|e| Error::unexpected("the blob encoder stopped").with_source(e))??
         };
         let frame_sha = zdr_core::sha256_hex(&frame);
-        let (record, full) = {
-            let mut packing = self
-                .shared
-                .packing
-                .lock()
-                .map_err(|_| Error::unexpected("pack state poisoned"))?;
-            let open = packing.current.get_or_insert_with(|| OpenPack {
-                key: layout::pack_key(&self.component, &new_pack_id()),
-                bytes: Vec::with_capacity(pack_capacity(self.options.blob_pack_size)),
-                records: Vec::new(),
-            });
-            let record = ArtifactRecord {
-                name: sha256.to_owned(),
-                key: open.key.clone(),
-                size: frame.len() as u64,
-                sha256: frame_sha,
-                raw_size,
-                compression: self.options.compression,
-                encryption: self.options.keys.encryption_record(),
-                offset: Some(open.bytes.len() as u64),
-            };
-            open.bytes.extend_from_slice(&frame);
-            open.records.push(record.clone());
-            let full = if open.bytes.len() as u64 >= self.options.blob_pack_size {
-                packing.current.take()
-            } else {
-                None
-            };
-            packing.pending.insert(sha256.to_owned(), record.clone());
-            (record, full)
+        // The known set is read before anything is stored, so the tasks storing packs can
+        // add to it.
+        self.known().await?;
+        // A new pack first takes a slot, waiting while the packs held are being stored; a
+        // slot taken while another put opened the pack is given back.
+        let mut slot: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let (record, full) = loop {
+            {
+                let mut packing = self
+                    .shared
+                    .packing
+                    .lock()
+                    .map_err(|_| Error::unexpected("pack state poisoned"))?;
+                if packing.current.is_none()
+                    && let Some(slot) = slot.take()
+                {
+                    packing.current = Some(OpenPack {
+                        key: layout::pack_key(&self.component, &new_pack_id()),
+                        bytes: Vec::with_capacity(pack_capacity(self.options.blob_pack_size)),
+                        records: Vec::new(),
+                        slot,
+                    });
+                }
+                if let Some(open) = packing.current.as_mut() {
+                    let record = ArtifactRecord {
+                        name: sha256.to_owned(),
+                        key: open.key.clone(),
+                        size: frame.len() as u64,
+                        sha256: frame_sha,
+                        raw_size,
+                        compression: self.options.compression,
+                        encryption: self.options.keys.encryption_record(),
+                        offset: Some(open.bytes.len() as u64),
+                    };
+                    open.bytes.extend_from_slice(&frame);
+                    open.records.push(record.clone());
+                    let full = if open.bytes.len() as u64 >= self.options.blob_pack_size {
+                        packing.current.take()
+                    } else {
+                        None
+                    };
+                    packing.pending.insert(sha256.to_owned(), record.clone());
+                    break (record, full);
+                }
+            }
+            slot = Some(
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::unexpected("pack slots closed"))?,
+            );
         };
         if let Some(pack) = full {
-            self.seal(pack).await?;
+            self.seal(pack);
         }
         Ok(record)
     }
 
-    /// Start storing `pack` once a slot is free (the caller waits for one, so at most
-    /// [`PACKS_IN_FLIGHT`] full packs are held at once).
-    async fn seal(&self, pack: OpenPack) -> Result<()> {
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::unexpected("pack slots closed"))?;
-        // The known set is read before anything is stored, so the task can add to it.
-        self.known().await?;
+    /// Start storing `pack` (it keeps its slot until it is stored or has failed).
+    fn seal(&self, pack: OpenPack) {
         let tier = self.tier.clone();
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let OpenPack {
                 key,
                 bytes,
                 records,
+                slot,
             } = pack;
             match store_pack(tier.as_ref(), &key, bytes, &records).await {
                 Ok(()) => shared.stored(&key, &records),
                 Err(e) => shared.fail(e),
             }
+            drop(slot);
         });
-        Ok(())
     }
 
     /// Store the pack filling, and wait until no pack is being stored.
@@ -459,7 +485,7 @@ impl TierBlobs {
             .current
             .take();
         if let Some(pack) = open {
-            self.seal(pack).await?;
+            self.seal(pack);
         }
         let all = u32::try_from(PACKS_IN_FLIGHT).unwrap_or(u32::MAX);
         drop(
@@ -573,11 +599,58 @@ async fn store_pack(
             .map_err(|e| Error::unexpected("cannot write a pack's table").with_source(e))?;
         table.push(b'\n');
     }
+    let table_key = layout::pack_table_key(key);
+    let table_sha = zdr_core::sha256_hex(&table);
     tier.write_all(key, bytes).await?;
-    tier.write_all(&layout::pack_table_key(key), table).await?;
+    tier.write_all(&table_key, table).await?;
+    tier.write_all(
+        &layout::sidecar_key(&table_key),
+        layout::sidecar_line(&table_key, &table_sha).into_bytes(),
+    )
+    .await?;
     tier.write_all(
         &layout::sidecar_key(key),
         layout::sidecar_line(key, &sha).into_bytes(),
+    )
+    .await
+}
+
+/// The table of the pack at `key`, checked against its own `.sha256` sidecar.
+pub(crate) async fn read_table_bytes(tier: &dyn StorageTier, key: &str) -> Result<Vec<u8>> {
+    let table_key = layout::pack_table_key(key);
+    let bytes = tier.read_all(&table_key).await?;
+    let sidecar_key = layout::sidecar_key(&table_key);
+    let sidecar = tier.read_all(&sidecar_key).await?;
+    let text = String::from_utf8_lossy(&sidecar);
+    if layout::parse_sidecar_for(&text, &table_key) != Some(zdr_core::sha256_hex(&bytes).as_str()) {
+        return Err(
+            Error::integrity("the pack's table does not match its .sha256 sidecar")
+                .with_context("tier", tier.name())
+                .with_context("key", &table_key),
+        );
+    }
+    Ok(bytes)
+}
+
+/// Copy the table of the pack at `key` (checked against its sidecar) from `from` to `to`,
+/// the sidecar last. A source pack without a complete table is left without one on `to`
+/// too: its blobs are still read through their records, only not shared by later backups.
+pub(crate) async fn copy_pack_table(
+    from: &dyn StorageTier,
+    to: &dyn StorageTier,
+    key: &str,
+) -> Result<()> {
+    let table_key = layout::pack_table_key(key);
+    let bytes = match read_table_bytes(from, key).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let sha = zdr_core::sha256_hex(&bytes);
+    to.write_all(&table_key, bytes).await?;
+    to.write_all(
+        &layout::sidecar_key(&table_key),
+        layout::sidecar_line(&table_key, &sha).into_bytes(),
     )
     .await
 }
@@ -586,7 +659,7 @@ async fn store_pack(
 /// slice of the pack.
 async fn read_table(tier: &dyn StorageTier, key: &str, size: u64) -> Result<Vec<ArtifactRecord>> {
     let table_key = layout::pack_table_key(key);
-    let bytes = tier.read_all(&table_key).await?;
+    let bytes = read_table_bytes(tier, key).await?;
     let mut out = Vec::new();
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -854,7 +927,7 @@ pub async fn sweep_blobs(
         }
     }
     for e in entries {
-        // A pack's table and sidecar go with the pack.
+        // A pack's table and the sidecars of both go with the pack.
         let base = e.key.strip_suffix(".sha256").unwrap_or(&e.key);
         let blob_key = if base.ends_with(".pack.idx") {
             base.strip_suffix(".idx").unwrap_or(base)

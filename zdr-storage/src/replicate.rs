@@ -325,17 +325,30 @@ async fn copy_blobs(
                     || to.stat(&b.key),
                 )
                 .await?;
+            // A pack's table travels first, so a pack whose sidecar is there has its table.
+            let table = layout::pack_table_key(&b.key);
+            let copy_table = || async {
+                policy
+                    .run(&format!("copy {table} to {}", to.name()), progress, || {
+                        crate::blobs::copy_pack_table(from.as_ref(), to.as_ref(), &b.key)
+                    })
+                    .await
+            };
             if present.is_none() {
-                let copied = copy_one(from, to, b, policy, progress).await?;
                 if packed {
-                    let table = layout::pack_table_key(&b.key);
-                    policy
-                        .run(&format!("copy {table} to {}", to.name()), progress, || async {
-                            to.write_all(&table, from.read_all(&table).await?).await
-                        })
-                        .await?;
+                    copy_table().await?;
                 }
-                return Ok(copied);
+                return copy_one(from, to, b, policy, progress).await;
+            }
+            if packed
+                && to
+                    .stat(&layout::sidecar_key(&table))
+                    .await
+                    .is_ok_and(|s| s.is_none())
+            {
+                // An earlier copy that stopped between the table and the pack, or a table
+                // lost on the destination.
+                copy_table().await?;
             }
             // A blob already there is shared by the destination's own backups: it is never
             // replaced or removed. Stored bytes that differ (the same content encrypted

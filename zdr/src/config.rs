@@ -416,6 +416,10 @@ pub struct PipelineConfig {
     /// local-disk tier by the next backup on it (default 3600).
     #[serde(default)]
     pub sweep_grace_secs: Option<u64>,
+    /// The size at which a pack of small blobs (object storage) is stored, in bytes (default
+    /// 4 MiB; 0 stores every blob on its own).
+    #[serde(default)]
+    pub blob_pack_size: Option<u64>,
 }
 
 /// `[encryption]`
@@ -880,7 +884,10 @@ impl Config {
                 .lz4_workers
                 .unwrap_or_else(zdr_storage::default_lz4_workers),
             keys,
-            ..PipelineOptions::default()
+            blob_pack_size: self
+                .pipeline
+                .blob_pack_size
+                .unwrap_or(zdr_storage::DEFAULT_PACK_SIZE),
         })
     }
 }
