@@ -6,9 +6,10 @@
 //! - **Backup** lists each bucket (or prefixes of it). An object whose key, size, ETag and
 //!   last-modified time match the previous backup's index is referenced, not read. A new or
 //!   changed object is read once (pinned to the ETag it was listed with, so a rewrite during
-//!   the read is refused and the object read again), hashed, and stored as a
-//!   content-addressed blob ([`zdr_core::BlobStore`]): identical content is stored once
-//!   across keys, buckets and backups. The backup's artifacts are the index `objects`
+//!   the read is refused and the object read again; its content type and user metadata come
+//!   with the read's answer), hashed, and stored as a content-addressed blob
+//!   ([`zdr_core::BlobStore`]; small ones several to a pack): identical content is stored
+//!   once across keys, buckets and backups. The backup's artifacts are the index `objects`
 //!   (one JSON line per object: bucket, key, size, ETag, last-modified, content type, user
 //!   metadata, content SHA-256 and the blob's record) and the blob list `blobs` that checks,
 //!   replication and pruning follow.
