@@ -1,4 +1,5 @@
-//! Test fixtures: a [`TestSource`] that streams generated data, and [`TierFixture`] that
+//! Test fixtures: a [`TestSource`] that streams generated data, a [`BlobContents`] that puts
+//! contents into the blob store, and [`TierFixture`] that
 //! opens one storage tier of each kind on a fresh root: local fs (a temp dir), S3 (a real
 //! SeaweedFS server), OneDrive (the Graph-API **double**), memory.
 
@@ -10,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 use zdr_core::{
-    ArtifactSink, BackupKind, BackupRequest, BackupSource, Component, Error, Progress, Result,
-    SourceFacts, StorageTier,
+    ArtifactSink, BackupKind, BackupRequest, BackupSource, BlobRef, BoxRead, Component, Error,
+    Progress, Result, SourceFacts, StorageTier,
 };
 use zdr_storage::{S3Config, TierConfig, open_tier};
 
@@ -171,5 +172,57 @@ pub fn s3_config(s3: &SeaweedFs) -> S3Config {
         access_key_id: Some(s3.access_key_id().to_owned()),
         secret_access_key: Some(s3.secret_access_key().into()),
         virtual_host_style: false,
+    }
+}
+
+/// A source whose backup is a list of contents, each put into the blob store (component
+/// `uploads`); its only artifact is the blob list, naming them in order. Its facts give the
+/// number of contents it stored (`stored`).
+pub struct BlobContents {
+    component: Component,
+    contents: Vec<Vec<u8>>,
+}
+
+impl BlobContents {
+    /// A source backing up `contents`.
+    pub fn new(contents: Vec<Vec<u8>>) -> Self {
+        Self {
+            component: Component::new("uploads").unwrap(),
+            contents,
+        }
+    }
+}
+
+#[async_trait]
+impl BackupSource for BlobContents {
+    fn component(&self) -> &Component {
+        &self.component
+    }
+
+    async fn backup(
+        &self,
+        _req: &BackupRequest,
+        sink: &mut dyn ArtifactSink,
+        _progress: &Progress,
+    ) -> Result<SourceFacts> {
+        let blobs = sink.blobs("blobs")?;
+        let mut list = sink.create("blobs", "jsonl").await?;
+        let mut stored = 0u64;
+        for c in &self.contents {
+            let reader: BoxRead = Box::new(std::io::Cursor::new(c.clone()));
+            let put = blobs
+                .put(&zdr_core::sha256_hex(c), c.len() as u64, reader)
+                .await?;
+            stored += u64::from(put.stored);
+            let mut line = serde_json::to_vec(&BlobRef { blob: put.record }).unwrap();
+            line.push(b'\n');
+            list.write_all(&line).await.unwrap();
+        }
+        blobs.flush().await?;
+        list.finish().await?;
+        Ok(SourceFacts {
+            kind: BackupKind::Physical,
+            facts: serde_json::json!({ "stored": stored }),
+        })
     }
 }

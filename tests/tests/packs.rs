@@ -9,66 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use zdr_core::{
-    ArtifactRecord, ArtifactSink, BackupKind, BackupRequest, BackupSource, BlobRef, BoxRead,
-    BoxWrite, Component, Entry, ErrorKind, Manifest, Progress, Result, SourceFacts, StorageTier,
-    layout,
+    ArtifactRecord, BoxRead, BoxWrite, Component, Entry, ErrorKind, Manifest, Progress, Result,
+    StorageTier, layout,
 };
 use zdr_storage::{
     AgeKeys, BlobList, PipelineOptions, Repository, RetryPolicy, TierConfig, open_tier,
 };
-use zdr_tests::fixtures::data;
-
-/// A source whose backup is a list of contents, each put into the blob store; the blob list
-/// names them in order.
-struct Contents {
-    component: Component,
-    contents: Vec<Vec<u8>>,
-}
-
-impl Contents {
-    fn new(contents: Vec<Vec<u8>>) -> Self {
-        Self {
-            component: Component::new("uploads").unwrap(),
-            contents,
-        }
-    }
-}
-
-#[async_trait]
-impl BackupSource for Contents {
-    fn component(&self) -> &Component {
-        &self.component
-    }
-
-    async fn backup(
-        &self,
-        _req: &BackupRequest,
-        sink: &mut dyn ArtifactSink,
-        _progress: &Progress,
-    ) -> Result<SourceFacts> {
-        let blobs = sink.blobs("blobs")?;
-        let mut list = sink.create("blobs", "jsonl").await?;
-        let mut stored = 0u64;
-        for c in &self.contents {
-            let reader: BoxRead = Box::new(std::io::Cursor::new(c.clone()));
-            let put = blobs
-                .put(&zdr_core::sha256_hex(c), c.len() as u64, reader)
-                .await?;
-            stored += u64::from(put.stored);
-            let mut line = serde_json::to_vec(&BlobRef { blob: put.record }).unwrap();
-            line.push(b'\n');
-            list.write_all(&line).await.unwrap();
-        }
-        blobs.flush().await?;
-        list.finish().await?;
-        Ok(SourceFacts {
-            kind: BackupKind::Physical,
-            facts: serde_json::json!({ "stored": stored }),
-        })
-    }
-}
+use zdr_tests::fixtures::{BlobContents, data};
 
 fn options(pack_size: u64) -> PipelineOptions {
     PipelineOptions {
@@ -140,7 +89,11 @@ async fn small_blobs_share_packs_with_a_table_and_a_sidecar_and_read_back_whole(
     let repo = Repository::new(tier.clone(), options(16 << 10));
     let contents = mixed();
     let m = repo
-        .backup(&Contents::new(contents.clone()), "daily", &Progress::none())
+        .backup(
+            &BlobContents::new(contents.clone()),
+            "daily",
+            &Progress::none(),
+        )
         .await
         .unwrap();
     assert_eq!(m.facts["stored"], 41, "the repeated content is stored once");
@@ -194,7 +147,11 @@ async fn a_later_backup_shares_packed_content_but_never_a_pack_cut_short() {
     let repo = Repository::new(tier.clone(), options(8 << 10));
     let contents = mixed();
     let first = repo
-        .backup(&Contents::new(contents.clone()), "daily", &Progress::none())
+        .backup(
+            &BlobContents::new(contents.clone()),
+            "daily",
+            &Progress::none(),
+        )
         .await
         .unwrap();
     let recs = records(&tier, &first).await;
@@ -214,7 +171,7 @@ async fn a_later_backup_shares_packed_content_but_never_a_pack_cut_short() {
     let mut more = contents.clone();
     more.push(data(1500, 1234));
     let second = repo
-        .backup(&Contents::new(more.clone()), "daily", &Progress::none())
+        .backup(&BlobContents::new(more.clone()), "daily", &Progress::none())
         .await
         .unwrap();
     assert_eq!(
@@ -244,7 +201,7 @@ async fn a_flipped_byte_in_a_pack_is_refused_for_that_blob_only() {
     let tier = fs_tier(dir.path());
     let repo = Repository::new(tier.clone(), options(64 << 10));
     let m = repo
-        .backup(&Contents::new(mixed()), "daily", &Progress::none())
+        .backup(&BlobContents::new(mixed()), "daily", &Progress::none())
         .await
         .unwrap();
     let recs = records(&tier, &m).await;
@@ -275,7 +232,7 @@ async fn pruning_removes_a_pack_only_when_no_kept_backup_uses_any_of_it() {
     let (a, b, c) = (data(3000, 10), data(3000, 20), data(3000, 30));
     let first = repo
         .backup(
-            &Contents::new(vec![a.clone(), b.clone()]),
+            &BlobContents::new(vec![a.clone(), b.clone()]),
             "daily",
             &Progress::none(),
         )
@@ -283,7 +240,7 @@ async fn pruning_removes_a_pack_only_when_no_kept_backup_uses_any_of_it() {
         .unwrap();
     let second = repo
         .backup(
-            &Contents::new(vec![b.clone(), c.clone()]),
+            &BlobContents::new(vec![b.clone(), c.clone()]),
             "daily",
             &Progress::none(),
         )
@@ -337,7 +294,11 @@ async fn replication_copies_packs_with_their_tables_and_the_replica_shares_them(
     let repo = Repository::new(tier.clone(), options(16 << 10));
     let contents = mixed();
     let m = repo
-        .backup(&Contents::new(contents.clone()), "daily", &Progress::none())
+        .backup(
+            &BlobContents::new(contents.clone()),
+            "daily",
+            &Progress::none(),
+        )
         .await
         .unwrap();
     let report =
@@ -373,7 +334,7 @@ async fn replication_copies_packs_with_their_tables_and_the_replica_shares_them(
     let there = Repository::new(replica.clone(), options(16 << 10));
     there.verify(&m, true, &Progress::none()).await.unwrap();
     let again = there
-        .backup(&Contents::new(contents), "daily", &Progress::none())
+        .backup(&BlobContents::new(contents), "daily", &Progress::none())
         .await
         .unwrap();
     assert_eq!(again.facts["stored"], 0, "the replica's packs are shared");
@@ -398,7 +359,11 @@ async fn encrypted_packs_read_back_and_a_wrong_pack_is_named() {
     );
     let contents = mixed();
     let m = repo
-        .backup(&Contents::new(contents.clone()), "daily", &Progress::none())
+        .backup(
+            &BlobContents::new(contents.clone()),
+            "daily",
+            &Progress::none(),
+        )
         .await
         .unwrap();
     for (r, c) in records(&tier, &m).await.iter().zip(&contents) {
@@ -409,7 +374,7 @@ async fn encrypted_packs_read_back_and_a_wrong_pack_is_named() {
     // Plaintext backups do not share encrypted blobs.
     let plain = Repository::new(tier.clone(), options(16 << 10));
     let p = plain
-        .backup(&Contents::new(contents), "daily", &Progress::none())
+        .backup(&BlobContents::new(contents), "daily", &Progress::none())
         .await
         .unwrap();
     assert_eq!(p.facts["stored"], 41);
@@ -461,7 +426,7 @@ async fn a_pack_that_cannot_be_stored_fails_the_backup_and_leaves_no_backup() {
     for pack_size in [4 << 10, 4 << 20] {
         let repo = Repository::new(tier.clone(), options(pack_size));
         let err = repo
-            .backup(&Contents::new(mixed()), "daily", &Progress::none())
+            .backup(&BlobContents::new(mixed()), "daily", &Progress::none())
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Storage, "{err}");
@@ -501,7 +466,11 @@ async fn a_blob_in_a_pack_decodes_with_standard_tools() {
         );
         let contents = mixed();
         let m = repo
-            .backup(&Contents::new(contents.clone()), "daily", &Progress::none())
+            .backup(
+                &BlobContents::new(contents.clone()),
+                "daily",
+                &Progress::none(),
+            )
             .await
             .unwrap();
         let recs = records(&tier, &m).await;
@@ -548,7 +517,11 @@ async fn a_damaged_table_only_stops_its_pack_being_shared() {
     let repo = Repository::new(tier.clone(), options(8 << 10));
     let contents = mixed();
     let first = repo
-        .backup(&Contents::new(contents.clone()), "daily", &Progress::none())
+        .backup(
+            &BlobContents::new(contents.clone()),
+            "daily",
+            &Progress::none(),
+        )
         .await
         .unwrap();
     let recs = records(&tier, &first).await;
@@ -602,7 +575,7 @@ async fn a_damaged_table_only_stops_its_pack_being_shared() {
     let recorder = Arc::new(zdr_core::RecordingSink::default());
     let progress = Progress::new(recorder.clone());
     let second = repo
-        .backup(&Contents::new(contents.clone()), "daily", &progress)
+        .backup(&BlobContents::new(contents.clone()), "daily", &progress)
         .await
         .unwrap();
     assert_eq!(second.facts["stored"], unshared as u64);
