@@ -226,3 +226,20 @@ impl BackupSource for BlobContents {
         })
     }
 }
+
+/// Run `cmd` with `sh -c` in `dir`; its standard output. Panics, with its standard error,
+/// when it fails.
+pub fn run_sh(dir: &std::path::Path, cmd: &str) -> Vec<u8> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

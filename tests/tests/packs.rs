@@ -17,7 +17,7 @@ use zdr_core::{
 use zdr_storage::{
     AgeKeys, BlobList, PipelineOptions, Repository, RetryPolicy, TierConfig, open_tier,
 };
-use zdr_tests::fixtures::{BlobContents, data};
+use zdr_tests::fixtures::{BlobContents, data, run_sh};
 
 fn options(pack_size: u64) -> PipelineOptions {
     PipelineOptions {
@@ -480,34 +480,19 @@ async fn a_blob_in_a_pack_decodes_with_standard_tools() {
             let path = root.join(&r.key);
             let pack_dir = path.parent().unwrap();
             let file = path.file_name().unwrap().to_string_lossy().to_string();
-            run(pack_dir, &format!("sha256sum -c {file}.sha256"));
+            run_sh(pack_dir, &format!("sha256sum -c {file}.sha256"));
             let slice = format!("tail -c +{} {file} | head -c {}", offset + 1, r.size);
             let decrypt = if encrypted {
                 format!(" | age -d -i {}", key_file.display())
             } else {
                 String::new()
             };
-            let out = run(pack_dir, &format!("{slice}{decrypt} | zstd -dc"));
+            let out = run_sh(pack_dir, &format!("{slice}{decrypt} | zstd -dc"));
             assert_eq!(out, contents[i], "blob {i}, encrypted: {encrypted}");
-            let hash = run(pack_dir, &format!("{slice} | sha256sum"));
+            let hash = run_sh(pack_dir, &format!("{slice} | sha256sum"));
             assert!(String::from_utf8(hash).unwrap().starts_with(&r.sha256));
         }
     }
-}
-
-fn run(dir: &Path, cmd: &str) -> Vec<u8> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,26 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::process::Command;
-
 use zdr_core::{Compression, Progress};
 use zdr_storage::{AgeKeys, PipelineOptions, Repository, TierConfig, open_tier};
-use zdr_tests::fixtures::{TestSource, data};
-
-fn run(dir: &std::path::Path, cmd: &str) -> Vec<u8> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+use zdr_tests::fixtures::{TestSource, data, run_sh};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_decode_with_standard_tools() {
@@ -71,13 +54,13 @@ async fn artifacts_decode_with_standard_tools() {
             let path = root.join(&m.artifacts[0].key);
             let dir = path.parent().unwrap();
             let file = path.file_name().unwrap().to_string_lossy().to_string();
-            run(dir, &format!("sha256sum -c {file}.sha256"));
+            run_sh(dir, &format!("sha256sum -c {file}.sha256"));
             let decrypt = if encrypted {
                 format!("age -d -i {} {file} | ", key_file.display())
             } else {
                 format!("cat {file} | ")
             };
-            let out = run(dir, &format!("{decrypt}{decoder}"));
+            let out = run_sh(dir, &format!("{decrypt}{decoder}"));
             assert!(
                 out == raw,
                 "{compression} (lz4 workers {lz4_workers}) encrypted={encrypted}: decoded bytes differ"
@@ -89,7 +72,7 @@ async fn artifacts_decode_with_standard_tools() {
     for entry in std::fs::read_dir(&manifests).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().to_string();
         if name.ends_with(".json") {
-            run(&manifests, &format!("sha256sum -c {name}.sha256"));
+            run_sh(&manifests, &format!("sha256sum -c {name}.sha256"));
         }
     }
 }

@@ -183,6 +183,27 @@ pub struct OpendalTier {
 }
 
 impl OpendalTier {
+    /// `range` of `key` as a stream (the whole object for `..`).
+    async fn open_read(
+        &self,
+        key: &str,
+        range: impl std::ops::RangeBounds<u64> + Send,
+    ) -> Result<BoxRead> {
+        check_key(&self.name, key)?;
+        let r = self
+            .op
+            .reader_with(key)
+            .chunk(self.chunk)
+            .concurrent(self.concurrent)
+            .await
+            .map_err(self.err("open for reading", key))?;
+        let r = r
+            .into_futures_async_read(range)
+            .await
+            .map_err(self.err("open for reading", key))?;
+        Ok(Box::new(r.compat()))
+    }
+
     /// Wrap an operator under a tier name.
     #[must_use]
     pub fn new(name: &str, op: opendal::Operator) -> Self {
@@ -451,35 +472,12 @@ impl StorageTier for OpendalTier {
     }
 
     async fn reader(&self, key: &str) -> Result<BoxRead> {
-        check_key(&self.name, key)?;
-        let r = self
-            .op
-            .reader_with(key)
-            .chunk(self.chunk)
-            .concurrent(self.concurrent)
-            .await
-            .map_err(self.err("open for reading", key))?;
-        let r = r
-            .into_futures_async_read(..)
-            .await
-            .map_err(self.err("open for reading", key))?;
-        Ok(Box::new(r.compat()))
+        self.open_read(key, ..).await
     }
 
     async fn reader_range(&self, key: &str, offset: u64, len: u64) -> Result<BoxRead> {
-        check_key(&self.name, key)?;
-        let r = self
-            .op
-            .reader_with(key)
-            .chunk(self.chunk)
-            .concurrent(self.concurrent)
+        self.open_read(key, offset..offset.saturating_add(len))
             .await
-            .map_err(self.err("open for reading", key))?;
-        let r = r
-            .into_futures_async_read(offset..offset.saturating_add(len))
-            .await
-            .map_err(self.err("open for reading", key))?;
-        Ok(Box::new(r.compat()))
     }
 
     async fn read_all(&self, key: &str) -> Result<Vec<u8>> {
