@@ -72,6 +72,24 @@ fn packs(keys: &BTreeSet<String>) -> BTreeSet<String> {
         .collect()
 }
 
+/// [`mixed`] backed up onto `tier` with `options`: the repository, the contents, the backup.
+async fn mixed_backup(
+    tier: &Arc<dyn StorageTier>,
+    options: PipelineOptions,
+) -> (Repository, Vec<Vec<u8>>, Manifest) {
+    let repo = Repository::new(tier.clone(), options);
+    let contents = mixed();
+    let m = repo
+        .backup(
+            &BlobContents::new(contents.clone()),
+            "daily",
+            &Progress::none(),
+        )
+        .await
+        .unwrap();
+    (repo, contents, m)
+}
+
 /// Small contents of 1–3 KB, one of them twice, and one of 2 MiB.
 fn mixed() -> Vec<Vec<u8>> {
     let mut v: Vec<Vec<u8>> = (0..40u64)
@@ -86,16 +104,7 @@ fn mixed() -> Vec<Vec<u8>> {
 async fn small_blobs_share_packs_with_a_table_and_a_sidecar_and_read_back_whole() {
     let dir = tempfile::tempdir().unwrap();
     let tier = fs_tier(dir.path());
-    let repo = Repository::new(tier.clone(), options(16 << 10));
-    let contents = mixed();
-    let m = repo
-        .backup(
-            &BlobContents::new(contents.clone()),
-            "daily",
-            &Progress::none(),
-        )
-        .await
-        .unwrap();
+    let (repo, contents, m) = mixed_backup(&tier, options(16 << 10)).await;
     assert_eq!(m.facts["stored"], 41, "the repeated content is stored once");
     let all = keys(&tier, "uploads/blobs/").await;
     let packs = packs(&all);
@@ -144,16 +153,7 @@ async fn small_blobs_share_packs_with_a_table_and_a_sidecar_and_read_back_whole(
 async fn a_later_backup_shares_packed_content_but_never_a_pack_cut_short() {
     let dir = tempfile::tempdir().unwrap();
     let tier = fs_tier(dir.path());
-    let repo = Repository::new(tier.clone(), options(8 << 10));
-    let contents = mixed();
-    let first = repo
-        .backup(
-            &BlobContents::new(contents.clone()),
-            "daily",
-            &Progress::none(),
-        )
-        .await
-        .unwrap();
+    let (repo, contents, first) = mixed_backup(&tier, options(8 << 10)).await;
     let recs = records(&tier, &first).await;
     // One pack loses its sidecar, as a run killed between the pack and its sidecar leaves it.
     let cut = recs
@@ -291,16 +291,7 @@ async fn replication_copies_packs_with_their_tables_and_the_replica_shares_them(
     let dir = tempfile::tempdir().unwrap();
     let tier = fs_tier(&dir.path().join("a"));
     let replica = fs_tier(&dir.path().join("b"));
-    let repo = Repository::new(tier.clone(), options(16 << 10));
-    let contents = mixed();
-    let m = repo
-        .backup(
-            &BlobContents::new(contents.clone()),
-            "daily",
-            &Progress::none(),
-        )
-        .await
-        .unwrap();
+    let (_, contents, m) = mixed_backup(&tier, options(16 << 10)).await;
     let report =
         zdr_storage::replicate(&tier, &replica, &RetryPolicy::default(), &Progress::none())
             .await
@@ -350,22 +341,14 @@ async fn encrypted_packs_read_back_and_a_wrong_pack_is_named() {
         .unwrap()
         .with_identities_text(&secret, "test")
         .unwrap();
-    let repo = Repository::new(
-        tier.clone(),
+    let (repo, contents, m) = mixed_backup(
+        &tier,
         PipelineOptions {
             keys,
             ..options(16 << 10)
         },
-    );
-    let contents = mixed();
-    let m = repo
-        .backup(
-            &BlobContents::new(contents.clone()),
-            "daily",
-            &Progress::none(),
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     for (r, c) in records(&tier, &m).await.iter().zip(&contents) {
         assert!(r.encryption.is_some());
         assert_eq!(&read_all(&repo, r).await.unwrap(), c);
@@ -457,22 +440,14 @@ async fn a_blob_in_a_pack_decodes_with_standard_tools() {
         } else {
             AgeKeys::none()
         };
-        let repo = Repository::new(
-            tier.clone(),
+        let (_, contents, m) = mixed_backup(
+            &tier,
             PipelineOptions {
                 keys,
                 ..options(16 << 10)
             },
-        );
-        let contents = mixed();
-        let m = repo
-            .backup(
-                &BlobContents::new(contents.clone()),
-                "daily",
-                &Progress::none(),
-            )
-            .await
-            .unwrap();
+        )
+        .await;
         let recs = records(&tier, &m).await;
         for i in [0, 7, 39] {
             let r = &recs[i];
@@ -499,16 +474,7 @@ async fn a_blob_in_a_pack_decodes_with_standard_tools() {
 async fn a_damaged_table_only_stops_its_pack_being_shared() {
     let dir = tempfile::tempdir().unwrap();
     let tier = fs_tier(dir.path());
-    let repo = Repository::new(tier.clone(), options(8 << 10));
-    let contents = mixed();
-    let first = repo
-        .backup(
-            &BlobContents::new(contents.clone()),
-            "daily",
-            &Progress::none(),
-        )
-        .await
-        .unwrap();
+    let (repo, contents, first) = mixed_backup(&tier, options(8 << 10)).await;
     let recs = records(&tier, &first).await;
     let packs = packs(&keys(&tier, "uploads/blobs/").await);
     let mut damaged = packs.iter();
