@@ -99,15 +99,38 @@ impl Shared {
 }
 
 /// Stored blobs by the first 8 bytes of their SHA-256: the pack holding each (an index into
-/// `packs`), or [`ALONE`]. Twelve bytes or so a blob, whatever the number of backups; a
-/// match is confirmed against the pack's table or the blob's own sidecar.
+/// `packs`), or [`ALONE`]. What the tier held is two sorted arrays, 12 bytes a blob whatever
+/// the number of backups; what this backup stored since is a map. A match is confirmed
+/// against the pack's table or the blob's own sidecar.
 #[derive(Default)]
 struct Known {
     packs: Vec<String>,
-    blobs: HashMap<u64, u32>,
+    prefixes: Vec<u64>,
+    places: Vec<u32>,
+    added: HashMap<u64, u32>,
 }
 
 impl Known {
+    /// The set from what a listing and the tables gave: `(prefix, place)` pairs.
+    fn loaded(packs: Vec<String>, mut pairs: Vec<(u64, u32)>) -> Self {
+        pairs.sort_unstable_by_key(|(p, _)| *p);
+        let (prefixes, places) = pairs.into_iter().unzip();
+        Self {
+            packs,
+            prefixes,
+            places,
+            added: HashMap::new(),
+        }
+    }
+
+    fn place(&self, p: u64) -> Option<u32> {
+        if let Some(&n) = self.added.get(&p) {
+            return Some(n);
+        }
+        let at = self.prefixes.binary_search(&p).ok()?;
+        self.places.get(at).copied()
+    }
+
     fn add_pack(&mut self, key: String, records: &[ArtifactRecord]) {
         let Ok(n) = u32::try_from(self.packs.len()) else {
             return;
@@ -115,8 +138,14 @@ impl Known {
         self.packs.push(key);
         for r in records {
             if let Some(p) = prefix(&r.name) {
-                self.blobs.insert(p, n);
+                self.added.insert(p, n);
             }
+        }
+    }
+
+    fn add_alone(&mut self, sha256: &str) {
+        if let Some(p) = prefix(sha256) {
+            self.added.insert(p, ALONE);
         }
     }
 }
@@ -199,7 +228,7 @@ impl TierBlobs {
                     .await?;
                 let keys: std::collections::HashSet<&str> =
                     entries.iter().map(|e| e.key.as_str()).collect();
-                let mut known = Known::default();
+                let mut pairs: Vec<(u64, u32)> = Vec::new();
                 let mut packs = Vec::new();
                 for e in &entries {
                     let complete = keys.contains(layout::sidecar_key(&e.key).as_str());
@@ -223,26 +252,39 @@ impl TierBlobs {
                         && self.key(sha) == e.key
                         && let Some(p) = prefix(sha)
                     {
-                        known.blobs.insert(p, ALONE);
+                        pairs.push((p, ALONE));
                     }
                 }
+                drop(keys);
+                drop(entries);
+                // The tables one after the other as they arrive, never all at once.
                 use futures::StreamExt;
-                let tables =
+                let mut tables =
                     futures::stream::iter(packs.into_iter().map(|(key, size)| async move {
                         (read_table(self.tier.as_ref(), &key, size).await, key)
                     }))
-                    .buffer_unordered(8)
-                    .collect::<Vec<_>>()
-                    .await;
-                for (table, key) in tables {
+                    .buffer_unordered(8);
+                let mut usable = Vec::new();
+                while let Some((table, key)) = tables.next().await {
                     match table {
-                        Ok::<Vec<ArtifactRecord>, Error>(records) => known.add_pack(key, &records),
+                        Ok::<Vec<ArtifactRecord>, Error>(records) => {
+                            let Ok(n) = u32::try_from(usable.len()) else {
+                                continue;
+                            };
+                            pairs.extend(
+                                records
+                                    .iter()
+                                    .filter_map(|r| prefix(&r.name))
+                                    .map(|p| (p, n)),
+                            );
+                            usable.push(key);
+                        }
                         Err(e) => self.progress.warn(format!(
                             "the pack {key} is not shared: its table cannot be used ({e})"
                         )),
                     }
                 }
-                Ok::<_, Error>(Mutex::new(known))
+                Ok::<_, Error>(Mutex::new(Known::loaded(usable, pairs)))
             })
             .await
     }
@@ -270,10 +312,10 @@ impl TierBlobs {
                 .await?
                 .lock()
                 .map_err(|_| Error::unexpected("blob set poisoned"))?;
-            match known.blobs.get(&p) {
+            match known.place(p) {
                 None => return Ok(None),
-                Some(&ALONE) => None,
-                Some(&n) => known.packs.get(n as usize).cloned(),
+                Some(ALONE) => None,
+                Some(n) => known.packs.get(n as usize).cloned(),
             }
         };
         let Some(pack) = place else {
@@ -352,9 +394,8 @@ impl TierBlobs {
             self.store_packed(sha256, raw_size, content).await?
         } else {
             let record = self.store_alone(sha256, raw_size, content).await?;
-            if let (Ok(known), Some(p)) = (self.known().await?.lock(), prefix(sha256)) {
-                let mut known = known;
-                known.blobs.insert(p, ALONE);
+            if let Ok(mut known) = self.known().await?.lock() {
+                known.add_alone(sha256);
             }
             record
         };
@@ -958,4 +999,45 @@ pub async fn sweep_blobs(
         tier.delete_many(&sidecars).await?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> ArtifactRecord {
+        ArtifactRecord {
+            name: name.to_owned(),
+            key: "c/blobs/packs/ab/ab.pack".to_owned(),
+            size: 1,
+            sha256: String::new(),
+            raw_size: 1,
+            compression: zdr_core::Compression::Zstd,
+            encryption: None,
+            offset: Some(0),
+        }
+    }
+
+    #[test]
+    fn the_known_set_finds_loaded_and_added_blobs_by_prefix() {
+        let a = format!("{}{}", "0a".repeat(8), "11".repeat(24));
+        let b = format!("{}{}", "ff".repeat(8), "22".repeat(24));
+        let c = format!("{}{}", "05".repeat(8), "33".repeat(24));
+        let (pa, pb, pc) = (
+            prefix(&a).unwrap_or_default(),
+            prefix(&b).unwrap_or_default(),
+            prefix(&c).unwrap_or_default(),
+        );
+        // Loaded out of order: the set sorts them.
+        let mut known = Known::loaded(vec!["p0".into(), "p1".into()], vec![(pb, 1), (pa, 0)]);
+        assert_eq!(known.place(pa), Some(0));
+        assert_eq!(known.place(pb), Some(1));
+        assert_eq!(known.place(pc), None);
+        known.add_alone(&c);
+        assert_eq!(known.place(pc), Some(ALONE));
+        known.add_pack("p2".into(), &[record(&a)]);
+        assert_eq!(known.place(pa), Some(2), "the newest place wins");
+        assert_eq!(known.packs.len(), 3);
+        assert_eq!(prefix("not hex at all, not hex at all"), None);
+    }
 }
