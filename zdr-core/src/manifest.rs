@@ -122,15 +122,6 @@ pub struct ArtifactRecord {
     pub offset: Option<u64>,
 }
 
-impl ArtifactRecord {
-    /// The byte range of the stored bytes inside the object at `key`, when the artifact is a
-    /// slice of a pack.
-    #[must_use]
-    pub fn packed_range(&self) -> Option<std::ops::Range<u64>> {
-        self.offset.map(|o| o..o.saturating_add(self.size))
-    }
-}
-
 /// The part of a blob-index line every reader understands: the record of the blob it
 /// references. Sources add their own fields beside it (an object's key, its metadata).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

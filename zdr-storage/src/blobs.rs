@@ -21,7 +21,9 @@ use zdr_core::{
 };
 
 use crate::keys::AgeKeys;
-use crate::pipeline::{CHUNK, FailureSlot, PipelineOptions, PipelineWriter, open_artifact};
+use crate::pipeline::{
+    CHUNK, FailureSlot, PipelineOptions, PipelineWriter, Sidecar, open_artifact, read_sidecar,
+};
 
 /// Blobs of at most this many raw bytes are stored in packs.
 pub const PACKED_MAX: u64 = 1 << 20;
@@ -35,7 +37,7 @@ const ENCODE_INLINE: u64 = 128 << 10;
 const PACKS_IN_FLIGHT: usize = 3;
 /// Pack tables kept after a lookup.
 const TABLES_KEPT: usize = 8;
-/// The mark of a blob stored on its own in [`Known::blobs`].
+/// The place of a blob stored on its own in [`Known`].
 const ALONE: u32 = u32::MAX;
 
 /// The blob store of one backup on one tier.
@@ -208,11 +210,15 @@ impl TierBlobs {
     fn failure(&self) -> Option<Error> {
         let f = self.shared.failed.lock().ok()?;
         f.as_ref().map(|e| {
-            Error::new(
+            let again = Error::new(
                 e.kind(),
                 format!("a pack of blobs could not be stored: {e}"),
             )
-            .with_context("tier", self.tier.name())
+            .with_context("tier", self.tier.name());
+            match e.context_value("key") {
+                Some(key) => again.with_context("key", key),
+                None => again,
+            }
         })
     }
 
@@ -362,20 +368,14 @@ impl TierBlobs {
             return Ok(None);
         };
         // A blob whose sidecar is missing or damaged was cut short: it is stored again.
-        let sidecar = match self.tier.read_all(&layout::sidecar_key(&key)).await {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let text = String::from_utf8_lossy(&sidecar);
-        let Some(stored) = layout::parse_sidecar_for(&text, &key) else {
+        let Sidecar::Digest(stored) = read_sidecar(self.tier.as_ref(), &key).await? else {
             return Ok(None);
         };
         Ok(Some(ArtifactRecord {
             name: sha256.to_owned(),
             key,
             size: entry.size,
-            sha256: stored.to_owned(),
+            sha256: stored,
             raw_size,
             compression: self.options.compression,
             encryption: self.options.keys.encryption_record(),
@@ -528,31 +528,19 @@ impl TierBlobs {
         if let Some(pack) = open {
             self.seal(pack);
         }
-        let all = u32::try_from(PACKS_IN_FLIGHT).unwrap_or(u32::MAX);
-        drop(
-            self.slots
-                .acquire_many(all)
-                .await
-                .map_err(|_| Error::unexpected("pack slots closed"))?,
-        );
-        let first = self
-            .shared
-            .failed
-            .lock()
-            .map_err(|_| Error::unexpected("pack state poisoned"))?
-            .take();
-        match first {
-            Some(e) => {
-                // Later calls still fail: the backup cannot be completed.
-                let again = Error::new(
-                    e.kind(),
-                    format!("a pack of blobs could not be stored: {e}"),
-                );
-                self.shared.fail(again);
-                Err(e)
-            }
+        self.wait_for_packs().await;
+        // The failure stays recorded: every later call fails too.
+        match self.failure() {
+            Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Wait until every pack sealed so far is stored (or has failed).
+    async fn wait_for_packs(&self) {
+        let all = u32::try_from(PACKS_IN_FLIGHT).unwrap_or(u32::MAX);
+        // The slots are never closed, so this ends once the last pack gives its slot back.
+        drop(self.slots.acquire_many(all).await);
     }
 
     /// Wait until no pack is being stored, dropping the one filling (a failed backup: what
@@ -561,8 +549,7 @@ impl TierBlobs {
         if let Ok(mut packing) = self.shared.packing.lock() {
             packing.current = None;
         }
-        let all = u32::try_from(PACKS_IN_FLIGHT).unwrap_or(u32::MAX);
-        drop(self.slots.acquire_many(all).await);
+        self.wait_for_packs().await;
     }
 
     /// Store one blob alone through the pipeline.
@@ -660,17 +647,17 @@ async fn store_pack(
 pub(crate) async fn read_table_bytes(tier: &dyn StorageTier, key: &str) -> Result<Vec<u8>> {
     let table_key = layout::pack_table_key(key);
     let bytes = tier.read_all(&table_key).await?;
-    let sidecar_key = layout::sidecar_key(&table_key);
-    let sidecar = tier.read_all(&sidecar_key).await?;
-    let text = String::from_utf8_lossy(&sidecar);
-    if layout::parse_sidecar_for(&text, &table_key) != Some(zdr_core::sha256_hex(&bytes).as_str()) {
-        return Err(
+    match read_sidecar(tier, &table_key).await? {
+        Sidecar::Digest(d) if d == zdr_core::sha256_hex(&bytes) => Ok(bytes),
+        Sidecar::Missing => Err(Error::not_found("the pack's table has no .sha256 sidecar")
+            .with_context("tier", tier.name())
+            .with_context("key", &table_key)),
+        _ => Err(
             Error::integrity("the pack's table does not match its .sha256 sidecar")
                 .with_context("tier", tier.name())
                 .with_context("key", &table_key),
-        );
+        ),
     }
-    Ok(bytes)
 }
 
 /// Copy the table of the pack at `key` (checked against its sidecar) from `from` to `to`,

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncRead;
 use zdr_core::{
-    ArtifactRecord, ArtifactWrite, Compression, Encryption, Error, ErrorKind, Progress, Result,
-    StorageTier, layout,
+    ArtifactRecord, ArtifactWrite, Compression, Encryption, Error, Progress, Result, StorageTier,
+    layout,
 };
 
-use crate::pipeline::{FailureSlot, PipelineOptions, PipelineWriter};
+use crate::pipeline::{FailureSlot, PipelineOptions, PipelineWriter, Sidecar};
 
 /// What [`find_object`] found under a base key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,18 +118,17 @@ pub async fn find_object(
         let Some(entry) = tier.stat(&key).await? else {
             continue;
         };
-        let sidecar_key = layout::sidecar_key(&key);
-        let text = match tier.read_all(&sidecar_key).await {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::Incomplete { key }),
-            Err(e) => return Err(e),
-        };
-        let text = String::from_utf8_lossy(&text);
-        let sha = layout::parse_sidecar_for(&text, &key).ok_or_else(|| {
-            Error::integrity("the .sha256 sidecar is malformed or names another file")
+        let sha = match crate::pipeline::read_sidecar(tier, &key).await? {
+            Sidecar::Missing => return Ok(Found::Incomplete { key }),
+            Sidecar::Unusable => {
+                return Err(Error::integrity(
+                    "the .sha256 sidecar is malformed or names another file",
+                )
                 .with_context("tier", tier.name())
-                .with_context("key", &sidecar_key)
-        })?;
+                .with_context("key", layout::sidecar_key(&key)));
+            }
+            Sidecar::Digest(d) => d,
+        };
         let name = base.rsplit('/').next().unwrap_or(base).to_owned();
         return Ok(Found::Complete(ArtifactRecord {
             name,

@@ -811,17 +811,16 @@ pub async fn verify_stored(
 pub async fn verify_sidecar(tier: &dyn StorageTier, record: &ArtifactRecord) -> Result<()> {
     let name = tier.name().to_owned();
     let sidecar_key = layout::sidecar_key(&record.key);
-    let sidecar = tier.read_all(&sidecar_key).await.map_err(|e| {
-        if e.kind() == ErrorKind::NotFound {
-            Error::integrity("the .sha256 sidecar is missing")
+    let stored = match read_sidecar(tier, &record.key).await? {
+        Sidecar::Missing => {
+            return Err(Error::integrity("the .sha256 sidecar is missing")
                 .with_context("tier", &name)
-                .with_context("key", &sidecar_key)
-        } else {
-            e
+                .with_context("key", &sidecar_key));
         }
-    })?;
-    let text = String::from_utf8_lossy(&sidecar);
-    let stored = layout::parse_sidecar_for(&text, &record.key);
+        Sidecar::Unusable => None,
+        Sidecar::Digest(d) => Some(d),
+    };
+    let stored = stored.as_deref();
     if record.offset.is_some() {
         // The sidecar of a pack covers the whole pack, which a stored pack always has; the
         // blob's own bytes are checked against its record when read.
@@ -844,6 +843,31 @@ pub async fn verify_sidecar(tier: &dyn StorageTier, record: &ArtifactRecord) -> 
         );
     }
     Ok(())
+}
+
+/// What the `.sha256` sidecar of an object says.
+pub(crate) enum Sidecar {
+    /// There is none: the object's write was cut short (or it was never written).
+    Missing,
+    /// It is malformed or names another file.
+    Unusable,
+    /// The SHA-256 it gives for the object.
+    Digest(String),
+}
+
+/// Read the `.sha256` sidecar of `key` on `tier`.
+///
+/// # Errors
+/// Storage errors other than "not found".
+pub(crate) async fn read_sidecar(tier: &dyn StorageTier, key: &str) -> Result<Sidecar> {
+    let bytes = match tier.read_all(&layout::sidecar_key(key)).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Sidecar::Missing),
+        Err(e) => return Err(e),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(layout::parse_sidecar_for(&text, key)
+        .map_or(Sidecar::Unusable, |d| Sidecar::Digest(d.to_owned())))
 }
 
 /// Open `record` on `tier` for reading its raw bytes (decrypted, decompressed). The stream

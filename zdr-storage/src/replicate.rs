@@ -13,7 +13,7 @@ use zdr_core::{
 
 use crate::keys::AgeKeys;
 use crate::lock::{LockPolicy, TierLock, component_lock};
-use crate::pipeline::{CHUNK, verify_sidecar, verify_stored};
+use crate::pipeline::{CHUNK, Sidecar, verify_sidecar, verify_stored};
 use crate::repo::write_manifest;
 use crate::retry::RetryPolicy;
 
@@ -399,22 +399,16 @@ async fn pack_record(from: &dyn StorageTier, b: &ArtifactRecord) -> Result<Artif
     let Some(entry) = from.stat(&b.key).await? else {
         return Err(missing("is missing"));
     };
-    let sidecar = match from.read_all(&layout::sidecar_key(&b.key)).await {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(missing("has no .sha256 sidecar"));
-        }
-        Err(e) => return Err(e),
-    };
-    let text = String::from_utf8_lossy(&sidecar);
-    let Some(sha) = layout::parse_sidecar_for(&text, &b.key) else {
-        return Err(missing("has a sidecar that does not name it"));
+    let sha = match crate::pipeline::read_sidecar(from, &b.key).await? {
+        Sidecar::Missing => return Err(missing("has no .sha256 sidecar")),
+        Sidecar::Unusable => return Err(missing("has a sidecar that does not name it")),
+        Sidecar::Digest(d) => d,
     };
     Ok(ArtifactRecord {
         name: b.name.clone(),
         key: b.key.clone(),
         size: entry.size,
-        sha256: sha.to_owned(),
+        sha256: sha,
         raw_size: entry.size,
         compression: zdr_core::Compression::None,
         encryption: None,
