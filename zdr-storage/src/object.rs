@@ -107,7 +107,7 @@ fn candidates(base: &str, options: &PipelineOptions) -> Vec<(String, Compression
 /// Look for the object `base` on `tier` under every compression and encryption suffix.
 ///
 /// # Errors
-/// Storage errors other than "not found", and [`ErrorKind::Integrity`] when the sidecar is
+/// Storage errors other than "not found", and [`zdr_core::ErrorKind::Integrity`] when the sidecar is
 /// unreadable.
 pub async fn find_object(
     tier: &dyn StorageTier,
